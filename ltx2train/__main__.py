@@ -1,0 +1,5 @@
+import sys
+
+from ltx2train.cli import main
+
+sys.exit(main())

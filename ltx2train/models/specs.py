@@ -1,0 +1,109 @@
+"""Variant specs: the diffusers constructor configs of every LTX-2 component, shipped as data.
+
+A *variant* (``ltx2-19b``, ``ltx2.3-22b``, ``tiny``) is a JSON file in ``variants/`` naming, per
+component, the diffusers class and its config. Nothing is fetched from a hub: offline clusters and
+tests build every module from these files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Components in the order they appear in the official single file.
+COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder", "spatial_upsampler")
+
+_CLASS_NAMES = {
+    "LTX2VideoTransformer3DModel",
+    "LTX2TextConnectors",
+    "AutoencoderKLLTX2Video",
+    "AutoencoderKLLTX2Audio",
+    "LTX2Vocoder",
+    "LTX2VocoderWithBWE",
+    "LTX2LatentUpsamplerModel",
+}
+
+
+def _diffusers_class(name: str) -> type[torch.nn.Module]:
+    if name not in _CLASS_NAMES:
+        raise ValueError(f"unknown component class {name!r}; expected one of {sorted(_CLASS_NAMES)}")
+    import diffusers
+    import diffusers.pipelines.ltx2 as ltx2_pipelines
+
+    return getattr(diffusers, name, None) or getattr(ltx2_pipelines, name)
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One component of a variant: a diffusers class and the config it is built with."""
+
+    name: str
+    class_name: str
+    config: dict[str, Any]
+
+    def build(self, meta: bool = False) -> torch.nn.Module:
+        """Instantiate the module.
+
+        With ``meta=True`` parameters live on the meta device (no memory) while buffers that the
+        constructor computes (RoPE tables, filters) stay real, so the module can later be filled with
+        ``load_state_dict(..., assign=True)`` without ever existing twice in memory.
+        """
+        cls = _diffusers_class(self.class_name)
+        ctx = _init_empty_parameters() if meta else contextlib.nullcontext()
+        with ctx:
+            module = cls.from_config(dict(self.config))
+        return module
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    family: str  # "2.0" (LTX-2) or "2.3" (LTX-2.3): selects key-mapping rules
+    description: str
+    components: dict[str, ComponentSpec] = field(default_factory=dict)
+
+    def component(self, name: str) -> ComponentSpec:
+        if name not in self.components:
+            raise KeyError(f"variant {self.name!r} has no component {name!r}; it has {list(self.components)}")
+        return self.components[name]
+
+
+@contextlib.contextmanager
+def _init_empty_parameters():
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        yield
+
+
+def list_variants() -> list[str]:
+    root = resources.files("ltx2train.models") / "variants"
+    return sorted(p.name[: -len(".json")] for p in root.iterdir() if p.name.endswith(".json"))
+
+
+def load_variant(name_or_path: str | Path) -> VariantSpec:
+    """Load a shipped variant by name, or a user variant from a JSON file of the same format."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.is_file():
+        data = json.loads(path.read_text())
+    else:
+        name = str(name_or_path)
+        if name not in list_variants():
+            raise ValueError(f"unknown variant {name!r}; shipped variants: {', '.join(list_variants())}")
+        data = json.loads((resources.files("ltx2train.models") / "variants" / f"{name}.json").read_text())
+    if data.get("family") not in ("2.0", "2.3"):
+        raise ValueError(f"variant {data.get('name')!r}: family must be '2.0' or '2.3', got {data.get('family')!r}")
+    components = {
+        comp: ComponentSpec(comp, entry["class"], dict(entry["config"]))
+        for comp, entry in data["components"].items()
+    }
+    unknown = set(components) - set(COMPONENTS)
+    if unknown:
+        raise ValueError(f"variant {data['name']!r}: unknown components {sorted(unknown)}; expected {COMPONENTS}")
+    return VariantSpec(data["name"], data["family"], data.get("description", ""), components)

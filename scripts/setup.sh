@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One-time setup on a fresh machine: a virtual environment with torch (CPU build, pinned first so that
+# no dependency pulls a CUDA build), ltx2train and its test dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip 2>/dev/null || true
+python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
+pip install -q -e ".[test]"
+# Lightricks' reference implementation, test-only: its declared deps include torchaudio (no CPU build
+# here); the modules the parity tests use do not need it.
+python -c "import ltx_core" 2>/dev/null || pip install -q --no-deps "ltx-core==1.0.0"
