@@ -1,0 +1,209 @@
+"""Build LTX-2 components from checkpoint files, strictly, straight into the requested dtype/device.
+
+Sources, detected from the path:
+- the official single file (``ltx-2-19b-dev.safetensors``): one file feeds several components; each
+  component reads only its own keys, nothing is consumed or popped;
+- a directory of repackaged split files (``transformer.safetensors``, ``video_vae_encoder.safetensors``...);
+- a diffusers-format directory (``<component>/config.json`` + ``diffusion_pytorch_model*.safetensors``,
+  or a model directory with ``config.json`` directly);
+- for the spatial upscaler, its own unprefixed file (or a directory holding it).
+
+Modules are created with parameters on the meta device, then every tensor is read from disk, cast and
+placed once, and assigned into the module: a 19B transformer never exists twice in memory. Loading is
+strict: a missing, unexpected or mis-shaped tensor raises :class:`CheckpointError` naming the tensor and
+the file — never silently random weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from safetensors import safe_open
+
+from ltx2train.models.keys import ComponentKeyMap, build_key_map, passthrough_shapes
+from ltx2train.models.layout import (
+    DISTILLED_TRANSFORMER_FILE,
+    UPSCALER_FILES,
+    owner_of,
+    split_files_for,
+)
+from ltx2train.models.specs import ComponentSpec, VariantSpec, load_variant
+
+# Original-key tensors that have no diffusers counterpart (LTX-2's unused VAE statistics) are kept on
+# the module under this attribute, so that writers can put them back.
+PASSTHROUGH_ATTR = "ltx2_passthrough"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not match the layout of the component being loaded."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    kind: str  # "single", "split", "diffusers", "upscaler"
+    files: tuple[Path, ...]
+    config: dict | None = None  # diffusers config.json for kind == "diffusers"
+
+
+def _diffusers_dir(path: Path, component: str) -> Path | None:
+    for candidate in (path / component, path):
+        if (candidate / "config.json").is_file() and list(candidate.glob("diffusion_pytorch_model*.safetensors")):
+            return candidate
+    return None
+
+
+def _resolve_source(path: Path, component: str, distilled: bool) -> _Source:
+    if not path.exists():
+        raise FileNotFoundError(f"{component}: checkpoint path {path} does not exist")
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{component}: {path} is not a .safetensors file (only safetensors are loaded)")
+        kind = "upscaler" if component == "spatial_upsampler" else "single"
+        return _Source(kind, (path,))
+    ddir = _diffusers_dir(path, component)
+    if ddir is not None:
+        files = sorted(ddir.glob("diffusion_pytorch_model*.safetensors"))
+        return _Source("diffusers", tuple(files), json.loads((ddir / "config.json").read_text()))
+    if component == "spatial_upsampler":
+        found = [path / name for name in UPSCALER_FILES if (path / name).is_file()]
+        if not found:
+            raise FileNotFoundError(f"spatial_upsampler: none of {list(UPSCALER_FILES)} in {path}")
+        return _Source("upscaler", (found[0],))
+    names = [f.filename for f in split_files_for(component)]
+    if component == "transformer" and distilled:
+        names = [DISTILLED_TRANSFORMER_FILE]
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{component}: {path} is neither a diffusers directory nor a repackaged checkpoint "
+            f"(missing {', '.join(missing)})"
+        )
+    return _Source("split", tuple(path / n for n in names))
+
+
+def _expected_shapes(module: torch.nn.Module, key_map: ComponentKeyMap | None) -> dict[str, tuple[int, ...]]:
+    """Checkpoint key -> shape, for every tensor the component needs (original keys if a key map is given)."""
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    if key_map is None:
+        return shapes
+    out = {key_map.to_original[k]: s for k, s in shapes.items()}
+    out.update(passthrough_shapes(key_map, module))
+    return out
+
+
+def _is_ours(key: str, component: str, source: _Source, key_map: ComponentKeyMap | None) -> bool:
+    """Does a key found in the file belong to this component (so it must be known to the key map)?"""
+    if source.kind == "single":
+        return owner_of(key) == component
+    return True  # split, upscaler and diffusers files hold one component only
+
+
+def _read_tensors(
+    component: str,
+    source: _Source,
+    expected: dict[str, tuple[int, ...]],
+    key_map: ComponentKeyMap | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Read exactly the expected tensors, checking names and shapes from the headers before loading any."""
+    where: dict[str, Path] = {}
+    for path in source.files:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                if not _is_ours(key, component, source, key_map):
+                    continue
+                if key not in expected:
+                    raise CheckpointError(f"{component}: unexpected tensor {key!r} in {path}")
+                shape = tuple(f.get_slice(key).get_shape())
+                if shape != expected[key]:
+                    raise CheckpointError(
+                        f"{component}: tensor {key!r} in {path} has shape {list(shape)}, expected {list(expected[key])}"
+                    )
+                where.setdefault(key, path)
+    missing = sorted(set(expected) - set(where))
+    if missing:
+        files = ", ".join(str(p) for p in source.files)
+        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
+        raise CheckpointError(f"{component}: {len(missing)} tensor(s) missing from {files}: {shown}")
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in source.files:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                if key not in expected:
+                    continue
+                value = f.get_tensor(key)
+                # copy=True: own, freshly allocated storage (not a view into the file mapping, whose
+                # alignment can change CPU kernel results in the last bit)
+                value = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype, copy=True)
+                if key in tensors:  # statistics stored in both halves of a split VAE must agree
+                    if not torch.equal(tensors[key], value):
+                        raise CheckpointError(f"{component}: {key!r} differs between {where[key]} and {path}")
+                    continue
+                tensors[key] = value
+    return tensors
+
+
+def build_component(
+    spec: ComponentSpec,
+    family: str,
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    distilled: bool = False,
+) -> torch.nn.Module:
+    """Build one component from a checkpoint path (see the module docstring for accepted layouts)."""
+    device = torch.device(device)
+    source = _resolve_source(Path(path), spec.name, distilled)
+    if source.kind == "diffusers":
+        spec = ComponentSpec(spec.name, spec.class_name, {k: v for k, v in source.config.items() if not k.startswith("_")})
+    module = spec.build(meta=True)
+    key_map = None if source.kind == "diffusers" else build_key_map(spec.name, module, family)
+    expected = _expected_shapes(module, key_map)
+    tensors = _read_tensors(spec.name, source, expected, key_map, dtype, device)
+    if key_map is not None:
+        tensors, passthrough = key_map.convert_to_diffusers(tensors, source=", ".join(map(str, source.files)))
+    else:
+        passthrough = {}
+    module.load_state_dict(tensors, strict=True, assign=True)
+    module.to(device)  # buffers computed at construction (not in the checkpoint)
+    setattr(module, PASSTHROUGH_ATTR, passthrough)
+    return module.eval().requires_grad_(False)
+
+
+def load_component(
+    variant: str | VariantSpec,
+    component: str,
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    distilled: bool = False,
+) -> torch.nn.Module:
+    """Load ``component`` of ``variant`` (a shipped name or a VariantSpec) from ``path``.
+
+    ``distilled=True`` loads ``transformer_distilled.safetensors`` from a repackaged directory.
+    The module is returned in eval mode with gradients off; training code enables what it trains.
+    """
+    spec_variant = load_variant(variant) if isinstance(variant, str) else variant
+    return build_component(
+        spec_variant.component(component), spec_variant.family, path, dtype=dtype, device=device, distilled=distilled
+    )
+
+
+def load_components(
+    variant: str | VariantSpec,
+    path: str | Path,
+    components: Iterable[str] = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder"),
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.nn.Module]:
+    spec_variant = load_variant(variant) if isinstance(variant, str) else variant
+    return {c: load_component(spec_variant, c, path, dtype=dtype, device=device) for c in components}

@@ -1,0 +1,113 @@
+"""Gemma 3 text encoding: prompts -> stacked hidden states -> (through the connectors) video/audio context.
+
+The cache stores the *stacked hidden states* (before the connectors): ``(B, T, hidden * (layers + 1))``
+with an attention mask, exactly what ``LTX2TextConnectors`` consumes. The connectors are part of the
+trained model (they run in the training step), so they are not applied here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# LTX-2 pads Gemma prompts on the left and uses a fixed token budget.
+DEFAULT_MAX_SEQUENCE_LENGTH = 1024
+
+
+@dataclass
+class TextEmbeddings:
+    hidden_states: torch.Tensor  # (B, T, hidden * num_stacked_layers), stacked layers flattened last
+    attention_mask: torch.Tensor  # (B, T), 1 for real tokens, 0 for padding
+
+
+@dataclass
+class TextContext:
+    video: torch.Tensor  # (B, T, video cross-attention dim)
+    audio: torch.Tensor  # (B, T, audio cross-attention dim)
+    attention_mask: torch.Tensor  # (B, T) after the connectors (registers fill padded positions)
+
+
+class GemmaTextEncoder:
+    """A Gemma 3 model (``Gemma3ForConditionalGeneration`` or text-only) with its tokenizer."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_sequence_length = max_sequence_length
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_stacked_layers(self) -> int:
+        """Hidden states returned per token: the embeddings plus one per decoder layer."""
+        return _text_config(self.model.config).num_hidden_layers + 1
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str] | str, max_sequence_length: int | None = None) -> TextEmbeddings:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        tokens = self.tokenizer(
+            [p.strip() for p in prompts],
+            padding="max_length",
+            max_length=max_sequence_length or self.max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
+        input_ids = tokens.input_ids.to(self.device)
+        attention_mask = tokens.attention_mask.to(self.device)
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        stacked = torch.stack(outputs.hidden_states, dim=-1)  # (B, T, hidden, layers + 1)
+        return TextEmbeddings(stacked.flatten(2, 3), attention_mask)
+
+
+def _text_config(config):
+    return getattr(config, "text_config", None) or config
+
+
+def load_text_encoder(
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device = "cpu",
+    max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
+) -> GemmaTextEncoder:
+    """Load Gemma 3 and its tokenizer from a local transformers directory (never from a hub).
+
+    Accepts the real ``google/gemma-3-12b-it-qat-q4_0-unquantized`` layout
+    (``Gemma3ForConditionalGeneration``) and text-only Gemma 3 checkpoints. Only the language model's
+    hidden states are used; the vision tower is loaded as part of the checkpoint but never run.
+    """
+    from transformers import AutoConfig, AutoTokenizer, Gemma3ForConditionalGeneration, Gemma3TextModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"text encoder: {path} is not a transformers model directory (no config.json)")
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    if config.model_type == "gemma3":
+        cls = Gemma3ForConditionalGeneration
+    elif config.model_type == "gemma3_text":
+        cls = Gemma3TextModel
+    else:
+        raise ValueError(f"text encoder: {path} holds a {config.model_type!r} model, expected Gemma 3")
+    model = cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
+    model = model.to(device).eval().requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return GemmaTextEncoder(model, tokenizer, max_sequence_length)
+
+
+def apply_connectors(
+    connectors: torch.nn.Module, embeddings: TextEmbeddings, padding_side: str = "left"
+) -> TextContext:
+    """Stacked Gemma hidden states -> video and audio context through ``LTX2TextConnectors``."""
+    weight_dtype = next(connectors.parameters()).dtype
+    video, audio, mask = connectors(
+        embeddings.hidden_states.to(weight_dtype), embeddings.attention_mask, padding_side=padding_side
+    )
+    return TextContext(video, audio, mask)

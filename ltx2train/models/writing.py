@@ -1,0 +1,109 @@
+"""Write components back in the original layouts: repackaged split files or one official-layout file.
+
+Every file is written to a temporary name in the target directory and renamed into place, so an
+interrupted write never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors.torch import save_file
+
+from ltx2train.models.keys import build_key_map
+from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE, SINGLE_FILE_COMPONENTS, SPLIT_FILES
+from ltx2train.models.loading import PASSTHROUGH_ATTR
+
+
+def save_safetensors_atomic(
+    tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    prepared = {}
+    for key, value in tensors.items():
+        if value.device.type == "meta":
+            raise ValueError(f"cannot save {key!r} to {path}: it is on the meta device (weights never loaded)")
+        prepared[key] = value.detach().to("cpu").contiguous()
+    try:
+        save_file(prepared, str(tmp), metadata=dict(metadata or {}))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def original_state_dict(component: str, module: torch.nn.Module, family: str) -> dict[str, torch.Tensor]:
+    """A component's tensors under their original checkpoint keys (including passthrough tensors)."""
+    key_map = build_key_map(component, module, family)
+    return key_map.convert_to_original(module.state_dict(), getattr(module, PASSTHROUGH_ATTR, None))
+
+
+def _metadata(variant_name: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+    meta = {"format": "pt", "writer": "ltx2train"}
+    if variant_name:
+        meta["ltx2train_variant"] = variant_name
+    meta.update(extra or {})
+    return meta
+
+
+def save_repackaged(
+    modules: Mapping[str, torch.nn.Module],
+    out_dir: str | Path,
+    family: str,
+    *,
+    variant_name: str | None = None,
+    distilled_transformer: bool = False,
+    metadata: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """Write the given components as repackaged split files (original keys) into ``out_dir``.
+
+    ``spatial_upsampler`` is written as ``ltx-2-spatial-upscaler-x2-1.0.safetensors`` (unprefixed).
+    """
+    out_dir = Path(out_dir)
+    written = []
+    for component, module in modules.items():
+        state = original_state_dict(component, module, family)
+        if component == "spatial_upsampler":
+            written.append(save_upscaler(module, out_dir / "ltx-2-spatial-upscaler-x2-1.0.safetensors", family,
+                                         variant_name=variant_name))
+            continue
+        files = [f for f in SPLIT_FILES if f.component == component]
+        if not files:
+            raise ValueError(f"no repackaged file layout for component {component!r}")
+        for split in files:
+            name = DISTILLED_TRANSFORMER_FILE if (component == "transformer" and distilled_transformer) else split.filename
+            part = {k: v for k, v in state.items() if split.holds(k)}
+            written.append(save_safetensors_atomic(part, out_dir / name, _metadata(variant_name, metadata)))
+    return written
+
+
+def save_single_file(
+    modules: Mapping[str, torch.nn.Module],
+    path: str | Path,
+    family: str,
+    *,
+    variant_name: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write components into one official-layout file (``model.diffusion_model.*``, ``vae.*``, ...)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for component, module in modules.items():
+        if component not in SINGLE_FILE_COMPONENTS:
+            raise ValueError(f"{component!r} does not belong in the official single file (write it separately)")
+        tensors.update(original_state_dict(component, module, family))
+    meta = _metadata(variant_name, metadata)
+    meta.setdefault("ltx2train_components", json.dumps(sorted(modules)))
+    return save_safetensors_atomic(tensors, path, meta)
+
+
+def save_upscaler(module: torch.nn.Module, path: str | Path, family: str, *, variant_name: str | None = None) -> Path:
+    return save_safetensors_atomic(
+        original_state_dict("spatial_upsampler", module, family), path, _metadata(variant_name, None)
+    )
