@@ -36,6 +36,16 @@ def _prod(shape) -> int:
     return out
 
 
+def _cmd_tiny(args: argparse.Namespace) -> int:
+    from ltx2train.models.smoke import run_tiny
+
+    result = run_tiny(args.output, seed=args.seed)
+    print(f"tiny LTX-2 written to {result['model_dir']} (repackaged layout + upscaler + gemma/) "
+          f"in {result['write_s']:.1f}s; reloaded strictly in {result['load_s']:.1f}s")
+    print(f"sample (LTX2Pipeline, h264 + AAC): {result['sample']} in {result['sample_s']:.1f}s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltx2train", description="Fine-tune LTX-2 audio-video models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     variant.add_argument("name", help="shipped variant name (ltx2-19b, ltx2.3-22b, tiny) or a variant JSON file")
     variant.add_argument("--json", action="store_true", help='print {"<original key>": [shape...]} for all components')
     variant.set_defaults(func=_cmd_inspect_variant)
+
+    tiny = sub.add_parser("tiny", help="write the tiny random-weight LTX-2, reload it and render a sample mp4")
+    tiny.add_argument("--output", default="outputs/tiny", help="output directory (default: outputs/tiny)")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_cmd_tiny)
     return parser
 
 

@@ -245,6 +245,20 @@ _RULES = {
 }
 
 
+_ADAPTER_TENSOR = re.compile(r"\.(lora_[A-Za-z_]+|lora_magnitude_vector)(\.|$)")
+
+
+def base_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's own tensors under its plain diffusers names: PEFT adapter tensors are left out and
+    PEFT's ``.base_layer`` wrapping is undone, so a module carrying a LoRA maps like a plain one."""
+    out = {}
+    for key, value in module.state_dict().items():
+        if _ADAPTER_TENSOR.search(key):
+            continue
+        out[key.replace(".base_layer.", ".")] = value
+    return out
+
+
 def build_key_map(component: str, module: torch.nn.Module, family: str = "2.0") -> ComponentKeyMap:
     """Derive the original <-> diffusers key bijection for ``module`` (a built, possibly meta, component)."""
     if component == "video_vae":
@@ -253,7 +267,7 @@ def build_key_map(component: str, module: torch.nn.Module, family: str = "2.0") 
         rule = _RULES[component]
     else:
         raise ValueError(f"no key mapping for component {component!r}")
-    to_original = {key: rule(key, module) for key in module.state_dict().keys()}
+    to_original = {key: rule(key, module) for key in base_state_dict(module)}
     passthrough: tuple[str, ...] = ()
     if component == "video_vae" and family == "2.0":
         passthrough = _VIDEO_VAE_UNUSED_STATISTICS_20
@@ -338,7 +352,7 @@ def original_keys_with_shapes(
     key_map: ComponentKeyMap, module: torch.nn.Module
 ) -> dict[str, tuple[int, ...]]:
     """Every original key of a component with its shape, from a (meta) module: no weights needed."""
-    shapes = {key_map.to_original[k]: tuple(v.shape) for k, v in module.state_dict().items()}
+    shapes = {key_map.to_original[k]: tuple(v.shape) for k, v in base_state_dict(module).items()}
     shapes.update(passthrough_shapes(key_map, module))
     return shapes
 

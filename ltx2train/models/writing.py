@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 from safetensors.torch import save_file
 
-from ltx2train.models.keys import build_key_map
+from ltx2train.models.keys import base_state_dict, build_key_map
 from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE, SINGLE_FILE_COMPONENTS, SPLIT_FILES
 from ltx2train.models.loading import PASSTHROUGH_ATTR
 
@@ -40,9 +40,10 @@ def save_safetensors_atomic(
 
 
 def original_state_dict(component: str, module: torch.nn.Module, family: str) -> dict[str, torch.Tensor]:
-    """A component's tensors under their original checkpoint keys (including passthrough tensors)."""
+    """A component's base tensors under their original checkpoint keys (including passthrough tensors;
+    adapters are not merged: export them with :func:`ltx2train.models.adapters.export_lora`)."""
     key_map = build_key_map(component, module, family)
-    return key_map.convert_to_original(module.state_dict(), getattr(module, PASSTHROUGH_ATTR, None))
+    return key_map.convert_to_original(base_state_dict(module), getattr(module, PASSTHROUGH_ATTR, None))
 
 
 def _metadata(variant_name: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
