@@ -17,12 +17,12 @@ the file — never silently random weights.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import torch
-from safetensors import safe_open
 
 from ltx2train.models.keys import ComponentKeyMap, build_key_map, passthrough_shapes
 from ltx2train.models.layout import (
@@ -85,6 +85,56 @@ def _resolve_source(path: Path, component: str, distilled: bool) -> _Source:
     return _Source("split", tuple(path / n for n in names))
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
+    "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offsets in the file
+    end: int
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, _Entry], dict[str, str]]:
+    """Tensor names, dtypes, shapes and byte ranges of a safetensors file, without reading any data."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise CheckpointError(f"{path} is not a safetensors file (too short)")
+        (header_len,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(f.read(header_len))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} is not a safetensors file (bad header: {exc})") from exc
+    metadata = header.pop("__metadata__", None) or {}
+    base = 8 + header_len
+    entries = {
+        key: _Entry(v["dtype"], tuple(v["shape"]), base + v["data_offsets"][0], base + v["data_offsets"][1])
+        for key, v in header.items()
+    }
+    return entries, metadata
+
+
+def _read_tensor(f, entry: _Entry, key: str, path: Path) -> torch.Tensor:
+    """Read one tensor with a plain read into freshly allocated memory (no mmap: the file's pages do not
+    stay resident next to the copy, and the storage has the allocator's alignment)."""
+    if entry.dtype not in _SAFETENSORS_DTYPES:
+        raise CheckpointError(f"tensor {key!r} in {path} has unsupported dtype {entry.dtype}")
+    tensor = torch.empty(entry.shape, dtype=_SAFETENSORS_DTYPES[entry.dtype])
+    nbytes = tensor.numel() * tensor.element_size()
+    if nbytes != entry.end - entry.start:
+        raise CheckpointError(f"tensor {key!r} in {path}: {entry.end - entry.start} bytes for shape {list(entry.shape)}")
+    f.seek(entry.start)
+    if nbytes and f.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != nbytes:
+        raise CheckpointError(f"tensor {key!r} in {path} is truncated")
+    return tensor
+
+
 def _expected_shapes(module: torch.nn.Module, key_map: ComponentKeyMap | None) -> dict[str, tuple[int, ...]]:
     """Checkpoint key -> shape, for every tensor the component needs (original keys if a key map is given)."""
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
@@ -95,7 +145,7 @@ def _expected_shapes(module: torch.nn.Module, key_map: ComponentKeyMap | None) -
     return out
 
 
-def _is_ours(key: str, component: str, source: _Source, key_map: ComponentKeyMap | None) -> bool:
+def _is_ours(key: str, component: str, source: _Source) -> bool:
     """Does a key found in the file belong to this component (so it must be known to the key map)?"""
     if source.kind == "single":
         return owner_of(key) == component
@@ -106,25 +156,23 @@ def _read_tensors(
     component: str,
     source: _Source,
     expected: dict[str, tuple[int, ...]],
-    key_map: ComponentKeyMap | None,
     dtype: torch.dtype,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Read exactly the expected tensors, checking names and shapes from the headers before loading any."""
     where: dict[str, Path] = {}
-    for path in source.files:
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
-                if not _is_ours(key, component, source, key_map):
-                    continue
-                if key not in expected:
-                    raise CheckpointError(f"{component}: unexpected tensor {key!r} in {path}")
-                shape = tuple(f.get_slice(key).get_shape())
-                if shape != expected[key]:
-                    raise CheckpointError(
-                        f"{component}: tensor {key!r} in {path} has shape {list(shape)}, expected {list(expected[key])}"
-                    )
-                where.setdefault(key, path)
+    headers = {path: read_safetensors_header(path)[0] for path in source.files}
+    for path, entries in headers.items():
+        for key, entry in entries.items():
+            if not _is_ours(key, component, source):
+                continue
+            if key not in expected:
+                raise CheckpointError(f"{component}: unexpected tensor {key!r} in {path}")
+            if entry.shape != expected[key]:
+                raise CheckpointError(
+                    f"{component}: tensor {key!r} in {path} has shape {list(entry.shape)}, expected {list(expected[key])}"
+                )
+            where.setdefault(key, path)
     missing = sorted(set(expected) - set(where))
     if missing:
         files = ", ".join(str(p) for p in source.files)
@@ -132,15 +180,13 @@ def _read_tensors(
         raise CheckpointError(f"{component}: {len(missing)} tensor(s) missing from {files}: {shown}")
 
     tensors: dict[str, torch.Tensor] = {}
-    for path in source.files:
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
+    for path, entries in headers.items():
+        with open(path, "rb") as f:
+            for key, entry in entries.items():
                 if key not in expected:
                     continue
-                value = f.get_tensor(key)
-                # copy=True: own, freshly allocated storage (not a view into the file mapping, whose
-                # alignment can change CPU kernel results in the last bit)
-                value = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype, copy=True)
+                value = _read_tensor(f, entry, key, path)
+                value = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
                 if key in tensors:  # statistics stored in both halves of a split VAE must agree
                     if not torch.equal(tensors[key], value):
                         raise CheckpointError(f"{component}: {key!r} differs between {where[key]} and {path}")
@@ -166,7 +212,7 @@ def build_component(
     module = spec.build(meta=True)
     key_map = None if source.kind == "diffusers" else build_key_map(spec.name, module, family)
     expected = _expected_shapes(module, key_map)
-    tensors = _read_tensors(spec.name, source, expected, key_map, dtype, device)
+    tensors = _read_tensors(spec.name, source, expected, dtype, device)
     if key_map is not None:
         tensors, passthrough = key_map.convert_to_diffusers(tensors, source=", ".join(map(str, source.files)))
     else:
