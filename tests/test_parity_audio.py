@@ -64,10 +64,10 @@ headroom for other conv kernels; the 2.3 vocoder gets ``1e-4`` because its 108 s
 of a re-analysed mel amplify round-off. Each wrong setting in the control tests moves the output by 0.24 to 2.5
 (asserted > 1e-2), the missing stage-1 clamp below by up to 0.69.
 
-Discrepancy found: our shipped ``ltx2.3-22b`` vocoder spec (like diffusers' conversion script) has
+Discrepancy found and fixed: diffusers' conversion script (and our first ``ltx2.3-22b`` spec) has
 ``final_act_fn: null``, but ltx_core clamps the STAGE-1 waveform to [-1, 1] (``use_tanh_at_final`` false with
-``apply_final_activation`` true) before the BWE re-analyses it; ``final_act_fn: "clamp"`` gives parity. See
-``test_shipped_ltx23_vocoder_spec_matches_production`` (strict xfail until the spec is fixed).
+``apply_final_activation`` true) before the BWE re-analyses it; ``final_act_fn: "clamp"`` gives parity and is
+what our spec now ships. ``test_shipped_ltx23_vocoder_spec_matches_production`` guards it.
 
 Not covered (a precision policy, not a function): Lightricks/LTX-2 HEAD (commit 400fd31) runs
 ``VocoderWithBWE.forward`` under float32 autocast whatever the weight dtype (ltx_core 1.0.0, installed here, does
@@ -517,8 +517,7 @@ def _generator_fields(official, prefix: str) -> dict:
 
 def test_variant_spec_has_the_production_23_vocoder_but_the_stage1_clamp():
     """Our shipped ``ltx2.3-22b`` vocoder spec against ltx_core's ``VocoderWithBWE`` built from the production
-    config. Every field agrees but ``final_act_fn`` (production: "clamp"), which the strict xfail test below
-    checks."""
+    config. Every field agrees; ``final_act_fn`` (production: "clamp") is checked by the test below."""
     with torch.device("meta"):
         official = _official_vocoder(PRODUCTION_VOCODER_CONFIG_23)
     component = load_variant("ltx2.3-22b").component("vocoder")
@@ -682,22 +681,16 @@ def test_bwe_vocoder_parity(bwe_models):
     torch.testing.assert_close(got, expected, atol=BWE_ATOL, rtol=BWE_RTOL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="shipped ltx2.3-22b vocoder spec has final_act_fn=None; production clamps the stage-1 waveform "
-    "(needs final_act_fn='clamp')",
-)
 def test_shipped_ltx23_vocoder_spec_matches_production(bwe_models):
-    """DISCREPANCY (config-fixable, in our shipped ``ltx2.3-22b`` spec and in diffusers' conversion script alike):
+    """Was a DISCREPANCY (fixed in our shipped ``ltx2.3-22b`` spec; diffusers' conversion script still has it):
     ltx_core builds the 2.3 stage-1 generator with ``use_tanh_at_final`` false from the header and
     ``apply_final_activation`` true (``_vocoder_from_config``'s default; only the BWE generator gets false), so
     ``Vocoder.forward`` ends with ``torch.clamp(x, -1, 1)`` before the BWE re-analyses the 16 kHz waveform and
     resamples it as the skip path. Our spec's ``final_act_fn: null`` leaves the stage-1 waveform unclamped; with
     ``"clamp"`` the output is bit-identical (test above). On the input here (~11% of stage-1 samples beyond +-1)
     the final 48 kHz waveform differs by up to 0.69 (mean 0.027; 88% of samples by more than 1e-3); with trained
-    weights it differs wherever the stage-1 waveform exceeds full scale (loud passages). Strict xfail: once the
-    spec says "clamp" this passes, and the marker must go.
+    weights it differs wherever the stage-1 waveform exceeds full scale (loud passages). Our spec now says
+    "clamp"; this test guards it.
     """
     official, _, shipped, _ = bwe_models
     mel = _log_mel(1, 2, 25, 64, seed=13)
