@@ -24,7 +24,7 @@ from typing import Iterable
 
 import torch
 
-from ltx2train.models.keys import ComponentKeyMap, build_key_map, passthrough_shapes
+from ltx2train.models.keys import ComponentKeyMap, build_key_map, original_keys_with_shapes
 from ltx2train.models.layout import (
     DISTILLED_TRANSFORMER_FILE,
     UPSCALER_FILES,
@@ -137,12 +137,9 @@ def _read_tensor(f, entry: _Entry, key: str, path: Path) -> torch.Tensor:
 
 def _expected_shapes(module: torch.nn.Module, key_map: ComponentKeyMap | None) -> dict[str, tuple[int, ...]]:
     """Checkpoint key -> shape, for every tensor the component needs (original keys if a key map is given)."""
-    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     if key_map is None:
-        return shapes
-    out = {key_map.to_original[k]: s for k, s in shapes.items()}
-    out.update(passthrough_shapes(key_map, module))
-    return out
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    return original_keys_with_shapes(key_map, module)
 
 
 def _is_ours(key: str, component: str, source: _Source) -> bool:
