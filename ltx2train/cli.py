@@ -46,6 +46,62 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ltx2train.demo import run_demo
+
+    run_demo(args.output, args.overrides)
+    return 0
+
+
+def _load(args: argparse.Namespace, check_paths):
+    from ltx2train.config import load_config
+
+    return load_config(args.recipe, args.overrides, check_paths=check_paths)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from ltx2train.data.prepare import prepare
+
+    cfg = _load(args, ("model.checkpoint", "model.text_encoder", "data.metadata"))
+    report = prepare(cfg, device="cuda" if _cuda() else "cpu")
+    print(f"prepare: {len(report.encoded)} encoded, {len(report.skipped)} already cached, {len(report.failed)} failed "
+          f"in {report.seconds:.1f}s -> {cfg.data.cache_dir}")
+    for failure in report.failed:
+        print(f"  failed: {failure['video']}: {failure['error']}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ltx2train.training.trainer import Trainer
+
+    cfg = _load(args, ("model.checkpoint", "data.cache_dir"))
+    result = Trainer(cfg).train()
+    print(f"trained to step {result.step}; latest checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from ltx2train.inference.sample import sample
+
+    cfg = _load(args, ("model.checkpoint", "model.text_encoder"))
+    paths, _ = sample(cfg, lora=args.lora, prompts=args.prompt, seed=args.seed,
+                      output_dir=args.output or f"{cfg.train.output_dir}/sample", lora_scale=args.lora_scale)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _add_recipe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="YAML recipe (see recipes/), or a run's saved config.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.max_steps=100")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltx2train", description="Fine-tune LTX-2 audio-video models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--output", default="outputs/tiny", help="output directory (default: outputs/tiny)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_cmd_tiny)
+
+    demo = sub.add_parser("demo", help="tiny model + synthetic clips: prepare -> train LoRA -> checkpoint -> sample")
+    demo.add_argument("--output", default="outputs/demo", help="output directory (default: outputs/demo)")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of recipes/demo.yaml")
+    demo.set_defaults(func=_cmd_demo)
+
+    prepare = sub.add_parser("prepare", help="encode clips + captions into the latent cache")
+    _add_recipe(prepare)
+    prepare.set_defaults(func=_cmd_prepare)
+
+    train = sub.add_parser("train", help="train (resumes from the latest checkpoint in train.output_dir)")
+    _add_recipe(train)
+    train.set_defaults(func=_cmd_train)
+
+    sample = sub.add_parser("sample", help="base model + exported LoRA -> mp4 through the inference pipeline")
+    _add_recipe(sample)
+    sample.add_argument("--lora", help="LoRA .safetensors (official/ComfyUI layout), e.g. a checkpoint's lora.safetensors")
+    sample.add_argument("--lora-scale", type=float, default=1.0)
+    sample.add_argument("--prompt", action="append", help="prompt (repeatable; default: the recipe's validation prompts)")
+    sample.add_argument("--seed", type=int, help="default: validation.seed")
+    sample.add_argument("--output", help="directory for the mp4 files (default: <train.output_dir>/sample)")
+    sample.set_defaults(func=_cmd_sample)
     return parser
 
 

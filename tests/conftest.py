@@ -25,3 +25,26 @@ def load_reference(variant: str) -> tuple[dict, dict]:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory):
+    """The demo's inputs, made once: tiny LTX-2 + Gemma on disk, 6 synthetic clips, their prepared cache."""
+    from ltx2train.data.prepare import prepare
+    from ltx2train.data.synthetic import make_synthetic_dataset
+    from ltx2train.models.tiny import write_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny_workspace")
+    write_tiny_checkpoint(root / "model")
+    make_synthetic_dataset(root / "data", num_clips=6, num_frames=9, fps=24.0, height=64, width=64)
+    cfg = tiny_config(root, root / "unused_run")
+    report = prepare(cfg)
+    assert len(report.encoded) == 6 and not report.failed
+    return root
+
+
+def tiny_config(root, output_dir, overrides=()):
+    from ltx2train.demo import demo_config
+
+    cfg = demo_config(Path(root), [f"train.output_dir={output_dir}", *overrides])
+    return cfg

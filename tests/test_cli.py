@@ -41,3 +41,38 @@ def test_tiny_writes_reloads_and_samples(tmp_path):
     with av.open(str(tmp_path / "samples" / "tiny.mp4")) as container:
         kinds = {s.type: s.codec_context.name for s in container.streams}
     assert kinds == {"video": "h264", "audio": "aac"}
+
+
+def test_bad_config_key_fails_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    import ltx2train.models.loading as loading
+    from ltx2train import cli
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the config was validated")
+
+    monkeypatch.setattr(loading, "load_component", no_loading)
+    monkeypatch.setattr(loading, "load_components", no_loading)
+    for command in ("prepare", "train", "sample"):
+        code = cli.main([command, "recipes/t2av_lora.yaml", "train.max_step=3"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "train.max_step" in err and "train.max_steps" in err
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    """`ltx2train demo`, shortened: model + clips -> prepare -> train -> checkpoint -> sample mp4 with audio."""
+    out = tmp_path / "demo"
+    proc = _cli("demo", "--output", str(out), "train.max_steps=6", "train.checkpoint_every=3", "validation.every=3",
+                "train.log_every=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loss fell from" in proc.stdout
+    lora = out / "run" / "checkpoints" / "step_000006" / "lora.safetensors"
+    assert lora.is_file() and str(lora) in proc.stdout
+    samples = sorted((out / "sample").glob("*.mp4"))
+    assert samples and str(samples[0]) in proc.stdout
+    with av.open(str(samples[0])) as container:
+        kinds = {s.type for s in container.streams}
+        assert kinds == {"video", "audio"}
+        assert container.streams.audio[0].rate == 16000  # the tiny vocoder's output rate
+    assert len(list((out / "run" / "samples").glob("step_000003_*.mp4"))) == 2
+    assert (out / "run" / "config.yaml").is_file() and (out / "run" / "metrics.jsonl").is_file()

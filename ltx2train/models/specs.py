@@ -107,3 +107,14 @@ def load_variant(name_or_path: str | Path) -> VariantSpec:
     if unknown:
         raise ValueError(f"variant {data['name']!r}: unknown components {sorted(unknown)}; expected {COMPONENTS}")
     return VariantSpec(data["name"], data["family"], data.get("description", ""), components)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``"bfloat16"`` -> ``torch.bfloat16`` (the dtype names used in recipes)."""
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}") from None

@@ -1,0 +1,135 @@
+"""The preprocessed cache: one safetensors file per clip plus a manifest.
+
+Each ``samples/<index>.safetensors`` holds, for one clip:
+
+- ``video_latents``  (C, F', H', W')  normalised video VAE latents (what the transformer denoises)
+- ``audio_latents``  (C, L, M)        normalised audio VAE latents (absent when ``with_audio`` is off)
+- ``text_hidden_states`` (T, D)       stacked Gemma hidden states, left-padded to ``max_sequence_length``
+- ``text_attention_mask`` (T,)        1 for real tokens
+
+Files are written to a temporary name and renamed, so a file that exists is complete: an interrupted
+``prepare`` resumes by skipping the files that are there. ``manifest.json`` records the settings the cache
+was made with; a cache is never silently mixed with samples made at other settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SAMPLES_DIR = "samples"
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    variant: str
+    height: int
+    width: int
+    num_frames: int
+    fps: float
+    with_audio: bool
+    max_sequence_length: int
+
+
+def sample_path(cache_dir: str | Path, index: int) -> Path:
+    return Path(cache_dir) / SAMPLES_DIR / f"{index:06d}.safetensors"
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def write_sample(cache_dir: str | Path, index: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    path = sample_path(cache_dir, index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_manifest(cache_dir: str | Path) -> dict | None:
+    path = Path(cache_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def check_settings(cache_dir: str | Path, settings: CacheSettings) -> None:
+    """A cache made with other settings must not be extended or trained on by mistake."""
+    manifest = read_manifest(cache_dir)
+    if manifest is None:
+        return
+    old = manifest.get("settings", {})
+    diffs = [f"{k}: cache has {old.get(k)!r}, recipe has {v!r}" for k, v in asdict(settings).items() if old.get(k) != v]
+    if diffs:
+        raise ValueError(
+            f"cache {cache_dir} was made with other settings ({'; '.join(diffs)}); "
+            "use another data.cache_dir or delete this one"
+        )
+
+
+def write_manifest(cache_dir: str | Path, settings: CacheSettings, samples: list[dict], failed: list[dict]) -> Path:
+    path = Path(cache_dir) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format_version": FORMAT_VERSION, "settings": asdict(settings), "samples": samples, "failed": failed}
+    write_json_atomic(path, data)
+    return path
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    """The samples listed in a cache's manifest, read lazily (safetensors, no pickle)."""
+
+    def __init__(self, cache_dir: str | Path, settings: CacheSettings | None = None):
+        self.cache_dir = Path(cache_dir)
+        manifest = read_manifest(self.cache_dir)
+        if manifest is None:
+            raise FileNotFoundError(f"no cache at {self.cache_dir} (no {MANIFEST}); run `ltx2train prepare` first")
+        if settings is not None:
+            check_settings(self.cache_dir, settings)
+        self.settings = manifest["settings"]
+        self.samples = manifest["samples"]
+        if not self.samples:
+            raise ValueError(f"cache {self.cache_dir} holds no samples (all clips failed? see its {MANIFEST})")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        path = self.cache_dir / self.samples[i]["file"]
+        with safe_open(str(path), framework="pt") as f:
+            sample = {key: f.get_tensor(key) for key in f.keys()}
+        return pad_text(sample, self.settings["max_sequence_length"])
+
+
+def pad_text(sample: dict[str, torch.Tensor], length: int) -> dict[str, torch.Tensor]:
+    """Left-pad the stored real text tokens back to the tokenizer's fixed length (zeros, mask 0).
+
+    The connectors replace padded positions with their learnable registers, so the padded values never
+    reach the transformer; only the count of positions matters, and it matches inference.
+    """
+    hidden, mask = sample["text_hidden_states"], sample["text_attention_mask"]
+    pad = length - hidden.shape[0]
+    if pad < 0:
+        raise ValueError(f"cached text has {hidden.shape[0]} tokens, more than max_sequence_length={length}")
+    sample["text_hidden_states"] = torch.cat([hidden.new_zeros(pad, hidden.shape[1]), hidden])
+    sample["text_attention_mask"] = torch.cat([mask.new_zeros(pad), mask])
+    return sample
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    keys = samples[0].keys()
+    return {key: torch.stack([s[key] for s in samples]) for key in keys}

@@ -1,0 +1,155 @@
+"""Media decode and encode: video frames with decord, audio with PyAV, LTX-2's log-mel front end.
+
+decord's stereo audio is corrupt (discontinuities every 1024 samples), so audio always comes from PyAV.
+Every failure a user can cause (missing, corrupt, too short, no audio) is a ``MediaError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class MediaError(ValueError):
+    """A clip that cannot be used, with the path and the reason."""
+
+
+def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: float = 0.0) -> torch.Tensor:
+    """Frames at ``start_s + i / fps`` (nearest source frame): uint8 (F, H, W, 3)."""
+    import decord
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: file does not exist")
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        source_fps = float(reader.get_avg_fps())
+        available = len(reader)
+    except Exception as exc:  # decord raises its own DECORDError / RuntimeError on corrupt input
+        raise MediaError(f"{path}: cannot decode video ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from exc
+    if source_fps <= 0:
+        raise MediaError(f"{path}: video has no frame rate")
+    indices = [round((start_s + i / fps) * source_fps) for i in range(num_frames)]
+    if indices[-1] >= available:
+        raise MediaError(f"{path}: {available} frames at {source_fps:g} fps is shorter than the {num_frames} frames "
+                         f"at {fps:g} fps requested (from {start_s:g} s)")
+    try:
+        frames = reader.get_batch(indices).asnumpy()
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot decode frames ({exc})") from exc
+    return torch.from_numpy(np.ascontiguousarray(frames))
+
+
+def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, start_s: float = 0.0,
+               duration_s: float | None = None) -> torch.Tensor:
+    """The first audio stream, resampled by PyAV: float32 (channels, samples) in [-1, 1]."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: file does not exist")
+    layout = {1: "mono", 2: "stereo"}[channels]
+    chunks = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{path}: has no audio stream")
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+            for frame in container.decode(container.streams.audio[0]):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+    except MediaError:
+        raise
+    except Exception as exc:  # av.error.* on corrupt input
+        raise MediaError(f"{path}: cannot decode audio ({exc})") from exc
+    if not chunks:
+        raise MediaError(f"{path}: audio stream holds no samples")
+    audio = np.concatenate(chunks, axis=1).astype(np.float32)  # (channels, samples)
+    start = round(start_s * sample_rate)
+    audio = audio[:, start:]
+    if duration_s is not None:
+        want = round(duration_s * sample_rate)
+        missing = want - audio.shape[1]
+        if missing > 0.1 * sample_rate:
+            raise MediaError(f"{path}: audio lasts {audio.shape[1] / sample_rate:.2f} s from {start_s:g} s, "
+                             f"{duration_s:.2f} s needed")
+        audio = np.pad(audio, ((0, 0), (0, max(0, missing))))[:, :want]
+    return torch.from_numpy(np.clip(audio, -1.0, 1.0))
+
+
+def resize_and_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float32 (3, F, height, width) in [-1, 1]: cover the target, centre crop."""
+    video = frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (F, 3, H, W)
+    src_h, src_w = video.shape[-2:]
+    scale = max(height / src_h, width / src_w)
+    new_h, new_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    if (new_h, new_w) != (src_h, src_w):
+        video = F.interpolate(video, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    video = video[:, :, top : top + height, left : left + width].clamp(-1.0, 1.0)
+    return video.permute(1, 0, 2, 3).contiguous()
+
+
+def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 160,
+                        mel_bins: int = 64) -> torch.Tensor:
+    """(C, N) -> (C, N // hop + 1, mel_bins): LTX-2's audio VAE input.
+
+    Magnitude STFT (Hann window, centred, reflect padding), Slaney mel filterbank, log(clamp(1e-5)) — the
+    front end of Lightricks' reference (torchaudio's ``MelSpectrogram(power=1, norm/mel_scale="slaney")``).
+    """
+    from transformers.audio_utils import mel_filter_bank
+
+    filters = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=mel_bins, min_frequency=0.0,
+                              max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="slaney")
+    window = torch.hann_window(n_fft, dtype=torch.float32, device=waveform.device)
+    spec = torch.stft(waveform.float(), n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window=window,
+                      center=True, pad_mode="reflect", return_complex=True).abs()  # (C, freq, T)
+    mel = torch.einsum("cft,fm->ctm", spec, torch.from_numpy(filters).float().to(waveform.device))
+    return torch.log(torch.clamp(mel, min=1e-5))
+
+
+def write_video_with_audio(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float,
+                           audio: torch.Tensor | None = None, sample_rate: int = 16000) -> Path:
+    """mp4 (h264 yuv420p + AAC) via PyAV, written to a temp name then renamed."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+    frames = np.asarray(frames, dtype=np.uint8)
+    rate = Fraction(fps).limit_denominator(1001)
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            video_stream = container.add_stream("libx264", rate=rate)
+            video_stream.width, video_stream.height = frames.shape[2], frames.shape[1]
+            video_stream.pix_fmt = "yuv420p"
+            video_stream.options = {"crf": "18"}
+            audio_stream = None
+            if audio is not None:
+                audio_np = np.asarray(audio, dtype=np.float32)
+                audio_stream = container.add_stream("aac", rate=sample_rate)
+                audio_stream.layout = "stereo" if audio_np.shape[0] == 2 else "mono"
+            for frame in frames:
+                for packet in video_stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in video_stream.encode():
+                container.mux(packet)
+            if audio_stream is not None:
+                audio_frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio_np), format="fltp",
+                                                         layout=audio_stream.layout.name)
+                audio_frame.sample_rate = sample_rate
+                for packet in audio_stream.encode(audio_frame):
+                    container.mux(packet)
+                for packet in audio_stream.encode():
+                    container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

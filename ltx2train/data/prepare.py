@@ -1,0 +1,158 @@
+"""``ltx2train prepare``: clips + captions -> cached latents and text embeddings.
+
+metadata (csv/json/jsonl) -> decode video (decord) and audio (PyAV) over the same time window -> resize /
+centre-crop to the recipe's resolution and 8k+1 frames -> video VAE latents, 16 kHz log-mel -> audio VAE
+latents, Gemma hidden states -> one safetensors file per clip (see ``cache.py``). A clip that cannot be
+read is reported by path and skipped; finished clips are never encoded twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ltx2train.data import cache
+from ltx2train.data.media import MediaError, log_mel_spectrogram, read_audio, read_video_frames, resize_and_crop
+from ltx2train.data.metadata import ClipRecord, read_metadata
+
+logger = logging.getLogger(__name__)
+
+AUDIO_N_FFT = 1024
+
+
+@dataclass
+class Encoders:
+    """The frozen encoders of prepare: video VAE, audio VAE (optional) and Gemma."""
+
+    video_vae: torch.nn.Module
+    audio_vae: torch.nn.Module | None
+    text_encoder: object  # ltx2train.models.text_encoder.GemmaTextEncoder
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.video_vae.parameters()).device
+
+
+@dataclass
+class PrepareReport:
+    encoded: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def settings_from_config(cfg) -> cache.CacheSettings:
+    d = cfg.data
+    return cache.CacheSettings(
+        variant=cfg.model.variant, height=d.height, width=d.width, num_frames=d.num_frames, fps=float(d.fps),
+        with_audio=d.with_audio, max_sequence_length=d.max_sequence_length,
+    )
+
+
+def load_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
+    from ltx2train.models.loading import load_component
+    from ltx2train.models.specs import torch_dtype
+    from ltx2train.models.text_encoder import load_text_encoder
+
+    dtype = torch_dtype(cfg.model.dtype)
+    video_vae = load_component(cfg.model.variant, "video_vae", cfg.model.checkpoint, dtype=dtype, device=device)
+    audio_vae = None
+    if cfg.data.with_audio:
+        # The audio VAE is small; its mel front end is precision-sensitive, so it runs in float32.
+        audio_vae = load_component(cfg.model.variant, "audio_vae", cfg.model.checkpoint, dtype=torch.float32, device=device)
+    text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device=device,
+                                     max_sequence_length=cfg.data.max_sequence_length)
+    return Encoders(video_vae, audio_vae, text_encoder)
+
+
+@torch.no_grad()
+def encode_video(video_vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """(3, F, H, W) in [-1, 1] -> normalised latents (C, F', H', W'), as ``LTX2Pipeline`` denormalises them."""
+    param = next(video_vae.parameters())
+    latents = video_vae.encode(pixels[None].to(param.device, param.dtype)).latent_dist.mode().float()
+    mean = video_vae.latents_mean.view(1, -1, 1, 1, 1).float()
+    std = video_vae.latents_std.view(1, -1, 1, 1, 1).float()
+    return ((latents - mean) * video_vae.config.scaling_factor / std)[0]
+
+
+def audio_latent_length(num_frames: int, fps: float, audio_vae: torch.nn.Module) -> int:
+    """Audio latents for a clip of ``num_frames`` at ``fps``: the pipeline's own formula (25 per second)."""
+    per_second = audio_vae.config.sample_rate / audio_vae.config.mel_hop_length / audio_vae.temporal_compression_ratio
+    return round(num_frames / fps * per_second)
+
+
+@torch.no_grad()
+def encode_audio(audio_vae: torch.nn.Module, waveform: torch.Tensor, latent_length: int) -> torch.Tensor:
+    """(2, N) 16 kHz waveform -> normalised latents (C, L, M) with ``L == latent_length``."""
+    cfg = audio_vae.config
+    mel = log_mel_spectrogram(waveform.float(), sample_rate=cfg.sample_rate, n_fft=AUDIO_N_FFT,
+                              hop_length=cfg.mel_hop_length, mel_bins=cfg.mel_bins)  # (2, T, mel_bins)
+    param = next(audio_vae.parameters())
+    latents = audio_vae.encode(mel[None].to(param.device, param.dtype)).latent_dist.mode().float()  # (1, C, L', M)
+    if latents.shape[2] < latent_length:
+        raise ValueError(f"audio gave {latents.shape[2]} latent frames, {latent_length} needed")
+    latents = latents[:, :, :latent_length]
+    channels, mel_latent = latents.shape[1], latents.shape[3]
+    packed = latents.transpose(1, 2).flatten(2, 3)  # (1, L, C * M): the statistics are per packed feature
+    packed = (packed - audio_vae.latents_mean.float()) / audio_vae.latents_std.float()
+    return packed.unflatten(2, (channels, mel_latent)).transpose(1, 2)[0]
+
+
+def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings) -> dict[str, torch.Tensor]:
+    frames = read_video_frames(record.video, settings.num_frames, settings.fps)
+    pixels = resize_and_crop(frames, settings.height, settings.width)
+    tensors = {"video_latents": encode_video(encoders.video_vae, pixels)}
+    if encoders.audio_vae is not None:
+        duration = settings.num_frames / settings.fps
+        sample_rate = encoders.audio_vae.config.sample_rate
+        waveform = read_audio(record.video, sample_rate=sample_rate, channels=2, duration_s=duration)
+        length = audio_latent_length(settings.num_frames, settings.fps, encoders.audio_vae)
+        tensors["audio_latents"] = encode_audio(encoders.audio_vae, waveform, length)
+    text = encoders.text_encoder.encode([record.caption], max_sequence_length=settings.max_sequence_length)
+    mask = text.attention_mask[0].bool()
+    # Only real tokens are stored; the dataset left-pads them back to max_sequence_length (see cache.py).
+    tensors["text_hidden_states"] = text.hidden_states[0][mask]
+    tensors["text_attention_mask"] = torch.ones(int(mask.sum()), dtype=torch.int64)
+    return tensors
+
+
+def prepare(
+    cfg,
+    encoders: Encoders | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    on_sample: Callable[[int], None] | None = None,
+) -> PrepareReport:
+    """Encode every clip of ``cfg.data.metadata`` not already in ``cfg.data.cache_dir``."""
+    start = time.perf_counter()
+    settings = settings_from_config(cfg)
+    cache_dir = Path(cfg.data.cache_dir)
+    cache.check_settings(cache_dir, settings)
+    records = read_metadata(cfg.data.metadata, cfg.data.video_column, cfg.data.caption_column, cfg.data.root)
+    report = PrepareReport()
+    todo = [r for r in records if not cache.sample_path(cache_dir, r.index).is_file()]
+    report.skipped = [r.index for r in records if r not in todo]
+    if todo and encoders is None:
+        encoders = load_encoders(cfg, device)
+    for record in todo:
+        try:
+            tensors = encode_clip(encoders, record, settings)
+        except MediaError as exc:
+            logger.warning("skipping clip %d: %s", record.index, exc)
+            report.failed.append({"index": record.index, "video": str(record.video), "error": str(exc)})
+            continue
+        cache.write_sample(cache_dir, record.index, tensors, {"video": str(record.video), "caption": record.caption})
+        report.encoded.append(record.index)
+        if on_sample is not None:
+            on_sample(record.index)
+    done = [r for r in records if cache.sample_path(cache_dir, r.index).is_file()]
+    samples = [{"index": r.index, "file": str(cache.sample_path(cache_dir, r.index).relative_to(cache_dir)),
+                "video": str(r.video), "caption": r.caption} for r in done]
+    cache.write_manifest(cache_dir, settings, samples, report.failed)
+    report.seconds = time.perf_counter() - start
+    return report

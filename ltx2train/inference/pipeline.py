@@ -1,0 +1,131 @@
+"""The inference pipeline users run (diffusers ``LTX2Pipeline``), built from modules already in memory.
+
+Validation during training and ``ltx2train sample`` both go through ``build_pipeline`` and ``generate``:
+the same scheduler, the same call arguments, the same media writer. Prompts arrive as Gemma hidden states
+(the cache's text format), so a training run can encode its validation prompts once and free Gemma.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class GeneratedClip:
+    video: np.ndarray  # (F, H, W, 3) float32 in [0, 1]
+    audio: torch.Tensor  # (channels, samples) float32 at ``sample_rate``
+    sample_rate: int
+    fps: float
+
+
+def build_scheduler():
+    """The LTX-2 flow-matching scheduler (token-count-dependent shift, terminal sigma 0.1)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift_terminal=0.1)
+
+
+def build_pipeline(*, transformer, connectors, video_vae, audio_vae, vocoder, text_encoder=None, tokenizer=None):
+    """``LTX2Pipeline`` around existing modules: no weights are copied or reloaded."""
+    from diffusers import LTX2Pipeline
+
+    pipe = LTX2Pipeline(
+        scheduler=build_scheduler(),
+        vae=video_vae,
+        audio_vae=audio_vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        connectors=connectors,
+        transformer=transformer,
+        vocoder=vocoder,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    _match_vocoder_input_dtype(vocoder)
+    return pipe
+
+
+def _match_vocoder_input_dtype(vocoder: torch.nn.Module) -> None:
+    """The vocoder may run in float32 under a bf16 audio VAE: cast its input mel with a hook, not a fork."""
+    if getattr(vocoder, "_ltx2train_dtype_hook", False):
+        return
+
+    def cast(module, args):
+        dtype = next(module.parameters()).dtype
+        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    vocoder.register_forward_pre_hook(cast)
+    vocoder._ltx2train_dtype_hook = True
+
+
+@torch.no_grad()
+def generate(
+    pipe,
+    prompt_embeds: torch.Tensor,
+    prompt_attention_mask: torch.Tensor,
+    *,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_attention_mask: torch.Tensor | None = None,
+    seed: int = 42,
+    height: int = 512,
+    width: int = 768,
+    num_frames: int = 121,
+    fps: float = 24.0,
+    steps: int = 30,
+    guidance_scale: float = 4.0,
+) -> GeneratedClip:
+    """One clip from Gemma hidden states ``(1, T, D)`` with a fixed seed (CPU generator: device-independent)."""
+    device = next(pipe.transformer.parameters()).device
+    dtype = next(pipe.connectors.parameters()).dtype
+    kwargs = {}
+    if guidance_scale > 1.0:
+        if negative_prompt_embeds is None:
+            raise ValueError("guidance_scale > 1 needs negative prompt embeddings")
+        kwargs = dict(
+            negative_prompt_embeds=negative_prompt_embeds.to(device, dtype),
+            negative_prompt_attention_mask=negative_prompt_attention_mask.to(device),
+        )
+    video, audio = pipe(
+        prompt_embeds=prompt_embeds.to(device, dtype),
+        prompt_attention_mask=prompt_attention_mask.to(device),
+        height=height,
+        width=width,
+        num_frames=num_frames,
+        frame_rate=fps,
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        stg_scale=0.0,
+        audio_guidance_scale=guidance_scale,
+        audio_stg_scale=0.0,
+        modality_scale=1.0,
+        audio_modality_scale=1.0,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+        return_dict=False,
+        **kwargs,
+    )
+    return GeneratedClip(
+        video=np.asarray(video[0], dtype=np.float32),
+        audio=audio[0].float().cpu(),
+        sample_rate=int(pipe.vocoder.config.output_sampling_rate),
+        fps=fps,
+    )
+
+
+def write_clip(clip: GeneratedClip, path: str | Path) -> Path:
+    """mp4 with h264 video and AAC audio at the vocoder's rate, written to a temp name then renamed."""
+    from diffusers.utils import encode_video
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+    try:
+        encode_video(clip.video, fps=clip.fps, audio=clip.audio, audio_sample_rate=clip.sample_rate, output_path=str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,45 @@
+"""Rectified-flow objective: shifted logit-normal sigmas, noisy inputs, velocity targets, masked losses.
+
+x_t = (1 - sigma) * x0 + sigma * noise, target v = noise - x0. Sigma is drawn logit-normal and shifted
+by the token count exactly like the LTX-2 inference scheduler's dynamic shift: the shift by exp(mu) of a
+logit-normal sample is the logit-normal with its mean moved by mu.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def shift_mu(num_tokens: int, base_shift: float, max_shift: float, base_tokens: int, max_tokens: int) -> float:
+    """Linear in the token count through (base_tokens, base_shift) and (max_tokens, max_shift)."""
+    slope = (max_shift - base_shift) / (max_tokens - base_tokens)
+    return base_shift + slope * (num_tokens - base_tokens)
+
+
+def sample_sigmas(batch_size: int, num_tokens: int, cfg, generator: torch.Generator | None = None,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """(B,) sigmas in (0, 1): sigmoid(N(logit_mean + mu, logit_std))."""
+    mu = shift_mu(num_tokens, cfg.shift_base, cfg.shift_max, cfg.shift_base_tokens, cfg.shift_max_tokens)
+    normal = torch.randn(batch_size, generator=generator, device=device)
+    return torch.sigmoid(normal * cfg.logit_std + cfg.logit_mean + mu)
+
+
+def noisy_and_target(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x0``/``noise`` (B, N, C), ``sigma`` (B,) or (B, N): the transformer input and the velocity target."""
+    s = sigma.view(sigma.shape[0], -1, 1).to(x0.dtype)
+    return (1.0 - s) * x0 + s * noise, noise - x0
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the tokens where ``loss_mask`` (B, N) is 1; masked tokens get no gradient."""
+    mask = loss_mask.to(prediction.dtype).unsqueeze(-1)  # (B, N, 1)
+    squared = (prediction.float() - target.float()).pow(2) * mask
+    denominator = mask.sum() * prediction.shape[-1]
+    return squared.sum() / denominator.clamp_min(1.0)
+
+
+def sigma_bucket(sigma: float, num_buckets: int = 4) -> int:
+    """Index of the sigma bucket, for loss tracked per noise level."""
+    return min(int(math.floor(sigma * num_buckets)), num_buckets - 1)

@@ -1,0 +1,40 @@
+"""Optimizer and learning-rate schedule builders.
+
+The scheduler is stepped by the trainer once per optimizer step and is never handed to
+``accelerator.prepare``: Accelerate's wrapper would step it once per process, finishing an N-GPU schedule
+N times early. Here the schedule ends at ``train.max_steps`` on any number of processes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters (did the LoRA targets match any module?)")
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str) -> float:
+    """Multiplier of the base LR after ``step`` optimizer steps: linear warmup, then the schedule to 0."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown LR schedule {schedule!r}; expected constant, linear or cosine")
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg, max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, warmup_steps=cfg.warmup_steps, max_steps=max_steps, schedule=cfg.scheduler),
+    )

@@ -1,0 +1,88 @@
+"""Training strategies: how a cached batch becomes transformer inputs, targets and loss masks.
+
+A new training mode (image-to-video, IC-LoRA, video-only) is a new strategy, not an ``if`` in the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ltx2train.training.objective import masked_mse, noisy_and_target, sample_sigmas
+
+
+def pack_video(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, F, H, W) -> (B, F*H*W, C): one token per latent position (patch size 1)."""
+    return latents.flatten(2, 4).transpose(1, 2)
+
+
+def pack_audio(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, L, M) -> (B, L, C*M): all mel bins of one latent frame form a token."""
+    return latents.transpose(1, 2).flatten(2, 3)
+
+
+@dataclass
+class StepInputs:
+    model_kwargs: dict  # keyword arguments of LTX2VideoTransformer3DModel.forward
+    video_target: torch.Tensor  # (B, N_video, C)
+    audio_target: torch.Tensor  # (B, N_audio, C_audio)
+    video_loss_mask: torch.Tensor  # (B, N_video)
+    audio_loss_mask: torch.Tensor  # (B, N_audio)
+    sigma: torch.Tensor  # (B,)
+
+
+class TextToAudioVideo:
+    """t2av: video and audio both generated from text; every token is noised and in the loss."""
+
+    name = "t2av"
+
+    def __init__(self, objective_cfg, fps: float):
+        self.cfg = objective_cfg
+        self.fps = fps
+
+    def inputs(self, batch: dict[str, torch.Tensor], context, generator: torch.Generator | None = None) -> StepInputs:
+        if "audio_latents" not in batch:
+            raise ValueError("the t2av strategy needs audio latents in the cache (data.with_audio: true)")
+        video = batch["video_latents"]  # (B, C, F, H, W)
+        audio = batch["audio_latents"]  # (B, C, L, M)
+        batch_size, _, frames, height, width = video.shape
+        video_x0, audio_x0 = pack_video(video), pack_audio(audio)
+        sigma = sample_sigmas(batch_size, video_x0.shape[1], self.cfg, generator)
+        video_noise = torch.randn(video_x0.shape, generator=generator, dtype=video_x0.dtype)
+        audio_noise = torch.randn(audio_x0.shape, generator=generator, dtype=audio_x0.dtype)
+        video_loss_mask = torch.ones(video_x0.shape[:2])
+        audio_loss_mask = torch.ones(audio_x0.shape[:2])
+        # Per-token video timesteps: conditioning tokens (i2v, IC-LoRA) would carry 0 here and mask 0.
+        video_sigma = sigma[:, None] * video_loss_mask  # (B, N_video)
+        video_in, video_target = noisy_and_target(video_x0, video_noise, video_sigma)
+        audio_in, audio_target = noisy_and_target(audio_x0, audio_noise, sigma)
+        device = context.video.device
+        scale = 1000.0  # LTX2VideoTransformer3DModel's timestep_scale_multiplier
+        model_kwargs = dict(
+            hidden_states=video_in.to(device),
+            audio_hidden_states=audio_in.to(device),
+            encoder_hidden_states=context.video,
+            audio_encoder_hidden_states=context.audio,
+            encoder_attention_mask=context.attention_mask,
+            audio_encoder_attention_mask=context.attention_mask,
+            timestep=(video_sigma * scale).to(device),
+            audio_timestep=(sigma * scale).to(device),
+            sigma=(sigma * scale).to(device),
+            audio_sigma=(sigma * scale).to(device),
+            num_frames=frames,
+            height=height,
+            width=width,
+            fps=self.fps,
+            audio_num_frames=audio_x0.shape[1],
+            use_cross_timestep=self.cfg.use_cross_timestep,
+            return_dict=False,
+        )
+        return StepInputs(model_kwargs, video_target.to(device), audio_target.to(device),
+                          video_loss_mask.to(device), audio_loss_mask.to(device), sigma)
+
+    def loss(self, video_pred: torch.Tensor, audio_pred: torch.Tensor, inputs: StepInputs):
+        video_loss = masked_mse(video_pred, inputs.video_target, inputs.video_loss_mask)
+        audio_loss = masked_mse(audio_pred, inputs.audio_target, inputs.audio_loss_mask)
+        total = self.cfg.video_loss_weight * video_loss + self.cfg.audio_loss_weight * audio_loss
+        return total, {"video_loss": video_loss.detach(), "audio_loss": audio_loss.detach()}

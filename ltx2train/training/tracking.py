@@ -1,0 +1,55 @@
+"""Experiment tracking: W&B, TensorBoard or none; a local ``metrics.jsonl`` is always written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class Tracker:
+    def __init__(self, cfg, run_dir: str | Path, config: dict, enabled: bool = True):
+        self.enabled = enabled
+        self.backend = cfg.backend if enabled else "none"
+        self.run_dir = Path(run_dir)
+        self._metrics = self.run_dir / "metrics.jsonl"
+        self._wandb = None
+        self._tb = None
+        if self.backend == "wandb":
+            import wandb
+
+            self._wandb = wandb.init(project=cfg.project, name=cfg.run_name, entity=cfg.entity, mode=cfg.mode,
+                                     dir=str(self.run_dir), config=config, resume="allow")
+        elif self.backend == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:  # tensorboard is optional
+                raise ValueError("tracker.backend=tensorboard needs `pip install tensorboard`") from exc
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        elif self.backend != "none":
+            raise ValueError(f"unknown tracker backend {self.backend!r}")
+
+    def log(self, metrics: dict, step: int) -> None:
+        if not self.enabled:
+            return
+        with self._metrics.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+        if self._tb is not None:
+            for key, value in metrics.items():
+                self._tb.add_scalar(key, value, step)
+
+    def log_videos(self, paths: list[Path], captions: list[str], step: int) -> None:
+        if not self.enabled:
+            return
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({"validation": [wandb.Video(str(p), caption=c, format="mp4") for p, c in zip(paths, captions)]},
+                            step=step)
+
+    def finish(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+        if self._tb is not None:
+            self._tb.close()

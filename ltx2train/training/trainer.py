@@ -1,0 +1,279 @@
+"""The training loop: Accelerate, PEFT LoRA on the LTX-2 transformer, flow matching on cached latents.
+
+    setup   load transformer + connectors (frozen) -> add LoRA -> optimizer / schedule -> resume -> prepare
+    step    connectors(text) -> strategy builds noisy inputs + targets -> transformer -> masked losses ->
+            backward (accumulated) -> clip -> optimizer + schedule step
+    every N checkpoint (official-layout LoRA + state) and validation samples (pipeline on the live modules)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ltx2train.data.cache import CachedDataset, collate
+from ltx2train.data.prepare import settings_from_config
+from ltx2train.models.adapters import export_lora
+from ltx2train.models.keys import build_key_map, lora_original_to_peft
+from ltx2train.models.loading import load_component
+from ltx2train.models.specs import load_variant, torch_dtype
+from ltx2train.models.text_encoder import TextEmbeddings, apply_connectors
+from ltx2train.training import checkpoint as ckpt
+from ltx2train.training.data import ResumableBatchSampler
+from ltx2train.training.optim import build_lr_scheduler, build_optimizer
+from ltx2train.training.strategies import TextToAudioVideo
+from ltx2train.training.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+ADAPTER = "default"
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path | None
+    samples: list[Path] = field(default_factory=list)
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    last_validation: list = field(default_factory=list)  # GeneratedClip of the last validation run
+
+
+def add_lora(transformer: torch.nn.Module, lora_cfg) -> list[torch.nn.Parameter]:
+    """PEFT LoRA on ``lora_cfg.target_modules``; adapter weights kept in float32 whatever the base dtype."""
+    from peft import LoraConfig
+
+    transformer.requires_grad_(False)
+    config = LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                        target_modules=list(lora_cfg.target_modules), init_lora_weights=True)
+    try:
+        transformer.add_adapter(config, adapter_name=ADAPTER)
+    except ValueError as exc:
+        raise ValueError(f"lora.target_modules={list(lora_cfg.target_modules)} match no transformer module: {exc}") from exc
+    params = [p for n, p in transformer.named_parameters() if "lora_" in n]
+    for p in params:
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    return params
+
+
+def load_lora_into(transformer: torch.nn.Module, lora_file: Path, family: str) -> None:
+    """Put the weights of an official-layout LoRA file into the existing ``default`` adapter (resume)."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = load_file(str(lora_file))
+    t_lora, _, _ = lora_original_to_peft(state, build_key_map("transformer", transformer, family), None)
+    result = set_peft_model_state_dict(transformer, t_lora, adapter_name=ADAPTER)
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise ValueError(f"checkpoint {lora_file} lacks LoRA weights for {missing[:3]} (other lora.target_modules?)")
+
+
+class Trainer:
+    def __init__(self, cfg, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.log = log
+        self.spec = load_variant(cfg.model.variant)
+        self.strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
+        self.output_dir = Path(cfg.train.output_dir)
+
+    # ----------------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        from ltx2train.config import config_to_dict, save_config
+
+        cfg = self.cfg
+        self.accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+        acc = self.accelerator
+        self.rank, self.world_size = acc.process_index, acc.num_processes
+        self.device = acc.device
+        set_seed(cfg.train.seed, device_specific=True)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            save_config(cfg, self.output_dir / "config.yaml")
+        self.dataset = CachedDataset(cfg.data.cache_dir, settings_from_config(cfg))
+        self.weight_dtype = torch_dtype(cfg.model.dtype)
+        load = lambda name, dtype=self.weight_dtype: load_component(  # noqa: E731
+            self.spec, name, cfg.model.checkpoint, dtype=dtype, device=self.device, distilled=cfg.model.distilled)
+        self.transformer = load("transformer")
+        self.connectors = load("connectors")
+        self.trainable = add_lora(self.transformer, cfg.lora)
+        if cfg.train.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.sampler_ = self._build_validation(load)
+        self.optimizer = build_optimizer(self.trainable, cfg.optimizer)
+        self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optimizer, cfg.train.max_steps)
+        self.step, rng = self._resume()
+        self.transformer, self.optimizer = acc.prepare(self.transformer, self.optimizer)
+        self.loader = self._build_loader(start_batch=self.step * cfg.train.gradient_accumulation_steps)
+        if rng is not None:  # last: building the loader draws from the global RNG
+            ckpt.set_rng_state(rng)
+        self.tracker = Tracker(cfg.tracker, self.output_dir, config_to_dict(cfg) if acc.is_main_process else {},
+                               enabled=acc.is_main_process)
+        n_train = sum(p.numel() for p in self.trainable)
+        self.log(f"[ltx2train] {self.spec.name}: LoRA rank {cfg.lora.rank} on {cfg.lora.target_modules} "
+                 f"({n_train:,} trainable parameters), {len(self.dataset)} cached clips, "
+                 f"{self.world_size} process(es), starting at step {self.step}")
+
+    def _build_validation(self, load):
+        cfg = self.cfg
+        if not cfg.validation.prompts:
+            return None
+        from ltx2train.models.text_encoder import load_text_encoder
+        from ltx2train.validation import ValidationSampler, encode_prompts
+
+        text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=self.weight_dtype, device=self.device,
+                                         max_sequence_length=cfg.data.max_sequence_length)
+        prompts = encode_prompts(text_encoder, list(cfg.validation.prompts), cfg.validation.negative_prompt,
+                                 cfg.data.max_sequence_length)
+        del text_encoder  # encoded once: Gemma does not stay in memory during training
+        return ValidationSampler(cfg.validation, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
+                                 vocoder=load("vocoder", torch.float32), samples_dir=self.output_dir / "samples")
+
+    def _build_loader(self, start_batch: int):
+        cfg = self.cfg
+        sampler = ResumableBatchSampler(len(self.dataset), cfg.data.batch_size, rank=self.rank,
+                                        world_size=self.world_size, seed=cfg.train.seed, shuffle=cfg.data.shuffle,
+                                        start_batch=start_batch)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+        return iter(loader)
+
+    def _resume(self) -> tuple[int, dict | None]:
+        """Adapter weights, optimizer and schedule from a checkpoint; (step, this rank's RNG state)."""
+        cfg = self.cfg
+        if cfg.train.resume == "none":
+            return 0, None
+        path = ckpt.latest_checkpoint(self.output_dir) if cfg.train.resume == "latest" else Path(cfg.train.resume)
+        if path is None:
+            return 0, None
+        self._check_compatible(path)
+        load_lora_into(self.transformer, path / ckpt.LORA_FILE, self.spec.family)
+        state, rng = ckpt.load_training_state(path, self.rank)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        # The LR of the restored step comes from this recipe's schedule (e.g. a longer max_steps).
+        self.lr_scheduler.last_epoch = int(state["step"]) - 1
+        self.lr_scheduler.step()
+        if state["world_size"] != self.world_size:
+            rng = None  # another process count: data order is re-split, noise streams start afresh
+        self.log(f"[ltx2train] resumed from {path} (step {state['step']})")
+        return int(state["step"]), rng
+
+    def _check_compatible(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(path / ckpt.LORA_FILE), framework="pt") as f:
+            meta = f.metadata() or {}
+        cfg = self.cfg
+        expected = {"base_variant": self.spec.name, "rank": str(cfg.lora.rank),
+                    "target_modules": json.dumps(list(cfg.lora.target_modules))}
+        diffs = [f"{k}: checkpoint {meta.get(k)!r} vs recipe {v!r}" for k, v in expected.items() if meta.get(k) != v]
+        if diffs:
+            raise ValueError(f"cannot resume from {path}: {'; '.join(diffs)} "
+                             "(set train.resume=none or use another train.output_dir)")
+
+    # ----------------------------------------------------------------------------------------- loop
+    def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        acc, accum = self.accelerator, len(batches)
+        self.transformer.train()
+        totals: dict[str, float] = {"loss": 0.0, "video_loss": 0.0, "audio_loss": 0.0, "sigma": 0.0}
+        for i, batch in enumerate(batches):
+            with torch.no_grad():
+                text = TextEmbeddings(batch["text_hidden_states"].to(self.device, self.weight_dtype),
+                                      batch["text_attention_mask"].to(self.device))
+                context = apply_connectors(self.connectors, text)
+            inputs = self.strategy.inputs(batch, context)
+            for key in ("hidden_states", "audio_hidden_states"):
+                inputs.model_kwargs[key] = inputs.model_kwargs[key].to(self.weight_dtype)
+            sync = nullcontext() if i == accum - 1 else acc.no_sync(self.transformer)
+            with sync:
+                with acc.autocast():
+                    video_pred, audio_pred = self.transformer(**inputs.model_kwargs)
+                    loss, parts = self.strategy.loss(video_pred, audio_pred, inputs)
+                acc.backward(loss / accum)
+            totals["loss"] += loss.item() / accum
+            totals["video_loss"] += parts["video_loss"].item() / accum
+            totals["audio_loss"] += parts["audio_loss"].item() / accum
+            totals["sigma"] += inputs.sigma.mean().item() / accum
+        if self.cfg.optimizer.max_grad_norm > 0:
+            totals["grad_norm"] = float(acc.clip_grad_norm_(self.trainable, self.cfg.optimizer.max_grad_norm))
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals["lr"] = self.lr_scheduler.get_last_lr()[0]
+        reduced = acc.reduce(torch.tensor([totals["loss"], totals["video_loss"], totals["audio_loss"]],
+                                          device=self.device), reduction="mean")
+        totals["loss"], totals["video_loss"], totals["audio_loss"] = reduced.tolist()
+        return totals
+
+    def train(self) -> TrainResult:
+        if not hasattr(self, "accelerator"):
+            self.setup()
+        cfg, acc = self.cfg, self.accelerator
+        result = TrainResult(step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir))
+        if cfg.validation.at_start and self.step == 0:
+            self._validate(result)
+        started, window = time.perf_counter(), []
+        while self.step < cfg.train.max_steps:
+            batches = [next(self.loader) for _ in range(cfg.train.gradient_accumulation_steps)]
+            metrics = self.train_step(batches)
+            self.step += 1
+            window.append(metrics["loss"])
+            result.losses.append((self.step, metrics["loss"]))
+            if not math.isfinite(metrics["loss"]):
+                raise FloatingPointError(f"loss is {metrics['loss']} at step {self.step}; last checkpoint: {result.checkpoint}")
+            if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
+                rate = len(window) / (time.perf_counter() - started)
+                self.tracker.log({**metrics, "steps_per_s": rate}, self.step)
+                self.log(f"step {self.step:>6}/{cfg.train.max_steps}  loss {sum(window) / len(window):.4f}  "
+                         f"(video {metrics['video_loss']:.4f}, audio {metrics['audio_loss']:.4f})  "
+                         f"lr {metrics['lr']:.2e}  {rate:.2f} steps/s")
+                started, window = time.perf_counter(), []
+            last = self.step == cfg.train.max_steps
+            if last or (cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0):
+                result.checkpoint = self.save_checkpoint()
+            if self.sampler_ is not None and (last or (cfg.validation.every and self.step % cfg.validation.every == 0)):
+                self._validate(result)
+        result.step = self.step
+        self.tracker.finish()
+        return result
+
+    # ----------------------------------------------------------------------------------------- outputs
+    def export_lora(self) -> dict[str, torch.Tensor]:
+        transformer = self.accelerator.unwrap_model(self.transformer)
+        return {k: v.detach().float().contiguous() for k, v in
+                export_lora(transformer, family=self.spec.family, adapter_name=ADAPTER).items()}
+
+    def save_checkpoint(self) -> Path:
+        cfg, acc = self.cfg, self.accelerator
+        metadata = ckpt.lora_metadata(variant=self.spec.name, family=self.spec.family, rank=cfg.lora.rank,
+                                      alpha=cfg.lora.alpha, targets=cfg.lora.target_modules, step=self.step,
+                                      strategy=self.strategy.name)
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                 "lr_scheduler": self.lr_scheduler.state_dict()}
+        path = ckpt.save_checkpoint(self.output_dir, self.step, lora=self.export_lora(), lora_metadata=metadata,
+                                    training_state=state, rank=self.rank, world_size=self.world_size,
+                                    barrier=acc.wait_for_everyone, keep_last=cfg.train.keep_last)
+        self.log(f"[ltx2train] checkpoint {path}")
+        return path
+
+    def _validate(self, result: TrainResult) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            transformer = acc.unwrap_model(self.transformer)
+            paths, clips = self.sampler_.run(self.step, transformer, self.connectors)
+            result.samples.extend(paths)
+            result.last_validation = clips
+            self.tracker.log_videos(paths, self.sampler_.prompts.prompts, self.step)
+            self.log(f"[ltx2train] validation samples: {', '.join(str(p) for p in paths)}")
+        acc.wait_for_everyone()

@@ -1,0 +1,86 @@
+"""The validation sampler used during training: the inference pipeline around the live modules.
+
+No second copy of the base weights: ``LTX2Pipeline`` is assembled from the transformer being trained (with
+its adapter), the frozen connectors, VAEs and vocoder already in memory. Prompts are encoded once, before
+training, so Gemma does not stay resident. Train/eval mode, ``requires_grad`` flags and LoRA scales are
+captured before sampling and restored exactly afterwards.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ltx2train.inference.pipeline import GeneratedClip, build_pipeline, generate, write_clip
+
+
+@dataclass
+class EncodedPrompts:
+    prompts: list[str]
+    hidden_states: torch.Tensor  # (P, T, D) stacked Gemma hidden states
+    attention_mask: torch.Tensor  # (P, T)
+    negative_hidden_states: torch.Tensor  # (1, T, D)
+    negative_attention_mask: torch.Tensor  # (1, T)
+
+
+def encode_prompts(text_encoder, prompts: list[str], negative_prompt: str, max_sequence_length: int) -> EncodedPrompts:
+    positive = text_encoder.encode(list(prompts), max_sequence_length=max_sequence_length)
+    negative = text_encoder.encode([negative_prompt], max_sequence_length=max_sequence_length)
+    return EncodedPrompts(list(prompts), positive.hidden_states.cpu(), positive.attention_mask.cpu(),
+                          negative.hidden_states.cpu(), negative.attention_mask.cpu())
+
+
+@contextmanager
+def preserved_training_state(*modules: torch.nn.Module):
+    """Put ``modules`` in eval mode for sampling; restore modes, grad flags and LoRA scales afterwards."""
+    modes = [{name: m.training for name, m in module.named_modules()} for module in modules]
+    grads = [{name: p.requires_grad for name, p in module.named_parameters()} for module in modules]
+    scales = [{name: dict(m.scaling) for name, m in module.named_modules() if isinstance(getattr(m, "scaling", None), dict)}
+              for module in modules]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for module, mode, grad, scale in zip(modules, modes, grads, scales):
+            for name, m in module.named_modules():
+                m.training = mode[name]
+                if name in scale:
+                    m.scaling.clear()
+                    m.scaling.update(scale[name])
+            for name, p in module.named_parameters():
+                p.requires_grad_(grad[name])
+
+
+class ValidationSampler:
+    def __init__(self, cfg, prompts: EncodedPrompts, *, video_vae, audio_vae, vocoder, samples_dir: str | Path):
+        self.cfg = cfg  # ValidationConfig
+        self.prompts = prompts
+        self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
+        self.samples_dir = Path(samples_dir)
+
+    def sample(self, transformer: torch.nn.Module, connectors: torch.nn.Module) -> list[GeneratedClip]:
+        cfg = self.cfg
+        pipe = build_pipeline(transformer=transformer, connectors=connectors, video_vae=self.video_vae,
+                              audio_vae=self.audio_vae, vocoder=self.vocoder)
+        clips = []
+        with preserved_training_state(transformer, connectors):
+            for i in range(len(self.prompts.prompts)):
+                clips.append(generate(
+                    pipe,
+                    self.prompts.hidden_states[i : i + 1],
+                    self.prompts.attention_mask[i : i + 1],
+                    negative_prompt_embeds=self.prompts.negative_hidden_states,
+                    negative_prompt_attention_mask=self.prompts.negative_attention_mask,
+                    seed=cfg.seed, height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps,
+                    steps=cfg.steps, guidance_scale=cfg.guidance_scale,
+                ))
+        return clips
+
+    def run(self, step: int, transformer: torch.nn.Module, connectors: torch.nn.Module) -> tuple[list[Path], list[GeneratedClip]]:
+        clips = self.sample(transformer, connectors)
+        paths = [write_clip(clip, self.samples_dir / f"step_{step:06d}_prompt{i}.mp4") for i, clip in enumerate(clips)]
+        return paths, clips

@@ -1,0 +1,73 @@
+"""prepare: real decode (decord + PyAV) and real encoders; atomic, resumable, reports bad clips."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from ltx2train.data import cache
+from ltx2train.data.cache import CachedDataset
+from ltx2train.data.prepare import prepare
+
+
+def _workspace_copy(tiny_workspace, tmp_path):
+    """A fresh cache over the shared model and clips."""
+    return tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}"])
+
+
+def test_cache_holds_normalised_latents_in_the_pipeline_geometry(tiny_workspace, tmp_path):
+    cfg = tiny_config(tiny_workspace, tmp_path / "run")
+    dataset = CachedDataset(cfg.data.cache_dir)
+    sample = dataset[0]
+    assert sample["video_latents"].shape == (8, 2, 2, 2)  # 9 frames -> 2 latent frames, 64 px -> 2
+    assert sample["audio_latents"].shape == (2, 9, 4)  # round(9 / 24 s * 25) latent frames, 16 mel bins / 4
+    assert sample["text_hidden_states"].shape == (32, 32 * 3)  # left-padded back to max_sequence_length
+    mask = sample["text_attention_mask"]
+    assert mask[0] == 0 and mask[-1] == 1 and torch.all(sample["text_hidden_states"][mask == 0] == 0)
+    captions = {s["caption"] for s in dataset.samples}
+    assert len(captions) > 1  # real per-clip captions
+
+
+def test_interrupted_prepare_resumes_without_reencoding_finished_samples(tiny_workspace, tmp_path):
+    cfg = _workspace_copy(tiny_workspace, tmp_path)
+
+    def interrupt_after_two(index):
+        if index == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare(cfg, on_sample=interrupt_after_two)
+    done = sorted(p for p in (tmp_path / "cache" / "samples").iterdir())
+    assert [p.name for p in done] == ["000000.safetensors", "000001.safetensors"]  # no temp leftovers
+    stamps = {p.name: p.stat().st_mtime_ns for p in done}
+
+    encoded = []
+    report = prepare(cfg, on_sample=encoded.append)
+    assert report.skipped == [0, 1] and encoded == [2, 3, 4, 5] and not report.failed
+    assert {p.name: p.stat().st_mtime_ns for p in done} == stamps
+    assert len(CachedDataset(cfg.data.cache_dir)) == 6
+
+
+def test_bad_clips_are_reported_and_skipped_good_ones_kept(tiny_workspace, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_workspace / "data", data)
+    (data / "clips" / "clip_001.mp4").write_bytes(b"not a video at all")
+    lines = (data / "metadata.jsonl").read_text().splitlines()
+    lines.append(json.dumps({"video": "clips/missing.mp4", "caption": "a red box"}))
+    (data / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = tiny_config(tiny_workspace, tmp_path / "run",
+                      [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={data / 'metadata.jsonl'}"])
+    report = prepare(cfg)
+    failed = {f["index"]: f["error"] for f in report.failed}
+    assert set(failed) == {1, 6} and "clip_001.mp4" in failed[1] and "missing.mp4" in failed[6]
+    assert sorted(report.encoded) == [0, 2, 3, 4, 5]
+    manifest = cache.read_manifest(tmp_path / "cache")
+    assert [s["index"] for s in manifest["samples"]] == [0, 2, 3, 4, 5] and len(manifest["failed"]) == 2
+
+
+def test_a_cache_made_with_other_settings_is_refused(tiny_workspace, tmp_path):
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["data.num_frames=17"])
+    with pytest.raises(ValueError, match="num_frames: cache has 9, recipe has 17"):
+        prepare(cfg)

@@ -1,0 +1,90 @@
+"""Train -> checkpoint -> resume -> validation sampler -> `sample` reload, on the tiny model (real parts)."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import tiny_config
+from ltx2train.inference.sample import sample
+from ltx2train.training import checkpoint as ckpt
+from ltx2train.training.trainer import Trainer
+
+SHORT = ["train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=1", "validation.every=0",
+         "validation.prompts=[a red circle moves right with a rising tone]", "validation.steps=2", "train.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def short_run(tiny_workspace, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = tiny_config(tiny_workspace, out, SHORT)
+    trainer = Trainer(cfg, log=lambda _: None)
+    result = trainer.train()
+    return cfg, trainer, result
+
+
+def test_checkpoint_is_an_official_layout_lora_with_alpha_and_metadata(short_run):
+    cfg, _, result = short_run
+    assert result.step == 4 and result.checkpoint == ckpt.checkpoint_dir(cfg.train.output_dir, 4)
+    assert [step for step, _ in ckpt.list_checkpoints(cfg.train.output_dir)] == [4]  # keep_last=1
+    assert not list((result.checkpoint.parent).glob("*.tmp"))
+    with safe_open(str(result.checkpoint / "lora.safetensors"), framework="pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+    a_keys = [k for k in keys if k.endswith(".lora_A.weight")]
+    # 2 blocks x 6 attentions x (to_q, to_k, to_v, to_out.0)
+    assert len(a_keys) == 48 and all(k.startswith("diffusion_model.transformer_blocks.") for k in keys)
+    assert all(k[: -len(".lora_A.weight")] + ".alpha" in keys for k in a_keys)
+    assert meta["rank"] == "8" and meta["alpha"] == "8.0" and meta["base_variant"] == "tiny" and meta["step"] == "4"
+    assert (cfg.train.output_dir and (result.checkpoint.parents[1] / "config.yaml").is_file())
+
+
+def test_exported_lora_reloaded_by_sample_reproduces_validation_exactly(short_run, tmp_path):
+    cfg, _, result = short_run
+    assert len(result.samples) == 1 and result.samples[0].is_file()  # validation at the end
+    in_training = result.last_validation[0]
+    paths, clips = sample(cfg, lora=result.checkpoint / "lora.safetensors", output_dir=tmp_path)
+    assert paths[0].is_file()
+    assert np.array_equal(clips[0].video, in_training.video)
+    assert torch.equal(clips[0].audio, in_training.audio)
+    # ... and the LoRA matters: the base model alone gives another clip.
+    _, base = sample(cfg, lora=None, output_dir=tmp_path / "base")
+    assert not np.array_equal(base[0].video, in_training.video)
+
+
+def test_validation_restores_the_training_state_exactly(short_run):
+    _, trainer, _ = short_run
+    model = trainer.accelerator.unwrap_model(trainer.transformer)
+    model.train()
+    model.transformer_blocks[0].attn1.to_q.lora_A["default"].weight.requires_grad_(False)  # an unusual state
+    modes = {n: m.training for n, m in model.named_modules()}
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    scaling = dict(model.transformer_blocks[0].attn1.to_q.scaling)
+    trainer.sampler_.run(99, model, trainer.connectors)
+    assert modes == {n: m.training for n, m in model.named_modules()}
+    assert grads == {n: p.requires_grad for n, p in model.named_parameters()}
+    assert scaling == model.transformer_blocks[0].attn1.to_q.scaling
+
+
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(tiny_workspace, tmp_path):
+    common = ["train.max_steps=4", "train.checkpoint_every=2", "validation.prompts=[]", "train.keep_last=5"]
+    straight = Trainer(tiny_config(tiny_workspace, tmp_path / "straight", common), log=lambda _: None).train()
+
+    def interrupt_after_first_checkpoint(message):
+        if "checkpoint" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(tiny_workspace, tmp_path / "resumed", common), log=interrupt_after_first_checkpoint).train()
+    messages = []
+    resumed = Trainer(tiny_config(tiny_workspace, tmp_path / "resumed", common), log=messages.append).train()
+    assert any("resumed from" in m and "step_000002" in m for m in messages)
+    assert [s for s, _ in resumed.losses] == [3, 4]
+    assert resumed.losses == straight.losses[2:]
+    a = _tensors(straight.checkpoint / "lora.safetensors")
+    b = _tensors(resumed.checkpoint / "lora.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _tensors(path):
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}

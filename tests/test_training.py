@@ -1,0 +1,116 @@
+"""The training step's behaviour on the real tiny transformer: loss falls, masks cut gradients, schedules end."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from ltx2train.data.cache import CachedDataset, collate
+from ltx2train.models.loading import load_component
+from ltx2train.models.text_encoder import TextEmbeddings, apply_connectors
+from ltx2train.training.data import ResumableBatchSampler
+from ltx2train.training.objective import masked_mse, sample_sigmas
+from ltx2train.training.optim import build_lr_scheduler, build_optimizer, lr_factor
+from ltx2train.training.strategies import TextToAudioVideo
+from ltx2train.training.trainer import add_lora
+
+
+def _modules_and_batch(root, tmp_path):
+    cfg = tiny_config(root, tmp_path / "run")
+    transformer = load_component("tiny", "transformer", cfg.model.checkpoint)
+    connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
+    dataset = CachedDataset(cfg.data.cache_dir)
+    batch = collate([dataset[0], dataset[1]])
+    with torch.no_grad():
+        context = apply_connectors(connectors, TextEmbeddings(batch["text_hidden_states"], batch["text_attention_mask"]))
+    return cfg, transformer, batch, context
+
+
+def _loss(transformer, strategy, batch, context, seed=0):
+    inputs = strategy.inputs(batch, context, generator=torch.Generator().manual_seed(seed))
+    video_pred, audio_pred = transformer(**inputs.model_kwargs)
+    return strategy.loss(video_pred, audio_pred, inputs)[0]
+
+
+def test_one_optimisation_step_on_a_fixed_batch_lowers_the_loss(tiny_workspace, tmp_path):
+    cfg, transformer, batch, context = _modules_and_batch(tiny_workspace, tmp_path)
+    params = add_lora(transformer, cfg.lora)
+    strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
+    optimizer = build_optimizer(params, cfg.optimizer)
+    before = _loss(transformer, strategy, batch, context).item()
+    optimizer.zero_grad()
+    _loss(transformer, strategy, batch, context).backward()
+    optimizer.step()
+    after = _loss(transformer, strategy, batch, context).item()
+    assert after < before, (before, after)
+    # Only the adapter trained: base weights have no gradient.
+    assert all(p.grad is None for n, p in transformer.named_parameters() if "lora_" not in n)
+
+
+def test_masked_out_tokens_get_no_gradient(tiny_workspace, tmp_path):
+    cfg, transformer, batch, context = _modules_and_batch(tiny_workspace, tmp_path)
+    add_lora(transformer, cfg.lora)
+    strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
+    inputs = strategy.inputs(batch, context, generator=torch.Generator().manual_seed(0))
+    video_pred, audio_pred = transformer(**inputs.model_kwargs)
+    video_pred.retain_grad()
+    audio_pred.retain_grad()
+    inputs.video_loss_mask[:, ::2] = 0  # e.g. conditioning tokens
+    inputs.audio_loss_mask[0] = 0
+    loss, _ = strategy.loss(video_pred, audio_pred, inputs)
+    loss.backward()
+    assert torch.all(video_pred.grad[:, ::2] == 0) and torch.all(video_pred.grad[:, 1::2].abs().sum(-1) > 0)
+    assert torch.all(audio_pred.grad[0] == 0) and torch.all(audio_pred.grad[1].abs().sum(-1) > 0)
+
+
+def test_masked_mse_is_a_mean_over_unmasked_tokens():
+    pred, target = torch.zeros(1, 4, 3), torch.ones(1, 4, 3)
+    target[0, 2:] = 10.0
+    mask = torch.tensor([[1, 1, 0, 0]])
+    assert masked_mse(pred, target, mask).item() == pytest.approx(1.0)
+
+
+def test_sigma_shift_grows_with_token_count(tiny_workspace, tmp_path):
+    cfg = tiny_config(tiny_workspace, tmp_path / "run").objective
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    small, large = sample_sigmas(4096, 256, cfg, g()), sample_sigmas(4096, 8192, cfg, g())
+    assert 0 < small.min() and large.max() < 1
+    assert large.mean() > small.mean() + 0.1  # more tokens -> noisier timesteps, like the inference scheduler
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_lr_schedule_warms_up_and_ends_at_max_steps(schedule):
+    factors = [lr_factor(s, warmup_steps=10, max_steps=100, schedule=schedule) for s in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[100] == pytest.approx(0.0, abs=1e-9) and factors[99] > 0
+    assert lr_factor(50, warmup_steps=10, max_steps=100, schedule="constant") == 1.0
+
+
+def test_lr_scheduler_steps_once_per_optimizer_step():
+    param = torch.nn.Parameter(torch.zeros(1))
+
+    class Opt:
+        lr, betas, eps, weight_decay, warmup_steps, scheduler = 1.0, (0.9, 0.99), 1e-8, 0.0, 0, "cosine"
+
+    optimizer = build_optimizer([param], Opt)
+    scheduler = build_lr_scheduler(optimizer, Opt, max_steps=8)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_batch_sampler_resumes_exactly_and_splits_ranks():
+    def take(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    full = take(ResumableBatchSampler(10, 2, seed=3), 12)
+    assert take(ResumableBatchSampler(10, 2, seed=3, start_batch=7), 5) == full[7:]
+    assert sorted(i for b in full[:5] for i in b) == list(range(10))  # one epoch covers every sample once
+    r0 = take(ResumableBatchSampler(10, 2, rank=0, world_size=2, seed=3), 2)
+    r1 = take(ResumableBatchSampler(10, 2, rank=1, world_size=2, seed=3), 2)
+    assert not set(sum(r0, [])) & set(sum(r1, []))
+    with pytest.raises(ValueError, match="fewer than data.batch_size"):
+        ResumableBatchSampler(3, 2, world_size=2)
