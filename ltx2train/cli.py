@@ -142,8 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_library_progress_bars() -> None:
+    """The command prints its own progress; per-file loading bars of transformers would drown it."""
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "inspect":
+        _quiet_library_progress_bars()
     try:
         return args.func(args)
     except (ValueError, KeyError, FileNotFoundError) as exc:

@@ -7,7 +7,6 @@ the same scheduler, the same call arguments, the same media writer. Prompts arri
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,14 +117,8 @@ def generate(
 
 def write_clip(clip: GeneratedClip, path: str | Path) -> Path:
     """mp4 with h264 video and AAC audio at the vocoder's rate, written to a temp name then renamed."""
-    from diffusers.utils import encode_video
+    from ltx2train.data.media import write_video_with_audio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-    try:
-        encode_video(clip.video, fps=clip.fps, audio=clip.audio, audio_sample_rate=clip.sample_rate, output_path=str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    frames = (np.clip(clip.video, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    audio = clip.audio.clamp(-1.0, 1.0).numpy()
+    return write_video_with_audio(path, frames, clip.fps, audio, clip.sample_rate)
