@@ -668,7 +668,7 @@ def _validate(cfg: Config) -> list[str]:
     mult32("validation.width", v.width)
     frames("validation.num_frames", v.num_frames)
     need(v.fps > 0, f"validation.fps: must be > 0, got {v.fps}")
-    need(v.steps >= 1, f"validation.steps: must be >= 1, got {v.steps}")
+    need(v.steps >= 2, f"validation.steps: must be >= 2 (the LTX-2 scheduler stretches sigmas to its terminal value; one step gives NaN), got {v.steps}")
     need(v.guidance_scale >= 0, f"validation.guidance_scale: must be >= 0, got {v.guidance_scale}")
 
     # tracker

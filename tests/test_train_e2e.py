@@ -88,3 +88,18 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tiny_workspac
 def _tensors(path):
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_validation_samples_reach_wandb_offline(tiny_workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [
+        "train.max_steps=2", "train.checkpoint_every=0", "validation.every=0", "validation.steps=2",
+        "validation.prompts=[a red circle moves right]", "tracker.backend=wandb", "tracker.mode=offline",
+        "tracker.run_name=e2e"])
+    result = Trainer(cfg, log=lambda _: None).train()
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    logged = list(runs[0].rglob("*.mp4"))
+    assert len(logged) == 1 and logged[0].stat().st_size == result.samples[0].stat().st_size
+    history = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(history) == 1 and '"step": 2' in history[0]  # log_every 25 > max_steps: logged at the end
