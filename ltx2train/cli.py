@@ -37,7 +37,7 @@ def _prod(shape) -> int:
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
-    from ltx2train.models.smoke import run_tiny
+    from ltx2train.inference.smoke import run_tiny
 
     result = run_tiny(args.output, seed=args.seed)
     print(f"tiny LTX-2 written to {result['model_dir']} (repackaged layout + upscaler + gemma/) "

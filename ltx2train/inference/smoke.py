@@ -12,29 +12,19 @@ from ltx2train.models.text_encoder import load_text_encoder
 
 
 def build_pipeline(variant: str, checkpoint: str | Path, text_encoder_dir: str | Path, dtype=torch.float32):
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2Pipeline
+    from ltx2train.inference.pipeline import build_pipeline as pipeline_from_modules
 
     components = {
         name: load_component(variant, name, checkpoint, dtype=dtype)
         for name in ("transformer", "connectors", "video_vae", "audio_vae", "vocoder")
     }
     gemma = load_text_encoder(text_encoder_dir, dtype=dtype)
-    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift_terminal=0.1)
-    return LTX2Pipeline(
-        scheduler=scheduler,
-        vae=components["video_vae"],
-        audio_vae=components["audio_vae"],
-        text_encoder=gemma.model,
-        tokenizer=gemma.tokenizer,
-        connectors=components["connectors"],
-        transformer=components["transformer"],
-        vocoder=components["vocoder"],
-    )
+    return pipeline_from_modules(text_encoder=gemma.model, tokenizer=gemma.tokenizer, **components)
 
 
 def render_clip(pipe, prompt: str, out_path: str | Path, *, height=64, width=64, num_frames=9, steps=2,
                 frame_rate=24.0, seed=0, max_sequence_length=32) -> Path:
-    from diffusers.utils import encode_video
+    from ltx2train.inference.pipeline import GeneratedClip, write_clip
 
     video, audio = pipe(
         prompt=prompt, height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
@@ -43,13 +33,8 @@ def render_clip(pipe, prompt: str, out_path: str | Path, *, height=64, width=64,
         generator=torch.Generator().manual_seed(seed), output_type="np", return_dict=False,
         max_sequence_length=max_sequence_length,
     )
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.mp4")
-    encode_video(video[0], fps=frame_rate, audio=audio[0].float().cpu(), output_path=str(tmp),
-                 audio_sample_rate=pipe.vocoder.config.output_sampling_rate)
-    tmp.replace(out_path)
-    return out_path
+    clip = GeneratedClip(video[0], audio[0].float().cpu(), int(pipe.vocoder.config.output_sampling_rate), frame_rate)
+    return write_clip(clip, out_path)
 
 
 def run_tiny(output: str | Path, seed: int = 0) -> dict:
