@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -136,6 +137,9 @@ class Trainer:
         prompts = encode_prompts(text_encoder, list(cfg.validation.prompts), cfg.validation.negative_prompt,
                                  cfg.data.max_sequence_length)
         del text_encoder  # encoded once: Gemma does not stay in memory during training
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return ValidationSampler(cfg.validation, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
                                  vocoder=load("vocoder", torch.float32), samples_dir=self.output_dir / "samples")
 
