@@ -71,8 +71,7 @@ def test_demo_runs_end_to_end(tmp_path):
     samples = sorted((out / "sample").glob("*.mp4"))
     assert samples and str(samples[0]) in proc.stdout
     with av.open(str(samples[0])) as container:
-        kinds = {s.type for s in container.streams}
-        assert kinds == {"video", "audio"}
+        assert {(s.type, s.codec_context.name) for s in container.streams} == {("video", "h264"), ("audio", "aac")}
         assert container.streams.audio[0].rate == 16000  # the tiny vocoder's output rate
     assert len(list((out / "run" / "samples").glob("step_000003_*.mp4"))) == 2
     assert (out / "run" / "config.yaml").is_file() and (out / "run" / "metrics.jsonl").is_file()

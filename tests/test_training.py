@@ -137,3 +137,15 @@ def test_gradient_checkpointing_changes_memory_not_gradients(tiny_workspace, tmp
     assert transformer.is_gradient_checkpointing
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
     assert all(g.abs().sum() > 0 for g in plain)
+
+
+def test_loss_is_tracked_per_sigma_bucket():
+    from ltx2train.training.objective import SigmaBucketLoss, masked_mse_per_sample
+
+    pred, target = torch.zeros(3, 4, 2), torch.ones(3, 4, 2)
+    target[1] *= 3.0
+    per_sample = masked_mse_per_sample(pred, target, torch.ones(3, 4))
+    assert per_sample.tolist() == [1.0, 9.0, 1.0]
+    buckets = SigmaBucketLoss(num_buckets=4)
+    buckets.add(torch.tensor([0.1, 0.9, 0.2]), per_sample)
+    assert buckets.metrics() == {"loss_sigma_0.00-0.25": 1.0, "loss_sigma_0.75-1.00": 9.0}

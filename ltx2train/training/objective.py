@@ -40,6 +40,40 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, loss_mask: torch.
     return squared.sum() / denominator.clamp_min(1.0)
 
 
+@torch.no_grad()
+def masked_mse_per_sample(prediction: torch.Tensor, target: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) the masked mean squared error of each sample (for logging; no graph)."""
+    mask = loss_mask.to(torch.float32).unsqueeze(-1)
+    squared = (prediction.float() - target.float()).pow(2) * mask
+    return squared.sum(dim=(1, 2)) / (mask.sum(dim=(1, 2)) * prediction.shape[-1]).clamp_min(1.0)
+
+
 def sigma_bucket(sigma: float, num_buckets: int = 4) -> int:
     """Index of the sigma bucket, for loss tracked per noise level."""
     return min(int(math.floor(sigma * num_buckets)), num_buckets - 1)
+
+
+class SigmaBucketLoss:
+    """Mean loss per noise-level bucket over a logging window: where in the schedule the model learns."""
+
+    def __init__(self, num_buckets: int = 4):
+        self.num_buckets = num_buckets
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(self.num_buckets, dtype=torch.float64)
+        self.counts = torch.zeros(self.num_buckets, dtype=torch.float64)
+
+    def add(self, sigmas: torch.Tensor, losses: torch.Tensor) -> None:
+        for sigma, loss in zip(sigmas.tolist(), losses.tolist()):
+            bucket = sigma_bucket(sigma, self.num_buckets)
+            self.sums[bucket] += loss
+            self.counts[bucket] += 1
+
+    def metrics(self, sums: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> dict[str, float]:
+        """``loss_sigma_0.25-0.50``-style entries for the buckets that saw samples (optionally all-reduced)."""
+        sums = self.sums if sums is None else sums
+        counts = self.counts if counts is None else counts
+        width = 1.0 / self.num_buckets
+        return {f"loss_sigma_{i * width:.2f}-{(i + 1) * width:.2f}": float(sums[i] / counts[i])
+                for i in range(self.num_buckets) if counts[i] > 0}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ltx2train.training.objective import masked_mse, noisy_and_target, sample_sigmas
+from ltx2train.training.objective import masked_mse, masked_mse_per_sample, noisy_and_target, sample_sigmas
 
 
 def pack_video(latents: torch.Tensor) -> torch.Tensor:
@@ -85,4 +85,6 @@ class TextToAudioVideo:
         video_loss = masked_mse(video_pred, inputs.video_target, inputs.video_loss_mask)
         audio_loss = masked_mse(audio_pred, inputs.audio_target, inputs.audio_loss_mask)
         total = self.cfg.video_loss_weight * video_loss + self.cfg.audio_loss_weight * audio_loss
-        return total, {"video_loss": video_loss.detach(), "audio_loss": audio_loss.detach()}
+        per_sample = (self.cfg.video_loss_weight * masked_mse_per_sample(video_pred, inputs.video_target, inputs.video_loss_mask)
+                      + self.cfg.audio_loss_weight * masked_mse_per_sample(audio_pred, inputs.audio_target, inputs.audio_loss_mask))
+        return total, {"video_loss": video_loss.detach(), "audio_loss": audio_loss.detach(), "per_sample": per_sample}

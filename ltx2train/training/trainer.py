@@ -29,6 +29,7 @@ from ltx2train.models.specs import load_variant, torch_dtype
 from ltx2train.models.text_encoder import TextEmbeddings, apply_connectors
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.data import ResumableBatchSampler
+from ltx2train.training.objective import SigmaBucketLoss
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer
 from ltx2train.training.strategies import TextToAudioVideo
 from ltx2train.training.tracking import Tracker
@@ -84,6 +85,7 @@ class Trainer:
         self.spec = load_variant(cfg.model.variant)
         self.strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
         self.output_dir = Path(cfg.train.output_dir)
+        self.bucket_loss = SigmaBucketLoss()
 
     # ----------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -209,6 +211,7 @@ class Trainer:
             totals["video_loss"] += parts["video_loss"].item() / accum
             totals["audio_loss"] += parts["audio_loss"].item() / accum
             totals["sigma"] += inputs.sigma.mean().item() / accum
+            self.bucket_loss.add(inputs.sigma, parts["per_sample"].cpu())
         if self.cfg.optimizer.max_grad_norm > 0:
             totals["grad_norm"] = float(acc.clip_grad_norm_(self.trainable, self.cfg.optimizer.max_grad_norm))
         self.optimizer.step()
@@ -238,7 +241,7 @@ class Trainer:
                 raise FloatingPointError(f"loss is {metrics['loss']} at step {self.step}; last checkpoint: {result.checkpoint}")
             if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
                 rate = len(window) / (time.perf_counter() - started)
-                self.tracker.log({**metrics, "steps_per_s": rate}, self.step)
+                self.tracker.log({**metrics, **self._bucket_metrics(), "steps_per_s": rate}, self.step)
                 self.log(f"step {self.step:>6}/{cfg.train.max_steps}  loss {sum(window) / len(window):.4f}  "
                          f"(video {metrics['video_loss']:.4f}, audio {metrics['audio_loss']:.4f})  "
                          f"lr {metrics['lr']:.2e}  {rate:.2f} steps/s")
@@ -251,6 +254,14 @@ class Trainer:
         result.step = self.step
         self.tracker.finish()
         return result
+
+    def _bucket_metrics(self) -> dict[str, float]:
+        """Loss per sigma bucket over the logging window, summed over all processes."""
+        sums = self.accelerator.reduce(self.bucket_loss.sums.to(self.device, torch.float32), reduction="sum").cpu()
+        counts = self.accelerator.reduce(self.bucket_loss.counts.to(self.device, torch.float32), reduction="sum").cpu()
+        metrics = self.bucket_loss.metrics(sums, counts)
+        self.bucket_loss.reset()
+        return metrics
 
     # ----------------------------------------------------------------------------------------- outputs
     def export_lora(self) -> dict[str, torch.Tensor]:
