@@ -63,7 +63,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from ltx2train.data.prepare import prepare
 
     cfg = _load(args, ("model.checkpoint", "model.text_encoder", "data.metadata"))
-    report = prepare(cfg, device="cuda" if _cuda() else "cpu")
+    report = prepare(cfg)
     print(f"prepare: {len(report.encoded)} encoded, {len(report.skipped)} already cached, {len(report.failed)} failed "
           f"in {report.seconds:.1f}s -> {cfg.data.cache_dir}")
     for failure in report.failed:
@@ -89,12 +89,6 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     for path in paths:
         print(path)
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _add_recipe(parser: argparse.ArgumentParser) -> None:

@@ -39,3 +39,30 @@ def test_two_processes_train_with_the_schedule_of_one(tiny_workspace, tmp_path):
     assert state["world_size"] == 2 and state["step"] == 4
     r0, r1 = (torch.load(last / f"rng_rank{r}.pt", weights_only=True)["torch"] for r in (0, 1))
     assert not torch.equal(r0, r1)  # each rank draws its own noise
+
+
+@pytest.mark.slow
+def test_two_processes_prepare_disjoint_halves_and_one_manifest(tiny_workspace, tmp_path):
+    import shutil
+
+    from ltx2train.data import cache
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_workspace / "data", data)
+    (data / "clips" / "clip_003.mp4").write_bytes(b"corrupt")
+    cfg = tiny_config(tiny_workspace, tmp_path / "run",
+                      [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={data / 'metadata.jsonl'}"])
+    recipe = save_config(cfg, tmp_path / "recipe.yaml")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+         "-m", "ltx2train", "prepare", str(recipe)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # rank 0 encodes clips 0, 2, 4; rank 1 encodes 1, 5 (3 is corrupt): two reports
+    assert "prepare: 3 encoded" in proc.stdout and "prepare: 2 encoded" in proc.stdout
+    manifest = cache.read_manifest(tmp_path / "cache")
+    assert [s["index"] for s in manifest["samples"]] == [0, 1, 2, 4, 5]
+    assert [f["index"] for f in manifest["failed"]] == [3] and "clip_003.mp4" in manifest["failed"][0]["error"]
+    assert not list((tmp_path / "cache").glob(".*"))  # no temp or per-rank files left

@@ -8,7 +8,9 @@ read is reported by path and skipped; finished clips are never encoded twice.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,15 +123,31 @@ def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSet
     return tensors
 
 
+def process_group() -> tuple[int, int, Callable[[], None], torch.device | None]:
+    """(rank, world size, barrier, device) under torchrun / accelerate launch; one process otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return state.process_index, state.num_processes, state.wait_for_everyone, state.device
+    return 0, 1, lambda: None, None
+
+
 def prepare(
     cfg,
     encoders: Encoders | None = None,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     on_sample: Callable[[int], None] | None = None,
 ) -> PrepareReport:
-    """Encode every clip of ``cfg.data.metadata`` not already in ``cfg.data.cache_dir``."""
+    """Encode every clip of ``cfg.data.metadata`` not already in ``cfg.data.cache_dir``.
+
+    Under ``torchrun`` / ``accelerate launch`` each process encodes every ``world_size``-th clip on its own
+    device; the main process then writes the manifest (with the failures of all processes).
+    """
     start = time.perf_counter()
+    rank, world_size, barrier, group_device = process_group()
+    device = device or group_device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = settings_from_config(cfg)
     cache_dir = Path(cfg.data.cache_dir)
     cache.check_settings(cache_dir, settings)
@@ -137,9 +155,10 @@ def prepare(
     report = PrepareReport()
     todo = [r for r in records if not cache.sample_path(cache_dir, r.index).is_file()]
     report.skipped = [r.index for r in records if r not in todo]
-    if todo and encoders is None:
+    mine = [r for r in todo if r.index % world_size == rank]
+    if mine and encoders is None:
         encoders = load_encoders(cfg, device)
-    for record in todo:
+    for record in mine:
         try:
             tensors = encode_clip(encoders, record, settings)
         except MediaError as exc:
@@ -150,9 +169,28 @@ def prepare(
         report.encoded.append(record.index)
         if on_sample is not None:
             on_sample(record.index)
-    done = [r for r in records if cache.sample_path(cache_dir, r.index).is_file()]
-    samples = [{"index": r.index, "file": str(cache.sample_path(cache_dir, r.index).relative_to(cache_dir)),
-                "video": str(r.video), "caption": r.caption} for r in done]
-    cache.write_manifest(cache_dir, settings, samples, report.failed)
+    failed = _gather_failures(cache_dir, report.failed, rank, world_size, barrier)
+    if rank == 0:
+        done = [r for r in records if cache.sample_path(cache_dir, r.index).is_file()]
+        samples = [{"index": r.index, "file": str(cache.sample_path(cache_dir, r.index).relative_to(cache_dir)),
+                    "video": str(r.video), "caption": r.caption} for r in done]
+        cache.write_manifest(cache_dir, settings, samples, failed)
+    barrier()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _gather_failures(cache_dir: Path, failed: list[dict], rank: int, world_size: int, barrier) -> list[dict]:
+    """Every process' failures, for the main process' manifest (through small files: no collective needed)."""
+    if world_size == 1:
+        return failed
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache.write_json_atomic(cache_dir / f".failed.rank{rank}.json", failed)
+    barrier()
+    merged = []
+    if rank == 0:
+        for r in range(world_size):
+            path = cache_dir / f".failed.rank{r}.json"
+            merged.extend(json.loads(path.read_text()))
+            path.unlink()
+    return sorted(merged, key=lambda f: f["index"])
