@@ -76,6 +76,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load(args, ("model.checkpoint", "data.cache_dir"))
     result = Trainer(cfg).train()
+    if result.interrupted:
+        print(f"stopped by {result.interrupted} at step {result.step}; checkpoint: {result.checkpoint}")
+        return 3
     print(f"trained to step {result.step}; latest checkpoint: {result.checkpoint}")
     return 0
 

@@ -103,3 +103,35 @@ def test_validation_samples_reach_wandb_offline(tiny_workspace, tmp_path, monkey
     assert len(logged) == 1 and logged[0].stat().st_size == result.samples[0].stat().st_size
     history = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(history) == 1 and '"step": 2' in history[0]  # log_every 25 > max_steps: logged at the end
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes(tiny_workspace, tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ltx2train.config import save_config
+
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_workspace, run, ["train.max_steps=100000", "train.checkpoint_every=0", "train.log_every=1",
+                                             "validation.prompts=[]"])
+    recipe = save_config(cfg, tmp_path / "recipe.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "ltx2train", "train", str(recipe)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err[-2000:]
+    assert "stopped by SIGTERM" in out
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    saved = ckpt.list_checkpoints(run)
+    assert [s for s, _ in saved] == [steps[-1]]  # the step it was on, although checkpoint_every=0
+    resumed = Trainer(tiny_config(tiny_workspace, run, [f"train.max_steps={steps[-1] + 2}", "validation.prompts=[]",
+                                                         "train.checkpoint_every=0"]), log=lambda _: None).train()
+    assert [s for s, _ in resumed.losses] == [steps[-1] + 1, steps[-1] + 2]

@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import math
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -45,6 +46,38 @@ class TrainResult:
     samples: list[Path] = field(default_factory=list)
     losses: list[tuple[int, float]] = field(default_factory=list)
     last_validation: list = field(default_factory=list)  # GeneratedClip of the last validation run
+    interrupted: str | None = None  # the signal that stopped the run early, if one did
+
+
+class StopRequest:
+    """SIGTERM / SIGUSR1 (Slurm preemption, ``scancel``, ``kill``) ask for a stop: the loop finishes its
+    step, writes a checkpoint and returns, instead of dying with up to ``checkpoint_every`` steps lost."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopRequest":
+        for name in self.SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def add_lora(transformer: torch.nn.Module, lora_cfg) -> list[torch.nn.Parameter]:
@@ -226,7 +259,13 @@ class Trainer:
     def train(self) -> TrainResult:
         if not hasattr(self, "accelerator"):
             self.setup()
-        cfg, acc = self.cfg, self.accelerator
+        with StopRequest() as stop:
+            result = self._loop(stop)
+        self.tracker.finish()
+        return result
+
+    def _loop(self, stop: "StopRequest") -> TrainResult:
+        cfg = self.cfg
         result = TrainResult(step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir))
         if cfg.validation.at_start and self.step == 0:
             self._validate(result)
@@ -239,21 +278,32 @@ class Trainer:
             result.losses.append((self.step, metrics["loss"]))
             if not math.isfinite(metrics["loss"]):
                 raise FloatingPointError(f"loss is {metrics['loss']} at step {self.step}; last checkpoint: {result.checkpoint}")
-            if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
+            last = self.step == cfg.train.max_steps
+            if last or self.step % cfg.train.log_every == 0:
                 rate = len(window) / (time.perf_counter() - started)
                 self.tracker.log({**metrics, **self._bucket_metrics(), "steps_per_s": rate}, self.step)
                 self.log(f"step {self.step:>6}/{cfg.train.max_steps}  loss {sum(window) / len(window):.4f}  "
                          f"(video {metrics['video_loss']:.4f}, audio {metrics['audio_loss']:.4f})  "
                          f"lr {metrics['lr']:.2e}  {rate:.2f} steps/s")
                 started, window = time.perf_counter(), []
-            last = self.step == cfg.train.max_steps
-            if last or (cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0):
+            stopping = self._any_process(stop.requested)
+            if last or stopping or (cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0):
                 result.checkpoint = self.save_checkpoint()
+            if stopping:
+                result.interrupted = stop.signal_name or "stop request"
+                self.log(f"[ltx2train] {result.interrupted} at step {self.step}: checkpoint written; "
+                         "run the same command again to resume")
+                break
             if self.sampler_ is not None and (last or (cfg.validation.every and self.step % cfg.validation.every == 0)):
                 self._validate(result)
         result.step = self.step
-        self.tracker.finish()
         return result
+
+    def _any_process(self, flag: bool) -> bool:
+        """True on every process if it is true on one (so that all ranks checkpoint and stop together)."""
+        if self.world_size == 1:
+            return flag
+        return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.device), reduction="sum").item())
 
     def _bucket_metrics(self) -> dict[str, float]:
         """Loss per sigma bucket over the logging window, summed over all processes."""
