@@ -17,8 +17,9 @@ from ltx2train.training import checkpoint as ckpt
 @pytest.mark.slow
 def test_two_processes_train_with_the_schedule_of_one(tiny_workspace, tmp_path):
     cfg = tiny_config(tiny_workspace, tmp_path / "run",
-                      ["train.max_steps=4", "train.checkpoint_every=2", "train.log_every=1", "validation.prompts=[]",
-                       "optimizer.warmup_steps=1", "data.batch_size=1"])
+                      ["train.max_steps=4", "train.checkpoint_every=2", "train.log_every=1", "optimizer.warmup_steps=1",
+                       "data.batch_size=1", "validation.prompts=[a red circle moves right]", "validation.every=2",
+                       "validation.steps=2"])
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -28,6 +29,9 @@ def test_two_processes_train_with_the_schedule_of_one(tiny_workspace, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
+    # validation runs on the main process only while the other waits: one sample per validation step
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
+        "step_000002_prompt0.mp4", "step_000004_prompt0.mp4"]
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]  # logged once, by the main process
     # Stepped once per optimizer step (not once per process): the cosine ends exactly at max_steps.

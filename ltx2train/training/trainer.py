@@ -145,7 +145,9 @@ class Trainer:
         self.trainable = add_lora(self.transformer, cfg.lora)
         if cfg.train.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
-        self.sampler_ = self._build_validation(load)
+        # Only the main process samples: Gemma, the decoders and the vocoder are loaded there alone.
+        self.validates = bool(cfg.validation.prompts)
+        self.sampler_ = self._build_validation(load) if acc.is_main_process else None
         self.optimizer = build_optimizer(self.trainable, cfg.optimizer)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optimizer, cfg.train.max_steps)
         self.step, rng = self._resume()
@@ -267,7 +269,7 @@ class Trainer:
     def _loop(self, stop: "StopRequest") -> TrainResult:
         cfg = self.cfg
         result = TrainResult(step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir))
-        if cfg.validation.at_start and self.step == 0:
+        if self.validates and cfg.validation.at_start and self.step == 0:
             self._validate(result)
         started, window = time.perf_counter(), []
         while self.step < cfg.train.max_steps:
@@ -294,7 +296,7 @@ class Trainer:
                 self.log(f"[ltx2train] {result.interrupted} at step {self.step}: checkpoint written; "
                          "run the same command again to resume")
                 break
-            if self.sampler_ is not None and (last or (cfg.validation.every and self.step % cfg.validation.every == 0)):
+            if self.validates and (last or (cfg.validation.every and self.step % cfg.validation.every == 0)):
                 self._validate(result)
         result.step = self.step
         return result
