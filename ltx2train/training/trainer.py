@@ -147,7 +147,7 @@ class Trainer:
             self.transformer.enable_gradient_checkpointing()
         # Only the main process samples: Gemma, the decoders and the vocoder are loaded there alone.
         self.validates = bool(cfg.validation.prompts)
-        self.sampler_ = self._build_validation(load) if acc.is_main_process else None
+        self.validation_sampler = self._build_validation(load) if acc.is_main_process else None
         self.optimizer = build_optimizer(self.trainable, cfg.optimizer)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optimizer, cfg.train.max_steps)
         self.step, rng = self._resume()
@@ -338,9 +338,9 @@ class Trainer:
         acc = self.accelerator
         if acc.is_main_process:
             transformer = acc.unwrap_model(self.transformer)
-            paths, clips = self.sampler_.run(self.step, transformer, self.connectors)
+            paths, clips = self.validation_sampler.run(self.step, transformer, self.connectors)
             result.samples.extend(paths)
             result.last_validation = clips
-            self.tracker.log_videos(paths, self.sampler_.prompts.prompts, self.step)
+            self.tracker.log_videos(paths, self.validation_sampler.prompts.prompts, self.step)
             self.log(f"[ltx2train] validation samples: {', '.join(str(p) for p in paths)}")
         acc.wait_for_everyone()
