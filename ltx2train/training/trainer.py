@@ -140,14 +140,15 @@ class Trainer:
         self.weight_dtype = torch_dtype(cfg.model.dtype)
         load = lambda name, dtype=self.weight_dtype: load_component(  # noqa: E731
             self.spec, name, cfg.model.checkpoint, dtype=dtype, device=self.device, distilled=cfg.model.distilled)
+        # Only the main process samples: Gemma (encoding the prompts, then freed before the transformer
+        # loads, so the two never share memory), the decoders and the vocoder are loaded there alone.
+        self.validates = bool(cfg.validation.prompts)
+        self.validation_sampler = self._build_validation(load) if acc.is_main_process else None
         self.transformer = load("transformer")
         self.connectors = load("connectors")
         self.trainable = add_lora(self.transformer, cfg.lora)
         if cfg.train.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
-        # Only the main process samples: Gemma, the decoders and the vocoder are loaded there alone.
-        self.validates = bool(cfg.validation.prompts)
-        self.validation_sampler = self._build_validation(load) if acc.is_main_process else None
         self.optimizer = build_optimizer(self.trainable, cfg.optimizer)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optimizer, cfg.train.max_steps)
         self.step, rng = self._resume()
