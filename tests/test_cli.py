@@ -75,3 +75,17 @@ def test_demo_runs_end_to_end(tmp_path):
         assert container.streams.audio[0].rate == 16000  # the tiny vocoder's output rate
     assert len(list((out / "run" / "samples").glob("step_000003_*.mp4"))) == 2
     assert (out / "run" / "config.yaml").is_file() and (out / "run" / "metrics.jsonl").is_file()
+
+
+def test_train_without_a_prepared_cache_says_to_run_prepare(tiny_workspace, tmp_path, capsys):
+    from conftest import tiny_config
+    from ltx2train import cli
+    from ltx2train.config import save_config
+
+    empty = tmp_path / "empty_cache"
+    empty.mkdir()
+    recipe = save_config(tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={empty}"]), tmp_path / "r.yaml")
+    assert cli.main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert f"no cache at {empty}" in err and "run `ltx2train prepare` first" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
