@@ -274,6 +274,10 @@ class ValidationConfig:
         steps: denoising steps per sample.
         guidance_scale: classifier-free guidance scale; 1.0 disables guidance.
         negative_prompt: negative prompt used with guidance.
+        loss_sigmas: noise levels of the validation loss: the flow-matching loss of a fixed set of cached
+            clips with fixed noise at exactly these sigmas, logged at every validation. Unlike the training
+            loss it is deterministic, so its curve shows learning without sampling noise; empty disables it.
+        loss_clips: how many cached clips (the first ones) the validation loss uses.
     """
 
     prompts: List[str] = field(default_factory=list)  # empty = no validation
@@ -287,6 +291,8 @@ class ValidationConfig:
     steps: int = 30  # denoising steps
     guidance_scale: float = 4.0  # CFG scale (1.0 = off)
     negative_prompt: str = ""  # CFG negative prompt
+    loss_sigmas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fixed-sigma validation loss
+    loss_clips: int = 4  # cached clips in the validation loss
 
 
 @dataclass
@@ -668,8 +674,11 @@ def _validate(cfg: Config) -> list[str]:
     mult32("validation.width", v.width)
     frames("validation.num_frames", v.num_frames)
     need(v.fps > 0, f"validation.fps: must be > 0, got {v.fps}")
-    need(v.steps >= 2, f"validation.steps: must be >= 2 (the LTX-2 scheduler stretches sigmas to its terminal value; one step gives NaN), got {v.steps}")
+    need(v.steps >= 2, "validation.steps: must be >= 2 (the LTX-2 scheduler stretches sigmas to its terminal "
+                       f"value; one step gives NaN), got {v.steps}")
     need(v.guidance_scale >= 0, f"validation.guidance_scale: must be >= 0, got {v.guidance_scale}")
+    need(all(0.0 < x < 1.0 for x in v.loss_sigmas), f"validation.loss_sigmas: each must be in (0, 1), got {v.loss_sigmas}")
+    need(v.loss_clips >= 1, f"validation.loss_clips: must be >= 1, got {v.loss_clips}")
 
     # tracker
     choice("tracker.backend", tr.backend, TRACKER_BACKENDS)

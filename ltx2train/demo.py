@@ -69,9 +69,14 @@ def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (),
     losses = [loss for _, loss in result.losses]
     k = max(1, len(losses) // 5)
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
-    log(f"[demo] loss fell from {first:.4f} (first {k} steps) to {last:.4f} (last {k} steps)")
+    log(f"[demo] training loss fell from {first:.4f} (first {k} steps) to {last:.4f} (last {k} steps)")
+    if len(result.validation_losses) >= 2:
+        (s0, v0), (s1, v1) = result.validation_losses[0], result.validation_losses[-1]
+        log(f"[demo] validation loss (fixed clips, noise and sigmas) fell from {v0:.4f} at step {s0} "
+            f"to {v1:.4f} at step {s1}")
     log(f"[demo] checkpoint (official LoRA layout): {lora}")
     log(f"[demo] sample from the reloaded checkpoint: {paths[0]}")
     log("[demo] timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return {"lora": lora, "samples": paths, "validation": result.samples, "loss_first": first, "loss_last": last,
+            "validation_losses": result.validation_losses,
             "timings": timings, "result": result}

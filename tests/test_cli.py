@@ -65,7 +65,7 @@ def test_demo_runs_end_to_end(tmp_path):
     proc = _cli("demo", "--output", str(out), "train.max_steps=6", "train.checkpoint_every=3", "validation.every=3",
                 "train.log_every=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "loss fell from" in proc.stdout
+    assert "training loss fell from" in proc.stdout and "validation loss (fixed clips, noise and sigmas)" in proc.stdout
     lora = out / "run" / "checkpoints" / "step_000006" / "lora.safetensors"
     assert lora.is_file() and str(lora) in proc.stdout
     samples = sorted((out / "sample").glob("*.mp4"))
@@ -74,6 +74,7 @@ def test_demo_runs_end_to_end(tmp_path):
         assert {(s.type, s.codec_context.name) for s in container.streams} == {("video", "h264"), ("audio", "aac")}
         assert container.streams.audio[0].rate == 16000  # the tiny vocoder's output rate
     assert len(list((out / "run" / "samples").glob("step_000003_*.mp4"))) == 2
+    assert len(list((out / "run" / "samples").glob("step_000000_*.mp4"))) == 2  # at_start baseline
     assert (out / "run" / "config.yaml").is_file() and (out / "run" / "metrics.jsonl").is_file()
 
 

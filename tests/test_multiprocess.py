@@ -32,8 +32,10 @@ def test_two_processes_train_with_the_schedule_of_one(tiny_workspace, tmp_path):
     # validation runs on the main process only while the other waits: one sample per validation step
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
         "step_000002_prompt0.mp4", "step_000004_prompt0.mp4"]
-    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [m for m in logged if "lr" in m]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]  # logged once, by the main process
+    assert [m["step"] for m in logged if "val_loss" in m] == [2, 4]
     # Stepped once per optimizer step (not once per process): the cosine ends exactly at max_steps.
     expected = [cfg.optimizer.lr * 0.5 * (1 + math.cos(math.pi * (s - 1) / 3)) for s in (1, 2, 3, 4)]
     assert [m["lr"] for m in metrics] == pytest.approx(expected)

@@ -91,6 +91,8 @@ def _tensors(path):
 
 
 def test_validation_samples_reach_wandb_offline(tiny_workspace, tmp_path, monkeypatch):
+    import json
+
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = tiny_config(tiny_workspace, tmp_path / "run", [
         "train.max_steps=2", "train.checkpoint_every=0", "validation.every=0", "validation.steps=2",
@@ -101,8 +103,9 @@ def test_validation_samples_reach_wandb_offline(tiny_workspace, tmp_path, monkey
     assert len(runs) == 1
     logged = list(runs[0].rglob("*.mp4"))
     assert len(logged) == 1 and logged[0].stat().st_size == result.samples[0].stat().st_size
-    history = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(history) == 1 and '"step": 2' in history[0]  # log_every 25 > max_steps: logged at the end
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in history if "lr" in m] == [2]  # log_every 25 > max_steps: logged at the end
+    assert [m["step"] for m in history if "val_loss" in m] == [2]
 
 
 @pytest.mark.slow
@@ -135,3 +138,14 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes(tiny_workspa
     resumed = Trainer(tiny_config(tiny_workspace, run, [f"train.max_steps={steps[-1] + 2}", "validation.prompts=[]",
                                                          "train.checkpoint_every=0"]), log=lambda _: None).train()
     assert [s for s, _ in resumed.losses] == [steps[-1] + 1, steps[-1] + 2]
+
+
+def test_validation_loss_is_deterministic_and_falls_with_training(tiny_workspace, tmp_path):
+    common = ["validation.prompts=[]", "validation.at_start=true", "validation.every=0", "train.checkpoint_every=0",
+              "optimizer.warmup_steps=2"]
+    a = Trainer(tiny_config(tiny_workspace, tmp_path / "a", ["train.max_steps=40", *common]), log=lambda _: None).train()
+    b = Trainer(tiny_config(tiny_workspace, tmp_path / "b", ["train.max_steps=1", *common]), log=lambda _: None).train()
+    (start_a, before), (end_step, after) = a.validation_losses
+    assert start_a == 0 and end_step == 40
+    assert b.validation_losses[0] == (0, before)  # same clips, sigmas and noise: the same number
+    assert after < before * 0.95, (before, after)

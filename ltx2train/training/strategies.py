@@ -41,14 +41,17 @@ class TextToAudioVideo:
         self.cfg = objective_cfg
         self.fps = fps
 
-    def inputs(self, batch: dict[str, torch.Tensor], context, generator: torch.Generator | None = None) -> StepInputs:
+    def inputs(self, batch: dict[str, torch.Tensor], context, generator: torch.Generator | None = None,
+               sigma: torch.Tensor | None = None) -> StepInputs:
+        """Noisy inputs and targets; ``sigma`` (B,) fixes the noise levels (validation loss) instead of sampling."""
         if "audio_latents" not in batch:
             raise ValueError("the t2av strategy needs audio latents in the cache (data.with_audio: true)")
         video = batch["video_latents"]  # (B, C, F, H, W)
         audio = batch["audio_latents"]  # (B, C, L, M)
         batch_size, _, frames, height, width = video.shape
         video_x0, audio_x0 = pack_video(video), pack_audio(audio)
-        sigma = sample_sigmas(batch_size, video_x0.shape[1], self.cfg, generator)
+        if sigma is None:
+            sigma = sample_sigmas(batch_size, video_x0.shape[1], self.cfg, generator)
         video_noise = torch.randn(video_x0.shape, generator=generator, dtype=video_x0.dtype)
         audio_noise = torch.randn(audio_x0.shape, generator=generator, dtype=audio_x0.dtype)
         video_loss_mask = torch.ones(video_x0.shape[:2])

@@ -47,6 +47,7 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     last_validation: list = field(default_factory=list)  # GeneratedClip of the last validation run
     interrupted: str | None = None  # the signal that stopped the run early, if one did
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, fixed-sigma loss)
 
 
 class StopRequest:
@@ -142,8 +143,10 @@ class Trainer:
             self.spec, name, cfg.model.checkpoint, dtype=dtype, device=self.device, distilled=cfg.model.distilled)
         # Only the main process samples: Gemma (encoding the prompts, then freed before the transformer
         # loads, so the two never share memory), the decoders and the vocoder are loaded there alone.
-        self.validates = bool(cfg.validation.prompts)
+        self.validates = bool(cfg.validation.prompts) or bool(cfg.validation.loss_sigmas)
         self.validation_sampler = self._build_validation(load) if acc.is_main_process else None
+        self.validation_clips = ([self.dataset[i] for i in range(min(cfg.validation.loss_clips, len(self.dataset)))]
+                                 if acc.is_main_process else [])
         self.transformer = load("transformer")
         self.connectors = load("connectors")
         self.trainable = add_lora(self.transformer, cfg.lora)
@@ -339,9 +342,43 @@ class Trainer:
         acc = self.accelerator
         if acc.is_main_process:
             transformer = acc.unwrap_model(self.transformer)
-            paths, clips = self.validation_sampler.run(self.step, transformer, self.connectors)
-            result.samples.extend(paths)
-            result.last_validation = clips
-            self.tracker.log_videos(paths, self.validation_sampler.prompts.prompts, self.step)
-            self.log(f"[ltx2train] validation samples: {', '.join(str(p) for p in paths)}")
+            if self.cfg.validation.loss_sigmas:
+                losses = self.validation_loss(transformer)
+                self.tracker.log(losses, self.step)
+                result.validation_losses.append((self.step, losses["val_loss"]))
+                self.log(f"[ltx2train] validation loss at step {self.step}: {losses['val_loss']:.4f} (sigmas "
+                         + ", ".join(f"{s:g}: {losses[f'val_loss_sigma_{s:g}']:.4f}" for s in self.cfg.validation.loss_sigmas)
+                         + ")")
+            if self.validation_sampler is not None:
+                paths, clips = self.validation_sampler.run(self.step, transformer, self.connectors)
+                result.samples.extend(paths)
+                result.last_validation = clips
+                self.tracker.log_videos(paths, self.validation_sampler.prompts.prompts, self.step)
+                self.log(f"[ltx2train] validation samples: {', '.join(str(p) for p in paths)}")
         acc.wait_for_everyone()
+
+    @torch.no_grad()
+    def validation_loss(self, transformer: torch.nn.Module) -> dict[str, float]:
+        """The loss of the first cached clips at fixed sigmas with fixed noise: a deterministic curve."""
+        from ltx2train.validation import preserved_training_state
+
+        cfg = self.cfg.validation
+        per_sigma = {s: 0.0 for s in cfg.loss_sigmas}
+        with preserved_training_state(transformer, self.connectors):
+            for clip in self.validation_clips:
+                batch = collate([clip])
+                text = TextEmbeddings(batch["text_hidden_states"].to(self.device, self.weight_dtype),
+                                      batch["text_attention_mask"].to(self.device))
+                context = apply_connectors(self.connectors, text)
+                for sigma in cfg.loss_sigmas:
+                    inputs = self.strategy.inputs(batch, context, generator=torch.Generator().manual_seed(cfg.seed),
+                                                  sigma=torch.tensor([sigma]))
+                    for key in ("hidden_states", "audio_hidden_states"):
+                        inputs.model_kwargs[key] = inputs.model_kwargs[key].to(self.weight_dtype)
+                    with self.accelerator.autocast():
+                        video_pred, audio_pred = transformer(**inputs.model_kwargs)
+                        loss, _ = self.strategy.loss(video_pred, audio_pred, inputs)
+                    per_sigma[sigma] += loss.item() / len(self.validation_clips)
+        metrics = {f"val_loss_sigma_{s:g}": v for s, v in per_sigma.items()}
+        metrics["val_loss"] = sum(per_sigma.values()) / len(per_sigma)
+        return metrics
