@@ -10,7 +10,7 @@ from ltx2train.inference.sample import sample
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.trainer import Trainer
 
-SHORT = ["train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=1", "validation.every=0",
+SHORT = ["validation.at_start=false", "train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=1", "validation.every=0",
          "validation.prompts=[a red circle moves right with a rising tone]", "validation.steps=2", "train.log_every=1"]
 
 
@@ -94,10 +94,10 @@ def test_validation_samples_reach_wandb_offline(tiny_workspace, tmp_path, monkey
     import json
 
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [
-        "train.max_steps=2", "train.checkpoint_every=0", "validation.every=0", "validation.steps=2",
-        "validation.prompts=[a red circle moves right]", "tracker.backend=wandb", "tracker.mode=offline",
-        "tracker.run_name=e2e"])
+    overrides = ["train.checkpoint_every=0", "validation.every=0", "validation.steps=2", "validation.at_start=false",
+                 "validation.prompts=[a red circle moves right]", "tracker.backend=wandb", "tracker.mode=offline",
+                 "tracker.run_name=e2e", "train.max_steps=2"]
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", overrides)
     result = Trainer(cfg, log=lambda _: None).train()
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -106,6 +106,12 @@ def test_validation_samples_reach_wandb_offline(tiny_workspace, tmp_path, monkey
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in history if "lr" in m] == [2]  # log_every 25 > max_steps: logged at the end
     assert [m["step"] for m in history if "val_loss" in m] == [2]
+    # A resumed training continues the same W&B run.
+    more = tiny_config(tiny_workspace, tmp_path / "run", [*overrides[:-1], "train.max_steps=3"])
+    Trainer(more, log=lambda _: None).train()
+    run_id = (tmp_path / "run" / "wandb_run_id").read_text().strip()
+    runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 
@@ -18,7 +19,8 @@ class Tracker:
             import wandb
 
             self._wandb = wandb.init(project=cfg.project, name=cfg.run_name, entity=cfg.entity, mode=cfg.mode,
-                                     dir=str(self.run_dir), config=config, resume="allow")
+                                     dir=str(self.run_dir), config=config, id=self._wandb_run_id(),
+                                     resume="allow")
         elif self.backend == "tensorboard":
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -27,6 +29,17 @@ class Tracker:
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         elif self.backend != "none":
             raise ValueError(f"unknown tracker backend {self.backend!r}")
+
+    def _wandb_run_id(self) -> str:
+        """One W&B run per output directory: a resumed training continues its run instead of starting one."""
+        path = self.run_dir / "wandb_run_id"
+        if path.is_file():
+            return path.read_text().strip()
+        run_id = secrets.token_hex(4)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(run_id + "\n")
+        tmp.replace(path)
+        return run_id
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.enabled:
