@@ -19,7 +19,7 @@ def test_two_processes_train_with_the_schedule_of_one(tiny_workspace, tmp_path):
     cfg = tiny_config(tiny_workspace, tmp_path / "run",
                       ["train.max_steps=4", "train.checkpoint_every=2", "train.log_every=1", "optimizer.warmup_steps=1",
                        "data.batch_size=1", "validation.prompts=[a red circle moves right]", "validation.every=2",
-                       "validation.steps=2"])
+                       "validation.steps=2", "validation.at_start=false"])
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
