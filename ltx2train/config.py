@@ -272,8 +272,13 @@ class ValidationConfig:
         num_frames: sample frames, of the form 8k+1.
         fps: sample frame rate.
         steps: denoising steps per sample.
-        guidance_scale: classifier-free guidance scale; 1.0 disables guidance.
-        negative_prompt: negative prompt used with guidance.
+        guidance_scale: video classifier-free guidance scale; 1.0 disables it.
+        audio_guidance_scale: audio classifier-free guidance scale (LTX-2 uses a higher one for audio).
+        stg_scale: spatio-temporal guidance scale (video and audio); 0 disables it.
+        stg_blocks: transformer blocks whose self-attention STG skips ([29] for LTX-2 19B).
+        modality_scale: modality-isolation guidance scale (audio<->video cross-attention off); 1.0 disables it.
+        guidance_rescale: rescale of the guided prediction toward the conditional one's std, in [0, 1].
+        negative_prompt: negative prompt used with classifier-free guidance.
         loss_sigmas: noise levels of the validation loss: the flow-matching loss of a fixed set of cached
             clips with fixed noise at exactly these sigmas, logged at every validation. Unlike the training
             loss it is deterministic, so its curve shows learning without sampling noise; empty disables it.
@@ -289,7 +294,12 @@ class ValidationConfig:
     num_frames: int = 121  # 8k+1
     fps: float = 24.0  # sample frame rate
     steps: int = 30  # denoising steps
-    guidance_scale: float = 4.0  # CFG scale (1.0 = off)
+    guidance_scale: float = 3.0  # video CFG scale (1.0 = off)
+    audio_guidance_scale: float = 7.0  # audio CFG scale (1.0 = off)
+    stg_scale: float = 1.0  # spatio-temporal guidance (0 = off)
+    stg_blocks: List[int] = field(default_factory=lambda: [29])  # blocks STG perturbs
+    modality_scale: float = 3.0  # modality-isolation guidance (1.0 = off)
+    guidance_rescale: float = 0.7  # in [0, 1]
     negative_prompt: str = ""  # CFG negative prompt
     loss_sigmas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fixed-sigma validation loss
     loss_clips: int = 4  # cached clips in the validation loss
@@ -677,6 +687,12 @@ def _validate(cfg: Config) -> list[str]:
     need(v.steps >= 2, "validation.steps: must be >= 2 (the LTX-2 scheduler stretches sigmas to its terminal "
                        f"value; one step gives NaN), got {v.steps}")
     need(v.guidance_scale >= 0, f"validation.guidance_scale: must be >= 0, got {v.guidance_scale}")
+    need(v.audio_guidance_scale >= 0, f"validation.audio_guidance_scale: must be >= 0, got {v.audio_guidance_scale}")
+    need(v.stg_scale >= 0, f"validation.stg_scale: must be >= 0, got {v.stg_scale}")
+    need(v.stg_scale == 0 or (v.stg_blocks and all(b >= 0 for b in v.stg_blocks)),
+         f"validation.stg_blocks: STG needs block indices >= 0, got {v.stg_blocks}")
+    need(v.modality_scale >= 0, f"validation.modality_scale: must be >= 0, got {v.modality_scale}")
+    need(0.0 <= v.guidance_rescale <= 1.0, f"validation.guidance_rescale: must be in [0, 1], got {v.guidance_rescale}")
     need(all(0.0 < x < 1.0 for x in v.loss_sigmas), f"validation.loss_sigmas: each must be in (0, 1), got {v.loss_sigmas}")
     need(v.loss_clips >= 1, f"validation.loss_clips: must be >= 1, got {v.loss_clips}")
 

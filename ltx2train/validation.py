@@ -76,7 +76,9 @@ class ValidationSampler:
                     negative_prompt_embeds=self.prompts.negative_hidden_states,
                     negative_prompt_attention_mask=self.prompts.negative_attention_mask,
                     seed=cfg.seed, height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps,
-                    steps=cfg.steps, guidance_scale=cfg.guidance_scale,
+                    steps=cfg.steps, guidance_scale=cfg.guidance_scale, audio_guidance_scale=cfg.audio_guidance_scale,
+                    stg_scale=cfg.stg_scale, stg_blocks=list(cfg.stg_blocks), modality_scale=cfg.modality_scale,
+                    guidance_rescale=cfg.guidance_rescale,
                 ))
         return clips
 

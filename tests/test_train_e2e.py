@@ -155,3 +155,20 @@ def test_validation_loss_is_deterministic_and_falls_with_training(tiny_workspace
     assert start_a == 0 and end_step == 40
     assert b.validation_losses[0] == (0, before)  # same clips, sigmas and noise: the same number
     assert after < before * 0.95, (before, after)
+
+
+def test_validation_uses_the_pipelines_guidance(tiny_workspace, tmp_path):
+    prompt = ["validation.prompts=[a red circle moves right]", "validation.steps=2"]
+    neutral = tiny_config(tiny_workspace, tmp_path / "run", prompt)
+    guided = tiny_config(tiny_workspace, tmp_path / "run", [
+        *prompt, "validation.guidance_scale=3.0", "validation.audio_guidance_scale=7.0", "validation.stg_scale=1.0",
+        "validation.stg_blocks=[1]", "validation.modality_scale=3.0", "validation.guidance_rescale=0.7",
+        "validation.negative_prompt=black background"])
+    _, (plain,) = sample(neutral, lora=None, output_dir=tmp_path / "a")
+    _, (with_guidance,) = sample(guided, lora=None, output_dir=tmp_path / "b")
+    assert np.isfinite(with_guidance.video).all() and torch.isfinite(with_guidance.audio).all()
+    assert not np.array_equal(plain.video, with_guidance.video)
+    assert not torch.equal(plain.audio, with_guidance.audio)
+    bad = tiny_config(tiny_workspace, tmp_path / "run", [*prompt, "validation.stg_scale=1.0", "validation.stg_blocks=[29]"])
+    with pytest.raises(ValueError, match=r"STG blocks \[29\] are not blocks of this 2-block transformer"):
+        sample(bad, lora=None, output_dir=tmp_path / "c")

@@ -75,19 +75,32 @@ def generate(
     num_frames: int = 121,
     fps: float = 24.0,
     steps: int = 30,
-    guidance_scale: float = 4.0,
+    guidance_scale: float = 3.0,
+    audio_guidance_scale: float = 7.0,
+    stg_scale: float = 1.0,
+    stg_blocks: list[int] | None = (29,),
+    modality_scale: float = 3.0,
+    guidance_rescale: float = 0.7,
 ) -> GeneratedClip:
-    """One clip from Gemma hidden states ``(1, T, D)`` with a fixed seed (CPU generator: device-independent)."""
+    """One clip from Gemma hidden states ``(1, T, D)`` with a fixed seed (CPU generator: device-independent).
+
+    Guidance defaults are ``LTX2Pipeline``'s (STG on block 29, LTX-2 19B's recommendation).
+    """
     device = next(pipe.transformer.parameters()).device
     dtype = next(pipe.connectors.parameters()).dtype
     kwargs = {}
-    if guidance_scale > 1.0:
+    if guidance_scale > 1.0 or audio_guidance_scale > 1.0:
         if negative_prompt_embeds is None:
-            raise ValueError("guidance_scale > 1 needs negative prompt embeddings")
+            raise ValueError("classifier-free guidance (a guidance scale > 1) needs negative prompt embeddings")
         kwargs = dict(
             negative_prompt_embeds=negative_prompt_embeds.to(device, dtype),
             negative_prompt_attention_mask=negative_prompt_attention_mask.to(device),
         )
+    if stg_scale > 0:
+        num_layers = pipe.transformer.config.num_layers
+        bad = [b for b in stg_blocks or () if not 0 <= b < num_layers]
+        if bad or not stg_blocks:
+            raise ValueError(f"STG blocks {list(stg_blocks or [])} are not blocks of this {num_layers}-block transformer")
     video, audio = pipe(
         prompt_embeds=prompt_embeds.to(device, dtype),
         prompt_attention_mask=prompt_attention_mask.to(device),
@@ -97,11 +110,14 @@ def generate(
         frame_rate=fps,
         num_inference_steps=steps,
         guidance_scale=guidance_scale,
-        stg_scale=0.0,
-        audio_guidance_scale=guidance_scale,
-        audio_stg_scale=0.0,
-        modality_scale=1.0,
-        audio_modality_scale=1.0,
+        audio_guidance_scale=audio_guidance_scale,
+        stg_scale=stg_scale,
+        audio_stg_scale=stg_scale,
+        spatio_temporal_guidance_blocks=list(stg_blocks or []) or None,
+        modality_scale=modality_scale,
+        audio_modality_scale=modality_scale,
+        guidance_rescale=guidance_rescale,
+        audio_guidance_rescale=guidance_rescale,
         generator=torch.Generator().manual_seed(seed),
         output_type="np",
         return_dict=False,
