@@ -19,7 +19,7 @@ import torch
 
 from ltx2train.config import LoRAConfig, ObjectiveConfig, OptimizerConfig
 from ltx2train.models.specs import load_variant
-from ltx2train.models.text_encoder import TextEmbeddings, apply_connectors
+from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training.optim import build_optimizer
 from ltx2train.training.strategies import TextToAudioVideo
 from ltx2train.training.trainer import add_lora
@@ -49,10 +49,19 @@ def batch_for(spec, args, device: str) -> dict[str, torch.Tensor]:
     return {
         "video_latents": torch.randn(args.batch, vae["latent_channels"], frames, args.height // 32, args.width // 32),
         "audio_latents": torch.randn(args.batch, audio["latent_channels"], audio_len, audio["mel_bins"] // 4),
-        "text_hidden_states": torch.randn(args.batch, args.text_tokens, conn["caption_channels"] * conn["text_proj_in_factor"],
-                                          device=device, dtype=torch.bfloat16),
         "text_attention_mask": torch.ones(args.batch, args.text_tokens, dtype=torch.int64, device=device),
+        **text_features(conn, args.batch, args.text_tokens, device),
     }
+
+
+def text_features(conn: dict, batch: int, tokens: int, device: str) -> dict[str, torch.Tensor]:
+    """The cache's projected text features: one set (LTX-2.0) or per modality (LTX-2.3)."""
+    def randn(dim):
+        return torch.randn(batch, tokens, dim, device=device, dtype=torch.bfloat16)
+
+    if conn.get("per_modality_projections"):
+        return {"text_video": randn(conn["video_hidden_dim"]), "text_audio": randn(conn["audio_hidden_dim"])}
+    return {"text_video": randn(conn["caption_channels"])}
 
 
 def measure(transformer, connectors, batch, strategy, optimizer, device: str, steps: int, warmup: int):
@@ -64,7 +73,8 @@ def measure(transformer, connectors, batch, strategy, optimizer, device: str, st
     for i in range(warmup + steps):
         start = time.perf_counter()
         with torch.no_grad():
-            context = apply_connectors(connectors, TextEmbeddings(batch["text_hidden_states"], batch["text_attention_mask"]))
+            context = connect_text(connectors, ProjectedText(batch["text_video"], batch.get("text_audio"),
+                                                             batch["text_attention_mask"]))
         inputs = strategy.inputs(batch, context)
         for key in ("hidden_states", "audio_hidden_states"):
             inputs.model_kwargs[key] = inputs.model_kwargs[key].to(torch.bfloat16)

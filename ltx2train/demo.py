@@ -50,6 +50,7 @@ def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (),
     log(f"[demo] tiny LTX-2 in {output / 'model'}, synthetic clips in {output / 'data'}")
 
     t = time.perf_counter()
+    shutil.rmtree(cfg.data.cache_dir, ignore_errors=True)  # the demo's cache is rebuilt (well under a second)
     report = prepare(cfg)
     timings["prepare"] = time.perf_counter() - t
     log(f"[demo] prepare: {len(report.encoded)} clips encoded, {len(report.skipped)} already cached, "

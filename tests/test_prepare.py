@@ -23,11 +23,30 @@ def test_cache_holds_normalised_latents_in_the_pipeline_geometry(tiny_workspace,
     sample = dataset[0]
     assert sample["video_latents"].shape == (8, 2, 2, 2)  # 9 frames -> 2 latent frames, 64 px -> 2
     assert sample["audio_latents"].shape == (2, 9, 4)  # round(9 / 24 s * 25) latent frames, 16 mel bins / 4
-    assert sample["text_hidden_states"].shape == (32, 32 * 3)  # left-padded back to max_sequence_length
+    assert sample["text_video"].shape == (32, 32)  # projected features, left-padded back to max_sequence_length
+    assert "text_audio" not in sample  # LTX-2.0 projects once for both modalities
     mask = sample["text_attention_mask"]
-    assert mask[0] == 0 and mask[-1] == 1 and torch.all(sample["text_hidden_states"][mask == 0] == 0)
+    assert mask[0] == 0 and mask[-1] == 1 and torch.all(sample["text_video"][mask == 0] == 0)
     captions = {s["caption"] for s in dataset.samples}
     assert len(captions) > 1  # real per-clip captions
+
+
+def test_cached_text_gives_the_inference_conditioning_exactly(tiny_workspace, tmp_path):
+    """Cache (projected real tokens, re-padded) + connectors in the step == the pipeline's full connectors."""
+    from ltx2train.data.cache import collate
+    from ltx2train.models.loading import load_component
+    from ltx2train.models.text_encoder import ProjectedText, apply_connectors, connect_text, load_text_encoder
+
+    cfg = tiny_config(tiny_workspace, tmp_path / "run")
+    dataset = CachedDataset(cfg.data.cache_dir)
+    connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
+    gemma = load_text_encoder(cfg.model.text_encoder, dtype=torch.float32, max_sequence_length=32)
+    batch = collate([dataset[0], dataset[3]])
+    captions = [dataset.samples[0]["caption"], dataset.samples[3]["caption"]]
+    with torch.no_grad():
+        cached = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
+        fresh = apply_connectors(connectors, gemma.encode(captions))
+    assert torch.equal(cached.video, fresh.video) and torch.equal(cached.audio, fresh.audio)
 
 
 def test_interrupted_prepare_resumes_without_reencoding_finished_samples(tiny_workspace, tmp_path):
@@ -71,3 +90,13 @@ def test_a_cache_made_with_other_settings_is_refused(tiny_workspace, tmp_path):
     cfg = tiny_config(tiny_workspace, tmp_path / "run", ["data.num_frames=17"])
     with pytest.raises(ValueError, match="num_frames: cache has 9, recipe has 17"):
         prepare(cfg)
+
+
+def test_a_cache_of_another_format_is_refused(tiny_workspace, tmp_path):
+    cfg = _workspace_copy(tiny_workspace, tmp_path)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "manifest.json").write_text(json.dumps({"format_version": 1, "settings": {}, "samples": []}))
+    with pytest.raises(ValueError, match="has format 1"):
+        prepare(cfg)
+    with pytest.raises(ValueError, match="has format 1"):
+        CachedDataset(tmp_path / "cache")

@@ -65,3 +65,34 @@ def test_text_only_gemma_gives_same_hidden_states(tmp_path, encoder):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_text_encoder(tmp_path)
+
+
+@pytest.mark.parametrize("per_modality", [False, True], ids=["ltx2.0", "ltx2.3"])
+def test_project_then_connect_equals_the_connectors(per_modality):
+    """The cache stores the frozen projection; the step runs the connectors: together exactly the module."""
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+
+    from ltx2train.models.text_encoder import TextEmbeddings, apply_connectors, connect_text, project_text
+
+    torch.manual_seed(0)
+    extra = dict(per_modality_projections=True, video_hidden_dim=32, audio_hidden_dim=16) if per_modality else {}
+    connectors = LTX2TextConnectors(caption_channels=16, text_proj_in_factor=3, video_connector_num_attention_heads=2,
+                                    video_connector_attention_head_dim=16 if per_modality else 8,
+                                    video_connector_num_layers=1,
+                                    video_connector_num_learnable_registers=8, audio_connector_num_attention_heads=2,
+                                    audio_connector_attention_head_dim=8,
+                                    audio_connector_num_layers=1, audio_connector_num_learnable_registers=8,
+                                    connector_rope_base_seq_len=16, **extra).eval()
+    with torch.no_grad():
+        for p in connectors.parameters():
+            p.normal_(0, 0.1)
+    hidden = torch.randn(2, 16, 16 * 3)
+    mask = torch.ones(2, 16, dtype=torch.int64)
+    mask[0, :5] = 0  # left padding
+    mask[1, :11] = 0
+    emb = TextEmbeddings(hidden, mask)
+    with torch.no_grad():
+        full = apply_connectors(connectors, emb)
+        split = connect_text(connectors, project_text(connectors, emb))
+    assert torch.equal(full.video, split.video) and torch.equal(full.audio, split.audio)
+    assert torch.equal(full.attention_mask, split.attention_mask)

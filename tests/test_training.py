@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_config
 from ltx2train.data.cache import CachedDataset, collate
 from ltx2train.models.loading import load_component
-from ltx2train.models.text_encoder import TextEmbeddings, apply_connectors
+from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training.data import ResumableBatchSampler
 from ltx2train.training.objective import masked_mse, sample_sigmas
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer, lr_factor
@@ -23,7 +23,7 @@ def _modules_and_batch(root, tmp_path):
     dataset = CachedDataset(cfg.data.cache_dir)
     batch = collate([dataset[0], dataset[1]])
     with torch.no_grad():
-        context = apply_connectors(connectors, TextEmbeddings(batch["text_hidden_states"], batch["text_attention_mask"]))
+        context = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
     return cfg, transformer, batch, context
 
 

@@ -4,8 +4,12 @@ Each ``samples/<index>.safetensors`` holds, for one clip:
 
 - ``video_latents``  (C, F', H', W')  normalised video VAE latents (what the transformer denoises)
 - ``audio_latents``  (C, L, M)        normalised audio VAE latents (absent when ``with_audio`` is off)
-- ``text_hidden_states`` (T, D)       stacked Gemma hidden states, left-padded to ``max_sequence_length``
+- ``text_video`` (T, Dv)              Gemma features after the frozen text projection (``project_text``),
+- ``text_audio`` (T, Da)              ... and the audio ones where the model projects per modality (LTX-2.3)
 - ``text_attention_mask`` (T,)        1 for real tokens
+
+Only the caption's real tokens are stored; the dataset left-pads them back to ``max_sequence_length``
+(the connectors replace padded positions with learnable registers, so only their count matters).
 
 Files are written to a temporary name and renamed, so a file that exists is complete: an interrupted
 ``prepare`` resumes by skipping the files that are there. ``manifest.json`` records the settings the cache
@@ -23,7 +27,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: projected text features (1 stored stacked Gemma hidden states)
+TEXT_KEYS = ("text_video", "text_audio")
 MANIFEST = "manifest.json"
 SAMPLES_DIR = "samples"
 
@@ -73,6 +78,9 @@ def check_settings(cache_dir: str | Path, settings: CacheSettings) -> None:
     manifest = read_manifest(cache_dir)
     if manifest is None:
         return
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train writes format "
+                         f"{FORMAT_VERSION}: use another data.cache_dir or delete this one")
     old = manifest.get("settings", {})
     diffs = [f"{k}: cache has {old.get(k)!r}, recipe has {v!r}" for k, v in asdict(settings).items() if old.get(k) != v]
     if diffs:
@@ -100,6 +108,9 @@ class CachedDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"no cache at {self.cache_dir} (no {MANIFEST}); run `ltx2train prepare` first")
         if settings is not None:
             check_settings(self.cache_dir, settings)
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"cache {self.cache_dir} has format {manifest.get('format_version')}, this ltx2train reads "
+                             f"format {FORMAT_VERSION}: run `ltx2train prepare` into a new data.cache_dir")
         self.settings = manifest["settings"]
         self.samples = manifest["samples"]
         if not self.samples:
@@ -121,11 +132,14 @@ def pad_text(sample: dict[str, torch.Tensor], length: int) -> dict[str, torch.Te
     The connectors replace padded positions with their learnable registers, so the padded values never
     reach the transformer; only the count of positions matters, and it matches inference.
     """
-    hidden, mask = sample["text_hidden_states"], sample["text_attention_mask"]
-    pad = length - hidden.shape[0]
+    mask = sample["text_attention_mask"]
+    pad = length - mask.shape[0]
     if pad < 0:
-        raise ValueError(f"cached text has {hidden.shape[0]} tokens, more than max_sequence_length={length}")
-    sample["text_hidden_states"] = torch.cat([hidden.new_zeros(pad, hidden.shape[1]), hidden])
+        raise ValueError(f"cached text has {mask.shape[0]} tokens, more than max_sequence_length={length}")
+    for key in TEXT_KEYS:
+        if key in sample:
+            features = sample[key]
+            sample[key] = torch.cat([features.new_zeros(pad, features.shape[1]), features])
     sample["text_attention_mask"] = torch.cat([mask.new_zeros(pad), mask])
     return sample
 

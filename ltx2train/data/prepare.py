@@ -2,7 +2,7 @@
 
 metadata (csv/json/jsonl) -> decode video (decord) and audio (PyAV) over the same time window -> resize /
 centre-crop to the recipe's resolution and 8k+1 frames -> video VAE latents, 16 kHz log-mel -> audio VAE
-latents, Gemma hidden states -> one safetensors file per clip (see ``cache.py``). A clip that cannot be
+latents, Gemma hidden states through the frozen text projection -> one safetensors file per clip (see ``cache.py``). A clip that cannot be
 read is reported by path and skipped; finished clips are never encoded twice.
 """
 
@@ -21,6 +21,7 @@ import torch
 from ltx2train.data import cache
 from ltx2train.data.media import MediaError, log_mel_spectrogram, read_audio, read_video_frames, resize_and_crop
 from ltx2train.data.metadata import ClipRecord, read_metadata
+from ltx2train.models.text_encoder import project_text
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +30,12 @@ AUDIO_N_FFT = 1024
 
 @dataclass
 class Encoders:
-    """The frozen encoders of prepare: video VAE, audio VAE (optional) and Gemma."""
+    """The frozen encoders of prepare: video VAE, audio VAE (optional), Gemma and the text projection."""
 
     video_vae: torch.nn.Module
     audio_vae: torch.nn.Module | None
     text_encoder: object  # ltx2train.models.text_encoder.GemmaTextEncoder
+    connectors: torch.nn.Module  # only its frozen feature extractor runs here (project_text)
 
     @property
     def device(self) -> torch.device:
@@ -69,7 +71,8 @@ def load_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
         audio_vae = load_component(cfg.model.variant, "audio_vae", cfg.model.checkpoint, dtype=torch.float32, device=device)
     text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device=device,
                                      max_sequence_length=cfg.data.max_sequence_length)
-    return Encoders(video_vae, audio_vae, text_encoder)
+    connectors = load_component(cfg.model.variant, "connectors", cfg.model.checkpoint, dtype=dtype, device=device)
+    return Encoders(video_vae, audio_vae, text_encoder, connectors)
 
 
 @torch.no_grad()
@@ -116,9 +119,12 @@ def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSet
         length = audio_latent_length(settings.num_frames, settings.fps, encoders.audio_vae)
         tensors["audio_latents"] = encode_audio(encoders.audio_vae, waveform, length)
     text = encoders.text_encoder.encode([record.caption], max_sequence_length=settings.max_sequence_length)
+    projected = project_text(encoders.connectors, text)
     mask = text.attention_mask[0].bool()
     # Only real tokens are stored; the dataset left-pads them back to max_sequence_length (see cache.py).
-    tensors["text_hidden_states"] = text.hidden_states[0][mask]
+    tensors["text_video"] = projected.video[0][mask]
+    if projected.audio is not None:
+        tensors["text_audio"] = projected.audio[0][mask]
     tensors["text_attention_mask"] = torch.ones(int(mask.sum()), dtype=torch.int64)
     return tensors
 

@@ -1,12 +1,17 @@
-"""Gemma 3 text encoding: prompts -> stacked hidden states -> (through the connectors) video/audio context.
+"""Gemma 3 text encoding: prompts -> stacked hidden states -> projected features -> video/audio context.
 
-The cache stores the *stacked hidden states* (before the connectors): ``(B, T, hidden * (layers + 1))``
-with an attention mask, exactly what ``LTX2TextConnectors`` consumes. The connectors are part of the
-trained model (they run in the training step), so they are not applied here.
+``LTX2TextConnectors`` does two things: a frozen *feature extractor* (per-layer normalisation of the
+stacked Gemma states ``(B, T, hidden * (layers + 1))`` and the ``text_proj_in`` projection; in the original
+checkpoints ``text_embedding_projection.*``, outside ``diffusion_model``) and the *connectors* proper (the
+1-D transformers that LoRAs may target). ``project_text`` and ``connect_text`` are the two halves: the
+cache stores the projected features (3840 values per token for LTX-2 19B instead of 49 x 3840), and the
+connectors run in the training step. Together they equal ``connectors(...)`` exactly (tested); diffusers
+has no such split, which is the gap these two functions fill.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +105,47 @@ def load_text_encoder(
     model = model.to(device).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return GemmaTextEncoder(model, tokenizer, max_sequence_length)
+
+
+@dataclass
+class ProjectedText:
+    video: torch.Tensor  # (B, T, video feature dim): the feature extractor's output for the video connector
+    audio: torch.Tensor | None  # (B, T, audio feature dim); None where both share one projection (LTX-2.0)
+    attention_mask: torch.Tensor  # (B, T)
+
+
+@torch.no_grad()
+def project_text(connectors: torch.nn.Module, embeddings: TextEmbeddings, padding_side: str = "left",
+                 scale_factor: int = 8) -> ProjectedText:
+    """The frozen first half of ``LTX2TextConnectors.forward``: normalise the stacked layers, project."""
+    from diffusers.pipelines.ltx2.connectors import per_layer_masked_mean_norm, per_token_rms_norm
+
+    cfg = connectors.config
+    dtype = next(connectors.parameters()).dtype
+    hidden = embeddings.hidden_states.to(dtype).unflatten(2, (cfg.caption_channels, -1))  # (B, T, C, layers)
+    mask = embeddings.attention_mask
+    if cfg.per_modality_projections:  # LTX-2.3
+        normed = per_token_rms_norm(hidden).flatten(2, 3)
+        normed = torch.where(mask.bool().unsqueeze(-1), normed, torch.zeros_like(normed))
+        video = connectors.video_text_proj_in(normed * math.sqrt(cfg.video_hidden_dim / cfg.caption_channels))
+        audio = connectors.audio_text_proj_in(normed * math.sqrt(cfg.audio_hidden_dim / cfg.caption_channels))
+        return ProjectedText(video, audio, mask)
+    normed = per_layer_masked_mean_norm(text_hidden_states=hidden, sequence_lengths=mask.sum(dim=-1),
+                                        device=hidden.device, padding_side=padding_side, scale_factor=scale_factor)
+    return ProjectedText(connectors.text_proj_in(normed), None, mask)
+
+
+def connect_text(connectors: torch.nn.Module, projected: ProjectedText) -> TextContext:
+    """The second half of ``LTX2TextConnectors.forward``: the video and audio connector transformers."""
+    video_in = projected.video
+    audio_in = projected.audio if projected.audio is not None else projected.video
+    dtype = video_in.dtype
+    additive = (projected.attention_mask.to(torch.int64) - 1).to(dtype)
+    additive = additive.reshape(additive.shape[0], 1, -1, additive.shape[-1]) * torch.finfo(dtype).max
+    video, video_mask = connectors.video_connector(video_in, additive)
+    binary = (video_mask < 1e-6).to(torch.int64).reshape(video.shape[0], video.shape[1], 1)
+    audio, _ = connectors.audio_connector(audio_in, additive)
+    return TextContext(video * binary, audio, binary.squeeze(-1))
 
 
 def apply_connectors(

@@ -27,7 +27,7 @@ from ltx2train.models.adapters import export_lora
 from ltx2train.models.keys import build_key_map, lora_original_to_peft
 from ltx2train.models.loading import load_component
 from ltx2train.models.specs import load_variant, torch_dtype
-from ltx2train.models.text_encoder import TextEmbeddings, apply_connectors
+from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.data import ResumableBatchSampler
 from ltx2train.training.objective import SigmaBucketLoss
@@ -228,15 +228,20 @@ class Trainer:
                              "(set train.resume=none or use another train.output_dir)")
 
     # ----------------------------------------------------------------------------------------- loop
+    def text_context(self, batch: dict[str, torch.Tensor]):
+        """Cached projected text features -> the connectors (run in the step) -> video/audio context."""
+        to = lambda t: None if t is None else t.to(self.device, self.weight_dtype)  # noqa: E731
+        projected = ProjectedText(to(batch["text_video"]), to(batch.get("text_audio")),
+                                  batch["text_attention_mask"].to(self.device))
+        return connect_text(self.connectors, projected)
+
     def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         acc, accum = self.accelerator, len(batches)
         self.transformer.train()
         totals: dict[str, float] = {"loss": 0.0, "video_loss": 0.0, "audio_loss": 0.0, "sigma": 0.0}
         for i, batch in enumerate(batches):
             with torch.no_grad():
-                text = TextEmbeddings(batch["text_hidden_states"].to(self.device, self.weight_dtype),
-                                      batch["text_attention_mask"].to(self.device))
-                context = apply_connectors(self.connectors, text)
+                context = self.text_context(batch)
             inputs = self.strategy.inputs(batch, context)
             for key in ("hidden_states", "audio_hidden_states"):
                 inputs.model_kwargs[key] = inputs.model_kwargs[key].to(self.weight_dtype)
@@ -367,9 +372,7 @@ class Trainer:
         with preserved_training_state(transformer, self.connectors):
             for clip in self.validation_clips:
                 batch = collate([clip])
-                text = TextEmbeddings(batch["text_hidden_states"].to(self.device, self.weight_dtype),
-                                      batch["text_attention_mask"].to(self.device))
-                context = apply_connectors(self.connectors, text)
+                context = self.text_context(batch)
                 for sigma in cfg.loss_sigmas:
                     inputs = self.strategy.inputs(batch, context, generator=torch.Generator().manual_seed(cfg.seed),
                                                   sigma=torch.tensor([sigma]))
