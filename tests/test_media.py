@@ -2,7 +2,6 @@
 
 import json
 
-import av
 import numpy as np
 import pytest
 import torch
