@@ -172,3 +172,18 @@ def test_validation_uses_the_pipelines_guidance(tiny_workspace, tmp_path):
     bad = tiny_config(tiny_workspace, tmp_path / "run", [*prompt, "validation.stg_scale=1.0", "validation.stg_blocks=[29]"])
     with pytest.raises(ValueError, match=r"STG blocks \[29\] are not blocks of this 2-block transformer"):
         sample(bad, lora=None, output_dir=tmp_path / "c")
+
+
+def test_a_cache_without_audio_is_refused_before_the_transformer_loads(tiny_workspace, tmp_path, monkeypatch):
+    from ltx2train.data.prepare import prepare
+    from ltx2train.training import trainer as trainer_module
+
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}", "data.with_audio=false"])
+    prepare(cfg)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the transformer was loaded")
+
+    monkeypatch.setattr(trainer_module, "load_component", no_loading)
+    with pytest.raises(ValueError, match="data.with_audio=false"):
+        Trainer(cfg, log=lambda _: None).setup()

@@ -138,6 +138,9 @@ class Trainer:
         if acc.is_main_process:
             save_config(cfg, self.output_dir / "config.yaml")
         self.dataset = CachedDataset(cfg.data.cache_dir, settings_from_config(cfg))
+        if not self.dataset.settings["with_audio"]:
+            raise ValueError(f"the {self.strategy.name} strategy trains video and audio jointly, but {cfg.data.cache_dir} "
+                             "was prepared with data.with_audio=false")
         self.weight_dtype = torch_dtype(cfg.model.dtype)
         load = lambda name, dtype=self.weight_dtype: load_component(  # noqa: E731
             self.spec, name, cfg.model.checkpoint, dtype=dtype, device=self.device, distilled=cfg.model.distilled)
