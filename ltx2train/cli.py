@@ -7,15 +7,87 @@ import json
 import sys
 
 
-def _cmd_inspect_variant(args: argparse.Namespace) -> int:
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    if args.target == "variant":
+        if not args.name:
+            raise ValueError("inspect variant: name a variant (ltx2-19b, ltx2.3-22b, tiny) or a variant JSON file")
+        return _inspect_variant(args.name, args.json)
+    if args.name:
+        raise ValueError(f"inspect {args.target}: unexpected argument {args.name!r}")
+    return _inspect_file(args.target, args.json)
+
+
+def _inspect_file(path: str, as_json: bool) -> int:
+    from ltx2train.models.identify import inspect_file
+
+    report = inspect_file(path)
+    if as_json:
+        json.dump(report, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{path}: {_describe(report)}")
+    for key in ("dialect", "modules", "ranks", "alpha", "streams", "targets", "dtypes", "consumers", "metadata"):
+        if key in report and report[key] not in (None, {}, []):
+            print(f"  {key}: {_plain(report[key])}")
+    for comp in report.get("components", []):
+        problems = (f", {len(comp['missing'])} missing (e.g. {comp['missing'][:3]})" if comp["missing"] else "") + \
+                   (f", {len(comp['wrong_shape'])} with the wrong shape (e.g. {comp['wrong_shape'][:3]})" if comp["wrong_shape"] else "")
+        print(f"  {comp['component']}: {comp['tensors']} tensors ({comp['file_layout']}){problems or ', complete'}")
+    if report.get("extra_keys"):
+        print(f"  {len(report['extra_keys'])} key(s) of no known component, e.g. {report['extra_keys'][:3]}")
+    return 0
+
+
+def _describe(report: dict) -> str:
+    if report["kind"] == "lora":
+        return f"LoRA ({report['dialect']}), {report['modules']} modules"
+    if report["kind"] == "components":
+        names = ", ".join(c["component"] for c in report["components"])
+        return f"LTX-2 weights, variant {report['variant']}: {names}"
+    return "not an LTX-2 component or LoRA file known to ltx2train"
+
+
+def _plain(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ltx2train.export.lora import export_lora_file, prepare_lora, resolve_lora_source
+    from ltx2train.models.lora_files import read_lora
+    from ltx2train.models.specs import torch_dtype
+
+    dtype = torch_dtype(args.dtype) if args.dtype else None
+    if args.merge:
+        from ltx2train.export.merge import merge_lora
+
+        lora, warnings = prepare_lora(read_lora(resolve_lora_source(args.source)), modality=args.modality,
+                                      cross_modal=args.cross_modal, drop_connectors=args.drop_connectors)
+        result = merge_lora(lora, args.merge, args.output, dtype=dtype)
+        for warning in warnings:
+            print(f"ltx2train: warning: {warning}", file=sys.stderr)
+        print(f"merged {len(lora.modules)} LoRA modules into {result.merged} weights of {args.merge} "
+              f"({result.copied} tensors copied through) -> {', '.join(str(p) for p in result.paths)}")
+        return 0
+    result = export_lora_file(args.source, args.output, fmt=args.format, modality=args.modality,
+                              cross_modal=args.cross_modal, dtype=dtype, drop_connectors=args.drop_connectors)
+    for warning in result.warnings:
+        print(f"ltx2train: warning: {warning}", file=sys.stderr)
+    print(f"exported {result.modules} LoRA modules ({args.format}, modality {args.modality}"
+          f"{f', {result.dropped} left out' if result.dropped else ''}) -> {result.path}")
+    return 0
+
+
+def _inspect_variant(name: str, as_json: bool) -> int:
     from ltx2train.models.keys import iter_component_maps, original_keys_with_shapes
     from ltx2train.models.specs import load_variant
 
-    variant = load_variant(args.name)
+    variant = load_variant(name)
     per_component = {
         name: original_keys_with_shapes(key_map, module) for name, module, key_map in iter_component_maps(variant)
     }
-    if args.json:
+    if as_json:
         merged = {k: list(s) for shapes in per_component.values() for k, s in shapes.items()}
         json.dump(merged, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -74,7 +146,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from ltx2train.training.trainer import Trainer
 
-    cfg = _load(args, ("model.checkpoint", "data.cache_dir"))
+    cfg = _load(args, ("model.checkpoint", "data.cache_dir", "lora.init_from"))
     result = Trainer(cfg).train()
     if result.interrupted:
         print(f"stopped by {result.interrupted} at step {result.step}; checkpoint: {result.checkpoint}")
@@ -103,12 +175,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltx2train", description="Fine-tune LTX-2 audio-video models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    inspect = sub.add_parser("inspect", help="show model layouts")
-    inspect_sub = inspect.add_subparsers(dest="what", required=True)
-    variant = inspect_sub.add_parser("variant", help="every original checkpoint key with its shape")
-    variant.add_argument("name", help="shipped variant name (ltx2-19b, ltx2.3-22b, tiny) or a variant JSON file")
-    variant.add_argument("--json", action="store_true", help='print {"<original key>": [shape...]} for all components')
-    variant.set_defaults(func=_cmd_inspect_variant)
+    inspect = sub.add_parser("inspect", help="what a safetensors file is, or a shipped variant's layout",
+                             description="inspect FILE: a LoRA (dialect, ranks, alpha, targets by stream, consumers) "
+                             "or LTX-2 component weights (component, variant, missing keys). "
+                             "inspect variant NAME: every original key of a shipped variant with its shape.")
+    inspect.add_argument("target", help="a .safetensors file, or the word 'variant'")
+    inspect.add_argument("name", nargs="?", help="with 'variant': ltx2-19b, ltx2.3-22b, tiny or a variant JSON file")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(func=_cmd_inspect)
+
+    export = sub.add_parser("export", help="a checkpoint's LoRA in another format / modality / dtype, or merged into a base")
+    export.add_argument("source", help="LoRA .safetensors (any dialect), a checkpoint step_N/ directory or a run directory")
+    export.add_argument("--output", required=True, help="output .safetensors (or, with --merge, a directory for the "
+                        "repackaged layout)")
+    export.add_argument("--format", default="official", choices=("official", "diffusers", "official-alpha"),
+                        help="official: alpha folded, loads alike everywhere (default); diffusers: for "
+                        "load_lora_weights; official-alpha: keeps .alpha tensors")
+    export.add_argument("--modality", default="all", choices=("all", "video", "audio"),
+                        help="keep the modules acting on the video or the audio stream only")
+    export.add_argument("--cross-modal", default="receiving", choices=("receiving", "none", "all"),
+                        help="with --modality: receiving keeps the cross-modal attention writing into the kept stream "
+                        "(audio_to_video_attn for video, video_to_audio_attn for audio); none drops both; all keeps both")
+    export.add_argument("--merge", metavar="BASE", help="merge into BASE (official single file or repackaged directory)")
+    export.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="dtype of the written tensors")
+    export.add_argument("--drop-connectors", action="store_true",
+                        help="leave out LoRA modules on the text connectors (only ComfyUI applies them)")
+    export.set_defaults(func=_cmd_export)
 
     tiny = sub.add_parser("tiny", help="write the tiny random-weight LTX-2, reload it and render a sample mp4")
     tiny.add_argument("--output", default="outputs/tiny", help="output directory (default: outputs/tiny)")

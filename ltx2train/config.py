@@ -89,6 +89,7 @@ PATH_KEYS = (
     "data.root",
     "data.cache_dir",
     "train.output_dir",
+    "lora.init_from",
 )
 
 
@@ -169,12 +170,17 @@ class LoRAConfig:
         alpha: scaling numerator; the update is scaled by ``alpha / rank``.
         dropout: dropout on the adapter input, in [0, 1).
         target_modules: module-name suffixes that receive an adapter (e.g. ``to_q``, ``ff.net.0.proj``).
+        init_from: start from an existing LoRA file instead of zero (any dialect: official/ComfyUI with or
+            without ``.alpha``, diffusers, DiffSynth, Lightricks' trainer): at step 0 the model acts as with that
+            file in its own consumer. Its ranks must equal ``rank`` and its modules be among ``target_modules``.
+            Ignored when resuming from a checkpoint.
     """
 
     rank: int = 32  # adapter rank
     alpha: float = 32.0  # update scaled by alpha / rank
     dropout: float = 0.0  # adapter-input dropout in [0, 1)
     target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])  # suffixes
+    init_from: Optional[str] = None  # LoRA file to start from (any dialect); null: start from zero
 
 
 @dataclass

@@ -49,12 +49,13 @@ def test_lora_matches_manual_merge_and_round_trips(tmp_path):
             torch.testing.assert_close(adapted(x), expected, rtol=1e-5, atol=1e-6)
 
     exported = export_lora(patched["transformer"], connectors=patched["connectors"])
-    weights = {k: v for k, v in lora.items() if not k.endswith(".alpha")}
-    assert {k for k in exported if not k.endswith(".alpha")} == set(weights)
-    assert all(torch.equal(exported[k], weights[k]) for k in weights)
-    # alpha is never dropped: written for every module (rank when the file had none)
-    assert float(exported["diffusion_model.patchify_proj.alpha"]) == 4.0
-    assert float(exported["diffusion_model.transformer_blocks.1.audio_to_video_attn.to_out.0.alpha"]) == 2.0
+    assert set(exported.modules) == set(MODULES)
+    for name, alpha in zip(MODULES, (8.0, 2.0, None, 6.0)):
+        module = exported.modules[name]
+        assert torch.equal(module.down, lora[f"diffusion_model.{name}.lora_A.weight"])
+        assert torch.equal(module.up, lora[f"diffusion_model.{name}.lora_B.weight"])
+        # alpha is never dropped: each module's own (rank when the file had none)
+        assert module.alpha == (alpha if alpha is not None else module.rank)
 
 
 def test_connector_lora_without_connectors_is_an_error():

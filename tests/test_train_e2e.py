@@ -23,7 +23,7 @@ def short_run(tiny_workspace, tmp_path_factory):
     return cfg, trainer, result
 
 
-def test_checkpoint_is_an_official_layout_lora_with_alpha_and_metadata(short_run):
+def test_checkpoint_is_an_official_layout_lora_with_alpha_folded_and_metadata(short_run):
     cfg, _, result = short_run
     assert result.step == 4 and result.checkpoint == ckpt.checkpoint_dir(cfg.train.output_dir, 4)
     assert [step for step, _ in ckpt.list_checkpoints(cfg.train.output_dir)] == [4]  # keep_last=1
@@ -33,8 +33,10 @@ def test_checkpoint_is_an_official_layout_lora_with_alpha_and_metadata(short_run
     a_keys = [k for k in keys if k.endswith(".lora_A.weight")]
     # 2 blocks x 6 attentions x (to_q, to_k, to_v, to_out.0)
     assert len(a_keys) == 48 and all(k.startswith("diffusion_model.transformer_blocks.") for k in keys)
-    assert all(k[: -len(".lora_A.weight")] + ".alpha" in keys for k in a_keys)
+    assert not [k for k in keys if k.endswith(".alpha")]  # folded into lora_B: every consumer applies it alike
     assert meta["rank"] == "8" and meta["alpha"] == "8.0" and meta["base_variant"] == "tiny" and meta["step"] == "4"
+    assert meta["alpha_handling"] == "folded" and meta["strategy"] == "t2av"
+    assert (result.checkpoint / "adapter_state.safetensors").is_file()  # exact state for resume
     assert (cfg.train.output_dir and (result.checkpoint.parents[1] / "config.yaml").is_file())
 
 

@@ -1,9 +1,11 @@
-"""Official-format LoRA files <-> PEFT adapters on the diffusers transformer and text connectors.
+"""LoRA files <-> PEFT adapters on the diffusers transformer and text connectors.
 
-Official/ComfyUI LoRAs (``diffusion_model.<module>.lora_A/B.weight`` [+ ``.alpha``]), including the
-stage-2 ``ltx-2-19b-distilled-lora-384.safetensors``, are loaded as PEFT adapters with their exact ranks
-and alphas per module. Unlike diffusers' LoRA converter, LoRA weights on the ``*_embeddings_connector``
-modules are applied to the connectors rather than dropped; a key that matches no module is an error.
+A LoRA in any dialect of :mod:`ltx2train.models.lora_files` (official/ComfyUI with or without ``.alpha``,
+diffusers, DiffSynth), including the stage-2 ``ltx-2-19b-distilled-lora-384.safetensors``, is attached as a
+PEFT adapter with its exact ranks and alphas per module. Unlike diffusers' LoRA converter, LoRA weights on
+the ``*_embeddings_connector`` modules are applied to the connectors rather than dropped; a key that matches
+no module is an error. :func:`load_into_adapter` fills an existing (training) adapter from a file whatever
+alpha the file was made with; :func:`export_lora` gives the adapter back in canonical form.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
-from safetensors.torch import load_file
 
-from ltx2train.models.keys import build_key_map, lora_original_to_peft, lora_peft_to_original
+from ltx2train.models.keys import build_key_map, lora_module_to_diffusers, lora_module_to_original, lora_original_to_peft
+from ltx2train.models.lora_files import LoraFile, LoraModule, from_state_dict, read_lora, to_state_dict
 
 
 def _lora_config(state: Mapping[str, torch.Tensor], alphas: Mapping[str, float]):
@@ -58,29 +60,27 @@ def _inject(module: torch.nn.Module, state: Mapping[str, torch.Tensor], alphas, 
         raise ValueError(f"LoRA adapter {adapter_name!r}: weights not provided for {missing[:5]}")
 
 
-def load_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"LoRA {path}: only .safetensors LoRA files are loaded")
-    if not path.is_file():
-        raise FileNotFoundError(f"LoRA file {path} does not exist")
-    return load_file(str(path))
+def as_lora_file(lora: str | Path | Mapping[str, torch.Tensor] | LoraFile) -> LoraFile:
+    if isinstance(lora, LoraFile):
+        return lora
+    return from_state_dict(lora) if isinstance(lora, Mapping) else read_lora(lora)
 
 
 def apply_lora(
     transformer: torch.nn.Module,
-    lora: str | Path | Mapping[str, torch.Tensor],
+    lora: str | Path | Mapping[str, torch.Tensor] | LoraFile,
     *,
     family: str = "2.0",
     connectors: torch.nn.Module | None = None,
     adapter_name: str = "default",
     scale: float = 1.0,
 ) -> dict[str, int]:
-    """Attach an official-format LoRA as PEFT adapter ``adapter_name``; returns modules per target.
+    """Attach a LoRA (file, state dict in any dialect, or :class:`LoraFile`) as PEFT adapter ``adapter_name``;
+    returns modules per target.
 
     Connector LoRA weights need ``connectors``; without it they are an error, not silently dropped.
     """
-    state = lora if isinstance(lora, Mapping) else load_lora_file(lora)
+    state = to_state_dict(as_lora_file(lora), "official-alpha")
     t_map = build_key_map("transformer", transformer, family)
     c_map = build_key_map("connectors", connectors, family) if connectors is not None else None
     t_lora, c_lora, alphas = lora_original_to_peft(state, t_map, c_map)
@@ -99,32 +99,59 @@ def apply_lora(
 def export_lora(
     transformer: torch.nn.Module,
     *,
-    family: str = "2.0",
     connectors: torch.nn.Module | None = None,
     adapter_name: str = "default",
-) -> dict[str, torch.Tensor]:
-    """The PEFT adapter ``adapter_name`` in the official layout, with ``.alpha`` written per module."""
-    from peft.utils import get_peft_model_state_dict
+) -> LoraFile:
+    """The PEFT adapter ``adapter_name`` in canonical form (original module names, each module's alpha)."""
+    from peft.tuners.lora import LoraLayer
 
-    parts, alphas = [], {}
-    for module in (transformer, connectors):
-        if module is None or adapter_name not in getattr(module, "peft_config", {}):
-            parts.append({})
-            continue
-        config = module.peft_config[adapter_name]
-        state = get_peft_model_state_dict(module, adapter_name=adapter_name)
-        parts.append(state)
-        for key, value in state.items():
-            if key.endswith(".lora_A.weight"):
-                name = key[: -len(".lora_A.weight")]
-                alphas[name] = _alpha_for(config, name, value.shape[0])
-    t_map = build_key_map("transformer", transformer, family)
-    c_map = build_key_map("connectors", connectors, family) if connectors is not None else None
-    return lora_peft_to_original(parts[0], t_map, parts[1], c_map, alphas)
+    modules: dict[str, LoraModule] = {}
+    for component, module in (("transformer", transformer), ("connectors", connectors)):
+        for name, layer in (module.named_modules() if module is not None else ()):
+            if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A:
+                rank = layer.r[adapter_name]
+                modules[lora_module_to_original(component, name)] = LoraModule(
+                    layer.lora_A[adapter_name].weight.detach(), layer.lora_B[adapter_name].weight.detach(),
+                    float(layer.scaling[adapter_name] * rank))
+    return LoraFile(modules, "official")
 
 
-def _alpha_for(config, module_name: str, rank: int) -> float:
-    for pattern, alpha in (config.alpha_pattern or {}).items():
-        if re.match(rf"(.*\.)?(?:{pattern})$", module_name):
-            return float(alpha)
-    return float(config.lora_alpha)
+def load_into_adapter(transformer: torch.nn.Module, lora: LoraFile, *, adapter_name: str = "default",
+                      require_all: bool = False, source: str = "LoRA") -> int:
+    """Fill the existing adapter ``adapter_name`` so that each module's effect equals the file's, whatever
+    alpha either was made with: ``B_adapter = B_file * scale_file / scale_adapter`` (float32 arithmetic).
+    Modules the adapter has but the file lacks keep their weights unless ``require_all``. Returns the count."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = {name: layer for name, layer in transformer.named_modules()
+              if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A}
+    problems, seen = [], set()
+    for name, weights in lora.modules.items():
+        component, dname = lora_module_to_diffusers(name)
+        layer = layers.get(dname) if component == "transformer" else None
+        if layer is None:
+            problems.append(f"module {name!r} is not adapted here (lora.target_modules)")
+        elif layer.r[adapter_name] != weights.rank:
+            problems.append(f"module {name!r} has rank {weights.rank}, the adapter rank {layer.r[adapter_name]} (lora.rank)")
+        elif layer.lora_A[adapter_name].weight.shape[1] != weights.down.shape[1] or \
+                layer.lora_B[adapter_name].weight.shape[0] != weights.up.shape[0]:
+            problems.append(f"module {name!r} has shapes {list(weights.up.shape)} x {list(weights.down.shape)}, which "
+                            "do not fit the model (another base variant?)")
+        else:
+            _set_pair(layer, adapter_name, weights)
+            seen.add(dname)
+    if require_all:
+        problems += [f"no weights for adapted module {lora_module_to_original('transformer', d)!r}"
+                     for d in sorted(set(layers) - seen)]
+    if problems:
+        shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
+        raise ValueError(f"{source} does not fit this recipe's LoRA: {shown}")
+    return len(seen)
+
+
+@torch.no_grad()
+def _set_pair(layer, adapter_name: str, weights: LoraModule) -> None:
+    down, up = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
+    ratio = weights.scale / float(layer.scaling[adapter_name])
+    down.copy_(weights.down.to(down.dtype))
+    up.copy_(weights.up.float().mul(ratio).to(up.dtype) if ratio != 1.0 else weights.up.to(up.dtype))

@@ -361,3 +361,38 @@ def iter_component_maps(variant, meta: bool = True) -> Iterable[tuple[str, torch
     for name, spec in variant.components.items():
         module = spec.build(meta=meta)
         yield name, module, build_key_map(name, module, variant.family)
+
+
+# --- LoRA module names without a model ----------------------------------------------------------
+# LoRA files name modules, not tensors, and a file can be read (inspected, converted) before any model
+# is built. These two functions apply the same rename tables as the weight maps above, both ways; a test
+# checks them against ``build_key_map`` on every linear layer of the tiny and 19B modules.
+_CONNECTOR_HEADS = {"video_embeddings_connector": "video_connector", "audio_embeddings_connector": "audio_connector"}
+
+
+def _inverse(table: Mapping[str, str]) -> dict[str, str]:
+    return {v: k for k, v in table.items()}
+
+
+def lora_module_to_diffusers(original_module: str) -> tuple[str, str]:
+    """``transformer_blocks.0.attn1.to_q`` (original, without ``diffusion_model.``) ->
+    (component, diffusers module path): ``("transformer", "transformer_blocks.0.attn1.to_q")``,
+    ``("connectors", "video_connector.transformer_blocks.0.attn1.to_k")`` for connector modules."""
+    head, _, rest = original_module.partition(".")
+    if head in _CONNECTOR_HEADS:
+        return "connectors", _rename_segments(_CONNECTOR_HEADS[head] + "." + rest, _inverse(_CONNECTOR_SEGMENTS))
+    renamed = _rename_top(original_module, _inverse(_TRANSFORMER_TOP))
+    return "transformer", _rename_segments(renamed, _inverse(_TRANSFORMER_SEGMENTS))
+
+
+def lora_module_to_original(component: str, diffusers_module: str) -> str:
+    """The inverse of :func:`lora_module_to_diffusers`."""
+    if component == "connectors":
+        original = _connectors_to_original(diffusers_module, None)
+    elif component == "transformer":
+        original = _transformer_to_original(diffusers_module, None)
+    else:
+        raise ValueError(f"LoRA modules live on the transformer or the connectors, not on {component!r}")
+    if not original.startswith("model." + LORA_ORIGINAL_PREFIX):
+        raise KeyMappingError(f"{component} module {diffusers_module!r} cannot carry a diffusion_model LoRA")
+    return original[len("model." + LORA_ORIGINAL_PREFIX):]

@@ -90,6 +90,7 @@ _SAFETENSORS_DTYPES = {
     "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
     "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
 }
+SAFETENSORS_DTYPE_NAMES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, _Entry], dict[str, st
         if len(raw) != 8:
             raise CheckpointError(f"{path} is not a safetensors file (too short)")
         (header_len,) = struct.unpack("<Q", raw)
+        if header_len > path.stat().st_size - 8:
+            raise CheckpointError(f"{path} is not a safetensors file (header length {header_len} exceeds the file)")
         try:
             header = json.loads(f.read(header_len))
         except (ValueError, UnicodeDecodeError) as exc:

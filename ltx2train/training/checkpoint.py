@@ -2,8 +2,12 @@
 
 ``OUTPUT/checkpoints/step_000250/`` holds
 
-- ``lora.safetensors``  official/ComfyUI keys (``diffusion_model.<module>.lora_A/B.weight`` + ``.alpha``) and
-  metadata (rank, alpha, targets, base variant, step): loadable by ``ltx2train sample`` and ComfyUI;
+- ``lora.safetensors``  the LoRA for users: official/ComfyUI keys (``diffusion_model.<module>.lora_A/B.weight``),
+  alpha/rank folded into ``lora_B`` and no ``.alpha`` tensors, so diffusers, ltx-core, DiffSynth and ComfyUI
+  apply it at the same strength; metadata (rank, alpha, targets, base variant, strategy, step);
+- ``adapter_state.safetensors``  the adapter exactly as trained (PEFT names, unfolded, training dtype): what
+  resume loads, so that a resumed run continues bit for bit (folding is a float multiply, not invertible
+  bit for bit). Without it resume unfolds ``lora.safetensors``;
 - ``training_state.pt``  optimizer, LR scheduler, step and data position (tensors and plain Python values
   only, read back with ``torch.load(weights_only=True)``);
 - ``rng_rank<r>.pt``     each process' torch / numpy / Python RNG states.
@@ -27,6 +31,7 @@ from ltx2train.models.writing import save_safetensors_atomic
 
 CHECKPOINTS_DIR = "checkpoints"
 LORA_FILE = "lora.safetensors"
+ADAPTER_FILE = "adapter_state.safetensors"
 STATE_FILE = "training_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -83,6 +88,7 @@ def save_checkpoint(
     *,
     lora: dict[str, torch.Tensor],
     lora_metadata: dict[str, str],
+    adapter_state: dict[str, torch.Tensor],
     training_state: dict,
     rank: int,
     world_size: int,
@@ -99,6 +105,7 @@ def save_checkpoint(
     torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
     if rank == 0:
         save_safetensors_atomic(lora, tmp / LORA_FILE, metadata=lora_metadata)
+        save_safetensors_atomic(adapter_state, tmp / ADAPTER_FILE)
         torch.save({**training_state, "world_size": world_size}, tmp / STATE_FILE)
     barrier()
     if rank == 0:
@@ -122,6 +129,8 @@ def load_training_state(path: str | Path, rank: int) -> tuple[dict, dict | None]
 def lora_metadata(*, variant: str, family: str, rank: int, alpha: float, targets, step: int, strategy: str) -> dict:
     return {
         "format": "ltx2train-lora",
+        "lora_format": "official",
+        "alpha_handling": "folded",
         "base_variant": variant,
         "family": family,
         "rank": str(rank),

@@ -3,7 +3,8 @@
     setup   load transformer + connectors (frozen) -> add LoRA -> optimizer / schedule -> resume -> prepare
     step    connectors(text) -> strategy builds noisy inputs + targets -> transformer -> masked losses ->
             backward (accumulated) -> clip -> optimizer + schedule step
-    every N checkpoint (official-layout LoRA + state) and validation samples (pipeline on the live modules)
+    every N checkpoint (official-layout LoRA with alpha folded, exact adapter state, optimizer/RNG/data state)
+            and validation samples (pipeline on the live modules)
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import torch
 
 from ltx2train.data.cache import CachedDataset, collate
 from ltx2train.data.prepare import settings_from_config
-from ltx2train.models.adapters import export_lora
-from ltx2train.models.keys import build_key_map, lora_original_to_peft
+from ltx2train.models.adapters import export_lora, load_into_adapter
+from ltx2train.models.lora_files import read_lora, to_state_dict
 from ltx2train.models.loading import load_component
 from ltx2train.models.specs import load_variant, torch_dtype
 from ltx2train.models.text_encoder import ProjectedText, connect_text
@@ -99,17 +100,30 @@ def add_lora(transformer: torch.nn.Module, lora_cfg) -> list[torch.nn.Parameter]
     return params
 
 
-def load_lora_into(transformer: torch.nn.Module, lora_file: Path, family: str) -> None:
-    """Put the weights of an official-layout LoRA file into the existing ``default`` adapter (resume)."""
+def load_lora_into(transformer: torch.nn.Module, path: Path) -> None:
+    """Resume the ``default`` adapter from a checkpoint: its exact adapter state where present, else its
+    LoRA file in whatever form (folded, or with ``.alpha`` from another tool) unfolded by this adapter's alpha."""
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    state = load_file(str(lora_file))
-    t_lora, _, _ = lora_original_to_peft(state, build_key_map("transformer", transformer, family), None)
-    result = set_peft_model_state_dict(transformer, t_lora, adapter_name=ADAPTER)
+    exact = path / ckpt.ADAPTER_FILE
+    if not exact.is_file():
+        load_into_adapter(transformer, read_lora(path / ckpt.LORA_FILE), adapter_name=ADAPTER, require_all=True,
+                          source=f"checkpoint {path / ckpt.LORA_FILE}")
+        return
+    result = set_peft_model_state_dict(transformer, load_file(str(exact)), adapter_name=ADAPTER)
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-    if missing:
-        raise ValueError(f"checkpoint {lora_file} lacks LoRA weights for {missing[:3]} (other lora.target_modules?)")
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {exact} does not fit this recipe's LoRA: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]} (other lora.target_modules?)")
+
+
+def adapter_state(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's tensors exactly as trained, under PEFT's names (what resume reads back)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(transformer, adapter_name=ADAPTER).items()}
 
 
 class Trainer:
@@ -158,6 +172,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.trainable, cfg.optimizer)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optimizer, cfg.train.max_steps)
         self.step, rng = self._resume()
+        if self.step == 0 and cfg.lora.init_from:
+            count = load_into_adapter(self.transformer, read_lora(cfg.lora.init_from), adapter_name=ADAPTER,
+                                      source=f"lora.init_from {cfg.lora.init_from}")
+            self.log(f"[ltx2train] LoRA initialised from {cfg.lora.init_from} ({count} modules)")
         self.transformer, self.optimizer = acc.prepare(self.transformer, self.optimizer)
         self.loader = self._build_loader(start_batch=self.step * cfg.train.gradient_accumulation_steps)
         if rng is not None:  # last: building the loader draws from the global RNG
@@ -205,7 +223,7 @@ class Trainer:
         if path is None:
             return 0, None
         self._check_compatible(path)
-        load_lora_into(self.transformer, path / ckpt.LORA_FILE, self.spec.family)
+        load_lora_into(self.transformer, path)
         state, rng = ckpt.load_training_state(path, self.rank)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -329,9 +347,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- outputs
     def export_lora(self) -> dict[str, torch.Tensor]:
+        """The adapter as users get it: official layout, alpha/rank folded into lora_B, float32."""
         transformer = self.accelerator.unwrap_model(self.transformer)
-        return {k: v.detach().float().contiguous() for k, v in
-                export_lora(transformer, family=self.spec.family, adapter_name=ADAPTER).items()}
+        return to_state_dict(export_lora(transformer, adapter_name=ADAPTER), "official", dtype=torch.float32)
 
     def save_checkpoint(self) -> Path:
         cfg, acc = self.cfg, self.accelerator
@@ -341,6 +359,7 @@ class Trainer:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
                  "lr_scheduler": self.lr_scheduler.state_dict()}
         path = ckpt.save_checkpoint(self.output_dir, self.step, lora=self.export_lora(), lora_metadata=metadata,
+                                    adapter_state=adapter_state(acc.unwrap_model(self.transformer)),
                                     training_state=state, rank=self.rank, world_size=self.world_size,
                                     barrier=acc.wait_for_everyone, keep_last=cfg.train.keep_last)
         self.log(f"[ltx2train] checkpoint {path}")

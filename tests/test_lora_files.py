@@ -1,0 +1,302 @@
+"""LoRA files: dialects, folding, export formats, per-modality split, merge, import (init_from), inspect.
+
+Consumers other than ltx2train are tested with their own code in test_lora_consumers.py; here the effect of a
+file is always computed from first principles: W + (alpha / r) * B @ A on the plain base weights.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from conftest import tiny_config
+from ltx2train.data.cache import CachedDataset, collate
+from ltx2train.export.lora import export_lora_file
+from ltx2train.export.merge import merge_lora
+from ltx2train.models.adapters import apply_lora
+from ltx2train.models.identify import inspect_file
+from ltx2train.models.keys import build_key_map, lora_module_to_diffusers, lora_module_to_original
+from ltx2train.models.loading import load_component
+from ltx2train.models.lora_files import from_state_dict, module_stream, read_lora, to_state_dict
+from ltx2train.models.specs import load_variant
+from ltx2train.models.text_encoder import ProjectedText, connect_text
+from ltx2train.models.writing import save_single_file
+from ltx2train.training import checkpoint as ckpt
+from ltx2train.training.strategies import TextToAudioVideo
+from ltx2train.training.trainer import Trainer
+
+RANK, ALPHA = 4, 12.0  # scale 3: a file that dropped or double-applied alpha is off by 3x
+TRAIN = ["validation.at_start=false", "validation.every=0", "validation.prompts=[]", "validation.loss_sigmas=[]",
+         f"lora.rank={RANK}", f"lora.alpha={ALPHA}", "train.log_every=1", "optimizer.lr=1e-2",
+         "lora.target_modules=[to_q,to_k,to_v,to_out.0,ff.net.0.proj]"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_workspace, tmp_path_factory):
+    """A tiny LoRA trained 6 steps with alpha != rank; its checkpoint directory."""
+    out = tmp_path_factory.mktemp("lora_run")
+    cfg = tiny_config(tiny_workspace, out, [*TRAIN, "train.max_steps=6", "train.checkpoint_every=3", "train.keep_last=5"])
+    result = Trainer(cfg, log=lambda _: None).train()
+    return cfg, result.checkpoint
+
+
+def _inputs(root, tmp_path, seed=0):
+    cfg = tiny_config(root, tmp_path / "unused")
+    connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
+    batch = collate([CachedDataset(cfg.data.cache_dir)[0]])
+    with torch.no_grad():
+        context = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
+    inputs = TextToAudioVideo(cfg.objective, fps=cfg.data.fps).inputs(batch, context,
+                                                                      generator=torch.Generator().manual_seed(seed))
+    return inputs.model_kwargs
+
+
+@torch.no_grad()
+def _outputs(transformer, kwargs, **extra):
+    transformer.eval()
+    return transformer(**kwargs, **extra)
+
+
+@torch.no_grad()
+def _merged_by_hand(base, lora_file):
+    """The base transformer with W + (alpha/r) B A written into its weights: the definition of the effect."""
+    for name, w in lora_file.modules.items():
+        component, dname = lora_module_to_diffusers(name)
+        assert component == "transformer"
+        base.get_submodule(dname).weight += w.delta()
+    return base
+
+
+def _deltas(lora_file):
+    return {m: w.delta() for m, w in lora_file.modules.items()}
+
+
+def test_lora_module_names_match_the_weight_key_maps_both_ways():
+    for variant in ("tiny", "ltx2-19b"):
+        spec = load_variant(variant)
+        for component in ("transformer", "connectors"):
+            module = spec.components[component].build(meta=True)
+            key_map = build_key_map(component, module, spec.family)
+            linears = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+            for dname in linears:
+                original = key_map.to_original[dname + ".weight"]
+                if not original.startswith("model.diffusion_model."):
+                    continue  # text_embedding_projection: not a LoRA target
+                name = lora_module_to_original(component, dname)
+                assert original == f"model.diffusion_model.{name}.weight"
+                assert lora_module_to_diffusers(name) == (component, dname)
+
+
+def test_checkpoint_lora_is_folded_and_the_exact_state_is_kept(trained):
+    cfg, path = trained
+    folded = read_lora(path / ckpt.LORA_FILE)
+    assert folded.dialect == "official" and all(w.alpha is None for w in folded.modules.values())
+    with safe_open(str(path / ckpt.ADAPTER_FILE), framework="pt") as f:
+        exact = {k: f.get_tensor(k) for k in f.keys()}
+    b = exact["transformer_blocks.0.attn1.to_q.lora_B.weight"]
+    assert b.abs().max() > 0  # trained
+    torch.testing.assert_close(folded.modules["transformer_blocks.0.attn1.to_q"].up, b * (ALPHA / RANK))
+
+
+def test_every_format_round_trips_to_the_same_effective_weights(trained, tmp_path):
+    _, path = trained
+    source = read_lora(path / ckpt.LORA_FILE)
+    for fmt, dialect in (("official", "official"), ("official-alpha", "official-alpha"), ("diffusers", "diffusers")):
+        out = export_lora_file(path, tmp_path / f"{fmt}.safetensors", fmt=fmt).path
+        back = read_lora(out)
+        assert back.dialect == dialect and back.modules.keys() == source.modules.keys()
+        for name, delta in _deltas(source).items():
+            torch.testing.assert_close(back.modules[name].delta(), delta, rtol=1e-5, atol=1e-7)
+    # an .alpha file from another tool (alpha != rank, B unfolded) reads to the same effect
+    with_alpha = {}
+    for name, w in source.modules.items():
+        with_alpha[f"diffusion_model.{name}.lora_A.weight"] = w.down
+        with_alpha[f"diffusion_model.{name}.lora_B.weight"] = w.up / 3.0
+        with_alpha[f"diffusion_model.{name}.alpha"] = torch.tensor(3.0 * RANK)
+    for name, delta in _deltas(source).items():
+        torch.testing.assert_close(from_state_dict(with_alpha).modules[name].delta(), delta, rtol=1e-5, atol=1e-7)
+    # DiffSynth's native names: original module names, PEFT's ".default", no prefix
+    native = {k.replace("diffusion_model.", "").replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v
+              for k, v in to_state_dict(source).items()}
+    assert from_state_dict(native).dialect == "diffsynth"
+    assert all(torch.equal(from_state_dict(native).modules[m].up, w.up) for m, w in source.modules.items())
+
+
+def test_export_dtype(trained, tmp_path):
+    _, path = trained
+    out = export_lora_file(path, tmp_path / "bf16.safetensors", dtype=torch.bfloat16).path
+    assert {w.down.dtype for w in read_lora(out).modules.values()} == {torch.bfloat16}
+
+
+def test_video_only_and_audio_only_loras_leave_the_other_stream_as_the_base(trained, tiny_workspace, tmp_path):
+    cfg, path = trained
+    kwargs = _inputs(tiny_workspace, tmp_path)
+    base = load_component("tiny", "transformer", cfg.model.checkpoint)
+    base_video, base_audio = _outputs(base, kwargs, isolate_modalities=True)
+    full = load_component("tiny", "transformer", cfg.model.checkpoint)
+    apply_lora(full, path / ckpt.LORA_FILE)
+    full_video, full_audio = _outputs(full, kwargs, isolate_modalities=True)
+    for modality in ("video", "audio"):
+        out = export_lora_file(path, tmp_path / f"{modality}.safetensors", modality=modality).path
+        kept = read_lora(out)
+        streams = {module_stream(m) for m in kept.modules}
+        assert streams == ({"video", "a2v"} if modality == "video" else {"audio", "v2a"})
+        model = load_component("tiny", "transformer", cfg.model.checkpoint)
+        apply_lora(model, out)
+        video, audio = _outputs(model, kwargs, isolate_modalities=True)
+        # With the streams isolated (no cross-modal attention), the other stream is exactly the base model's
+        # and this stream is exactly the full LoRA's.
+        if modality == "video":
+            assert torch.equal(audio, base_audio) and not torch.equal(video, base_video)
+            torch.testing.assert_close(video, full_video, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(video, base_video) and not torch.equal(audio, base_audio)
+            torch.testing.assert_close(audio, full_audio, rtol=0, atol=1e-6)
+    no_cross = read_lora(export_lora_file(path, tmp_path / "vn.safetensors", modality="video", cross_modal="none").path)
+    assert {module_stream(m) for m in no_cross.modules} == {"video"}
+
+
+def test_merged_weights_reproduce_base_plus_lora_in_both_layouts(trained, tiny_workspace, tmp_path):
+    cfg, path = trained
+    lora = read_lora(path / ckpt.LORA_FILE)
+    kwargs = _inputs(tiny_workspace, tmp_path)
+    adapted = load_component("tiny", "transformer", cfg.model.checkpoint)
+    apply_lora(adapted, lora)
+    expected = _outputs(adapted, kwargs)
+
+    repackaged = merge_lora(lora, cfg.model.checkpoint, tmp_path / "merged")
+    assert repackaged.merged == len(lora.modules)
+    single_base = save_single_file({c: load_component("tiny", c, cfg.model.checkpoint)
+                                    for c in ("transformer", "connectors", "video_vae", "audio_vae", "vocoder")},
+                                   tmp_path / "base.safetensors", "2.0")
+    merge_lora(lora, single_base, tmp_path / "merged.safetensors", dtype=torch.bfloat16)
+    for source, tol in ((tmp_path / "merged", 1e-5), (tmp_path / "merged.safetensors", 0.05)):
+        merged = load_component("tiny", "transformer", source)
+        got = _outputs(merged.float(), kwargs)
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, rtol=tol, atol=tol)
+    # the other components are copied through unchanged
+    with safe_open(str(tmp_path / "merged.safetensors"), framework="pt") as f, \
+            safe_open(str(cfg.model.checkpoint + "/audio_vocoder.safetensors"), framework="pt") as v:
+        key = next(iter(v.keys()))
+        assert torch.equal(f.get_tensor(key).float(), v.get_tensor(key).to(torch.bfloat16).float())
+    assert (tmp_path / "merged" / "video_vae_decoder.safetensors").is_file()
+
+
+def test_merge_refuses_a_lora_of_another_shape(trained, tiny_workspace, tmp_path):
+    cfg, path = trained
+    lora = read_lora(path / ckpt.LORA_FILE)
+    name = next(iter(lora.modules))
+    lora.modules[name].down = torch.zeros(RANK, 3)
+    with pytest.raises(ValueError, match="another base variant"):
+        merge_lora(lora, cfg.model.checkpoint, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "transformer.safetensors").exists()
+
+
+@pytest.mark.parametrize("fmt", ["official", "official-alpha", "diffusers", "diffsynth"])
+def test_init_from_any_dialect_starts_with_that_files_effect(trained, tiny_workspace, tmp_path, fmt):
+    cfg, path = trained
+    source = read_lora(path / ckpt.LORA_FILE)
+    if fmt == "diffsynth":
+        state = {k.replace("diffusion_model.", ""): v for k, v in to_state_dict(source).items()}
+        save_file(state, str(tmp_path / "init.safetensors"))
+        init = tmp_path / "init.safetensors"
+    else:
+        init = export_lora_file(path, tmp_path / "init.safetensors", fmt=fmt).path
+    # another alpha than the file's: the import rescales B so the effect stays the file's
+    new = tiny_config(tiny_workspace, tmp_path / "run", [*TRAIN, "lora.alpha=2", f"lora.init_from={init}",
+                                                           "train.max_steps=1"])
+    trainer = Trainer(new, log=lambda _: None)
+    trainer.setup()
+    kwargs = _inputs(tiny_workspace, tmp_path)
+    expected = _outputs(_merged_by_hand(load_component("tiny", "transformer", cfg.model.checkpoint), source), kwargs)
+    got = _outputs(trainer.accelerator.unwrap_model(trainer.transformer), kwargs)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_init_from_checks_rank_and_targets(trained, tiny_workspace, tmp_path):
+    _, path = trained
+    for override, message in (("lora.rank=8", "rank 4"), ("lora.target_modules=[to_q]", "lora.target_modules")):
+        cfg = tiny_config(tiny_workspace, tmp_path / override, [*TRAIN, override, f"lora.init_from={path / 'lora.safetensors'}"])
+        with pytest.raises(ValueError, match=message):
+            Trainer(cfg, log=lambda _: None).setup()
+
+
+def test_resume_from_a_folded_or_alpha_file_continues_as_from_the_exact_state(trained, tiny_workspace, tmp_path):
+    cfg, _ = trained
+    step3 = ckpt.checkpoint_dir(cfg.train.output_dir, 3)
+    straight = [loss for step, loss in _losses(cfg.train.output_dir) if step > 3]
+    for form in ("folded", "alpha"):
+        run = tmp_path / form
+        copy = ckpt.checkpoint_dir(run, 3)
+        copy.mkdir(parents=True)
+        for f in step3.iterdir():
+            if f.name != ckpt.ADAPTER_FILE:  # no exact state: resume must read the LoRA file
+                (copy / f.name).write_bytes(f.read_bytes())
+        if form == "alpha":
+            export_lora_file(step3, copy / ckpt.LORA_FILE, fmt="official-alpha")
+            meta = json.dumps(list(cfg.lora.target_modules))
+            _rewrite_metadata(copy / ckpt.LORA_FILE, cfg, meta)
+        resumed = Trainer(tiny_config(tiny_workspace, run, [*TRAIN, "train.max_steps=6"]), log=lambda _: None).train()
+        assert [s for s, _ in resumed.losses] == [4, 5, 6]
+        # unfolding B = B' / (alpha/r) is exact to float32 rounding, so the losses agree to ~1e-6
+        assert [loss for _, loss in resumed.losses] == pytest.approx(straight, rel=1e-5)
+
+
+def _rewrite_metadata(path, cfg, targets):
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(path), metadata={"base_variant": "tiny", "rank": str(RANK), "target_modules": targets})
+
+
+def _losses(output_dir):
+    from pathlib import Path
+
+    rows = [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def test_inspect_identifies_each_lora_format_and_component_files(trained, tiny_workspace, tmp_path):
+    cfg, path = trained
+    for fmt in ("official", "official-alpha", "diffusers"):
+        out = export_lora_file(path, tmp_path / f"{fmt}.safetensors", fmt=fmt).path
+        report = inspect_file(out)
+        assert report["kind"] == "lora" and report["dialect"] == fmt and report["ranks"] == [RANK]
+        assert report["streams"] == {"a2v": 8, "audio": 16, "v2a": 8, "video": 18}
+        assert (report["consumers"]["diffusers"] == "ok") == (fmt != "official-alpha")
+        assert report["consumers"]["ltx-core"].startswith("wrong strength") == (fmt == "official-alpha")
+    transformer = inspect_file(f"{cfg.model.checkpoint}/transformer.safetensors")
+    assert transformer["variant"] == "tiny" and [c["component"] for c in transformer["components"]] == ["transformer"]
+    assert transformer["components"][0]["missing"] == []
+    decoder = inspect_file(f"{cfg.model.checkpoint}/video_vae_decoder.safetensors")
+    assert decoder["components"][0]["missing"] == [] and "video_vae_decoder" in decoder["components"][0]["file_layout"]
+    single = save_single_file({c: load_component("tiny", c, cfg.model.checkpoint) for c in ("transformer", "connectors")},
+                              tmp_path / "single.safetensors", "2.0")
+    report = inspect_file(single)
+    assert [c["component"] for c in report["components"]] == ["connectors", "transformer"]
+    assert report["components"][0]["file_layout"] == "official single file"
+    # a damaged transformer file: the missing keys are named
+    with safe_open(str(f"{cfg.model.checkpoint}/transformer.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+        partial = {k: f.get_tensor(k) for k in keys[1:]}
+    save_file(partial, str(tmp_path / "partial.safetensors"))
+    assert inspect_file(tmp_path / "partial.safetensors")["components"][0]["missing"] == [keys[0]]
+
+
+def test_cli_export_and_inspect(trained, tmp_path):
+    _, path = trained
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ltx2train", *a], capture_output=True, text=True)  # noqa: E731
+    proc = run("export", str(path), "--output", str(tmp_path / "d.safetensors"), "--format", "diffusers")
+    assert proc.returncode == 0, proc.stderr
+    proc = run("inspect", str(tmp_path / "d.safetensors"), "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["dialect"] == "diffusers"
+    proc = run("export", str(tmp_path / "missing"), "--output", str(tmp_path / "x.safetensors"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "missing" in proc.stderr
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    proc = run("inspect", str(tmp_path / "junk.safetensors"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "junk.safetensors" in proc.stderr
