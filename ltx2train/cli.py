@@ -53,16 +53,35 @@ def _plain(value) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
+def _lora_source(source: str):
+    """A LoRA file, a checkpoint directory (``step_N/``) or a run directory (its latest checkpoint)."""
+    from pathlib import Path
+
+    from ltx2train.training import checkpoint as ckpt
+
+    path = Path(source)
+    if path.is_file():
+        return path
+    if (path / ckpt.LORA_FILE).is_file():
+        return path / ckpt.LORA_FILE
+    latest = ckpt.latest_checkpoint(path) if path.is_dir() else None
+    if latest is not None:
+        return latest / ckpt.LORA_FILE
+    raise FileNotFoundError(f"{source} is neither a LoRA .safetensors file, nor a checkpoint directory with "
+                            f"{ckpt.LORA_FILE}, nor a run directory with checkpoints/")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ltx2train.export.lora import export_lora_file, prepare_lora, resolve_lora_source
+    from ltx2train.export.lora import export_lora_file, prepare_lora
     from ltx2train.models.lora_files import read_lora
     from ltx2train.models.specs import torch_dtype
 
     dtype = torch_dtype(args.dtype) if args.dtype else None
+    source = _lora_source(args.source)
     if args.merge:
         from ltx2train.export.merge import merge_lora
 
-        lora, warnings = prepare_lora(read_lora(resolve_lora_source(args.source)), modality=args.modality,
+        lora, warnings = prepare_lora(read_lora(source), modality=args.modality,
                                       cross_modal=args.cross_modal, drop_connectors=args.drop_connectors)
         result = merge_lora(lora, args.merge, args.output, dtype=dtype)
         for warning in warnings:
@@ -70,7 +89,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"merged {len(lora.modules)} LoRA modules into {result.merged} weights of {args.merge} "
               f"({result.copied} tensors copied through) -> {', '.join(str(p) for p in result.paths)}")
         return 0
-    result = export_lora_file(args.source, args.output, fmt=args.format, modality=args.modality,
+    result = export_lora_file(source, args.output, fmt=args.format, modality=args.modality,
                               cross_modal=args.cross_modal, dtype=dtype, drop_connectors=args.drop_connectors)
     for warning in result.warnings:
         print(f"ltx2train: warning: {warning}", file=sys.stderr)

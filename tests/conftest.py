@@ -48,3 +48,44 @@ def tiny_config(root, output_dir, overrides=()):
 
     cfg = demo_config(Path(root), [f"train.output_dir={output_dir}", *overrides])
     return cfg
+
+
+LORA_RANK, LORA_ALPHA = 4, 12.0  # scale 3: a consumer that dropped or double-applied alpha is off by 3x
+LORA_TRAIN = ["validation.at_start=false", "validation.every=0", "validation.prompts=[]", "validation.loss_sigmas=[]",
+              f"lora.rank={LORA_RANK}", f"lora.alpha={LORA_ALPHA}", "train.log_every=1", "optimizer.lr=1e-2",
+              "lora.target_modules=[to_q,to_k,to_v,to_out.0,ff.net.0.proj]"]
+
+
+@pytest.fixture(scope="session")
+def trained_lora(tiny_workspace, tmp_path_factory):
+    """A tiny LoRA trained 6 steps with alpha != rank (checkpoints at 3 and 6): (config, last checkpoint)."""
+    from ltx2train.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("lora_run")
+    cfg = tiny_config(tiny_workspace, out, [*LORA_TRAIN, "train.max_steps=6", "train.checkpoint_every=3",
+                                            "train.keep_last=5"])
+    result = Trainer(cfg, log=lambda _: None).train()
+    return cfg, result.checkpoint
+
+
+def transformer_inputs(root, tmp_path, seed=0) -> dict:
+    """Fixed transformer inputs (one cached clip, fixed noise and sigma) for comparing model outputs."""
+    from ltx2train.data.cache import CachedDataset, collate
+    from ltx2train.models.loading import load_component
+    from ltx2train.models.text_encoder import ProjectedText, connect_text
+    from ltx2train.training.strategies import TextToAudioVideo
+
+    cfg = tiny_config(root, tmp_path / "unused")
+    connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
+    batch = collate([CachedDataset(cfg.data.cache_dir)[0]])
+    with torch.no_grad():
+        context = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
+    strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
+    return strategy.inputs(batch, context, generator=torch.Generator().manual_seed(seed)).model_kwargs
+
+
+@torch.no_grad()
+def transformer_outputs(transformer, kwargs, **extra):
+    """(video, audio) predictions in eval mode."""
+    transformer.eval()
+    return transformer(**kwargs, **extra)

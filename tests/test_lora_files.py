@@ -13,8 +13,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import tiny_config
-from ltx2train.data.cache import CachedDataset, collate
+from conftest import LORA_ALPHA as ALPHA
+from conftest import LORA_RANK as RANK
+from conftest import LORA_TRAIN as TRAIN
+from conftest import tiny_config, transformer_inputs, transformer_outputs
 from ltx2train.export.lora import export_lora_file
 from ltx2train.export.merge import merge_lora
 from ltx2train.models.adapters import apply_lora
@@ -23,43 +25,9 @@ from ltx2train.models.keys import build_key_map, lora_module_to_diffusers, lora_
 from ltx2train.models.loading import load_component
 from ltx2train.models.lora_files import from_state_dict, module_stream, read_lora, to_state_dict
 from ltx2train.models.specs import load_variant
-from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.models.writing import save_single_file
 from ltx2train.training import checkpoint as ckpt
-from ltx2train.training.strategies import TextToAudioVideo
 from ltx2train.training.trainer import Trainer
-
-RANK, ALPHA = 4, 12.0  # scale 3: a file that dropped or double-applied alpha is off by 3x
-TRAIN = ["validation.at_start=false", "validation.every=0", "validation.prompts=[]", "validation.loss_sigmas=[]",
-         f"lora.rank={RANK}", f"lora.alpha={ALPHA}", "train.log_every=1", "optimizer.lr=1e-2",
-         "lora.target_modules=[to_q,to_k,to_v,to_out.0,ff.net.0.proj]"]
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_workspace, tmp_path_factory):
-    """A tiny LoRA trained 6 steps with alpha != rank; its checkpoint directory."""
-    out = tmp_path_factory.mktemp("lora_run")
-    cfg = tiny_config(tiny_workspace, out, [*TRAIN, "train.max_steps=6", "train.checkpoint_every=3", "train.keep_last=5"])
-    result = Trainer(cfg, log=lambda _: None).train()
-    return cfg, result.checkpoint
-
-
-def _inputs(root, tmp_path, seed=0):
-    cfg = tiny_config(root, tmp_path / "unused")
-    connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
-    batch = collate([CachedDataset(cfg.data.cache_dir)[0]])
-    with torch.no_grad():
-        context = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
-    inputs = TextToAudioVideo(cfg.objective, fps=cfg.data.fps).inputs(batch, context,
-                                                                      generator=torch.Generator().manual_seed(seed))
-    return inputs.model_kwargs
-
-
-@torch.no_grad()
-def _outputs(transformer, kwargs, **extra):
-    transformer.eval()
-    return transformer(**kwargs, **extra)
-
 
 @torch.no_grad()
 def _merged_by_hand(base, lora_file):
@@ -91,8 +59,8 @@ def test_lora_module_names_match_the_weight_key_maps_both_ways():
                 assert lora_module_to_diffusers(name) == (component, dname)
 
 
-def test_checkpoint_lora_is_folded_and_the_exact_state_is_kept(trained):
-    cfg, path = trained
+def test_checkpoint_lora_is_folded_and_the_exact_state_is_kept(trained_lora):
+    cfg, path = trained_lora
     folded = read_lora(path / ckpt.LORA_FILE)
     assert folded.dialect == "official" and all(w.alpha is None for w in folded.modules.values())
     with safe_open(str(path / ckpt.ADAPTER_FILE), framework="pt") as f:
@@ -102,11 +70,11 @@ def test_checkpoint_lora_is_folded_and_the_exact_state_is_kept(trained):
     torch.testing.assert_close(folded.modules["transformer_blocks.0.attn1.to_q"].up, b * (ALPHA / RANK))
 
 
-def test_every_format_round_trips_to_the_same_effective_weights(trained, tmp_path):
-    _, path = trained
+def test_every_format_round_trips_to_the_same_effective_weights(trained_lora, tmp_path):
+    _, path = trained_lora
     source = read_lora(path / ckpt.LORA_FILE)
     for fmt, dialect in (("official", "official"), ("official-alpha", "official-alpha"), ("diffusers", "diffusers")):
-        out = export_lora_file(path, tmp_path / f"{fmt}.safetensors", fmt=fmt).path
+        out = export_lora_file(path / ckpt.LORA_FILE, tmp_path / f"{fmt}.safetensors", fmt=fmt).path
         back = read_lora(out)
         assert back.dialect == dialect and back.modules.keys() == source.modules.keys()
         for name, delta in _deltas(source).items():
@@ -126,28 +94,28 @@ def test_every_format_round_trips_to_the_same_effective_weights(trained, tmp_pat
     assert all(torch.equal(from_state_dict(native).modules[m].up, w.up) for m, w in source.modules.items())
 
 
-def test_export_dtype(trained, tmp_path):
-    _, path = trained
-    out = export_lora_file(path, tmp_path / "bf16.safetensors", dtype=torch.bfloat16).path
+def test_export_dtype(trained_lora, tmp_path):
+    _, path = trained_lora
+    out = export_lora_file(path / ckpt.LORA_FILE, tmp_path / "bf16.safetensors", dtype=torch.bfloat16).path
     assert {w.down.dtype for w in read_lora(out).modules.values()} == {torch.bfloat16}
 
 
-def test_video_only_and_audio_only_loras_leave_the_other_stream_as_the_base(trained, tiny_workspace, tmp_path):
-    cfg, path = trained
-    kwargs = _inputs(tiny_workspace, tmp_path)
+def test_video_only_and_audio_only_loras_leave_the_other_stream_as_the_base(trained_lora, tiny_workspace, tmp_path):
+    cfg, path = trained_lora
+    kwargs = transformer_inputs(tiny_workspace, tmp_path)
     base = load_component("tiny", "transformer", cfg.model.checkpoint)
-    base_video, base_audio = _outputs(base, kwargs, isolate_modalities=True)
+    base_video, base_audio = transformer_outputs(base, kwargs, isolate_modalities=True)
     full = load_component("tiny", "transformer", cfg.model.checkpoint)
     apply_lora(full, path / ckpt.LORA_FILE)
-    full_video, full_audio = _outputs(full, kwargs, isolate_modalities=True)
+    full_video, full_audio = transformer_outputs(full, kwargs, isolate_modalities=True)
     for modality in ("video", "audio"):
-        out = export_lora_file(path, tmp_path / f"{modality}.safetensors", modality=modality).path
+        out = export_lora_file(path / ckpt.LORA_FILE, tmp_path / f"{modality}.safetensors", modality=modality).path
         kept = read_lora(out)
         streams = {module_stream(m) for m in kept.modules}
         assert streams == ({"video", "a2v"} if modality == "video" else {"audio", "v2a"})
         model = load_component("tiny", "transformer", cfg.model.checkpoint)
         apply_lora(model, out)
-        video, audio = _outputs(model, kwargs, isolate_modalities=True)
+        video, audio = transformer_outputs(model, kwargs, isolate_modalities=True)
         # With the streams isolated (no cross-modal attention), the other stream is exactly the base model's
         # and this stream is exactly the full LoRA's.
         if modality == "video":
@@ -156,17 +124,17 @@ def test_video_only_and_audio_only_loras_leave_the_other_stream_as_the_base(trai
         else:
             assert torch.equal(video, base_video) and not torch.equal(audio, base_audio)
             torch.testing.assert_close(audio, full_audio, rtol=0, atol=1e-6)
-    no_cross = read_lora(export_lora_file(path, tmp_path / "vn.safetensors", modality="video", cross_modal="none").path)
+    no_cross = read_lora(export_lora_file(path / ckpt.LORA_FILE, tmp_path / "vn.safetensors", modality="video", cross_modal="none").path)
     assert {module_stream(m) for m in no_cross.modules} == {"video"}
 
 
-def test_merged_weights_reproduce_base_plus_lora_in_both_layouts(trained, tiny_workspace, tmp_path):
-    cfg, path = trained
+def test_merged_weights_reproduce_base_plus_lora_in_both_layouts(trained_lora, tiny_workspace, tmp_path):
+    cfg, path = trained_lora
     lora = read_lora(path / ckpt.LORA_FILE)
-    kwargs = _inputs(tiny_workspace, tmp_path)
+    kwargs = transformer_inputs(tiny_workspace, tmp_path)
     adapted = load_component("tiny", "transformer", cfg.model.checkpoint)
     apply_lora(adapted, lora)
-    expected = _outputs(adapted, kwargs)
+    expected = transformer_outputs(adapted, kwargs)
 
     repackaged = merge_lora(lora, cfg.model.checkpoint, tmp_path / "merged")
     assert repackaged.merged == len(lora.modules)
@@ -176,7 +144,7 @@ def test_merged_weights_reproduce_base_plus_lora_in_both_layouts(trained, tiny_w
     merge_lora(lora, single_base, tmp_path / "merged.safetensors", dtype=torch.bfloat16)
     for source, tol in ((tmp_path / "merged", 1e-5), (tmp_path / "merged.safetensors", 0.05)):
         merged = load_component("tiny", "transformer", source)
-        got = _outputs(merged.float(), kwargs)
+        got = transformer_outputs(merged.float(), kwargs)
         for g, e in zip(got, expected):
             torch.testing.assert_close(g, e, rtol=tol, atol=tol)
     # the other components are copied through unchanged
@@ -187,8 +155,8 @@ def test_merged_weights_reproduce_base_plus_lora_in_both_layouts(trained, tiny_w
     assert (tmp_path / "merged" / "video_vae_decoder.safetensors").is_file()
 
 
-def test_merge_refuses_a_lora_of_another_shape(trained, tiny_workspace, tmp_path):
-    cfg, path = trained
+def test_merge_refuses_a_lora_of_another_shape(trained_lora, tiny_workspace, tmp_path):
+    cfg, path = trained_lora
     lora = read_lora(path / ckpt.LORA_FILE)
     name = next(iter(lora.modules))
     lora.modules[name].down = torch.zeros(RANK, 3)
@@ -198,37 +166,37 @@ def test_merge_refuses_a_lora_of_another_shape(trained, tiny_workspace, tmp_path
 
 
 @pytest.mark.parametrize("fmt", ["official", "official-alpha", "diffusers", "diffsynth"])
-def test_init_from_any_dialect_starts_with_that_files_effect(trained, tiny_workspace, tmp_path, fmt):
-    cfg, path = trained
+def test_init_from_any_dialect_starts_with_that_files_effect(trained_lora, tiny_workspace, tmp_path, fmt):
+    cfg, path = trained_lora
     source = read_lora(path / ckpt.LORA_FILE)
     if fmt == "diffsynth":
         state = {k.replace("diffusion_model.", ""): v for k, v in to_state_dict(source).items()}
         save_file(state, str(tmp_path / "init.safetensors"))
         init = tmp_path / "init.safetensors"
     else:
-        init = export_lora_file(path, tmp_path / "init.safetensors", fmt=fmt).path
+        init = export_lora_file(path / ckpt.LORA_FILE, tmp_path / "init.safetensors", fmt=fmt).path
     # another alpha than the file's: the import rescales B so the effect stays the file's
     new = tiny_config(tiny_workspace, tmp_path / "run", [*TRAIN, "lora.alpha=2", f"lora.init_from={init}",
                                                            "train.max_steps=1"])
     trainer = Trainer(new, log=lambda _: None)
     trainer.setup()
-    kwargs = _inputs(tiny_workspace, tmp_path)
-    expected = _outputs(_merged_by_hand(load_component("tiny", "transformer", cfg.model.checkpoint), source), kwargs)
-    got = _outputs(trainer.accelerator.unwrap_model(trainer.transformer), kwargs)
+    kwargs = transformer_inputs(tiny_workspace, tmp_path)
+    expected = transformer_outputs(_merged_by_hand(load_component("tiny", "transformer", cfg.model.checkpoint), source), kwargs)
+    got = transformer_outputs(trainer.accelerator.unwrap_model(trainer.transformer), kwargs)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
-def test_init_from_checks_rank_and_targets(trained, tiny_workspace, tmp_path):
-    _, path = trained
+def test_init_from_checks_rank_and_targets(trained_lora, tiny_workspace, tmp_path):
+    _, path = trained_lora
     for override, message in (("lora.rank=8", "rank 4"), ("lora.target_modules=[to_q]", "lora.target_modules")):
         cfg = tiny_config(tiny_workspace, tmp_path / override, [*TRAIN, override, f"lora.init_from={path / 'lora.safetensors'}"])
         with pytest.raises(ValueError, match=message):
             Trainer(cfg, log=lambda _: None).setup()
 
 
-def test_resume_from_a_folded_or_alpha_file_continues_as_from_the_exact_state(trained, tiny_workspace, tmp_path):
-    cfg, _ = trained
+def test_resume_from_a_folded_or_alpha_file_continues_as_from_the_exact_state(trained_lora, tiny_workspace, tmp_path):
+    cfg, _ = trained_lora
     step3 = ckpt.checkpoint_dir(cfg.train.output_dir, 3)
     straight = [loss for step, loss in _losses(cfg.train.output_dir) if step > 3]
     for form in ("folded", "alpha"):
@@ -239,7 +207,7 @@ def test_resume_from_a_folded_or_alpha_file_continues_as_from_the_exact_state(tr
             if f.name != ckpt.ADAPTER_FILE:  # no exact state: resume must read the LoRA file
                 (copy / f.name).write_bytes(f.read_bytes())
         if form == "alpha":
-            export_lora_file(step3, copy / ckpt.LORA_FILE, fmt="official-alpha")
+            export_lora_file(step3 / ckpt.LORA_FILE, copy / ckpt.LORA_FILE, fmt="official-alpha")
             meta = json.dumps(list(cfg.lora.target_modules))
             _rewrite_metadata(copy / ckpt.LORA_FILE, cfg, meta)
         resumed = Trainer(tiny_config(tiny_workspace, run, [*TRAIN, "train.max_steps=6"]), log=lambda _: None).train()
@@ -261,10 +229,10 @@ def _losses(output_dir):
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
-def test_inspect_identifies_each_lora_format_and_component_files(trained, tiny_workspace, tmp_path):
-    cfg, path = trained
+def test_inspect_identifies_each_lora_format_and_component_files(trained_lora, tiny_workspace, tmp_path):
+    cfg, path = trained_lora
     for fmt in ("official", "official-alpha", "diffusers"):
-        out = export_lora_file(path, tmp_path / f"{fmt}.safetensors", fmt=fmt).path
+        out = export_lora_file(path / ckpt.LORA_FILE, tmp_path / f"{fmt}.safetensors", fmt=fmt).path
         report = inspect_file(out)
         assert report["kind"] == "lora" and report["dialect"] == fmt and report["ranks"] == [RANK]
         assert report["streams"] == {"a2v": 8, "audio": 16, "v2a": 8, "video": 18}
@@ -288,8 +256,8 @@ def test_inspect_identifies_each_lora_format_and_component_files(trained, tiny_w
     assert inspect_file(tmp_path / "partial.safetensors")["components"][0]["missing"] == [keys[0]]
 
 
-def test_cli_export_and_inspect(trained, tmp_path):
-    _, path = trained
+def test_cli_export_and_inspect(trained_lora, tmp_path):
+    _, path = trained_lora
     run = lambda *a: subprocess.run([sys.executable, "-m", "ltx2train", *a], capture_output=True, text=True)  # noqa: E731
     proc = run("export", str(path), "--output", str(tmp_path / "d.safetensors"), "--format", "diffusers")
     assert proc.returncode == 0, proc.stderr
@@ -300,3 +268,23 @@ def test_cli_export_and_inspect(trained, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     proc = run("inspect", str(tmp_path / "junk.safetensors"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "junk.safetensors" in proc.stderr
+
+
+def test_connector_modules_are_warned_about_and_left_out_where_they_cannot_go(tmp_path):
+    from ltx2train.models.tiny import random_components
+
+    modules = random_components("tiny", seed=1)
+    state = {}
+    for name, (component, dname) in {"transformer_blocks.0.attn1.to_q": ("transformer", "transformer_blocks.0.attn1.to_q"),
+                                     "video_embeddings_connector.transformer_1d_blocks.0.attn1.to_k":
+                                         ("connectors", "video_connector.transformer_blocks.0.attn1.to_k")}.items():
+        linear = modules[component].get_submodule(dname)
+        state[f"diffusion_model.{name}.lora_A.weight"] = torch.randn(2, linear.in_features)
+        state[f"diffusion_model.{name}.lora_B.weight"] = torch.randn(linear.out_features, 2)
+    save_file(state, str(tmp_path / "c.safetensors"))
+    official = export_lora_file(tmp_path / "c.safetensors", tmp_path / "o.safetensors")
+    assert official.modules == 2 and any("connector" in w and "ignore" in w for w in official.warnings)
+    diffusers = export_lora_file(tmp_path / "c.safetensors", tmp_path / "d.safetensors", fmt="diffusers")
+    assert diffusers.modules == 1 and any("left out" in w for w in diffusers.warnings)
+    assert list(read_lora(diffusers.path).modules) == ["transformer_blocks.0.attn1.to_q"]
+    assert "connector module(s) are not applied" in inspect_file(tmp_path / "c.safetensors")["consumers"]["diffusers"]

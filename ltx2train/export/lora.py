@@ -41,22 +41,6 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def resolve_lora_source(source: str | Path) -> Path:
-    """A LoRA file, a checkpoint directory (``step_N/``) or a run directory (its latest checkpoint)."""
-    from ltx2train.training import checkpoint as ckpt
-
-    source = Path(source)
-    if source.is_file():
-        return source
-    if (source / ckpt.LORA_FILE).is_file():
-        return source / ckpt.LORA_FILE
-    latest = ckpt.latest_checkpoint(source) if source.is_dir() else None
-    if latest is not None:
-        return latest / ckpt.LORA_FILE
-    raise FileNotFoundError(f"{source} is neither a LoRA .safetensors file, nor a checkpoint directory with "
-                            f"{ckpt.LORA_FILE}, nor a run directory with checkpoints/")
-
-
 def prepare_lora(lora: LoraFile, *, modality: str = "all", cross_modal: str = "receiving",
                  drop_connectors: bool = False) -> tuple[LoraFile, list[str]]:
     """The modules kept for ``modality`` (and without connectors if asked), plus warnings for the user."""
@@ -77,7 +61,7 @@ def prepare_lora(lora: LoraFile, *, modality: str = "all", cross_modal: str = "r
 def export_lora_file(source: str | Path, output: str | Path, *, fmt: str = "official", modality: str = "all",
                      cross_modal: str = "receiving", dtype: torch.dtype | None = None,
                      drop_connectors: bool = False) -> ExportResult:
-    lora = read_lora(resolve_lora_source(source))
+    lora = read_lora(source)
     drop = drop_connectors or fmt == "diffusers"
     kept, warnings = prepare_lora(lora, modality=modality, cross_modal=cross_modal, drop_connectors=drop)
     if fmt == "diffusers" and not drop_connectors and any(map(is_connector_module, lora.modules)):

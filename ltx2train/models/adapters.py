@@ -129,7 +129,10 @@ def load_into_adapter(transformer: torch.nn.Module, lora: LoraFile, *, adapter_n
     for name, weights in lora.modules.items():
         component, dname = lora_module_to_diffusers(name)
         layer = layers.get(dname) if component == "transformer" else None
-        if layer is None:
+        if component == "connectors":
+            problems.append(f"module {name!r} is on the text connectors, which training does not adapt "
+                            "(leave them out: ltx2train export FILE --drop-connectors --output NEW)")
+        elif layer is None:
             problems.append(f"module {name!r} is not adapted here (lora.target_modules)")
         elif layer.r[adapter_name] != weights.rank:
             problems.append(f"module {name!r} has rank {weights.rank}, the adapter rank {layer.r[adapter_name]} (lora.rank)")

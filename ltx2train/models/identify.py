@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ltx2train.models.layout import SPLIT_FILES, owner_of
 from ltx2train.models.loading import read_safetensors_header
-from ltx2train.models.lora_files import _KEY, LoraFile, is_connector_module, module_stream, read_lora
+from ltx2train.models.lora_files import LORA_KEY, LoraFile, is_connector_module, module_stream, read_lora
 
 # Which consumer applies which dialect as it is, at the file's intended strength (measured on the tiny
 # model: tests/test_lora_consumers.py). ltx-core fuses W + B·A and ignores .alpha; diffusers refuses files
@@ -39,7 +39,7 @@ def inspect_file(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     entries, metadata = read_safetensors_header(path)
-    if entries and all(_KEY.match(k) for k in entries):
+    if entries and all(LORA_KEY.match(k) for k in entries):
         return inspect_lora(read_lora(path), path)
     shapes = {k: tuple(e.shape) for k, e in entries.items()}
     report = identify_components(shapes)

@@ -37,7 +37,7 @@ from ltx2train.models.keys import LORA_ORIGINAL_PREFIX, KeyMappingError, lora_mo
 DIALECTS = ("official", "official-alpha", "diffusers", "diffsynth")
 WRITE_FORMATS = ("official", "official-alpha", "diffusers")
 DIFFUSERS_PREFIX = "transformer."
-_KEY = re.compile(r"^(?P<module>.+?)\.(?:(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.weight|(?P<alpha>alpha))$")
+LORA_KEY = re.compile(r"^(?P<module>.+?)\.(?:(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.weight|(?P<alpha>alpha))$")
 _KIND = {"lora_A": "down", "lora_down": "down", "lora_B": "up", "lora_up": "up"}
 # Top-level module names that exist only in diffusers' naming: a prefix-less file using them is diffusers-named.
 _DIFFUSERS_ONLY_HEADS = {"proj_in", "audio_proj_in", "time_embed", "audio_time_embed", "prompt_adaln",
@@ -122,7 +122,7 @@ def from_state_dict(state: Mapping[str, torch.Tensor], metadata: Mapping[str, st
     prefixed = all(k.startswith(DIFFUSERS_PREFIX) for k in state)
     parts: dict[str, dict] = {}
     for key, value in state.items():
-        m = _KEY.match(key)
+        m = LORA_KEY.match(key)
         if m is None:
             raise KeyMappingError(f"{source}: key {key!r} is neither a lora_A/lora_B (lora_down/lora_up) weight nor an alpha")
         entry = parts.setdefault(_original_name(m.group("module"), dialect, prefixed), {})
