@@ -26,9 +26,11 @@ def _inspect_file(path: str, as_json: bool) -> int:
         sys.stdout.write("\n")
         return 0
     print(f"{path}: {_describe(report)}")
-    for key in ("dialect", "modules", "ranks", "alpha", "streams", "targets", "dtypes", "consumers", "metadata"):
+    for key in ("dialect", "modules", "ranks", "alpha", "streams", "dtypes", "consumers", "metadata"):
         if key in report and report[key] not in (None, {}, []):
             print(f"  {key}: {_plain(report[key])}")
+    for stream, kinds in report.get("targets", {}).items():
+        print(f"  targets ({stream}): {_plain(kinds)}")
     for comp in report.get("components", []):
         problems = (f", {len(comp['missing'])} missing (e.g. {comp['missing'][:3]})" if comp["missing"] else "") + \
                    (f", {len(comp['wrong_shape'])} with the wrong shape (e.g. {comp['wrong_shape'][:3]})" if comp["wrong_shape"] else "")
@@ -80,6 +82,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     source = _lora_source(args.source)
     if args.merge:
         from ltx2train.export.merge import merge_lora
+
+        if args.format != "official":
+            raise ValueError("--merge writes base weights, not a LoRA: --format does not apply to it")
 
         lora, warnings = prepare_lora(read_lora(source), modality=args.modality,
                                       cross_modal=args.cross_modal, drop_connectors=args.drop_connectors)

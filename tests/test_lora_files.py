@@ -165,14 +165,22 @@ def test_merge_refuses_a_lora_of_another_shape(trained_lora, tiny_workspace, tmp
     assert not (tmp_path / "bad" / "transformer.safetensors").exists()
 
 
-@pytest.mark.parametrize("fmt", ["official", "official-alpha", "diffusers", "diffsynth"])
+@pytest.mark.parametrize("fmt", ["official", "official-alpha", "diffusers", "diffsynth", "ltx-trainer"])
 def test_init_from_any_dialect_starts_with_that_files_effect(trained_lora, tiny_workspace, tmp_path, fmt):
     cfg, path = trained_lora
     source = read_lora(path / ckpt.LORA_FILE)
-    if fmt == "diffsynth":
-        state = {k.replace("diffusion_model.", ""): v for k, v in to_state_dict(source).items()}
-        save_file(state, str(tmp_path / "init.safetensors"))
-        init = tmp_path / "init.safetensors"
+    init = tmp_path / "init.safetensors"
+    if fmt == "diffsynth":  # what DiffSynth's trainer saves: PEFT names with .default, no prefix, no alpha
+        state = {k.replace("diffusion_model.", "").replace(".weight", ".default.weight"): v
+                 for k, v in to_state_dict(source).items()}
+        save_file(state, str(init), metadata={"format": "pt"})
+    elif fmt == "ltx-trainer":
+        # Lightricks' trainer: diffusion_model. + PEFT names, its B as trained (alpha dropped), bf16, no LoRA
+        # metadata. Its consumer (ltx-core) applies W + B A: that is the effect to start from.
+        for w in source.modules.values():
+            w.up = (w.up / 3.0).to(torch.bfloat16)
+            w.down = w.down.to(torch.bfloat16)
+        save_file(to_state_dict(source), str(init), metadata={})
     else:
         init = export_lora_file(path / ckpt.LORA_FILE, tmp_path / "init.safetensors", fmt=fmt).path
     # another alpha than the file's: the import rescales B so the effect stays the file's
@@ -206,20 +214,12 @@ def test_resume_from_a_folded_or_alpha_file_continues_as_from_the_exact_state(tr
         for f in step3.iterdir():
             if f.name != ckpt.ADAPTER_FILE:  # no exact state: resume must read the LoRA file
                 (copy / f.name).write_bytes(f.read_bytes())
-        if form == "alpha":
+        if form == "alpha":  # B unfolded again + .alpha tensors; the metadata (rank, targets) comes along
             export_lora_file(step3 / ckpt.LORA_FILE, copy / ckpt.LORA_FILE, fmt="official-alpha")
-            meta = json.dumps(list(cfg.lora.target_modules))
-            _rewrite_metadata(copy / ckpt.LORA_FILE, cfg, meta)
         resumed = Trainer(tiny_config(tiny_workspace, run, [*TRAIN, "train.max_steps=6"]), log=lambda _: None).train()
         assert [s for s, _ in resumed.losses] == [4, 5, 6]
         # unfolding B = B' / (alpha/r) is exact to float32 rounding, so the losses agree to ~1e-6
         assert [loss for _, loss in resumed.losses] == pytest.approx(straight, rel=1e-5)
-
-
-def _rewrite_metadata(path, cfg, targets):
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    save_file(tensors, str(path), metadata={"base_variant": "tiny", "rank": str(RANK), "target_modules": targets})
 
 
 def _losses(output_dir):
@@ -236,6 +236,8 @@ def test_inspect_identifies_each_lora_format_and_component_files(trained_lora, t
         report = inspect_file(out)
         assert report["kind"] == "lora" and report["dialect"] == fmt and report["ranks"] == [RANK]
         assert report["streams"] == {"a2v": 8, "audio": 16, "v2a": 8, "video": 18}
+        assert report["targets"]["video"]["ff.net.0.proj"] == 2  # one per block
+        assert report["targets"]["a2v"] == {f"audio_to_video_attn.{p}": 2 for p in ("to_k", "to_out.0", "to_q", "to_v")}
         assert (report["consumers"]["diffusers"] == "ok") == (fmt != "official-alpha")
         assert report["consumers"]["ltx-core"].startswith("wrong strength") == (fmt == "official-alpha")
     transformer = inspect_file(f"{cfg.model.checkpoint}/transformer.safetensors")
@@ -270,7 +272,7 @@ def test_cli_export_and_inspect(trained_lora, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "junk.safetensors" in proc.stderr
 
 
-def test_connector_modules_are_warned_about_and_left_out_where_they_cannot_go(tmp_path):
+def test_connector_modules_are_warned_about_left_out_where_they_cannot_go_and_merged(tiny_workspace, tmp_path):
     from ltx2train.models.tiny import random_components
 
     modules = random_components("tiny", seed=1)
@@ -288,3 +290,13 @@ def test_connector_modules_are_warned_about_and_left_out_where_they_cannot_go(tm
     assert diffusers.modules == 1 and any("left out" in w for w in diffusers.warnings)
     assert list(read_lora(diffusers.path).modules) == ["transformer_blocks.0.attn1.to_q"]
     assert "connector module(s) are not applied" in inspect_file(tmp_path / "c.safetensors")["consumers"]["diffusers"]
+    # merged into the repackaged text_encoder_post_modules.safetensors (the connectors' file)
+    cfg = tiny_config(tiny_workspace, tmp_path / "unused")
+    lora = read_lora(tmp_path / "c.safetensors")
+    merge_lora(lora, cfg.model.checkpoint, tmp_path / "merged")
+    base = load_component("tiny", "connectors", cfg.model.checkpoint)
+    merged = load_component("tiny", "connectors", tmp_path / "merged")
+    name = "video_embeddings_connector.transformer_1d_blocks.0.attn1.to_k"
+    dname = "video_connector.transformer_blocks.0.attn1.to_k"
+    torch.testing.assert_close(merged.get_submodule(dname).weight,
+                               base.get_submodule(dname).weight + lora.modules[name].delta())

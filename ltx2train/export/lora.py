@@ -20,6 +20,7 @@ import torch
 from ltx2train.models.lora_files import (
     LoraFile,
     is_connector_module,
+    module_stream,
     read_lora,
     save_lora,
     select_streams,
@@ -53,7 +54,7 @@ def prepare_lora(lora: LoraFile, *, modality: str = "all", cross_modal: str = "r
         warnings.append(CONNECTOR_WARNING.format(n=len(connectors), example=connectors[0]))
     if not kept.modules:
         raise ValueError(f"no LoRA module is left for modality {modality!r} (cross-modal: {cross_modal}); "
-                         f"the file's modules act on: {sorted({m.split('.')[0] for m in lora.modules})[:6]}")
+                         f"the file's modules act on the streams {sorted({module_stream(m) for m in lora.modules})}")
     kept.metadata.update({"modality": modality, "cross_modal": cross_modal})
     return kept, warnings
 

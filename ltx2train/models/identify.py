@@ -6,6 +6,7 @@ Only the file's header is read for component files; a LoRA's tensors are read (t
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -107,7 +108,10 @@ def inspect_lora(lora: LoraFile, path: str | Path | None = None) -> dict:
     else:
         alpha = f".alpha tensors on {len(alphas)}/{len(modules)} modules (alpha/rank: {', '.join(f'{s:g}' for s in scales)})"
     streams = Counter(module_stream(m) for m in modules)
-    targets = Counter(".".join(p for p in m.split(".") if not p.isdigit() and p != "transformer_blocks") for m in modules)
+    targets: dict[str, Counter] = {}
+    for m in modules:  # per stream: module kind (block index dropped) -> how many blocks carry it
+        kind = re.sub(r"(transformer_blocks|transformer_1d_blocks)\.\d+\.", "", m)
+        targets.setdefault(module_stream(m), Counter())[kind] += 1
     return {
         "kind": "lora",
         "path": str(path) if path else None,
@@ -116,7 +120,7 @@ def inspect_lora(lora: LoraFile, path: str | Path | None = None) -> dict:
         "ranks": lora.ranks,
         "alpha": alpha,
         "streams": dict(sorted(streams.items())),
-        "targets": dict(sorted(targets.items())),
+        "targets": {stream: dict(sorted(kinds.items())) for stream, kinds in sorted(targets.items())},
         "dtypes": dict(Counter(str(w.down.dtype).replace("torch.", "") for w in modules.values())),
         "metadata": lora.metadata,
         "consumers": consumers(lora),
