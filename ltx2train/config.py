@@ -47,7 +47,6 @@ import dataclasses
 import difflib
 import os
 import re
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,10 +56,13 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ltx2train.utils.atomic import write_text_atomic
+
 __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "DistributedConfig",
     "LoRAConfig",
     "ModelConfig",
     "ObjectiveConfig",
@@ -77,6 +79,8 @@ __all__ = [
 DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULERS = ("constant", "linear", "cosine")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
+METHODS = ("lora", "full")
+BACKENDS = ("ddp",)
 TRACKER_BACKENDS = ("none", "wandb", "tensorboard")
 WANDB_MODES = ("online", "offline", "disabled")
 RESUME_KEYWORDS = ("latest", "none")
@@ -241,18 +245,21 @@ class TrainConfig:
 
     Fields:
         output_dir: run directory (checkpoints, resolved config, logs, samples).  Required.
+        method: what is trained: ``lora`` (adapters on the frozen transformer, see ``lora``) | ``full`` (every
+            transformer weight, kept in float32 with its optimizer state; the forward in ``mixed_precision``).
         max_steps: optimizer steps to train for.
         seed: global random seed (>= 0).
         gradient_accumulation_steps: micro-batches per optimizer step.
         gradient_checkpointing: recompute transformer activations in backward (saves memory).
         mixed_precision: autocast mode: ``no`` | ``bf16`` | ``fp16``; bf16 only where the device has it.
-        checkpoint_every: save a LoRA checkpoint every N steps; 0 = only at the end.
+        checkpoint_every: save a checkpoint every N steps; 0 = only at the end.
         keep_last: number of checkpoints kept (older ones are deleted); >= 1.
         resume: ``latest`` (newest checkpoint in output_dir, if any) | ``none`` | a checkpoint directory.
         log_every: log loss / lr every N steps.
     """
 
     output_dir: str = MISSING  # run directory
+    method: str = "lora"  # lora | full
     max_steps: int = 2000  # optimizer steps
     seed: int = 42  # random seed
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
@@ -262,6 +269,17 @@ class TrainConfig:
     keep_last: int = 3  # checkpoints kept (older ones deleted)
     resume: str = "latest"  # latest | none | path to a checkpoint dir
     log_every: int = 10  # log every N steps
+
+
+@dataclass
+class DistributedConfig:
+    """How training is distributed over the processes that ``accelerate launch`` / ``torchrun`` start.
+
+    Fields:
+        backend: ``ddp``: the model replicated on every process, gradients all-reduced (one process too).
+    """
+
+    backend: str = "ddp"  # ddp
 
 
 @dataclass
@@ -341,6 +359,7 @@ class Config:
         optimizer: :class:`OptimizerConfig` -- AdamW and learning-rate schedule.
         objective: :class:`ObjectiveConfig` -- flow-matching loss.
         train: :class:`TrainConfig` -- training loop, checkpoints, resume.
+        distributed: :class:`DistributedConfig` -- how training is spread over processes.
         validation: :class:`ValidationConfig` -- sampling during training.
         tracker: :class:`TrackerConfig` -- experiment tracking.
     """
@@ -351,6 +370,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
@@ -670,6 +690,8 @@ def _validate(cfg: Config) -> list[str]:
         f"train.gradient_accumulation_steps: must be >= 1, got {t.gradient_accumulation_steps}",
     )
     choice("train.mixed_precision", t.mixed_precision, MIXED_PRECISIONS)
+    choice("train.method", t.method, METHODS)
+    choice("distributed.backend", cfg.distributed.backend, BACKENDS)
     need(
         t.checkpoint_every >= 0,
         f"train.checkpoint_every: must be >= 0 (0 = only at the end), got {t.checkpoint_every}",
@@ -831,22 +853,7 @@ def config_to_dict(cfg: Config) -> dict:
 
 
 def save_config(cfg: Config, path: Union[str, Path]) -> Path:
-    """Write ``cfg`` as resolved YAML to ``path`` atomically (temp file + ``os.replace``); return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``cfg`` as resolved YAML to ``path`` atomically; return the path."""
     text = "# resolved ltx2train config (written by ltx2train.config.save_config)\n"
     text += OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return write_text_atomic(path, text)

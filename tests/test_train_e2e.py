@@ -1,5 +1,7 @@
 """Train -> checkpoint -> resume -> validation sampler -> `sample` reload, on the tiny model (real parts)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,11 @@ def test_checkpoint_is_an_official_layout_lora_with_alpha_folded_and_metadata(sh
     assert meta["rank"] == "8" and meta["alpha"] == "8.0" and meta["base_variant"] == "tiny" and meta["step"] == "4"
     assert meta["alpha_handling"] == "folded" and meta["strategy"] == "t2av"
     assert (result.checkpoint / "adapter_state.safetensors").is_file()  # exact state for resume
+    # files a team can read on a shared cluster: the user's umask, not a temp-file helper's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (result.checkpoint / "lora.safetensors", result.checkpoint.parents[1] / "config.yaml"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert (cfg.train.output_dir and (result.checkpoint.parents[1] / "config.yaml").is_file())
 
 

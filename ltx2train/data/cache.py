@@ -19,13 +19,13 @@ was made with; a cache is never silently mixed with samples made at other settin
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from ltx2train.utils.atomic import atomic_path, write_text_atomic
 
 FORMAT_VERSION = 2  # 2: projected text features (1 stored stacked Gemma hidden states)
 TEXT_KEYS = ("text_video", "text_audio")
@@ -49,20 +49,13 @@ def sample_path(cache_dir: str | Path, index: int) -> Path:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def write_sample(cache_dir: str | Path, index: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
     path = sample_path(cache_dir, index)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -6,13 +6,13 @@ Every failure a user can cause (missing, corrupt, too short, no audio) is a ``Me
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ltx2train.utils.atomic import atomic_path
 
 
 class MediaError(ValueError):
@@ -121,11 +121,9 @@ def write_video_with_audio(path: str | Path, frames: torch.Tensor | np.ndarray, 
     import av
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     frames = np.asarray(frames, dtype=np.uint8)
     rate = Fraction(fps).limit_denominator(1001)
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w") as container:
             video_stream = container.add_stream("libx264", rate=rate)
             video_stream.width, video_stream.height = frames.shape[2], frames.shape[1]
@@ -149,7 +147,4 @@ def write_video_with_audio(path: str | Path, frames: torch.Tensor | np.ndarray, 
                     container.mux(packet)
                 for packet in audio_stream.encode():
                     container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

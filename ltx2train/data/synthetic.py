@@ -8,12 +8,12 @@ Captions use only words of the tiny tokenizer's vocabulary, so the demo's text c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ltx2train.data.media import write_video_with_audio
+from ltx2train.utils.atomic import write_text_atomic
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 240), "yellow": (240, 220, 40),
            "cyan": (40, 220, 230), "magenta": (220, 50, 220), "white": (240, 240, 240)}
@@ -79,7 +79,4 @@ def make_synthetic_dataset(out_dir: str | Path, num_clips: int = 12, num_frames:
         write_video_with_audio(out_dir / relative, frames, fps, audio, sample_rate)
         lines.append(json.dumps({"video": relative, "caption": caption}))
     metadata = out_dir / "metadata.jsonl"
-    tmp = metadata.with_name(f".{metadata.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, metadata)
-    return metadata
+    return write_text_atomic(metadata, "\n".join(lines) + "\n")

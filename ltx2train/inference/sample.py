@@ -1,6 +1,6 @@
 """``ltx2train sample``: base weights from disk + an exported LoRA -> the inference pipeline -> mp4.
 
-It goes through the same ``ValidationSampler`` as training, so for the same prompt, seed and settings a
+It goes through the same ``PromptSampler`` as training, so for the same prompt, seed and settings a
 checkpoint's LoRA reproduces the in-training validation output exactly: the proof that checkpoints reload.
 """
 
@@ -20,7 +20,7 @@ def sample(cfg, *, lora: str | Path | None, prompts: list[str] | None = None, se
     from ltx2train.models.loading import load_component
     from ltx2train.models.specs import load_variant, torch_dtype
     from ltx2train.models.text_encoder import load_text_encoder
-    from ltx2train.validation import ValidationSampler, encode_prompts
+    from ltx2train.inference.sampler import PromptSampler, encode_prompts
 
     spec = load_variant(cfg.model.variant)
     dtype = torch_dtype(cfg.model.dtype)
@@ -38,7 +38,7 @@ def sample(cfg, *, lora: str | Path | None, prompts: list[str] | None = None, se
                                      max_sequence_length=cfg.data.max_sequence_length)
     encoded = encode_prompts(text_encoder, prompts, validation.negative_prompt, cfg.data.max_sequence_length)
     del text_encoder
-    sampler = ValidationSampler(validation, encoded, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
+    sampler = PromptSampler(validation, encoded, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
                                 vocoder=load("vocoder", torch.float32), samples_dir=output_dir)
     clips = sampler.sample(transformer, connectors)
     paths = [write_clip(clip, Path(output_dir) / f"sample_seed{validation.seed}_prompt{i}.mp4")

@@ -6,6 +6,8 @@ import json
 import secrets
 from pathlib import Path
 
+from ltx2train.utils.atomic import write_text_atomic
+
 
 class Tracker:
     def __init__(self, cfg, run_dir: str | Path, config: dict, enabled: bool = True):
@@ -36,9 +38,7 @@ class Tracker:
         if path.is_file():
             return path.read_text().strip()
         run_id = secrets.token_hex(4)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(run_id + "\n")
-        tmp.replace(path)
+        write_text_atomic(path, run_id + "\n")
         return run_id
 
     def log(self, metrics: dict, step: int) -> None:

@@ -192,7 +192,7 @@ class Trainer:
         if not cfg.validation.prompts:
             return None
         from ltx2train.models.text_encoder import load_text_encoder
-        from ltx2train.validation import ValidationSampler, encode_prompts
+        from ltx2train.inference.sampler import PromptSampler, encode_prompts
 
         text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=self.weight_dtype, device=self.device,
                                          max_sequence_length=cfg.data.max_sequence_length)
@@ -202,7 +202,7 @@ class Trainer:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        return ValidationSampler(cfg.validation, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
+        return PromptSampler(cfg.validation, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
                                  vocoder=load("vocoder", torch.float32), samples_dir=self.output_dir / "samples")
 
     def _build_loader(self, start_batch: int):
@@ -387,7 +387,7 @@ class Trainer:
     @torch.no_grad()
     def validation_loss(self, transformer: torch.nn.Module) -> dict[str, float]:
         """The loss of the first cached clips at fixed sigmas with fixed noise: a deterministic curve."""
-        from ltx2train.validation import preserved_training_state
+        from ltx2train.inference.sampler import preserved_training_state
 
         cfg = self.cfg.validation
         per_sigma = {s: 0.0 for s in cfg.loss_sigmas}

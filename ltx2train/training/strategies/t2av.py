@@ -1,7 +1,4 @@
-"""Training strategies: how a cached batch becomes transformer inputs, targets and loss masks.
-
-A new training mode (image-to-video, IC-LoRA, video-only) is a new strategy, not an ``if`` in the loop.
-"""
+"""t2av: video and audio both generated from text."""
 
 from __future__ import annotations
 
@@ -9,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ltx2train.models.forward import AudioTokens, VideoTokens, transformer_kwargs
 from ltx2train.training.objective import masked_mse, masked_mse_per_sample, noisy_and_target, sample_sigmas
 
 
@@ -61,26 +59,9 @@ class TextToAudioVideo:
         video_in, video_target = noisy_and_target(video_x0, video_noise, video_sigma)
         audio_in, audio_target = noisy_and_target(audio_x0, audio_noise, sigma)
         device = context.video.device
-        scale = 1000.0  # LTX2VideoTransformer3DModel's timestep_scale_multiplier
-        model_kwargs = dict(
-            hidden_states=video_in.to(device),
-            audio_hidden_states=audio_in.to(device),
-            encoder_hidden_states=context.video,
-            audio_encoder_hidden_states=context.audio,
-            encoder_attention_mask=context.attention_mask,
-            audio_encoder_attention_mask=context.attention_mask,
-            timestep=(video_sigma * scale).to(device),
-            audio_timestep=(sigma * scale).to(device),
-            sigma=(sigma * scale).to(device),
-            audio_sigma=(sigma * scale).to(device),
-            num_frames=frames,
-            height=height,
-            width=width,
-            fps=self.fps,
-            audio_num_frames=audio_x0.shape[1],
-            use_cross_timestep=self.cfg.use_cross_timestep,
-            return_dict=False,
-        )
+        model_kwargs = transformer_kwargs(
+            VideoTokens(video_in, video_sigma, frames, height, width, self.fps), AudioTokens(audio_in, sigma), context,
+            sigma, use_cross_timestep=self.cfg.use_cross_timestep, device=device)
         return StepInputs(model_kwargs, video_target.to(device), audio_target.to(device),
                           video_loss_mask.to(device), audio_loss_mask.to(device), sigma)
 

@@ -1,4 +1,5 @@
-"""The validation sampler used during training: the inference pipeline around the live modules.
+"""Prompts -> clips through the inference pipeline around modules already in memory: what validation during
+training and ``ltx2train sample`` both run, so a checkpoint reloaded by ``sample`` reproduces validation.
 
 No second copy of the base weights: ``LTX2Pipeline`` is assembled from the transformer being trained (with
 its adapter), the frozen connectors, VAEs and vocoder already in memory. Prompts are encoded once, before
@@ -55,7 +56,7 @@ def preserved_training_state(*modules: torch.nn.Module):
                 p.requires_grad_(grad[name])
 
 
-class ValidationSampler:
+class PromptSampler:
     def __init__(self, cfg, prompts: EncodedPrompts, *, video_vae, audio_vae, vocoder, samples_dir: str | Path):
         self.cfg = cfg  # ValidationConfig
         self.prompts = prompts

@@ -1,0 +1,55 @@
+"""The one place that knows the keyword arguments of diffusers' ``LTX2VideoTransformer3DModel.forward``.
+
+Strategies describe each modality (tokens, per-token sigmas, grid) and the text context; this turns that into
+the call, so that a diffusers signature change is one edit here, not one per strategy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+TIMESTEP_SCALE = 1000.0  # LTX2VideoTransformer3DModel's timestep_scale_multiplier
+
+
+@dataclass
+class VideoTokens:
+    tokens: torch.Tensor  # (B, N_video, C) noisy latents, packed with patch size 1
+    sigma: torch.Tensor  # (B, N_video) per-token noise level (0 for conditioning tokens)
+    frames: int  # latent grid
+    height: int
+    width: int
+    fps: float
+
+
+@dataclass
+class AudioTokens:
+    tokens: torch.Tensor  # (B, N_audio, C_audio * mel_bins)
+    sigma: torch.Tensor  # (B,) noise level
+
+
+def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_sigma: torch.Tensor, *,
+                       use_cross_timestep: bool, device) -> dict:
+    """``sample_sigma`` (B,) is the sample's noise level, which drives the audio-video cross-attention
+    modulation (``sigma``/``audio_sigma``); ``context`` holds the connectors' video/audio text context."""
+    scaled = lambda t: (t * TIMESTEP_SCALE).to(device)  # noqa: E731
+    return dict(
+        hidden_states=video.tokens.to(device),
+        audio_hidden_states=audio.tokens.to(device),
+        encoder_hidden_states=context.video,
+        audio_encoder_hidden_states=context.audio,
+        encoder_attention_mask=context.attention_mask,
+        audio_encoder_attention_mask=context.attention_mask,
+        timestep=scaled(video.sigma),
+        audio_timestep=scaled(audio.sigma),
+        sigma=scaled(sample_sigma),
+        audio_sigma=scaled(audio.sigma),
+        num_frames=video.frames,
+        height=video.height,
+        width=video.width,
+        fps=video.fps,
+        audio_num_frames=audio.tokens.shape[1],
+        use_cross_timestep=use_cross_timestep,
+        return_dict=False,
+    )

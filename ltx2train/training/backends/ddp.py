@@ -1,0 +1,58 @@
+"""DDP through Accelerate: the model replicated on every process, gradients all-reduced in backward.
+
+Accelerate starts from ``accelerate launch``, ``torchrun`` or a plain ``python`` (one process); on a machine
+without GPUs ``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N`` gives N gloo processes (``accelerate launch
+--cpu --num_processes N`` starts only one). The LR scheduler is never handed to Accelerate (it would step it
+once per process).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+
+class DDPBackend:
+    name = "ddp"
+
+    def __init__(self, cfg):
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+        self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
+        self.device = self.accelerator.device
+        self.is_main = self.accelerator.is_main_process
+
+    def parallelize(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        return self.accelerator.prepare(model, optimizer)
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(model)
+
+    def accumulating(self, model: torch.nn.Module, last: bool):
+        """Context for one micro-batch: gradients are synchronised on the last one only."""
+        return nullcontext() if last else self.accelerator.no_sync(model)
+
+    def autocast(self):
+        return self.accelerator.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def step(self, optimizer, params, max_grad_norm: float) -> float | None:
+        """Clip (if ``max_grad_norm`` > 0), step, zero the gradients; the total gradient norm before clipping."""
+        norm = float(self.accelerator.clip_grad_norm_(params, max_grad_norm)) if max_grad_norm > 0 else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        return self.accelerator.reduce(tensor.to(self.device), reduction=op)
+
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+    def full_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The whole model for export and validation (replicated: the local copy)."""
+        return self.unwrap(model)

@@ -1,0 +1,84 @@
+"""LoRA: PEFT adapters on ``lora.target_modules``, the transformer frozen (never upcast: adapters alone are fp32)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ltx2train.models.adapters import export_lora, load_into_adapter
+from ltx2train.models.lora_files import read_lora, to_state_dict
+
+ADAPTER = "default"
+EXPORT_FILE = "lora.safetensors"
+
+
+def add_lora(transformer: torch.nn.Module, lora_cfg) -> list[torch.nn.Parameter]:
+    """PEFT LoRA on ``lora_cfg.target_modules``; adapter weights kept in float32 whatever the base dtype."""
+    from peft import LoraConfig
+
+    transformer.requires_grad_(False)
+    config = LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                        target_modules=list(lora_cfg.target_modules), init_lora_weights=True)
+    try:
+        transformer.add_adapter(config, adapter_name=ADAPTER)
+    except ValueError as exc:
+        raise ValueError(f"lora.target_modules={list(lora_cfg.target_modules)} match no transformer module: {exc}") from exc
+    params = [p for n, p in transformer.named_parameters() if "lora_" in n]
+    for p in params:
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    return params
+
+
+class LoraMethod:
+    name = "lora"
+    export_file = EXPORT_FILE
+
+    def __init__(self, cfg, spec):
+        self.cfg, self.spec = cfg, spec
+
+    def describe(self) -> str:
+        return f"LoRA rank {self.cfg.lora.rank} on {list(self.cfg.lora.target_modules)}"
+
+    def apply(self, transformer: torch.nn.Module, log, fresh: bool = True) -> None:
+        """Adapters on the frozen transformer; on a fresh run (not a resume) filled from ``lora.init_from``."""
+        add_lora(transformer, self.cfg.lora)
+        if fresh and self.cfg.lora.init_from:
+            self.load_export(transformer, Path(self.cfg.lora.init_from), require_all=False,
+                             source=f"lora.init_from {self.cfg.lora.init_from}")
+            log(f"[ltx2train] LoRA initialised from {self.cfg.lora.init_from}")
+
+    def signature(self) -> dict[str, str]:
+        lora = self.cfg.lora
+        return {"method": self.name, "base_variant": self.spec.name, "rank": str(lora.rank),
+                "target_modules": json.dumps(list(lora.target_modules))}
+
+    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The adapter exactly as trained, under PEFT's names."""
+        from peft.utils import get_peft_model_state_dict
+
+        return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+
+    def load_trainable_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+        from peft.utils import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
+        missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+        unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+        if missing or unexpected:
+            raise ValueError(f"{source} does not fit this recipe's LoRA: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]} (other lora.target_modules?)")
+
+    def exports(self, model: torch.nn.Module, metadata: dict[str, str]) -> dict[str, tuple[dict, dict]]:
+        """``lora.safetensors``: official layout, alpha/rank folded into lora_B, float32."""
+        lora = export_lora(model, adapter_name=ADAPTER)
+        meta = {**metadata, "format": "ltx2train-lora", "lora_format": "official", "alpha_handling": "folded",
+                "rank": str(self.cfg.lora.rank), "alpha": str(self.cfg.lora.alpha),
+                "target_modules": json.dumps(list(self.cfg.lora.target_modules))}
+        return {EXPORT_FILE: (to_state_dict(lora, "official", dtype=torch.float32), meta)}
+
+    def load_export(self, model: torch.nn.Module, path: Path, *, require_all: bool = True, source: str = "") -> None:
+        """A LoRA file in any dialect (folded, or with .alpha) into the adapter, rescaled to this alpha."""
+        load_into_adapter(model, read_lora(path), adapter_name=ADAPTER, require_all=require_all, source=source or str(path))
