@@ -183,7 +183,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from ltx2train.inference.sample import sample
 
     cfg = _load(args, ("model.checkpoint", "model.text_encoder"))
-    paths, _ = sample(cfg, lora=args.lora, prompts=args.prompt, seed=args.seed,
+    paths, _ = sample(cfg, lora=args.lora, prompts=args.prompt, seed=args.seed, transformer=args.transformer,
                       output_dir=args.output or f"{cfg.train.output_dir}/sample", lora_scale=args.lora_scale)
     for path in paths:
         print(path)
@@ -244,9 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe(train)
     train.set_defaults(func=_cmd_train)
 
-    sample = sub.add_parser("sample", help="base model + exported LoRA -> mp4 through the inference pipeline")
+    sample = sub.add_parser("sample", help="base model (or a fine-tuned transformer) + LoRA -> mp4 through the "
+                            "inference pipeline")
     _add_recipe(sample)
-    sample.add_argument("--lora", help="LoRA .safetensors (official/ComfyUI layout), e.g. a checkpoint's lora.safetensors")
+    sample.add_argument("--lora", help="LoRA .safetensors (any dialect), e.g. a checkpoint's lora.safetensors")
+    sample.add_argument("--transformer", help="a fully fine-tuned transformer instead of model.checkpoint's: a "
+                        "checkpoint directory (train.method=full) or its transformer.safetensors")
     sample.add_argument("--lora-scale", type=float, default=1.0)
     sample.add_argument("--prompt", action="append", help="prompt (repeatable; default: the recipe's validation prompts)")
     sample.add_argument("--seed", type=int, help="default: validation.seed")

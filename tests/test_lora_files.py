@@ -63,7 +63,7 @@ def test_checkpoint_lora_is_folded_and_the_exact_state_is_kept(trained_lora):
     cfg, path = trained_lora
     folded = read_lora(path / ckpt.LORA_FILE)
     assert folded.dialect == "official" and all(w.alpha is None for w in folded.modules.values())
-    with safe_open(str(path / ckpt.ADAPTER_FILE), framework="pt") as f:
+    with safe_open(str(path / ckpt.TRAINABLE_FILE), framework="pt") as f:
         exact = {k: f.get_tensor(k) for k in f.keys()}
     b = exact["transformer_blocks.0.attn1.to_q.lora_B.weight"]
     assert b.abs().max() > 0  # trained
@@ -190,7 +190,7 @@ def test_init_from_any_dialect_starts_with_that_files_effect(trained_lora, tiny_
     trainer.setup()
     kwargs = transformer_inputs(tiny_workspace, tmp_path)
     expected = transformer_outputs(_merged_by_hand(load_component("tiny", "transformer", cfg.model.checkpoint), source), kwargs)
-    got = transformer_outputs(trainer.accelerator.unwrap_model(trainer.transformer), kwargs)
+    got = transformer_outputs(trainer.model, kwargs)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
@@ -212,7 +212,7 @@ def test_resume_from_a_folded_or_alpha_file_continues_as_from_the_exact_state(tr
         copy = ckpt.checkpoint_dir(run, 3)
         copy.mkdir(parents=True)
         for f in step3.iterdir():
-            if f.name != ckpt.ADAPTER_FILE:  # no exact state: resume must read the LoRA file
+            if f.name != ckpt.TRAINABLE_FILE:  # no exact state: resume must read the LoRA file
                 (copy / f.name).write_bytes(f.read_bytes())
         if form == "alpha":  # B unfolded again + .alpha tensors; the metadata (rank, targets) comes along
             export_lora_file(step3 / ckpt.LORA_FILE, copy / ckpt.LORA_FILE, fmt="official-alpha")

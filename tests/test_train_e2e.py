@@ -38,7 +38,7 @@ def test_checkpoint_is_an_official_layout_lora_with_alpha_folded_and_metadata(sh
     assert not [k for k in keys if k.endswith(".alpha")]  # folded into lora_B: every consumer applies it alike
     assert meta["rank"] == "8" and meta["alpha"] == "8.0" and meta["base_variant"] == "tiny" and meta["step"] == "4"
     assert meta["alpha_handling"] == "folded" and meta["strategy"] == "t2av"
-    assert (result.checkpoint / "adapter_state.safetensors").is_file()  # exact state for resume
+    assert (result.checkpoint / "trainable.safetensors").is_file()  # exact state for resume
     # files a team can read on a shared cluster: the user's umask, not a temp-file helper's 0600
     umask = os.umask(0)
     os.umask(umask)
@@ -62,7 +62,7 @@ def test_exported_lora_reloaded_by_sample_reproduces_validation_exactly(short_ru
 
 def test_validation_restores_the_training_state_exactly(short_run):
     _, trainer, _ = short_run
-    model = trainer.accelerator.unwrap_model(trainer.transformer)
+    model = trainer.model
     model.train()
     model.transformer_blocks[0].attn1.to_q.lora_A["default"].weight.requires_grad_(False)  # an unusual state
     modes = {n: m.training for n, m in model.named_modules()}
@@ -185,7 +185,7 @@ def test_validation_uses_the_pipelines_guidance(tiny_workspace, tmp_path):
 
 def test_a_cache_without_audio_is_refused_before_the_transformer_loads(tiny_workspace, tmp_path, monkeypatch):
     from ltx2train.data.prepare import prepare
-    from ltx2train.training import trainer as trainer_module
+    from ltx2train.training import builder as builder_module
 
     cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}", "data.with_audio=false"])
     prepare(cfg)
@@ -193,6 +193,6 @@ def test_a_cache_without_audio_is_refused_before_the_transformer_loads(tiny_work
     def no_loading(*args, **kwargs):
         raise AssertionError("the transformer was loaded")
 
-    monkeypatch.setattr(trainer_module, "load_component", no_loading)
+    monkeypatch.setattr(builder_module, "load_component", no_loading)
     with pytest.raises(ValueError, match="data.with_audio=false"):
         Trainer(cfg, log=lambda _: None).setup()

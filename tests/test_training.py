@@ -13,7 +13,7 @@ from ltx2train.training.data import ResumableBatchSampler
 from ltx2train.training.objective import masked_mse, sample_sigmas
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer, lr_factor
 from ltx2train.training.strategies import TextToAudioVideo
-from ltx2train.training.trainer import add_lora
+from ltx2train.training.methods.lora import add_lora
 
 
 def _modules_and_batch(root, tmp_path):

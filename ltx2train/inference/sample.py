@@ -15,7 +15,10 @@ from ltx2train.inference.pipeline import GeneratedClip, write_clip
 
 
 def sample(cfg, *, lora: str | Path | None, prompts: list[str] | None = None, seed: int | None = None,
-           output_dir: str | Path, lora_scale: float = 1.0) -> tuple[list[Path], list[GeneratedClip]]:
+           output_dir: str | Path, lora_scale: float = 1.0,
+           transformer: str | Path | None = None) -> tuple[list[Path], list[GeneratedClip]]:
+    """``transformer``: another transformer than ``model.checkpoint``'s (a fully fine-tuned one: a checkpoint
+    directory or its ``transformer.safetensors``); ``lora``: a LoRA file of any dialect on top."""
     from ltx2train.models.adapters import apply_lora
     from ltx2train.models.loading import load_component
     from ltx2train.models.specs import load_variant, torch_dtype
@@ -31,7 +34,9 @@ def sample(cfg, *, lora: str | Path | None, prompts: list[str] | None = None, se
         raise ValueError("no prompt: pass --prompt or set validation.prompts in the recipe")
     load = lambda name, d=dtype: load_component(spec, name, cfg.model.checkpoint, dtype=d, device=device,  # noqa: E731
                                                 distilled=cfg.model.distilled)
-    transformer, connectors = load("transformer"), load("connectors")
+    connectors = load("connectors")
+    transformer = load("transformer") if transformer is None else load_component(
+        spec, "transformer", Path(transformer), dtype=dtype, device=device)
     if lora is not None:
         apply_lora(transformer, lora, family=spec.family, connectors=connectors, scale=lora_scale)
     text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device=device,

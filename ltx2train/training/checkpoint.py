@@ -1,27 +1,30 @@
-"""Checkpoints: the LoRA in the official layout plus the training state to resume from.
+"""Checkpoints: what users load, the exact trained state, and the training state to resume from.
 
 ``OUTPUT/checkpoints/step_000250/`` holds
 
-- ``lora.safetensors``  the LoRA for users: official/ComfyUI keys (``diffusion_model.<module>.lora_A/B.weight``),
-  alpha/rank folded into ``lora_B`` and no ``.alpha`` tensors, so diffusers, ltx-core, DiffSynth and ComfyUI
-  apply it at the same strength; metadata (rank, alpha, targets, base variant, strategy, step);
-- ``adapter_state.safetensors``  the adapter exactly as trained (PEFT names, unfolded, training dtype): what
-  resume loads, so that a resumed run continues bit for bit (folding is a float multiply, not invertible
-  bit for bit). Without it resume unfolds ``lora.safetensors``;
-- ``training_state.pt``  optimizer, LR scheduler, step and data position (tensors and plain Python values
+- the method's export, for users: ``lora.safetensors`` (official/ComfyUI keys, alpha/rank folded into
+  ``lora_B``, no ``.alpha`` tensors, so diffusers, ltx-core, DiffSynth and ComfyUI apply it at the same
+  strength; metadata: rank, alpha, targets, base variant, strategy, step) or, for full fine-tuning,
+  ``transformer.safetensors`` (original keys, the repackaged layout ``load_component`` reads);
+- ``trainable.safetensors``: the trained parameters exactly as trained (diffusers/PEFT names, training dtype):
+  what resume loads, so a resumed run continues bit for bit (folding alpha is a float multiply, not
+  invertible bit for bit). Without it (older checkpoints) resume reads the export;
+- ``training_state.pt``: optimizer, LR scheduler, step, the method's signature (tensors and plain Python values
   only, read back with ``torch.load(weights_only=True)``);
-- ``rng_rank<r>.pt``     each process' torch / numpy / Python RNG states.
+- ``rng_rank<r>.pt``: each process' torch / numpy / Python RNG states.
 
 A checkpoint is assembled under ``step_N.tmp`` and renamed when complete, so a crash never leaves a
-half-written checkpoint where resume would find it. Only the newest ``keep_last`` are kept.
+half-written checkpoint where resume would find it; a checkpoint damaged later (a truncated file) is reported
+and the previous one is used. Only the newest ``keep_last`` are kept.
 """
 
 from __future__ import annotations
 
-import json
+import pickle
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +34,7 @@ from ltx2train.models.writing import save_safetensors_atomic
 
 CHECKPOINTS_DIR = "checkpoints"
 LORA_FILE = "lora.safetensors"
-ADAPTER_FILE = "adapter_state.safetensors"
+TRAINABLE_FILE = "trainable.safetensors"
 STATE_FILE = "training_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -48,7 +51,7 @@ def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     found = []
     for path in root.iterdir():
         match = _STEP_DIR.match(path.name)
-        if match and path.is_dir() and (path / STATE_FILE).is_file() and (path / LORA_FILE).is_file():
+        if match and path.is_dir() and (path / STATE_FILE).is_file():
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -86,16 +89,16 @@ def save_checkpoint(
     output_dir: str | Path,
     step: int,
     *,
-    lora: dict[str, torch.Tensor],
-    lora_metadata: dict[str, str],
-    adapter_state: dict[str, torch.Tensor],
+    exports: dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]],
+    trainable: dict[str, torch.Tensor],
     training_state: dict,
     rank: int,
     world_size: int,
     barrier,
     keep_last: int,
 ) -> Path:
-    """Write on every rank (RNG) and the main rank (the rest); rename once all ranks are done."""
+    """Write on every rank (RNG) and the main rank (the rest); rename once all ranks are done.
+    ``exports``: file name -> (tensors, metadata), the method's files for users."""
     final = checkpoint_dir(output_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     if rank == 0:
@@ -104,8 +107,9 @@ def save_checkpoint(
     barrier()
     torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
     if rank == 0:
-        save_safetensors_atomic(lora, tmp / LORA_FILE, metadata=lora_metadata)
-        save_safetensors_atomic(adapter_state, tmp / ADAPTER_FILE)
+        for name, (tensors, metadata) in exports.items():
+            save_safetensors_atomic(tensors, tmp / name, metadata=metadata)
+        save_safetensors_atomic(trainable, tmp / TRAINABLE_FILE)
         torch.save({**training_state, "world_size": world_size}, tmp / STATE_FILE)
     barrier()
     if rank == 0:
@@ -117,25 +121,32 @@ def save_checkpoint(
     return final
 
 
-def load_training_state(path: str | Path, rank: int) -> tuple[dict, dict | None]:
-    """(training state, this rank's RNG state or None when the checkpoint was made by fewer processes)."""
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    state: dict  # training_state.pt
+    rng: dict | None  # this rank's RNG state; None when the checkpoint was made by fewer processes
+    trainable: dict[str, torch.Tensor] | None  # exact trained state; None in checkpoints without it
+
+
+def read_checkpoint(path: str | Path, rank: int) -> LoadedCheckpoint:
+    """Read every file of a checkpoint into memory, applying nothing: a damaged file raises
+    :class:`DamagedCheckpoint` before the model or optimizer is touched."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = Path(path)
-    state = torch.load(path / STATE_FILE, weights_only=True)
-    rng_file = path / f"rng_rank{rank}.pt"
-    rng = torch.load(rng_file, weights_only=True) if rng_file.is_file() else None
-    return state, rng
+    current = path / STATE_FILE
+    try:
+        state = torch.load(current, weights_only=True)
+        current = path / f"rng_rank{rank}.pt"
+        rng = torch.load(current, weights_only=True) if current.is_file() else None
+        current = path / TRAINABLE_FILE
+        trainable = load_file(str(current)) if current.is_file() else None
+    except (OSError, RuntimeError, EOFError, ValueError, SafetensorError, pickle.UnpicklingError) as exc:
+        raise DamagedCheckpoint(f"{current} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    return LoadedCheckpoint(path, state, rng, trainable)
 
 
-def lora_metadata(*, variant: str, family: str, rank: int, alpha: float, targets, step: int, strategy: str) -> dict:
-    return {
-        "format": "ltx2train-lora",
-        "lora_format": "official",
-        "alpha_handling": "folded",
-        "base_variant": variant,
-        "family": family,
-        "rank": str(rank),
-        "alpha": str(alpha),
-        "target_modules": json.dumps(list(targets)),
-        "strategy": strategy,
-        "step": str(step),
-    }
+class DamagedCheckpoint(ValueError):
+    """A checkpoint file cannot be read (truncated, corrupt)."""

@@ -10,11 +10,13 @@ from ltx2train.utils.atomic import write_text_atomic
 
 
 class Tracker:
-    def __init__(self, cfg, run_dir: str | Path, config: dict, enabled: bool = True):
+    def __init__(self, cfg, run_dir: str | Path, config: dict, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         self.backend = cfg.backend if enabled else "none"
         self.run_dir = Path(run_dir)
         self._metrics = self.run_dir / "metrics.jsonl"
+        if enabled:
+            self._drop_rows_after(resume_step)
         self._wandb = None
         self._tb = None
         if self.backend == "wandb":
@@ -31,6 +33,16 @@ class Tracker:
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         elif self.backend != "none":
             raise ValueError(f"unknown tracker backend {self.backend!r}")
+
+    def _drop_rows_after(self, step: int) -> None:
+        """A run resumed at ``step`` (perhaps an older checkpoint than the last logged step) logs those steps
+        again: the rows after it go, so ``metrics.jsonl`` never holds a step twice (a fresh start keeps none)."""
+        if not self._metrics.is_file():
+            return
+        lines = self._metrics.read_text().splitlines()
+        kept = [line for line in lines if step > 0 and line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            write_text_atomic(self._metrics, "".join(line + "\n" for line in kept))
 
     def _wandb_run_id(self) -> str:
         """One W&B run per output directory: a resumed training continues its run instead of starting one."""

@@ -1,43 +1,32 @@
-"""The training loop: Accelerate, PEFT LoRA on the LTX-2 transformer, flow matching on cached latents.
+"""The training loop: a paragraph over the pieces the builder assembled (training/builder.py).
 
-    setup   load transformer + connectors (frozen) -> add LoRA -> optimizer / schedule -> resume -> prepare
     step    connectors(text) -> strategy builds noisy inputs + targets -> transformer -> masked losses ->
-            backward (accumulated) -> clip -> optimizer + schedule step
-    every N checkpoint (official-layout LoRA with alpha folded, exact adapter state, optimizer/RNG/data state)
-            and validation samples (pipeline on the live modules)
+            backend.backward (accumulated) -> backend.step (clip + optimizer) -> schedule step
+    every N checkpoint (the method's export for users, the exact trained state, optimizer/RNG/data state)
+            and validation (samples through the inference pipeline on the live modules + a fixed-sigma loss)
 """
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
 import math
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ltx2train.data.cache import CachedDataset, collate
-from ltx2train.data.prepare import settings_from_config
-from ltx2train.models.adapters import export_lora, load_into_adapter
-from ltx2train.models.lora_files import read_lora, to_state_dict
-from ltx2train.models.loading import load_component
-from ltx2train.models.specs import load_variant, torch_dtype
+from ltx2train.data.cache import collate
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training import checkpoint as ckpt
+from ltx2train.training.builder import build, describe
 from ltx2train.training.data import ResumableBatchSampler
 from ltx2train.training.objective import SigmaBucketLoss
-from ltx2train.training.optim import build_lr_scheduler, build_optimizer
-from ltx2train.training.strategies import TextToAudioVideo
 from ltx2train.training.tracking import Tracker
 
 logger = logging.getLogger(__name__)
-ADAPTER = "default"
 
 
 @dataclass
@@ -82,171 +71,46 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def add_lora(transformer: torch.nn.Module, lora_cfg) -> list[torch.nn.Parameter]:
-    """PEFT LoRA on ``lora_cfg.target_modules``; adapter weights kept in float32 whatever the base dtype."""
-    from peft import LoraConfig
-
-    transformer.requires_grad_(False)
-    config = LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-                        target_modules=list(lora_cfg.target_modules), init_lora_weights=True)
-    try:
-        transformer.add_adapter(config, adapter_name=ADAPTER)
-    except ValueError as exc:
-        raise ValueError(f"lora.target_modules={list(lora_cfg.target_modules)} match no transformer module: {exc}") from exc
-    params = [p for n, p in transformer.named_parameters() if "lora_" in n]
-    for p in params:
-        p.data = p.data.float()
-        p.requires_grad_(True)
-    return params
-
-
-def load_lora_into(transformer: torch.nn.Module, path: Path) -> None:
-    """Resume the ``default`` adapter from a checkpoint: its exact adapter state where present, else its
-    LoRA file in whatever form (folded, or with ``.alpha`` from another tool) unfolded by this adapter's alpha."""
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    exact = path / ckpt.ADAPTER_FILE
-    if not exact.is_file():
-        load_into_adapter(transformer, read_lora(path / ckpt.LORA_FILE), adapter_name=ADAPTER, require_all=True,
-                          source=f"checkpoint {path / ckpt.LORA_FILE}")
-        return
-    result = set_peft_model_state_dict(transformer, load_file(str(exact)), adapter_name=ADAPTER)
-    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {exact} does not fit this recipe's LoRA: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]} (other lora.target_modules?)")
-
-
-def adapter_state(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's tensors exactly as trained, under PEFT's names (what resume reads back)."""
-    from peft.utils import get_peft_model_state_dict
-
-    return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(transformer, adapter_name=ADAPTER).items()}
-
-
 class Trainer:
     def __init__(self, cfg, log: Callable[[str], None] = print):
         self.cfg = cfg
         self.log = log
-        self.spec = load_variant(cfg.model.variant)
-        self.strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
         self.output_dir = Path(cfg.train.output_dir)
         self.bucket_loss = SigmaBucketLoss()
 
     # ----------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
-        from ltx2train.config import config_to_dict, save_config
+        from ltx2train.config import config_to_dict
 
         cfg = self.cfg
-        self.accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
-        acc = self.accelerator
-        self.rank, self.world_size = acc.process_index, acc.num_processes
-        self.device = acc.device
-        set_seed(cfg.train.seed, device_specific=True)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if acc.is_main_process:
-            save_config(cfg, self.output_dir / "config.yaml")
-        self.dataset = CachedDataset(cfg.data.cache_dir, settings_from_config(cfg))
-        if not self.dataset.settings["with_audio"]:
-            raise ValueError(f"the {self.strategy.name} strategy trains video and audio jointly, but {cfg.data.cache_dir} "
-                             "was prepared with data.with_audio=false")
-        self.weight_dtype = torch_dtype(cfg.model.dtype)
-        load = lambda name, dtype=self.weight_dtype: load_component(  # noqa: E731
-            self.spec, name, cfg.model.checkpoint, dtype=dtype, device=self.device, distilled=cfg.model.distilled)
-        # Only the main process samples: Gemma (encoding the prompts, then freed before the transformer
-        # loads, so the two never share memory), the decoders and the vocoder are loaded there alone.
+        self.run = run = build(cfg, self.log)
+        self.backend, self.method, self.strategy = run.backend, run.method, run.strategy
+        self.transformer, self.connectors, self.optimizer = run.transformer, run.connectors, run.optimizer
+        self.lr_scheduler, self.weight_dtype, self.step = run.lr_scheduler, run.weight_dtype, run.step
+        self.device, self.rank, self.world_size = run.backend.device, run.backend.rank, run.backend.world_size
+        self.validation_sampler, self.validation_clips = run.validation_sampler, run.validation_clips
         self.validates = bool(cfg.validation.prompts) or bool(cfg.validation.loss_sigmas)
-        self.validation_sampler = self._build_validation(load) if acc.is_main_process else None
-        self.validation_clips = ([self.dataset[i] for i in range(min(cfg.validation.loss_clips, len(self.dataset)))]
-                                 if acc.is_main_process else [])
-        self.transformer = load("transformer")
-        self.connectors = load("connectors")
-        self.trainable = add_lora(self.transformer, cfg.lora)
-        if cfg.train.gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
-        self.optimizer = build_optimizer(self.trainable, cfg.optimizer)
-        self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optimizer, cfg.train.max_steps)
-        self.step, rng = self._resume()
-        if self.step == 0 and cfg.lora.init_from:
-            count = load_into_adapter(self.transformer, read_lora(cfg.lora.init_from), adapter_name=ADAPTER,
-                                      source=f"lora.init_from {cfg.lora.init_from}")
-            self.log(f"[ltx2train] LoRA initialised from {cfg.lora.init_from} ({count} modules)")
-        self.transformer, self.optimizer = acc.prepare(self.transformer, self.optimizer)
+        self.input_dtype = self.model.dtype
         self.loader = self._build_loader(start_batch=self.step * cfg.train.gradient_accumulation_steps)
-        if rng is not None:  # last: building the loader draws from the global RNG
-            ckpt.set_rng_state(rng)
-        self.tracker = Tracker(cfg.tracker, self.output_dir, config_to_dict(cfg) if acc.is_main_process else {},
-                               enabled=acc.is_main_process)
-        n_train = sum(p.numel() for p in self.trainable)
-        self.log(f"[ltx2train] {self.spec.name}: LoRA rank {cfg.lora.rank} on {cfg.lora.target_modules} "
-                 f"({n_train:,} trainable parameters), {len(self.dataset)} cached clips, "
-                 f"{self.world_size} process(es), starting at step {self.step}")
+        if run.rng is not None:  # last: building the loader draws from the global RNG
+            ckpt.set_rng_state(run.rng)
+        self.tracker = Tracker(cfg.tracker, self.output_dir, config_to_dict(cfg) if run.backend.is_main else {},
+                               enabled=run.backend.is_main, resume_step=self.step)
+        self.log(describe(run))
 
-    def _build_validation(self, load):
-        cfg = self.cfg
-        if not cfg.validation.prompts:
-            return None
-        from ltx2train.models.text_encoder import load_text_encoder
-        from ltx2train.inference.sampler import PromptSampler, encode_prompts
-
-        text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=self.weight_dtype, device=self.device,
-                                         max_sequence_length=cfg.data.max_sequence_length)
-        prompts = encode_prompts(text_encoder, list(cfg.validation.prompts), cfg.validation.negative_prompt,
-                                 cfg.data.max_sequence_length)
-        del text_encoder  # encoded once: Gemma does not stay in memory during training
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return PromptSampler(cfg.validation, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
-                                 vocoder=load("vocoder", torch.float32), samples_dir=self.output_dir / "samples")
+    @property
+    def model(self) -> torch.nn.Module:
+        """The transformer being trained, unwrapped from the backend."""
+        return self.backend.unwrap(self.transformer)
 
     def _build_loader(self, start_batch: int):
         cfg = self.cfg
-        sampler = ResumableBatchSampler(len(self.dataset), cfg.data.batch_size, rank=self.rank,
+        sampler = ResumableBatchSampler(len(self.run.dataset), cfg.data.batch_size, rank=self.rank,
                                         world_size=self.world_size, seed=cfg.train.seed, shuffle=cfg.data.shuffle,
                                         start_batch=start_batch)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
+        loader = torch.utils.data.DataLoader(self.run.dataset, batch_sampler=sampler, collate_fn=collate,
                                              num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
         return iter(loader)
-
-    def _resume(self) -> tuple[int, dict | None]:
-        """Adapter weights, optimizer and schedule from a checkpoint; (step, this rank's RNG state)."""
-        cfg = self.cfg
-        if cfg.train.resume == "none":
-            return 0, None
-        path = ckpt.latest_checkpoint(self.output_dir) if cfg.train.resume == "latest" else Path(cfg.train.resume)
-        if path is None:
-            return 0, None
-        self._check_compatible(path)
-        load_lora_into(self.transformer, path)
-        state, rng = ckpt.load_training_state(path, self.rank)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        # The LR of the restored step comes from this recipe's schedule (e.g. a longer max_steps).
-        self.lr_scheduler.last_epoch = int(state["step"]) - 1
-        self.lr_scheduler.step()
-        if state["world_size"] != self.world_size:
-            rng = None  # another process count: data order is re-split, noise streams start afresh
-        self.log(f"[ltx2train] resumed from {path} (step {state['step']})")
-        return int(state["step"]), rng
-
-    def _check_compatible(self, path: Path) -> None:
-        from safetensors import safe_open
-
-        with safe_open(str(path / ckpt.LORA_FILE), framework="pt") as f:
-            meta = f.metadata() or {}
-        cfg = self.cfg
-        expected = {"base_variant": self.spec.name, "rank": str(cfg.lora.rank),
-                    "target_modules": json.dumps(list(cfg.lora.target_modules))}
-        diffs = [f"{k}: checkpoint {meta.get(k)!r} vs recipe {v!r}" for k, v in expected.items() if meta.get(k) != v]
-        if diffs:
-            raise ValueError(f"cannot resume from {path}: {'; '.join(diffs)} "
-                             "(set train.resume=none or use another train.output_dir)")
 
     # ----------------------------------------------------------------------------------------- loop
     def text_context(self, batch: dict[str, torch.Tensor]):
@@ -256,40 +120,42 @@ class Trainer:
                                   batch["text_attention_mask"].to(self.device))
         return connect_text(self.connectors, projected)
 
+    def _cast_inputs(self, inputs) -> None:
+        """Token and context tensors in the transformer's dtype (the frozen base's for LoRA, the float32 master
+        weights' for full fine-tuning: autocast then computes in ``mixed_precision``). Timesteps stay float32."""
+        for key in ("hidden_states", "audio_hidden_states", "encoder_hidden_states", "audio_encoder_hidden_states"):
+            inputs.model_kwargs[key] = inputs.model_kwargs[key].to(self.input_dtype)
+
     def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        acc, accum = self.accelerator, len(batches)
+        backend, accum = self.backend, len(batches)
         self.transformer.train()
         totals: dict[str, float] = {"loss": 0.0, "video_loss": 0.0, "audio_loss": 0.0, "sigma": 0.0}
         for i, batch in enumerate(batches):
             with torch.no_grad():
                 context = self.text_context(batch)
             inputs = self.strategy.inputs(batch, context)
-            for key in ("hidden_states", "audio_hidden_states"):
-                inputs.model_kwargs[key] = inputs.model_kwargs[key].to(self.weight_dtype)
-            sync = nullcontext() if i == accum - 1 else acc.no_sync(self.transformer)
-            with sync:
-                with acc.autocast():
+            self._cast_inputs(inputs)
+            with backend.accumulating(self.transformer, last=i == accum - 1):
+                with backend.autocast():
                     video_pred, audio_pred = self.transformer(**inputs.model_kwargs)
                     loss, parts = self.strategy.loss(video_pred, audio_pred, inputs)
-                acc.backward(loss / accum)
+                backend.backward(loss / accum)
             totals["loss"] += loss.item() / accum
             totals["video_loss"] += parts["video_loss"].item() / accum
             totals["audio_loss"] += parts["audio_loss"].item() / accum
             totals["sigma"] += inputs.sigma.mean().item() / accum
             self.bucket_loss.add(inputs.sigma, parts["per_sample"].cpu())
-        if self.cfg.optimizer.max_grad_norm > 0:
-            totals["grad_norm"] = float(acc.clip_grad_norm_(self.trainable, self.cfg.optimizer.max_grad_norm))
-        self.optimizer.step()
+        grad_norm = backend.step(self.optimizer, self.run.params, self.cfg.optimizer.max_grad_norm)
+        if grad_norm is not None:
+            totals["grad_norm"] = grad_norm
         self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         totals["lr"] = self.lr_scheduler.get_last_lr()[0]
-        reduced = acc.reduce(torch.tensor([totals["loss"], totals["video_loss"], totals["audio_loss"]],
-                                          device=self.device), reduction="mean")
+        reduced = backend.reduce(torch.tensor([totals["loss"], totals["video_loss"], totals["audio_loss"]]))
         totals["loss"], totals["video_loss"], totals["audio_loss"] = reduced.tolist()
         return totals
 
     def train(self) -> TrainResult:
-        if not hasattr(self, "accelerator"):
+        if not hasattr(self, "run"):
             self.setup()
         with StopRequest() as stop:
             result = self._loop(stop)
@@ -335,40 +201,34 @@ class Trainer:
         """True on every process if it is true on one (so that all ranks checkpoint and stop together)."""
         if self.world_size == 1:
             return flag
-        return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.device), reduction="sum").item())
+        return bool(self.backend.reduce(torch.tensor([float(flag)]), op="sum").item())
 
     def _bucket_metrics(self) -> dict[str, float]:
         """Loss per sigma bucket over the logging window, summed over all processes."""
-        sums = self.accelerator.reduce(self.bucket_loss.sums.to(self.device, torch.float32), reduction="sum").cpu()
-        counts = self.accelerator.reduce(self.bucket_loss.counts.to(self.device, torch.float32), reduction="sum").cpu()
+        sums = self.backend.reduce(self.bucket_loss.sums.to(torch.float32), op="sum").cpu()
+        counts = self.backend.reduce(self.bucket_loss.counts.to(torch.float32), op="sum").cpu()
         metrics = self.bucket_loss.metrics(sums, counts)
         self.bucket_loss.reset()
         return metrics
 
     # ----------------------------------------------------------------------------------------- outputs
-    def export_lora(self) -> dict[str, torch.Tensor]:
-        """The adapter as users get it: official layout, alpha/rank folded into lora_B, float32."""
-        transformer = self.accelerator.unwrap_model(self.transformer)
-        return to_state_dict(export_lora(transformer, adapter_name=ADAPTER), "official", dtype=torch.float32)
-
     def save_checkpoint(self) -> Path:
-        cfg, acc = self.cfg, self.accelerator
-        metadata = ckpt.lora_metadata(variant=self.spec.name, family=self.spec.family, rank=cfg.lora.rank,
-                                      alpha=cfg.lora.alpha, targets=cfg.lora.target_modules, step=self.step,
-                                      strategy=self.strategy.name)
+        cfg, backend = self.cfg, self.backend
+        model = backend.full_model(self.transformer)
+        metadata = {"base_variant": self.run.spec.name, "family": self.run.spec.family, "strategy": self.strategy.name,
+                    "step": str(self.step)}
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
-                 "lr_scheduler": self.lr_scheduler.state_dict()}
-        path = ckpt.save_checkpoint(self.output_dir, self.step, lora=self.export_lora(), lora_metadata=metadata,
-                                    adapter_state=adapter_state(acc.unwrap_model(self.transformer)),
-                                    training_state=state, rank=self.rank, world_size=self.world_size,
-                                    barrier=acc.wait_for_everyone, keep_last=cfg.train.keep_last)
+                 "lr_scheduler": self.lr_scheduler.state_dict(), "signature": self.method.signature()}
+        path = ckpt.save_checkpoint(self.output_dir, self.step, exports=self.method.exports(model, metadata),
+                                    trainable=self.method.trainable_state(model), training_state=state,
+                                    rank=self.rank, world_size=self.world_size, barrier=backend.barrier,
+                                    keep_last=cfg.train.keep_last)
         self.log(f"[ltx2train] checkpoint {path}")
         return path
 
     def _validate(self, result: TrainResult) -> None:
-        acc = self.accelerator
-        if acc.is_main_process:
-            transformer = acc.unwrap_model(self.transformer)
+        if self.backend.is_main:
+            transformer = self.backend.full_model(self.transformer)
             if self.cfg.validation.loss_sigmas:
                 losses = self.validation_loss(transformer)
                 self.tracker.log(losses, self.step)
@@ -382,7 +242,7 @@ class Trainer:
                 result.last_validation = clips
                 self.tracker.log_videos(paths, self.validation_sampler.prompts.prompts, self.step)
                 self.log(f"[ltx2train] validation samples: {', '.join(str(p) for p in paths)}")
-        acc.wait_for_everyone()
+        self.backend.barrier()
 
     @torch.no_grad()
     def validation_loss(self, transformer: torch.nn.Module) -> dict[str, float]:
@@ -398,9 +258,8 @@ class Trainer:
                 for sigma in cfg.loss_sigmas:
                     inputs = self.strategy.inputs(batch, context, generator=torch.Generator().manual_seed(cfg.seed),
                                                   sigma=torch.tensor([sigma]))
-                    for key in ("hidden_states", "audio_hidden_states"):
-                        inputs.model_kwargs[key] = inputs.model_kwargs[key].to(self.weight_dtype)
-                    with self.accelerator.autocast():
+                    self._cast_inputs(inputs)
+                    with self.backend.autocast():
                         video_pred, audio_pred = transformer(**inputs.model_kwargs)
                         loss, _ = self.strategy.loss(video_pred, audio_pred, inputs)
                     per_sigma[sigma] += loss.item() / len(self.validation_clips)

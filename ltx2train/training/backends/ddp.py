@@ -24,8 +24,12 @@ class DDPBackend:
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
 
-    def parallelize(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
-        return self.accelerator.prepare(model, optimizer)
+    def parallelize(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.accelerator.prepare_model(model)
+
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer):
+        """Accelerate's optimizer wrapper (fp16 loss scaling); it is stepped once per optimizer step."""
+        return self.accelerator.prepare_optimizer(optimizer)
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model)
