@@ -173,9 +173,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(args, ("model.checkpoint", "data.cache_dir", "lora.init_from"))
     result = Trainer(cfg).train()
     if result.interrupted:
-        print(f"stopped by {result.interrupted} at step {result.step}; checkpoint: {result.checkpoint}")
+        if result.main:
+            print(f"stopped by {result.interrupted} at step {result.step}; checkpoint: {result.checkpoint}")
         return 3
-    print(f"trained to step {result.step}; latest checkpoint: {result.checkpoint}")
+    if result.main:
+        print(f"trained to step {result.step}; latest checkpoint: {result.checkpoint}")
     return 0
 
 

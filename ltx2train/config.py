@@ -80,7 +80,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULERS = ("constant", "linear", "cosine")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 METHODS = ("lora", "full")
-BACKENDS = ("ddp",)
+BACKENDS = ("ddp", "fsdp2")
 TRACKER_BACKENDS = ("none", "wandb", "tensorboard")
 WANDB_MODES = ("online", "offline", "disabled")
 RESUME_KEYWORDS = ("latest", "none")
@@ -276,10 +276,17 @@ class DistributedConfig:
     """How training is distributed over the processes that ``accelerate launch`` / ``torchrun`` start.
 
     Fields:
-        backend: ``ddp``: the model replicated on every process, gradients all-reduced (one process too).
+        backend: ``ddp``: the model replicated on every process, gradients all-reduced (one process too) |
+            ``fsdp2``: parameters, gradients and optimizer state sharded (``fully_shard`` per transformer block,
+            then the root); ``train.mixed_precision`` ``bf16`` or ``no``.
+        reshard_after_forward: fsdp2: free the gathered parameters after each block's forward and gather
+            them again in backward (least memory, ZeRO-3 style); false keeps them (ZeRO-2 style, less traffic).
+        cpu_offload: fsdp2: keep parameter shards, gradients and optimizer state in host memory.
     """
 
-    backend: str = "ddp"  # ddp
+    backend: str = "ddp"  # ddp | fsdp2
+    reshard_after_forward: bool = True  # fsdp2: re-gather in backward (less memory)
+    cpu_offload: bool = False  # fsdp2: shards and optimizer state in host memory
 
 
 @dataclass
@@ -692,6 +699,12 @@ def _validate(cfg: Config) -> list[str]:
     choice("train.mixed_precision", t.mixed_precision, MIXED_PRECISIONS)
     choice("train.method", t.method, METHODS)
     choice("distributed.backend", cfg.distributed.backend, BACKENDS)
+    if cfg.distributed.backend == "fsdp2":
+        need(t.mixed_precision != "fp16", "train.mixed_precision: fp16 needs loss scaling, which the fsdp2 backend "
+             "does not do; use bf16 (or no)")
+    else:
+        need(not cfg.distributed.cpu_offload, f"distributed.cpu_offload: only the fsdp2 backend offloads "
+             f"(distributed.backend is {cfg.distributed.backend})")
     need(
         t.checkpoint_every >= 0,
         f"train.checkpoint_every: must be >= 0 (0 = only at the end), got {t.checkpoint_every}",

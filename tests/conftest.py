@@ -89,3 +89,14 @@ def transformer_outputs(transformer, kwargs, **extra):
     """(video, audio) predictions in eval mode."""
     transformer.eval()
     return transformer(**kwargs, **extra)
+
+
+def read_trained_state(checkpoint) -> dict:
+    """The exact trained tensors of a checkpoint (its ``state/model`` DCP directory), by state-dict name."""
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(str(Path(checkpoint) / "state" / "model"), f"{tmp}/state.pt")
+        return torch.load(f"{tmp}/state.pt", weights_only=True)["model"]

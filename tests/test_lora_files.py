@@ -5,6 +5,7 @@ file is always computed from first principles: W + (alpha / r) * B @ A on the pl
 """
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from safetensors.torch import save_file
 from conftest import LORA_ALPHA as ALPHA
 from conftest import LORA_RANK as RANK
 from conftest import LORA_TRAIN as TRAIN
-from conftest import tiny_config, transformer_inputs, transformer_outputs
+from conftest import read_trained_state, tiny_config, transformer_inputs, transformer_outputs
 from ltx2train.export.lora import export_lora_file
 from ltx2train.export.merge import merge_lora
 from ltx2train.models.adapters import apply_lora
@@ -63,9 +64,9 @@ def test_checkpoint_lora_is_folded_and_the_exact_state_is_kept(trained_lora):
     cfg, path = trained_lora
     folded = read_lora(path / ckpt.LORA_FILE)
     assert folded.dialect == "official" and all(w.alpha is None for w in folded.modules.values())
-    with safe_open(str(path / ckpt.TRAINABLE_FILE), framework="pt") as f:
-        exact = {k: f.get_tensor(k) for k in f.keys()}
-    b = exact["transformer_blocks.0.attn1.to_q.lora_B.weight"]
+    exact = read_trained_state(path)
+    assert exact.keys() == {k for k in exact if ".lora_" in k}  # the adapters only, never the frozen base
+    b = exact["transformer_blocks.0.attn1.to_q.lora_B.default.weight"]
     assert b.abs().max() > 0  # trained
     torch.testing.assert_close(folded.modules["transformer_blocks.0.attn1.to_q"].up, b * (ALPHA / RANK))
 
@@ -210,10 +211,8 @@ def test_resume_from_a_folded_or_alpha_file_continues_as_from_the_exact_state(tr
     for form in ("folded", "alpha"):
         run = tmp_path / form
         copy = ckpt.checkpoint_dir(run, 3)
-        copy.mkdir(parents=True)
-        for f in step3.iterdir():
-            if f.name != ckpt.TRAINABLE_FILE:  # no exact state: resume must read the LoRA file
-                (copy / f.name).write_bytes(f.read_bytes())
+        shutil.copytree(step3, copy)
+        shutil.rmtree(copy / "state" / "model")  # no exact trained state: resume must read the LoRA file
         if form == "alpha":  # B unfolded again + .alpha tensors; the metadata (rank, targets) comes along
             export_lora_file(step3 / ckpt.LORA_FILE, copy / ckpt.LORA_FILE, fmt="official-alpha")
         resumed = Trainer(tiny_config(tiny_workspace, run, [*TRAIN, "train.max_steps=6"]), log=lambda _: None).train()

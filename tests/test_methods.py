@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_config
+from conftest import read_trained_state, tiny_config
 from ltx2train.inference.sample import sample
 from ltx2train.models.loading import load_component
 from ltx2train.training import checkpoint as ckpt
@@ -57,8 +57,7 @@ def test_full_fine_tuning_resumes_exactly(tiny_workspace, tmp_path):
     first.train()
     resumed = Trainer(tiny_config(tiny_workspace, tmp_path / "resumed", common), log=lambda _: None).train()
     assert resumed.losses == straight.losses[2:]
-    a = load_file(str(straight.checkpoint / ckpt.TRAINABLE_FILE))
-    b = load_file(str(resumed.checkpoint / ckpt.TRAINABLE_FILE))
+    a, b = read_trained_state(straight.checkpoint), read_trained_state(resumed.checkpoint)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -77,12 +76,12 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tiny_workspa
                        log=lambda _: None).train()
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_workspace, run, [*common, "train.max_steps=4"]), log=lambda _: None).train()
-    damaged = ckpt.checkpoint_dir(run, 4) / ckpt.TRAINABLE_FILE
+    damaged = next((ckpt.checkpoint_dir(run, 4) / "state" / "optim").glob("*.distcp"))
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # truncated
     messages = []
     resumed = Trainer(tiny_config(tiny_workspace, run, [*common, "train.max_steps=6"]), log=messages.append).train()
     warning = next(m for m in messages if "warning" in m)
-    assert "step_000004" in warning and "damaged" in warning and "trainable.safetensors" in warning
+    assert "step_000004" in warning and "damaged" in warning and "state" in warning
     assert any("resumed from" in m and "step_000002" in m for m in messages)
     assert resumed.losses == straight.losses[2:]  # from step 2, exactly as the uninterrupted run
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -38,7 +38,7 @@ def test_checkpoint_is_an_official_layout_lora_with_alpha_folded_and_metadata(sh
     assert not [k for k in keys if k.endswith(".alpha")]  # folded into lora_B: every consumer applies it alike
     assert meta["rank"] == "8" and meta["alpha"] == "8.0" and meta["base_variant"] == "tiny" and meta["step"] == "4"
     assert meta["alpha_handling"] == "folded" and meta["strategy"] == "t2av"
-    assert (result.checkpoint / "trainable.safetensors").is_file()  # exact state for resume
+    assert (result.checkpoint / "state" / "model" / ".metadata").is_file()  # exact state for resume
     # files a team can read on a shared cluster: the user's umask, not a temp-file helper's 0600
     umask = os.umask(0)
     os.umask(umask)

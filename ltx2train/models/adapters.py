@@ -101,31 +101,49 @@ def export_lora(
     *,
     connectors: torch.nn.Module | None = None,
     adapter_name: str = "default",
+    state: Mapping[str, torch.Tensor] | None = None,
 ) -> LoraFile:
-    """The PEFT adapter ``adapter_name`` in canonical form (original module names, each module's alpha)."""
+    """The PEFT adapter ``adapter_name`` in canonical form (original module names, each module's alpha).
+    ``state``: the transformer's adapter tensors gathered in full (under sharding the modules hold shards)."""
     from peft.tuners.lora import LoraLayer
 
     modules: dict[str, LoraModule] = {}
     for component, module in (("transformer", transformer), ("connectors", connectors)):
         for name, layer in (module.named_modules() if module is not None else ()):
             if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A:
-                rank = layer.r[adapter_name]
+                down, up = f"{name}.lora_A.{adapter_name}.weight", f"{name}.lora_B.{adapter_name}.weight"
+                if state is not None and component == "transformer":
+                    down, up = state[down], state[up]
+                else:
+                    down, up = layer.lora_A[adapter_name].weight.detach(), layer.lora_B[adapter_name].weight.detach()
                 modules[lora_module_to_original(component, name)] = LoraModule(
-                    layer.lora_A[adapter_name].weight.detach(), layer.lora_B[adapter_name].weight.detach(),
-                    float(layer.scaling[adapter_name] * rank))
+                    down, up, float(layer.scaling[adapter_name] * layer.r[adapter_name]))
     return LoraFile(modules, "official")
 
 
 def load_into_adapter(transformer: torch.nn.Module, lora: LoraFile, *, adapter_name: str = "default",
                       require_all: bool = False, source: str = "LoRA") -> int:
     """Fill the existing adapter ``adapter_name`` so that each module's effect equals the file's, whatever
-    alpha either was made with: ``B_adapter = B_file * scale_file / scale_adapter`` (float32 arithmetic).
-    Modules the adapter has but the file lacks keep their weights unless ``require_all``. Returns the count."""
+    alpha either was made with. Modules the adapter has but the file lacks keep their weights unless
+    ``require_all``. Returns the number of modules filled."""
+    state = adapter_state_from_lora(transformer, lora, adapter_name=adapter_name, require_all=require_all,
+                                    source=source)
+    with torch.no_grad():
+        for key, value in state.items():
+            param = transformer.get_parameter(key)
+            param.copy_(value.to(param.dtype))
+    return len(state) // 2
+
+
+def adapter_state_from_lora(transformer: torch.nn.Module, lora: LoraFile, *, adapter_name: str = "default",
+                            require_all: bool = False, source: str = "LoRA") -> dict[str, torch.Tensor]:
+    """The adapter's tensors (state-dict names) that give each module the file's effect:
+    ``B_adapter = B_file * scale_file / scale_adapter`` (float32 arithmetic); every module checked first."""
     from peft.tuners.lora import LoraLayer
 
     layers = {name: layer for name, layer in transformer.named_modules()
               if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A}
-    problems, seen = [], set()
+    problems, seen, state = [], set(), {}
     for name, weights in lora.modules.items():
         component, dname = lora_module_to_diffusers(name)
         layer = layers.get(dname) if component == "transformer" else None
@@ -141,7 +159,9 @@ def load_into_adapter(transformer: torch.nn.Module, lora: LoraFile, *, adapter_n
             problems.append(f"module {name!r} has shapes {list(weights.up.shape)} x {list(weights.down.shape)}, which "
                             "do not fit the model (another base variant?)")
         else:
-            _set_pair(layer, adapter_name, weights)
+            ratio = weights.scale / float(layer.scaling[adapter_name])
+            state[f"{dname}.lora_A.{adapter_name}.weight"] = weights.down.float()
+            state[f"{dname}.lora_B.{adapter_name}.weight"] = weights.up.float() * ratio if ratio != 1.0 else weights.up.float()
             seen.add(dname)
     if require_all:
         problems += [f"no weights for adapted module {lora_module_to_original('transformer', d)!r}"
@@ -149,12 +169,4 @@ def load_into_adapter(transformer: torch.nn.Module, lora: LoraFile, *, adapter_n
     if problems:
         shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
         raise ValueError(f"{source} does not fit this recipe's LoRA: {shown}")
-    return len(seen)
-
-
-@torch.no_grad()
-def _set_pair(layer, adapter_name: str, weights: LoraModule) -> None:
-    down, up = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
-    ratio = weights.scale / float(layer.scaling[adapter_name])
-    down.copy_(weights.down.to(down.dtype))
-    up.copy_(weights.up.float().mul(ratio).to(up.dtype) if ratio != 1.0 else weights.up.to(up.dtype))
+    return state

@@ -12,10 +12,12 @@ strategy (how a batch becomes a loss); none of them knows which of the others it
 from __future__ import annotations
 
 import gc
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ltx2train.data.cache import CachedDataset
@@ -23,7 +25,7 @@ from ltx2train.data.prepare import settings_from_config
 from ltx2train.models.loading import load_component
 from ltx2train.models.specs import load_variant, torch_dtype
 from ltx2train.training import checkpoint as ckpt
-from ltx2train.training.backends import build_backend
+from ltx2train.training.backends import build_backend, state
 from ltx2train.training.methods import build_method
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer
 from ltx2train.training.strategies import build_strategy
@@ -50,12 +52,12 @@ class TrainingRun:
 
 
 def build(cfg, log: Callable[[str], None]) -> TrainingRun:
-    from accelerate.utils import set_seed
-
     from ltx2train.config import save_config
 
     backend = build_backend(cfg)
-    set_seed(cfg.train.seed, device_specific=True)
+    if not backend.is_main:  # console lines once, from the main process
+        log = lambda _: None  # noqa: E731
+    seed_everything(cfg.train.seed)  # the same adapter initialisation on every rank (FSDP2 shards each rank's own)
     spec = load_variant(cfg.model.variant)
     output_dir = Path(cfg.train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -66,28 +68,35 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     if not dataset.settings["with_audio"]:
         raise ValueError(f"the {strategy.name} strategy trains video and audio jointly, but {cfg.data.cache_dir} "
                          "was prepared with data.with_audio=false")
-    resumed = find_checkpoint(cfg, backend.rank, log)
+    candidates = resume_candidates(cfg)
     weight_dtype = torch_dtype(cfg.model.dtype)
     load = lambda name, dtype=weight_dtype: load_component(  # noqa: E731
         spec, name, cfg.model.checkpoint, dtype=dtype, device=backend.device, distilled=cfg.model.distilled)
-    sampler = build_validation(cfg, load, weight_dtype, backend.device, output_dir) if backend.is_main else None
-    clips = [dataset[i] for i in range(min(cfg.validation.loss_clips, len(dataset)))] if backend.is_main else []
+    # validation inputs where validation runs: the main process, or every process when the forward is collective
+    validates_here = backend.is_main or backend.collective_forward
+    sampler = build_validation(cfg, load, weight_dtype, backend.device, output_dir) if validates_here else None
+    clips = [dataset[i] for i in range(min(cfg.validation.loss_clips, len(dataset)))] if validates_here else []
 
     transformer, connectors = load("transformer"), load("connectors")
     method = build_method(cfg, spec)
-    method.apply(transformer, log, fresh=resumed is None)
+    method.apply(transformer, log, fresh=not candidates)
     if cfg.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer = backend.parallelize(transformer)
+    seed_everything(cfg.train.seed + backend.rank)  # each rank draws its own noise
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = backend.wrap_optimizer(build_optimizer(params, cfg.optimizer))
     lr_scheduler = build_lr_scheduler(optimizer, cfg.optimizer, cfg.train.max_steps)
     run = TrainingRun(cfg, spec, backend, method, strategy, dataset, transformer, connectors, params, optimizer,
                       lr_scheduler, weight_dtype, 0, None, sampler, clips)
-    if resumed is not None:
-        apply_checkpoint(run, resumed)
-        log(f"[ltx2train] resumed from {resumed.path} (step {run.step})")
+    resume(run, candidates, explicit=cfg.train.resume != "latest", log=log)
     return run
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # every device's generator too
 
 
 def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path):
@@ -109,42 +118,60 @@ def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path):
                          vocoder=load("vocoder", torch.float32), samples_dir=output_dir / "samples")
 
 
-def find_checkpoint(cfg, rank: int, log) -> ckpt.LoadedCheckpoint | None:
-    """The checkpoint to resume, read into memory: the newest readable one (a damaged one is reported and
-    the previous one taken), an explicit ``train.resume`` path, or None."""
+def resume_candidates(cfg) -> list[Path]:
+    """Checkpoints to resume from, best first: an explicit ``train.resume`` path, or the run's own, newest first."""
     if cfg.train.resume == "none":
-        return None
+        return []
     if cfg.train.resume != "latest":
-        return ckpt.read_checkpoint(cfg.train.resume, rank)
-    candidates = [path for _, path in reversed(ckpt.list_checkpoints(cfg.train.output_dir))]
+        return [Path(cfg.train.resume)]
+    return [path for _, path in reversed(ckpt.list_checkpoints(cfg.train.output_dir))]
+
+
+def resume(run: TrainingRun, candidates: list[Path], *, explicit: bool, log) -> None:
+    """Resume from the first readable candidate; a damaged one is named in a warning and the previous one
+    tried (a checkpoint applied halfway is overwritten in full by the next)."""
     for path in candidates:
         try:
-            return ckpt.read_checkpoint(path, rank)
+            apply_checkpoint(run, ckpt.read_checkpoint(path, run.backend.rank))
         except ckpt.DamagedCheckpoint as exc:
+            if explicit:
+                raise ValueError(f"train.resume={path}: {exc}") from None
             log(f"[ltx2train] warning: checkpoint {path} is damaged ({exc}); trying the previous one")
+            continue
+        log(f"[ltx2train] resumed from {path} (step {run.step})")
+        return
     if candidates:
-        raise ValueError(f"no readable checkpoint in {Path(cfg.train.output_dir) / ckpt.CHECKPOINTS_DIR}; "
+        raise ValueError(f"no readable checkpoint in {Path(run.cfg.train.output_dir) / ckpt.CHECKPOINTS_DIR}; "
                          "set train.resume=none to start over (or train.resume=<a checkpoint directory>)")
-    return None
 
 
 def apply_checkpoint(run: TrainingRun, loaded: ckpt.LoadedCheckpoint) -> None:
-    """Trained state, optimizer and schedule from a checkpoint read by :func:`find_checkpoint`."""
+    """Trained state, optimizer and schedule from a checkpoint."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
     check_signature(run.method, loaded)
-    model = run.backend.unwrap(run.transformer)
-    if loaded.trainable is not None:
-        run.method.load_trainable_state(model, loaded.trainable, f"checkpoint {loaded.path}")
-    else:  # a checkpoint without the exact state: the export, in whatever form it is
-        run.method.load_export(model, loaded.path / run.method.export_file, source=f"checkpoint {loaded.path}")
-    state = loaded.state
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.lr_scheduler.load_state_dict(state["lr_scheduler"])
+    backend, path = run.backend, loaded.path
+    model = backend.unwrap(run.transformer)
+    names = run.method.trainable_names(model)
+    try:
+        if state.has_model_state(path):
+            backend.load_model_state(path, run.transformer, names)
+        else:  # older checkpoints: the trained weights from the export, in whatever form it is
+            backend.set_full_state(run.transformer, run.method.state_from_export(model, path, f"checkpoint {path}"))
+        if state.has_optim_state(path):
+            backend.load_optim_state(path, run.transformer, run.optimizer)
+        else:
+            run.optimizer.load_state_dict(loaded.state["optimizer"])  # checkpoints written before state/optim
+    except (CheckpointException, RuntimeError, OSError, KeyError) as exc:
+        raise ckpt.DamagedCheckpoint(f"{path / state.STATE_DIR} cannot be read "
+                                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    run.lr_scheduler.load_state_dict(loaded.state["lr_scheduler"])
     # The LR of the restored step comes from this recipe's schedule (e.g. a longer max_steps).
-    run.lr_scheduler.last_epoch = int(state["step"]) - 1
+    run.lr_scheduler.last_epoch = int(loaded.state["step"]) - 1
     run.lr_scheduler.step()
-    run.step = int(state["step"])
+    run.step = int(loaded.state["step"])
     # another process count: data order is re-split, noise streams start afresh
-    run.rng = loaded.rng if state["world_size"] == run.backend.world_size else None
+    run.rng = loaded.rng if loaded.state["world_size"] == backend.world_size else None
 
 
 def check_signature(method, loaded: ckpt.LoadedCheckpoint) -> None:

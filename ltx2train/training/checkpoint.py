@@ -6,11 +6,13 @@
   ``lora_B``, no ``.alpha`` tensors, so diffusers, ltx-core, DiffSynth and ComfyUI apply it at the same
   strength; metadata: rank, alpha, targets, base variant, strategy, step) or, for full fine-tuning,
   ``transformer.safetensors`` (original keys, the repackaged layout ``load_component`` reads);
-- ``trainable.safetensors``: the trained parameters exactly as trained (diffusers/PEFT names, training dtype):
-  what resume loads, so a resumed run continues bit for bit (folding alpha is a float multiply, not
-  invertible bit for bit). Without it (older checkpoints) resume reads the export;
-- ``training_state.pt``: optimizer, LR scheduler, step, the method's signature (tensors and plain Python values
-  only, read back with ``torch.load(weights_only=True)``);
+- ``state/``: the backend's resumable state (``training/backends/state.py``): ``state/model/`` the trained
+  tensors exactly as trained, ``state/optim/`` the optimizer state by parameter name, in torch distributed
+  checkpointing's format (sharded where the backend shards). Resume loads it, so a run continues bit for
+  bit (folding alpha is a float multiply, not invertible bit for bit); without ``state/model/`` (older
+  checkpoints) resume reads the trained weights from the export;
+- ``training_state.pt``: LR scheduler, step, the method's signature, the world size (tensors and plain
+  Python values only, read back with ``torch.load(weights_only=True)``);
 - ``rng_rank<r>.pt``: each process' torch / numpy / Python RNG states.
 
 A checkpoint is assembled under ``step_N.tmp`` and renamed when complete, so a crash never leaves a
@@ -26,6 +28,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,7 +37,6 @@ from ltx2train.models.writing import save_safetensors_atomic
 
 CHECKPOINTS_DIR = "checkpoints"
 LORA_FILE = "lora.safetensors"
-TRAINABLE_FILE = "trainable.safetensors"
 STATE_FILE = "training_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -90,15 +92,16 @@ def save_checkpoint(
     step: int,
     *,
     exports: dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]],
-    trainable: dict[str, torch.Tensor],
     training_state: dict,
+    save_state: Callable[[Path], None],
     rank: int,
     world_size: int,
     barrier,
     keep_last: int,
 ) -> Path:
-    """Write on every rank (RNG) and the main rank (the rest); rename once all ranks are done.
-    ``exports``: file name -> (tensors, metadata), the method's files for users."""
+    """Assemble ``step_N.tmp``: every rank writes its RNG and calls ``save_state(dir)`` (the backend's
+    collective writer), the main rank the ``exports`` (file name -> (tensors, metadata)) and the training
+    state; then the main rank renames it into place and prunes old checkpoints."""
     final = checkpoint_dir(output_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     if rank == 0:
@@ -106,10 +109,10 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     barrier()
     torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
+    save_state(tmp)
     if rank == 0:
         for name, (tensors, metadata) in exports.items():
             save_safetensors_atomic(tensors, tmp / name, metadata=metadata)
-        save_safetensors_atomic(trainable, tmp / TRAINABLE_FILE)
         torch.save({**training_state, "world_size": world_size}, tmp / STATE_FILE)
     barrier()
     if rank == 0:
@@ -126,26 +129,19 @@ class LoadedCheckpoint:
     path: Path
     state: dict  # training_state.pt
     rng: dict | None  # this rank's RNG state; None when the checkpoint was made by fewer processes
-    trainable: dict[str, torch.Tensor] | None  # exact trained state; None in checkpoints without it
 
 
 def read_checkpoint(path: str | Path, rank: int) -> LoadedCheckpoint:
-    """Read every file of a checkpoint into memory, applying nothing: a damaged file raises
-    :class:`DamagedCheckpoint` before the model or optimizer is touched."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    """The small files of a checkpoint (training state, RNG); :class:`DamagedCheckpoint` if unreadable."""
     path = Path(path)
     current = path / STATE_FILE
     try:
         state = torch.load(current, weights_only=True)
         current = path / f"rng_rank{rank}.pt"
         rng = torch.load(current, weights_only=True) if current.is_file() else None
-        current = path / TRAINABLE_FILE
-        trainable = load_file(str(current)) if current.is_file() else None
-    except (OSError, RuntimeError, EOFError, ValueError, SafetensorError, pickle.UnpicklingError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise DamagedCheckpoint(f"{current} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-    return LoadedCheckpoint(path, state, rng, trainable)
+    return LoadedCheckpoint(path, state, rng)
 
 
 class DamagedCheckpoint(ValueError):

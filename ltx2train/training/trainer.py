@@ -38,6 +38,7 @@ class TrainResult:
     last_validation: list = field(default_factory=list)  # GeneratedClip of the last validation run
     interrupted: str | None = None  # the signal that stopped the run early, if one did
     validation_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, fixed-sigma loss)
+    main: bool = True  # this process is the main one (it reports)
 
 
 class StopRequest:
@@ -84,6 +85,8 @@ class Trainer:
 
         cfg = self.cfg
         self.run = run = build(cfg, self.log)
+        if not run.backend.is_main:  # console lines once, from the main process
+            self.log = lambda _: None
         self.backend, self.method, self.strategy = run.backend, run.method, run.strategy
         self.transformer, self.connectors, self.optimizer = run.transformer, run.connectors, run.optimizer
         self.lr_scheduler, self.weight_dtype, self.step = run.lr_scheduler, run.weight_dtype, run.step
@@ -164,7 +167,8 @@ class Trainer:
 
     def _loop(self, stop: "StopRequest") -> TrainResult:
         cfg = self.cfg
-        result = TrainResult(step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir))
+        result = TrainResult(step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir),
+                             main=self.backend.is_main)
         if self.validates and cfg.validation.at_start and self.step == 0:
             self._validate(result)
         started, window = time.perf_counter(), []
@@ -213,22 +217,26 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- outputs
     def save_checkpoint(self) -> Path:
-        cfg, backend = self.cfg, self.backend
-        model = backend.full_model(self.transformer)
+        cfg, backend, method = self.cfg, self.backend, self.method
+        names = method.trainable_names(self.model)
+        gathered = backend.gather(self.transformer, names)  # collective: full tensors on the main process
         metadata = {"base_variant": self.run.spec.name, "family": self.run.spec.family, "strategy": self.strategy.name,
                     "step": str(self.step)}
-        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
-                 "lr_scheduler": self.lr_scheduler.state_dict(), "signature": self.method.signature()}
-        path = ckpt.save_checkpoint(self.output_dir, self.step, exports=self.method.exports(model, metadata),
-                                    trainable=self.method.trainable_state(model), training_state=state,
-                                    rank=self.rank, world_size=self.world_size, barrier=backend.barrier,
-                                    keep_last=cfg.train.keep_last)
+        state = {"step": self.step, "lr_scheduler": self.lr_scheduler.state_dict(), "signature": method.signature(),
+                 "backend": backend.name}
+        path = ckpt.save_checkpoint(
+            self.output_dir, self.step, exports=method.exports(self.model, gathered, metadata) if backend.is_main else {},
+            training_state=state, save_state=lambda d: backend.save_state(d, self.transformer, self.optimizer, names),
+            rank=self.rank, world_size=self.world_size, barrier=backend.barrier, keep_last=cfg.train.keep_last)
         self.log(f"[ltx2train] checkpoint {path}")
         return path
 
     def _validate(self, result: TrainResult) -> None:
-        if self.backend.is_main:
-            transformer = self.backend.full_model(self.transformer)
+        """The main process validates; under a sharded backend every process runs the forward passes with it
+        (identical inputs and seeds) and only the main one logs and writes."""
+        backend, main = self.backend, self.backend.is_main
+        if main or backend.collective_forward:
+            transformer = backend.full_model(self.transformer)
             if self.cfg.validation.loss_sigmas:
                 losses = self.validation_loss(transformer)
                 self.tracker.log(losses, self.step)
@@ -236,13 +244,15 @@ class Trainer:
                 self.log(f"[ltx2train] validation loss at step {self.step}: {losses['val_loss']:.4f} (sigmas "
                          + ", ".join(f"{s:g}: {losses[f'val_loss_sigma_{s:g}']:.4f}" for s in self.cfg.validation.loss_sigmas)
                          + ")")
-            if self.validation_sampler is not None:
+            if self.validation_sampler is not None and main:
                 paths, clips = self.validation_sampler.run(self.step, transformer, self.connectors)
                 result.samples.extend(paths)
                 result.last_validation = clips
                 self.tracker.log_videos(paths, self.validation_sampler.prompts.prompts, self.step)
                 self.log(f"[ltx2train] validation samples: {', '.join(str(p) for p in paths)}")
-        self.backend.barrier()
+            elif self.validation_sampler is not None:
+                self.validation_sampler.sample(transformer, self.connectors)
+        backend.barrier()
 
     @torch.no_grad()
     def validation_loss(self, transformer: torch.nn.Module) -> dict[str, float]:

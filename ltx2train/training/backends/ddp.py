@@ -12,9 +12,12 @@ from contextlib import nullcontext
 
 import torch
 
+from ltx2train.training.backends import state
 
-class DDPBackend:
+
+class DDPBackend(state.DCPState):
     name = "ddp"
+    collective_forward = False  # every process holds the whole model: the main one validates alone
 
     def __init__(self, cfg):
         from accelerate import Accelerator
@@ -58,5 +61,11 @@ class DDPBackend:
         self.accelerator.wait_for_everyone()
 
     def full_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The whole model for export and validation (replicated: the local copy)."""
+        """The whole model for validation (replicated: the local copy)."""
         return self.unwrap(model)
+
+    def gather(self, model: torch.nn.Module, names: set[str]) -> dict[str, torch.Tensor]:
+        """Full tensors of ``names`` on the main process for exports (replicated: the local ones)."""
+        if not self.is_main:
+            return {}
+        return {k: v.detach() for k, v in self.unwrap(model).state_dict().items() if k in names}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ltx2train.models.keys import base_state_dict, build_key_map
+from ltx2train.models.keys import build_key_map
 from ltx2train.models.specs import torch_dtype
 
 EXPORT_FILE = "transformer.safetensors"
@@ -31,26 +31,19 @@ class FullMethod:
     def signature(self) -> dict[str, str]:
         return {"method": self.name, "base_variant": self.spec.name}
 
-    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    def trainable_names(self, model: torch.nn.Module) -> set[str]:
+        return set(model.state_dict())
 
-    def load_trainable_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ValueError(f"{source} does not fit this transformer: missing {result.missing_keys[:3]}, "
-                             f"unexpected {result.unexpected_keys[:3]}")
-
-    def exports(self, model: torch.nn.Module, metadata: dict[str, str]) -> dict[str, tuple[dict, dict]]:
-        """``transformer.safetensors`` with the original keys: a repackaged transformer for ``load_component``."""
+    def exports(self, model: torch.nn.Module, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict:
+        """``transformer.safetensors`` with the original keys (the repackaged layout ``load_component`` reads),
+        in ``model.dtype``, the base checkpoint's precision. ``state``: every tensor gathered in full."""
         key_map = build_key_map("transformer", model, self.spec.family)
-        state = key_map.convert_to_original(base_state_dict(model))
-        dtype = torch_dtype(self.cfg.model.dtype)  # the base checkpoint's precision
-        return {EXPORT_FILE: ({k: v.detach().to(dtype) for k, v in state.items()},
+        original = key_map.convert_to_original(state)
+        dtype = torch_dtype(self.cfg.model.dtype)
+        return {EXPORT_FILE: ({k: v.detach().to(dtype) for k, v in original.items()},
                               {**metadata, "format": "pt", "ltx2train_variant": self.spec.name})}
 
-    def load_export(self, model: torch.nn.Module, path: Path, *, require_all: bool = True, source: str = "") -> None:
+    def state_from_export(self, model: torch.nn.Module, checkpoint: Path, source: str) -> dict[str, torch.Tensor]:
         from ltx2train.models.loading import load_component
 
-        loaded = load_component(self.spec, "transformer", path.parent, dtype=torch.float32)
-        self.load_trainable_state(model, loaded.state_dict(), source or str(path))
-
+        return load_component(self.spec, "transformer", checkpoint, dtype=torch.float32).state_dict()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ltx2train.models.adapters import export_lora, load_into_adapter
+from ltx2train.models.adapters import adapter_state_from_lora, export_lora, load_into_adapter
 from ltx2train.models.lora_files import read_lora, to_state_dict
 
 ADAPTER = "default"
@@ -55,25 +55,14 @@ class LoraMethod:
         return {"method": self.name, "base_variant": self.spec.name, "rank": str(lora.rank),
                 "target_modules": json.dumps(list(lora.target_modules))}
 
-    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """The adapter exactly as trained, under PEFT's names."""
-        from peft.utils import get_peft_model_state_dict
+    def trainable_names(self, model: torch.nn.Module) -> set[str]:
+        """State-dict names of what is trained and saved: the adapters."""
+        return {k for k in model.state_dict() if "lora_" in k}
 
-        return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
-
-    def load_trainable_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-        from peft.utils import set_peft_model_state_dict
-
-        result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
-        missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-        unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-        if missing or unexpected:
-            raise ValueError(f"{source} does not fit this recipe's LoRA: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]} (other lora.target_modules?)")
-
-    def exports(self, model: torch.nn.Module, metadata: dict[str, str]) -> dict[str, tuple[dict, dict]]:
-        """``lora.safetensors``: official layout, alpha/rank folded into lora_B, float32."""
-        lora = export_lora(model, adapter_name=ADAPTER)
+    def exports(self, model: torch.nn.Module, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict:
+        """``lora.safetensors``: official layout, alpha/rank folded into lora_B, float32. ``state``: the
+        adapters gathered in full."""
+        lora = export_lora(model, adapter_name=ADAPTER, state=state)
         meta = {**metadata, "format": "ltx2train-lora", "lora_format": "official", "alpha_handling": "folded",
                 "rank": str(self.cfg.lora.rank), "alpha": str(self.cfg.lora.alpha),
                 "target_modules": json.dumps(list(self.cfg.lora.target_modules))}
@@ -82,3 +71,8 @@ class LoraMethod:
     def load_export(self, model: torch.nn.Module, path: Path, *, require_all: bool = True, source: str = "") -> None:
         """A LoRA file in any dialect (folded, or with .alpha) into the adapter, rescaled to this alpha."""
         load_into_adapter(model, read_lora(path), adapter_name=ADAPTER, require_all=require_all, source=source or str(path))
+
+    def state_from_export(self, model: torch.nn.Module, checkpoint: Path, source: str) -> dict[str, torch.Tensor]:
+        """The adapter tensors a checkpoint's ``lora.safetensors`` stands for (it may be folded or carry .alpha)."""
+        return adapter_state_from_lora(model, read_lora(checkpoint / EXPORT_FILE), adapter_name=ADAPTER,
+                                       require_all=True, source=source)
