@@ -80,7 +80,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULERS = ("constant", "linear", "cosine")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 METHODS = ("lora", "full")
-BACKENDS = ("ddp", "fsdp2")
+BACKENDS = ("ddp", "fsdp2", "deepspeed")
 TRACKER_BACKENDS = ("none", "wandb", "tensorboard")
 WANDB_MODES = ("online", "offline", "disabled")
 RESUME_KEYWORDS = ("latest", "none")
@@ -278,15 +278,22 @@ class DistributedConfig:
     Fields:
         backend: ``ddp``: the model replicated on every process, gradients all-reduced (one process too) |
             ``fsdp2``: parameters, gradients and optimizer state sharded (``fully_shard`` per transformer block,
-            then the root); ``train.mixed_precision`` ``bf16`` or ``no``.
+            then the root); ``train.mixed_precision`` ``bf16`` or ``no`` | ``deepspeed``: DeepSpeed ZeRO
+            (``zero_stage``), its engine doing precision, accumulation and clipping.
         reshard_after_forward: fsdp2: free the gathered parameters after each block's forward and gather
             them again in backward (least memory, ZeRO-3 style); false keeps them (ZeRO-2 style, less traffic).
         cpu_offload: fsdp2: keep parameter shards, gradients and optimizer state in host memory.
+        zero_stage: deepspeed: 2 (optimizer state and gradients partitioned) | 3 (parameters too).
+        offload_optimizer: deepspeed: optimizer state (and its step) in host memory.
+        offload_params: deepspeed with zero_stage 3: parameters in host memory.
     """
 
     backend: str = "ddp"  # ddp | fsdp2
     reshard_after_forward: bool = True  # fsdp2: re-gather in backward (less memory)
     cpu_offload: bool = False  # fsdp2: shards and optimizer state in host memory
+    zero_stage: int = 2  # deepspeed: 2 | 3
+    offload_optimizer: bool = False  # deepspeed: optimizer state in host memory
+    offload_params: bool = False  # deepspeed, zero_stage 3: parameters in host memory
 
 
 @dataclass
@@ -699,12 +706,19 @@ def _validate(cfg: Config) -> list[str]:
     choice("train.mixed_precision", t.mixed_precision, MIXED_PRECISIONS)
     choice("train.method", t.method, METHODS)
     choice("distributed.backend", cfg.distributed.backend, BACKENDS)
-    if cfg.distributed.backend == "fsdp2":
+    dist = cfg.distributed
+    if dist.backend == "fsdp2":
         need(t.mixed_precision != "fp16", "train.mixed_precision: fp16 needs loss scaling, which the fsdp2 backend "
              "does not do; use bf16 (or no)")
-    else:
-        need(not cfg.distributed.cpu_offload, f"distributed.cpu_offload: only the fsdp2 backend offloads "
-             f"(distributed.backend is {cfg.distributed.backend})")
+    need(not dist.cpu_offload or dist.backend == "fsdp2",
+         f"distributed.cpu_offload is the fsdp2 backend's (distributed.backend is {dist.backend}; deepspeed has "
+         "offload_optimizer and offload_params)")
+    need(dist.zero_stage in (2, 3), f"distributed.zero_stage: must be 2 or 3, got {dist.zero_stage}")
+    need(not (dist.offload_optimizer or dist.offload_params) or dist.backend == "deepspeed",
+         f"distributed.offload_optimizer / offload_params are the deepspeed backend's (distributed.backend is "
+         f"{dist.backend}; fsdp2 has cpu_offload)")
+    need(not dist.offload_params or dist.zero_stage == 3,
+         "distributed.offload_params: parameters are partitioned (and offloadable) with zero_stage 3 only")
     need(
         t.checkpoint_every >= 0,
         f"train.checkpoint_every: must be >= 0 (0 = only at the end), got {t.checkpoint_every}",

@@ -82,10 +82,9 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     method.apply(transformer, log, fresh=not candidates)
     if cfg.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    transformer = backend.parallelize(transformer)
+    transformer, optimizer = backend.parallelize(transformer, lambda params: build_optimizer(params, cfg.optimizer))
     seed_everything(cfg.train.seed + backend.rank)  # each rank draws its own noise
     params = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = backend.wrap_optimizer(build_optimizer(params, cfg.optimizer))
     lr_scheduler = build_lr_scheduler(optimizer, cfg.optimizer, cfg.train.max_steps)
     run = TrainingRun(cfg, spec, backend, method, strategy, dataset, transformer, connectors, params, optimizer,
                       lr_scheduler, weight_dtype, 0, None, sampler, clips)
@@ -150,17 +149,15 @@ def apply_checkpoint(run: TrainingRun, loaded: ckpt.LoadedCheckpoint) -> None:
     from torch.distributed.checkpoint.api import CheckpointException
 
     check_signature(run.method, loaded)
+    check_backend(run.backend, loaded)
     backend, path = run.backend, loaded.path
-    model = backend.unwrap(run.transformer)
-    names = run.method.trainable_names(model)
+    names = run.method.trainable_names(backend.unwrap(run.transformer))
     try:
-        if state.has_model_state(path):
-            backend.load_model_state(path, run.transformer, names)
-        else:  # older checkpoints: the trained weights from the export, in whatever form it is
-            backend.set_full_state(run.transformer, run.method.state_from_export(model, path, f"checkpoint {path}"))
-        if state.has_optim_state(path):
-            backend.load_optim_state(path, run.transformer, run.optimizer)
-        else:
+        model_loaded, optim_loaded = backend.load_state(path, run.transformer, run.optimizer, names)
+        if not model_loaded:  # older checkpoints: the trained weights from the export, in whatever form it is
+            exported = run.method.state_from_export(backend.unwrap(run.transformer), path, f"checkpoint {path}")
+            backend.set_full_state(run.transformer, exported)
+        if not optim_loaded:
             run.optimizer.load_state_dict(loaded.state["optimizer"])  # checkpoints written before state/optim
     except (CheckpointException, RuntimeError, OSError, KeyError) as exc:
         raise ckpt.DamagedCheckpoint(f"{path / state.STATE_DIR} cannot be read "
@@ -172,6 +169,21 @@ def apply_checkpoint(run: TrainingRun, loaded: ckpt.LoadedCheckpoint) -> None:
     run.step = int(loaded.state["step"])
     # another process count: data order is re-split, noise streams start afresh
     run.rng = loaded.rng if loaded.state["world_size"] == backend.world_size else None
+
+
+def check_backend(backend, loaded: ckpt.LoadedCheckpoint) -> None:
+    """ddp and fsdp2 checkpoints (torch distributed checkpointing) resume under either, at any world size;
+    a DeepSpeed checkpoint resumes under DeepSpeed on the world size that wrote it."""
+    saved = loaded.state.get("backend", "ddp")
+    saved_world = loaded.state["world_size"]
+    if (saved == "deepspeed") != (backend.name == "deepspeed"):
+        raise ValueError(f"cannot resume {loaded.path} (written by distributed.backend={saved}) with "
+                         f"distributed.backend={backend.name}: set distributed.backend={saved}, or start a new run "
+                         "from its export (lora.init_from=<checkpoint>/lora.safetensors)")
+    if saved == "deepspeed" and saved_world != backend.world_size:
+        raise ValueError(f"{loaded.path} is a DeepSpeed ZeRO checkpoint of {saved_world} process(es); it resumes on "
+                         f"{saved_world} (this run has {backend.world_size}). Resume with {saved_world} processes, or "
+                         "start a new run from its export (lora.init_from=<checkpoint>/lora.safetensors)")
 
 
 def check_signature(method, loaded: ckpt.LoadedCheckpoint) -> None:

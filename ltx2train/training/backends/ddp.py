@@ -27,12 +27,11 @@ class DDPBackend(state.DCPState):
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
 
-    def parallelize(self, model: torch.nn.Module) -> torch.nn.Module:
-        return self.accelerator.prepare_model(model)
-
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer):
-        """Accelerate's optimizer wrapper (fp16 loss scaling); it is stepped once per optimizer step."""
-        return self.accelerator.prepare_optimizer(optimizer)
+    def parallelize(self, model: torch.nn.Module, make_optimizer):
+        """(DDP-wrapped model, Accelerate's optimizer wrapper (fp16 loss scaling) around ``make_optimizer``'s)."""
+        model = self.accelerator.prepare_model(model)
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
+        return model, self.accelerator.prepare_optimizer(optimizer)
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model)

@@ -50,7 +50,8 @@ class FSDP2Backend(state.DCPState):
         self.reshard_after_forward = cfg.distributed.reshard_after_forward
         self.cpu_offload = cfg.distributed.cpu_offload
 
-    def parallelize(self, model: torch.nn.Module) -> torch.nn.Module:
+    def parallelize(self, model: torch.nn.Module, make_optimizer):
+        """(the sharded model, ``make_optimizer`` over its sharded parameters)."""
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
         policy = (MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32,
@@ -60,10 +61,7 @@ class FSDP2Backend(state.DCPState):
         for block in model.transformer_blocks:
             fully_shard(block, **options)
         fully_shard(model, **options)
-        return model
-
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-        return optimizer
+        return model, make_optimizer([p for p in model.parameters() if p.requires_grad])
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model  # fully_shard changes the module in place

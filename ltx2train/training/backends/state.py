@@ -98,11 +98,15 @@ class DCPState:
     def save_state(self, directory, model, optimizer, names: set[str]) -> None:
         save_state(directory, self.unwrap(model), optimizer, names)
 
-    def load_model_state(self, directory, model, names: set[str]) -> None:
-        load_model_state(directory, self.unwrap(model), names)
-
-    def load_optim_state(self, directory, model, optimizer) -> None:
-        load_optim_state(directory, self.unwrap(model), optimizer)
+    def load_state(self, directory, model, optimizer, names: set[str]) -> tuple[bool, bool]:
+        """Collective. (trained tensors loaded, optimizer state loaded): each part where the checkpoint has it."""
+        module = self.unwrap(model)
+        has_model, has_optim = has_model_state(directory), has_optim_state(directory)
+        if has_model:
+            load_model_state(directory, module, names)
+        if has_optim:
+            load_optim_state(directory, module, optimizer)
+        return has_model, has_optim
 
     def set_full_state(self, model, tensors: dict[str, torch.Tensor]) -> None:
         set_full_state(self.unwrap(model), tensors)
