@@ -22,7 +22,7 @@ from ltx2train.models.specs import load_variant
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training.optim import build_optimizer
 from ltx2train.training.strategies import TextToAudioVideo
-from ltx2train.training.trainer import add_lora
+from ltx2train.training.methods.lora import add_lora
 
 
 def build(spec, name: str, device: str, dtype: torch.dtype, layers: int | None) -> torch.nn.Module:

@@ -236,3 +236,21 @@ def test_config_module_is_light():
     code = "import sys, ltx2train.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_shipped_recipe_loads_and_names_its_method_and_backend():
+    for recipe in sorted(RECIPES.glob("*.yaml")):
+        cfg = load_config(recipe)
+        assert cfg.train.method in ("lora", "full") and cfg.distributed.backend in ("ddp", "fsdp2", "deepspeed"), recipe
+    full = load_config(RECIPES / "t2av_full.yaml")
+    assert (full.train.method, full.distributed.backend) == ("full", "fsdp2")
+
+
+def test_backend_options_belong_to_their_backend():
+    for overrides, message in ((["distributed.cpu_offload=true"], "cpu_offload is the fsdp2 backend's"),
+                               (["distributed.offload_optimizer=true"], "deepspeed backend's"),
+                               (["distributed.backend=deepspeed", "distributed.offload_params=true"], "zero_stage 3 only"),
+                               (["distributed.backend=fsdp2", "train.mixed_precision=fp16"], "fp16 needs loss scaling"),
+                               (["distributed.backend=fsdp3"], "distributed.backend")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(T2AV, overrides)

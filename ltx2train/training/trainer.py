@@ -72,6 +72,15 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: allocated on the GPU, resident set size (RSS) on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
 class Trainer:
     def __init__(self, cfg, log: Callable[[str], None] = print):
         self.cfg = cfg
@@ -183,7 +192,8 @@ class Trainer:
             last = self.step == cfg.train.max_steps
             if last or self.step % cfg.train.log_every == 0:
                 rate = len(window) / (time.perf_counter() - started)
-                self.tracker.log({**metrics, **self._bucket_metrics(), "steps_per_s": rate}, self.step)
+                self.tracker.log({**metrics, **self._bucket_metrics(), "steps_per_s": rate,
+                                  "peak_memory_mb": peak_memory_mb(self.device)}, self.step)
                 self.log(f"step {self.step:>6}/{cfg.train.max_steps}  loss {sum(window) / len(window):.4f}  "
                          f"(video {metrics['video_loss']:.4f}, audio {metrics['audio_loss']:.4f})  "
                          f"lr {metrics['lr']:.2e}  {rate:.2f} steps/s")

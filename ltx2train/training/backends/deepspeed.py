@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ltx2train.training.backends.collectives import TorchCollectives
+
 STATE_DIR = Path("state") / "deepspeed"
 TAG = "state"
 
@@ -33,7 +35,7 @@ def _single_process_env() -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
-class DeepSpeedBackend:
+class DeepSpeedBackend(TorchCollectives):
     name = "deepspeed"
 
     def __init__(self, cfg):
@@ -90,14 +92,6 @@ class DeepSpeedBackend:
     def step(self, optimizer, params, max_grad_norm: float) -> float | None:
         norm = self.engine.get_global_grad_norm()
         return None if norm is None or max_grad_norm <= 0 else float(norm)
-
-    def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
-        out = tensor.detach().to(self.device).clone()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out / self.world_size if op == "mean" else out
-
-    def barrier(self) -> None:
-        dist.barrier()
 
     def full_model(self, model) -> torch.nn.Module:
         return self.unwrap(model)  # ZeRO-3 gathers in its forward hooks (collective_forward)

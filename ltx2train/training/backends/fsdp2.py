@@ -23,12 +23,14 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.distributed as dist
 
+from ltx2train.training.backends.collectives import TorchCollectives
+
 from ltx2train.training.backends import state
 
 _COMPUTE_DTYPES = {"bf16": torch.bfloat16, "no": None}
 
 
-class FSDP2Backend(state.DCPState):
+class FSDP2Backend(state.DCPState, TorchCollectives):
     name = "fsdp2"
     collective_forward = True  # a sharded module's forward needs every rank
 
@@ -91,14 +93,6 @@ class FSDP2Backend(state.DCPState):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return norm
-
-    def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
-        out = tensor.detach().to(self.device).clone()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out / self.world_size if op == "mean" else out
-
-    def barrier(self) -> None:
-        dist.barrier()
 
     def full_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model  # its forward gathers; every rank must call it (collective_forward)
