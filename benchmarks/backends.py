@@ -42,7 +42,7 @@ def main() -> None:
         env["ACCELERATE_USE_CPU"] = "1"
     if not (work / "demo" / "run" / "config.yaml").is_file():  # the tiny model + a prepared cache, once
         subprocess.run([sys.executable, "-m", "ltx2train", "demo", "--output", str(work / "demo"),
-                        "train.max_steps=1", "validation.prompts=[]", "validation.at_start=false"], check=True,
+                        "train.max_steps=1", "validation.at_start=false"], check=True,
                        env=env, capture_output=True)
     recipe = work / "demo" / "run" / "config.yaml"
     results = {}
