@@ -116,6 +116,7 @@ class CachedDataset(torch.utils.data.Dataset):
         path = self.cache_dir / self.samples[i]["file"]
         with safe_open(str(path), framework="pt") as f:
             sample = {key: f.get_tensor(key) for key in f.keys()}
+        sample["index"] = torch.tensor(i)  # which sample: keys its training noise
         return pad_text(sample, self.settings["max_sequence_length"])
 
 

@@ -138,6 +138,12 @@ class Trainer:
         for key in ("hidden_states", "audio_hidden_states", "encoder_hidden_states", "audio_encoder_hidden_states"):
             inputs.model_kwargs[key] = inputs.model_kwargs[key].to(self.input_dtype)
 
+    def noise_generators(self, batch) -> list[torch.Generator]:
+        """One generator per sample, seeded by (seed, step, sample index): the same noise and sigma for a sample
+        at a step whatever the world size, per-process batch size or resume point."""
+        seed, step = self.cfg.train.seed, self.step
+        return [torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_000_033 + int(i)) for i in batch["index"]]
+
     def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         backend, accum = self.backend, len(batches)
         self.transformer.train()
@@ -145,7 +151,7 @@ class Trainer:
         for i, batch in enumerate(batches):
             with torch.no_grad():
                 context = self.text_context(batch)
-            inputs = self.strategy.inputs(batch, context)
+            inputs = self.strategy.inputs(batch, context, generator=self.noise_generators(batch))
             self._cast_inputs(inputs)
             with backend.accumulating(self.transformer, last=i == accum - 1):
                 with backend.autocast():

@@ -30,6 +30,23 @@ class StepInputs:
     sigma: torch.Tensor  # (B,)
 
 
+def draw_noise(generator, video_x0: torch.Tensor, audio_x0: torch.Tensor, cfg, sigma: torch.Tensor | None = None):
+    """(sigma (B,), video noise, audio noise). ``generator``: one for the batch, or a list with one per sample
+    (the trainer's: each sample's noise then depends on the sample and the step alone, not on which process
+    drew it or with whom it was batched, so a run is the same at any world size)."""
+    if not isinstance(generator, (list, tuple)):
+        if sigma is None:
+            sigma = sample_sigmas(video_x0.shape[0], video_x0.shape[1], cfg, generator)
+        return (sigma, torch.randn(video_x0.shape, generator=generator, dtype=video_x0.dtype),
+                torch.randn(audio_x0.shape, generator=generator, dtype=audio_x0.dtype))
+    sigmas, video, audio = [], [], []
+    for g in generator:
+        sigmas.append(sample_sigmas(1, video_x0.shape[1], cfg, g))
+        video.append(torch.randn((1, *video_x0.shape[1:]), generator=g, dtype=video_x0.dtype))
+        audio.append(torch.randn((1, *audio_x0.shape[1:]), generator=g, dtype=audio_x0.dtype))
+    return (torch.cat(sigmas) if sigma is None else sigma), torch.cat(video), torch.cat(audio)
+
+
 class TextToAudioVideo:
     """t2av: video and audio both generated from text; every token is noised and in the loss."""
 
@@ -39,19 +56,17 @@ class TextToAudioVideo:
         self.cfg = objective_cfg
         self.fps = fps
 
-    def inputs(self, batch: dict[str, torch.Tensor], context, generator: torch.Generator | None = None,
+    def inputs(self, batch: dict[str, torch.Tensor], context, generator=None,
                sigma: torch.Tensor | None = None) -> StepInputs:
-        """Noisy inputs and targets; ``sigma`` (B,) fixes the noise levels (validation loss) instead of sampling."""
+        """Noisy inputs and targets; ``sigma`` (B,) fixes the noise levels (validation loss) instead of sampling;
+        ``generator``: see :func:`draw_noise`."""
         if "audio_latents" not in batch:
             raise ValueError("the t2av strategy needs audio latents in the cache (data.with_audio: true)")
         video = batch["video_latents"]  # (B, C, F, H, W)
         audio = batch["audio_latents"]  # (B, C, L, M)
         batch_size, _, frames, height, width = video.shape
         video_x0, audio_x0 = pack_video(video), pack_audio(audio)
-        if sigma is None:
-            sigma = sample_sigmas(batch_size, video_x0.shape[1], self.cfg, generator)
-        video_noise = torch.randn(video_x0.shape, generator=generator, dtype=video_x0.dtype)
-        audio_noise = torch.randn(audio_x0.shape, generator=generator, dtype=audio_x0.dtype)
+        sigma, video_noise, audio_noise = draw_noise(generator, video_x0, audio_x0, self.cfg, sigma)
         video_loss_mask = torch.ones(video_x0.shape[:2])
         audio_loss_mask = torch.ones(audio_x0.shape[:2])
         # Per-token video timesteps: conditioning tokens (i2v, IC-LoRA) would carry 0 here and mask 0.
