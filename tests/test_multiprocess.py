@@ -72,3 +72,19 @@ def test_two_processes_prepare_disjoint_halves_and_one_manifest(tiny_workspace, 
     assert [s["index"] for s in manifest["samples"]] == [0, 1, 2, 4, 5]
     assert [f["index"] for f in manifest["failed"]] == [3] and "clip_003.mp4" in manifest["failed"][0]["error"]
     assert not list((tmp_path / "cache").glob(".*"))  # no temp or per-rank files left
+
+
+@pytest.mark.slow
+def test_accelerate_cpu_launch_of_n_processes_is_reported_as_one(tiny_workspace, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` really starts one process: the run says so and names the
+    command that starts two."""
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["train.max_steps=1", "validation.prompts=[]",
+                                                           "validation.loss_sigmas=[]", "validation.at_start=false"])
+    recipe = save_config(cfg, tmp_path / "recipe.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                           "-m", "ltx2train", "train", str(recipe)], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 process(es)" in proc.stdout
+    assert "started ONE process" in proc.stdout and "torchrun --nproc_per_node N" in proc.stdout

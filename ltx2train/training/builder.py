@@ -12,6 +12,7 @@ strategy (how a batch becomes a loss); none of them knows which of the others it
 from __future__ import annotations
 
 import gc
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,10 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     backend = build_backend(cfg)
     if not backend.is_main:  # console lines once, from the main process
         log = lambda _: None  # noqa: E731
+    if backend.world_size == 1 and single_process_cpu_launch(os.environ):
+        log("[ltx2train] warning: `accelerate launch --cpu --num_processes N` started ONE process (Accelerate's "
+            "CPU launcher does not start N). For N CPU processes: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N "
+            "-m ltx2train train RECIPE")
     seed_everything(cfg.train.seed)  # the same adapter initialisation on every rank (FSDP2 shards each rank's own)
     spec = load_variant(cfg.model.variant)
     output_dir = Path(cfg.train.output_dir)
@@ -90,6 +95,13 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
                       lr_scheduler, weight_dtype, 0, None, sampler, clips)
     resume(run, candidates, explicit=cfg.train.resume != "latest", log=log)
     return run
+
+
+def single_process_cpu_launch(env) -> bool:
+    """``accelerate launch --cpu --num_processes N`` (N > 1) runs one plain process: it exports a rendezvous
+    address for N and the CPU flag, but no rank or world size."""
+    cpu = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return cpu and "MASTER_PORT" in env and "WORLD_SIZE" not in env and "KMP_BLOCKTIME" in env
 
 
 def seed_everything(seed: int) -> None:
