@@ -1,0 +1,73 @@
+"""The schema's dotted keys, their types in words, and did-you-mean messages for unknown keys and values."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from typing import Any, List, Sequence, Union
+
+from ltx2train.config.schema import Config
+
+def _schema(cls: type = Config, prefix: str = "") -> tuple[dict[str, Any], dict[str, type]]:
+    """(leaf dotted key -> annotation, section dotted key -> dataclass) for ``cls``."""
+    leaves: dict[str, Any] = {}
+    sections: dict[str, type] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        ann = hints[f.name]
+        if dataclasses.is_dataclass(ann):
+            sections[key] = ann
+            sub_leaves, sub_sections = _schema(ann, key + ".")
+            leaves.update(sub_leaves)
+            sections.update(sub_sections)
+        else:
+            leaves[key] = ann
+    return leaves, sections
+
+
+LEAVES, SECTIONS = _schema()
+
+
+def valid_keys() -> list[str]:
+    """Every valid dotted key: sections and fields."""
+    return sorted([*SECTIONS, *LEAVES])
+
+
+def is_optional(ann: Any) -> bool:
+    return typing.get_origin(ann) is Union and type(None) in typing.get_args(ann)
+
+
+def base_type(ann: Any) -> Any:
+    if is_optional(ann):
+        return next(a for a in typing.get_args(ann) if a is not type(None))
+    return ann
+
+
+def type_name(ann: Any) -> str:
+    if is_optional(ann):
+        return f"{type_name(base_type(ann))} or null"
+    if typing.get_origin(ann) in (list, List):
+        (item,) = typing.get_args(ann)
+        return f"list of {type_name(item)}"
+    return getattr(ann, "__name__", str(ann))
+
+
+def unknown_key_message(key: str) -> str:
+    match = difflib.get_close_matches(key, valid_keys(), n=1)
+    if match:
+        return f"unknown config key '{key}' — did you mean '{match[0]}'?"
+    parent = key.rpartition(".")[0]
+    if parent in SECTIONS:
+        names = [f.name for f in dataclasses.fields(SECTIONS[parent])]
+        return f"unknown config key '{key}' (valid keys in '{parent}': {', '.join(names)})"
+    return f"unknown config key '{key}' (valid sections: {', '.join(f.name for f in dataclasses.fields(Config))})"
+
+
+def choice_message(key: str, value: Any, choices: Sequence[str]) -> str:
+    msg = f"{key}: expected one of {' | '.join(choices)}, got {value!r}"
+    match = difflib.get_close_matches(str(value), choices, n=1)
+    if match:
+        msg += f" — did you mean '{match[0]}'?"
+    return msg

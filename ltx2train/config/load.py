@@ -1,0 +1,291 @@
+"""YAML recipe + ``key=value`` overrides -> a validated :class:`Config` (see the package docstring), and back."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Iterable, List, Sequence, Union
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ltx2train.config.keys import LEAVES, SECTIONS, base_type, is_optional, type_name, unknown_key_message
+from ltx2train.config.schema import PATH_KEYS, RESUME_KEYWORDS, Config, ConfigError
+from ltx2train.config.validate import looks_like_path, shipped_variants, validate
+from ltx2train.utils.atomic import write_text_atomic
+
+# --------------------------------------------------------------------------------------------------
+# YAML parsing (YAML 1.2-style booleans, floats such as 1e-4)
+# --------------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+
+
+# --------------------------------------------------------------------------------------------------
+# Collecting (key, value) assignments
+# --------------------------------------------------------------------------------------------------
+
+
+def _flatten(data: Any, prefix: str, errors: list[str], out: list[tuple[str, Any]]) -> None:
+    """Walk a (section) mapping against the schema, appending leaf assignments to ``out``."""
+    for raw_key, value in data.items():
+        key = f"{prefix}{raw_key}"
+        if not isinstance(raw_key, str):
+            errors.append(f"config keys must be strings, got {raw_key!r} in '{prefix.rstrip('.') or '<top level>'}'")
+        elif key in SECTIONS:
+            if value is None:  # an empty section: keep the defaults
+                continue
+            if not isinstance(value, dict):
+                errors.append(f"{key}: expected a mapping of {SECTIONS[key].__name__} fields, got {value!r}")
+                continue
+            _flatten(value, key + ".", errors, out)
+        elif key in LEAVES:
+            out.append((key, value))
+        else:
+            errors.append(unknown_key_message(key))
+
+
+def _parse_override(item: str, errors: list[str], out: list[tuple[str, Any]]) -> None:
+    if not isinstance(item, str) or "=" not in item:
+        errors.append(f"malformed override {item!r}: expected key=value (e.g. train.max_steps=10)")
+        return
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key:
+        errors.append(f"malformed override {item!r}: empty key")
+        return
+    if key in LEAVES:
+        ann = LEAVES[key]
+        if base_type(ann) is str and not (raw.startswith(("'", '"'))) and not (
+            is_optional(ann) and raw.strip() in ("null", "~")
+        ):
+            out.append((key, raw))  # strings are taken literally
+            return
+    elif key not in SECTIONS:
+        errors.append(unknown_key_message(key))
+        return
+    try:
+        value = _yaml_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        errors.append(f"malformed override {item!r}: cannot parse value: {_one_line(exc)}")
+        return
+    if key in LEAVES and LEAVES[key] == List[str] and isinstance(value, list):
+        if not all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in value):
+            # e.g. [a cat: sleeping, a dog] -- YAML reads "a cat: sleeping" as a mapping; take the
+            # comma-separated items literally instead (quote items that contain commas).
+            value = _split_list(raw)
+    if key in SECTIONS:
+        if not isinstance(value, dict):
+            errors.append(f"{key}: expected a mapping of {SECTIONS[key].__name__} fields, got {value!r}")
+            return
+        _flatten(value, key + ".", errors, out)
+    else:
+        out.append((key, value))
+
+
+def _split_list(raw: str) -> list[str]:
+    inner = raw.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    if not inner.strip():
+        return []
+    row = next(csv.reader([inner], skipinitialspace=True))
+    return [item.strip() for item in row]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _assign(cfg: Any, key: str, value: Any, errors: list[str]) -> None:
+    ann = LEAVES[key]
+    if key == "train.resume" and value in (None, "null", "~"):
+        value = "none"
+    if isinstance(value, dict):
+        errors.append(f"{key}: expected {type_name(ann)}, got {value!r}")
+        return
+    base = base_type(ann)
+    if base is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if base is bool and isinstance(value, (int, float)) and not isinstance(value, bool):
+        errors.append(f"{key}: expected bool, got {value!r}")
+        return
+    if base is str and isinstance(value, (list, tuple)):
+        errors.append(f"{key}: expected {type_name(ann)}, got {value!r}")
+        return
+    if typing.get_origin(base) in (list, List) and not isinstance(value, (list, tuple)):
+        errors.append(f"{key}: expected {type_name(ann)}, got {value!r}")
+        return
+    try:
+        OmegaConf.update(cfg, key, value, merge=False)
+    except OmegaConfBaseException:
+        errors.append(f"{key}: expected {type_name(ann)}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_dot_relative(value: str) -> bool:
+    return value in (".", "..") or value.startswith(("./", "../", ".\\", "..\\"))
+
+
+def _resolve_path(value: str, recipe_dir: Path, from_recipe: bool) -> str:
+    value = os.path.expanduser(value)
+    if os.path.isabs(value):
+        return os.path.normpath(value)
+    base = recipe_dir if (from_recipe and _is_dot_relative(value)) else Path.cwd()
+    return os.path.abspath(os.path.join(base, value))
+
+
+def _raise(errors: list[str], source: str) -> None:
+    if not errors:
+        return
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
+    raise ConfigError(f"{len(errors)} problems in {source}:\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+def _get(cfg: Config, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+
+def load_config(
+    recipe: Union[str, Path],
+    overrides: Sequence[str] = (),
+    *,
+    check_paths: Iterable[str] = (),
+) -> Config:
+    """Load ``recipe`` (YAML), apply ``key=value`` ``overrides`` in order, validate, return a :class:`Config`.
+
+    ``check_paths`` lists dotted keys (e.g. ``("model.checkpoint", "data.metadata")``) whose paths
+    must exist.  Every problem raises :class:`ConfigError`; see the module docstring for the path
+    resolution rules.
+    """
+    recipe_path = Path(recipe).expanduser()
+    if not recipe_path.is_file():
+        raise ConfigError(f"recipe {recipe_path} does not exist")
+    recipe_dir = recipe_path.resolve().parent
+    source = f"{recipe_path}" + (" + overrides" if overrides else "")
+    if isinstance(overrides, str):
+        overrides = [overrides]
+
+    try:
+        data = _yaml_load(recipe_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{recipe_path}: invalid YAML: {_one_line(exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{recipe_path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+
+    errors: list[str] = []
+    recipe_items: list[tuple[str, Any]] = []
+    _flatten(data, "", errors, recipe_items)
+    override_items: list[tuple[str, Any]] = []
+    for item in overrides:
+        _parse_override(item, errors, override_items)
+    _raise(errors, source)
+
+    cfg = OmegaConf.structured(Config)
+    origin: dict[str, str] = {}
+    for key, value in recipe_items:
+        _assign(cfg, key, value, errors)
+        origin[key] = "recipe"
+    for key, value in override_items:
+        _assign(cfg, key, value, errors)
+        origin[key] = "override"
+    _raise(errors, source)
+
+    for key in LEAVES:
+        parent_key, _, name = key.rpartition(".")
+        if OmegaConf.is_missing(OmegaConf.select(cfg, parent_key), name):
+            errors.append(f"{key} is required")
+    _raise(errors, source)
+
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        prefix = f"{key}: " if key else ""
+        raise ConfigError(f"{prefix}cannot resolve interpolation: {_one_line(exc).split(' full_key:')[0]}") from None
+
+    # Paths -> absolute.
+    def fix(key: str) -> None:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str) and value:
+            OmegaConf.update(cfg, key, _resolve_path(value, recipe_dir, origin.get(key) == "recipe"), merge=False)
+
+    for key in PATH_KEYS:
+        fix(key)
+    if cfg.train.resume not in RESUME_KEYWORDS:
+        fix("train.resume")
+    if cfg.model.variant not in shipped_variants() and looks_like_path(cfg.model.variant):
+        fix("model.variant")
+
+    try:
+        result = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:  # pragma: no cover - types were checked above
+        raise ConfigError(_one_line(exc)) from None
+    assert isinstance(result, Config)
+
+    errors = validate(result)
+    _raise(errors, source)
+
+    for key in check_paths:
+        if key not in LEAVES:
+            raise ConfigError(unknown_key_message(key))
+        value = _get(result, key)
+        if value is None:
+            continue
+        if not Path(value).exists():
+            errors.append(f"{key}: {value} does not exist")
+    _raise(errors, source)
+    return result
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """A plain nested ``dict`` copy of ``cfg`` (for trackers and JSON)."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"expected a Config, got {type(cfg).__name__}")
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: Union[str, Path]) -> Path:
+    """Write ``cfg`` as resolved YAML to ``path`` atomically; return the path."""
+    text = "# resolved ltx2train config (written by ltx2train.config.save_config)\n"
+    text += OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
+    return write_text_atomic(path, text)

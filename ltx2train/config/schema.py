@@ -1,0 +1,324 @@
+"""The recipe schema: one dataclass per recipe section, one docstring line per field, and the value sets.
+
+Only the standard library and ``omegaconf`` are imported here (no torch): a recipe is checked before anything
+heavy loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from omegaconf import MISSING
+
+DTYPES = ("float32", "bfloat16", "float16")
+SCHEDULERS = ("constant", "linear", "cosine")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+METHODS = ("lora", "full")
+BACKENDS = ("ddp", "fsdp2", "deepspeed")
+TRACKER_BACKENDS = ("none", "wandb", "tensorboard")
+WANDB_MODES = ("online", "offline", "disabled")
+RESUME_KEYWORDS = ("latest", "none")
+
+# Keys holding filesystem paths, resolved as described in the module docstring.
+PATH_KEYS = (
+    "model.checkpoint",
+    "model.text_encoder",
+    "data.metadata",
+    "data.root",
+    "data.cache_dir",
+    "train.output_dir",
+    "lora.init_from",
+)
+
+
+class ConfigError(ValueError):
+    """A problem with a recipe or an override, worded for the user."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """Which LTX-2 model to fine-tune and where its weights live.
+
+    Fields:
+        variant: shipped variant name (``ltx2-19b``, ``ltx2.3-22b``, ``tiny``) or the path of a
+            variant JSON file (same format as ``ltx2train/models/variants/*.json``).
+        checkpoint: the weights: a directory of split component files, the official single
+            ``.safetensors`` file, or a diffusers-layout directory.  Required.
+        text_encoder: local Gemma 3 directory (``config.json`` + tokenizer + weights).  Required.
+        distilled: load the distilled transformer file of a split directory instead of the dev one.
+        dtype: storage dtype of the frozen weights: ``float32`` | ``bfloat16`` | ``float16``.
+    """
+
+    variant: str = "ltx2-19b"  # shipped variant name (ltx2-19b, ltx2.3-22b, tiny) or a variant JSON path
+    checkpoint: str = MISSING  # split-file dir, official single file, or diffusers dir
+    text_encoder: str = MISSING  # local Gemma 3 directory (config.json + tokenizer)
+    distilled: bool = False  # use the distilled transformer file of a split dir
+    dtype: str = "bfloat16"  # storage dtype of frozen weights: float32 | bfloat16 | float16
+
+
+@dataclass
+class DataConfig:
+    """The training clips, how they are sized, and how they are batched.
+
+    Fields:
+        metadata: csv / json / jsonl file with one row per clip: a video path and a caption.  Required.
+        video_column: name of the metadata column holding the video path.
+        caption_column: name of the metadata column holding the caption.
+        root: base directory for relative video paths; ``None`` means the metadata file's directory.
+        cache_dir: where ``prepare`` writes, and ``train`` reads, the precomputed latents and text
+            embeddings.  Required.
+        height: clip height in pixels; a positive multiple of 32.
+        width: clip width in pixels; a positive multiple of 32.
+        num_frames: frames per clip; of the form 8k+1 (9, 17, ..., 121).
+        fps: frame rate clips are resampled to (also sets the audio duration).
+        with_audio: also train the audio branch (clips without an audio track get silence).
+        max_sequence_length: Gemma token budget per caption.
+        batch_size: clips per step per process.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        shuffle: shuffle the clips every epoch.
+    """
+
+    metadata: str = MISSING  # csv/json/jsonl with video path + caption
+    video_column: str = "video"  # metadata column with the video path
+    caption_column: str = "caption"  # metadata column with the caption
+    root: Optional[str] = None  # base dir for relative video paths (default: metadata's dir)
+    cache_dir: str = MISSING  # where prepare writes / train reads latents
+    height: int = 512  # multiple of 32
+    width: int = 768  # multiple of 32
+    num_frames: int = 121  # 8k+1
+    fps: float = 24.0  # frames per second clips are resampled to
+    with_audio: bool = True  # also train the audio branch
+    max_sequence_length: int = 1024  # Gemma token budget
+    batch_size: int = 1  # per process
+    num_workers: int = 2  # DataLoader workers
+    shuffle: bool = True  # reshuffle every epoch
+
+
+@dataclass
+class LoRAConfig:
+    """Low-rank adapters inserted into the transformer.
+
+    Fields:
+        rank: adapter rank r (typical 8-128).
+        alpha: scaling numerator; the update is scaled by ``alpha / rank``.
+        dropout: dropout on the adapter input, in [0, 1).
+        target_modules: module-name suffixes that receive an adapter (e.g. ``to_q``, ``ff.net.0.proj``).
+        init_from: start from an existing LoRA file instead of zero (any dialect: official/ComfyUI with or
+            without ``.alpha``, diffusers, DiffSynth, Lightricks' trainer): at step 0 the model acts as with that
+            file in its own consumer. Its ranks must equal ``rank`` and its modules be among ``target_modules``.
+            Ignored when resuming from a checkpoint.
+    """
+
+    rank: int = 32  # adapter rank
+    alpha: float = 32.0  # update scaled by alpha / rank
+    dropout: float = 0.0  # adapter-input dropout in [0, 1)
+    target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])  # suffixes
+    init_from: Optional[str] = None  # LoRA file to start from (any dialect); null: start from zero
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW and its learning-rate schedule.
+
+    Fields:
+        lr: peak learning rate (after warmup).
+        betas: AdamW ``(beta1, beta2)``, each in [0, 1).
+        weight_decay: decoupled weight decay (>= 0).
+        eps: AdamW epsilon (> 0).
+        scheduler: shape after warmup: ``constant`` | ``linear`` (to 0) | ``cosine`` (to 0).
+        warmup_steps: linear warmup steps from 0 to ``lr``.
+        max_grad_norm: gradient-norm clipping threshold; 0 disables clipping.
+    """
+
+    lr: float = 1e-4  # peak learning rate
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
+    weight_decay: float = 0.01  # decoupled weight decay
+    eps: float = 1e-8  # AdamW epsilon
+    scheduler: str = "cosine"  # constant | linear | cosine (after warmup)
+    warmup_steps: int = 100  # linear warmup steps
+    max_grad_norm: float = 1.0  # 0 disables clipping
+
+
+@dataclass
+class ObjectiveConfig:
+    """The flow-matching training objective.
+
+    Fields:
+        logit_mean: mean of the logit-normal distribution sigmas are sampled from.
+        logit_std: standard deviation of that distribution (> 0).
+        shift_base: sigma shift at ``shift_base_tokens`` video tokens (same constants as the LTX-2
+            scheduler); the shift is interpolated linearly in the token count.
+        shift_max: sigma shift at ``shift_max_tokens`` video tokens.
+        shift_base_tokens: token count where the shift equals ``shift_base``.
+        shift_max_tokens: token count where the shift equals ``shift_max``.
+        video_loss_weight: weight of the video velocity loss (>= 0).
+        audio_loss_weight: weight of the audio velocity loss (>= 0).
+        use_cross_timestep: pass the other modality's sigma to the cross-modal attention
+            (the LTX2Pipeline default).
+    """
+
+    logit_mean: float = 0.0  # logit-normal sigma sampling
+    logit_std: float = 1.0  # logit-normal std
+    shift_base: float = 0.95  # token-count-dependent shift, same constants as the LTX-2 scheduler
+    shift_max: float = 2.05  # shift at shift_max_tokens
+    shift_base_tokens: int = 1024  # tokens at which shift == shift_base
+    shift_max_tokens: int = 4096  # tokens at which shift == shift_max
+    video_loss_weight: float = 1.0  # weight of the video loss
+    audio_loss_weight: float = 1.0  # weight of the audio loss
+    use_cross_timestep: bool = True  # pass the other modality's sigma to cross-modal attention (LTX2Pipeline default)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop.
+
+    Fields:
+        output_dir: run directory (checkpoints, resolved config, logs, samples).  Required.
+        method: what is trained: ``lora`` (adapters on the frozen transformer, see ``lora``) | ``full`` (every
+            transformer weight, kept in float32 with its optimizer state; the forward in ``mixed_precision``).
+        max_steps: optimizer steps to train for.
+        seed: global random seed (>= 0).
+        gradient_accumulation_steps: micro-batches per optimizer step.
+        gradient_checkpointing: recompute transformer activations in backward (saves memory).
+        mixed_precision: autocast mode: ``no`` | ``bf16`` | ``fp16``; bf16 only where the device has it.
+        checkpoint_every: save a checkpoint every N steps; 0 = only at the end.
+        keep_last: number of checkpoints kept (older ones are deleted); >= 1.
+        resume: ``latest`` (newest checkpoint in output_dir, if any) | ``none`` | a checkpoint directory.
+        log_every: log loss / lr every N steps.
+    """
+
+    output_dir: str = MISSING  # run directory
+    method: str = "lora"  # lora | full
+    max_steps: int = 2000  # optimizer steps
+    seed: int = 42  # random seed
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    gradient_checkpointing: bool = True  # recompute activations in backward
+    mixed_precision: str = "bf16"  # no | bf16 | fp16 ; bf16 only where available
+    checkpoint_every: int = 250  # 0 = only at the end
+    keep_last: int = 3  # checkpoints kept (older ones deleted)
+    resume: str = "latest"  # latest | none | path to a checkpoint dir
+    log_every: int = 10  # log every N steps
+
+
+@dataclass
+class DistributedConfig:
+    """How training is distributed over the processes that ``accelerate launch`` / ``torchrun`` start.
+
+    Fields:
+        backend: ``ddp``: the model replicated on every process, gradients all-reduced (one process too) |
+            ``fsdp2``: parameters, gradients and optimizer state sharded (``fully_shard`` per transformer block,
+            then the root); ``train.mixed_precision`` ``bf16`` or ``no`` | ``deepspeed``: DeepSpeed ZeRO
+            (``zero_stage``), its engine doing precision, accumulation and clipping.
+        reshard_after_forward: fsdp2: free the gathered parameters after each block's forward and gather
+            them again in backward (least memory, ZeRO-3 style); false keeps them (ZeRO-2 style, less traffic).
+        cpu_offload: fsdp2: keep parameter shards, gradients and optimizer state in host memory.
+        zero_stage: deepspeed: 2 (optimizer state and gradients partitioned) | 3 (parameters too).
+        offload_optimizer: deepspeed: optimizer state (and its step) in host memory.
+        offload_params: deepspeed with zero_stage 3: parameters in host memory.
+    """
+
+    backend: str = "ddp"  # ddp | fsdp2
+    reshard_after_forward: bool = True  # fsdp2: re-gather in backward (less memory)
+    cpu_offload: bool = False  # fsdp2: shards and optimizer state in host memory
+    zero_stage: int = 2  # deepspeed: 2 | 3
+    offload_optimizer: bool = False  # deepspeed: optimizer state in host memory
+    offload_params: bool = False  # deepspeed, zero_stage 3: parameters in host memory
+
+
+@dataclass
+class ValidationConfig:
+    """Sample generation during training.
+
+    Fields:
+        prompts: prompts rendered at each validation; empty disables validation.
+        seed: noise seed for the samples (same every time, so runs are comparable).
+        every: validate every N steps; 0 = only at the end (if prompts are given).
+        at_start: also validate before the first step (baseline).
+        height: sample height, a positive multiple of 32.
+        width: sample width, a positive multiple of 32.
+        num_frames: sample frames, of the form 8k+1.
+        fps: sample frame rate.
+        steps: denoising steps per sample.
+        guidance_scale: video classifier-free guidance scale; 1.0 disables it.
+        audio_guidance_scale: audio classifier-free guidance scale (LTX-2 uses a higher one for audio).
+        stg_scale: spatio-temporal guidance scale (video and audio); 0 disables it.
+        stg_blocks: transformer blocks whose self-attention STG skips ([29] for LTX-2 19B).
+        modality_scale: modality-isolation guidance scale (audio<->video cross-attention off); 1.0 disables it.
+        guidance_rescale: rescale of the guided prediction toward the conditional one's std, in [0, 1].
+        negative_prompt: negative prompt used with classifier-free guidance.
+        loss_sigmas: noise levels of the validation loss: the flow-matching loss of a fixed set of cached
+            clips with fixed noise at exactly these sigmas, logged at every validation. Unlike the training
+            loss it is deterministic, so its curve shows learning without sampling noise; empty disables it.
+        loss_clips: how many cached clips (the first ones) the validation loss uses.
+    """
+
+    prompts: List[str] = field(default_factory=list)  # empty = no validation
+    seed: int = 42  # sampling seed
+    every: int = 250  # 0 = only at the end (if prompts given)
+    at_start: bool = False  # also validate before training
+    height: int = 512  # multiple of 32
+    width: int = 768  # multiple of 32
+    num_frames: int = 121  # 8k+1
+    fps: float = 24.0  # sample frame rate
+    steps: int = 30  # denoising steps
+    guidance_scale: float = 3.0  # video CFG scale (1.0 = off)
+    audio_guidance_scale: float = 7.0  # audio CFG scale (1.0 = off)
+    stg_scale: float = 1.0  # spatio-temporal guidance (0 = off)
+    stg_blocks: List[int] = field(default_factory=lambda: [29])  # blocks STG perturbs
+    modality_scale: float = 3.0  # modality-isolation guidance (1.0 = off)
+    guidance_rescale: float = 0.7  # in [0, 1]
+    negative_prompt: str = ""  # CFG negative prompt
+    loss_sigmas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fixed-sigma validation loss
+    loss_clips: int = 4  # cached clips in the validation loss
+
+
+@dataclass
+class TrackerConfig:
+    """Experiment tracking.
+
+    Fields:
+        backend: ``none`` | ``wandb`` | ``tensorboard``.
+        project: tracker project name.
+        run_name: run name; ``None`` lets the tracker (or the output dir name) decide.
+        entity: wandb entity (team / user); ``None`` = the default one.
+        mode: wandb mode: ``online`` | ``offline`` | ``disabled``.
+    """
+
+    backend: str = "none"  # none | wandb | tensorboard
+    project: str = "ltx2train"  # project name
+    run_name: Optional[str] = None  # run name (None = automatic)
+    entity: Optional[str] = None  # wandb entity (None = default)
+    mode: str = "offline"  # wandb mode: online | offline | disabled
+
+
+@dataclass
+class Config:
+    """A complete training configuration (one field per recipe section).
+
+    Fields:
+        model: :class:`ModelConfig` -- which model and where its weights are.
+        data: :class:`DataConfig` -- clips, sizes, batching.
+        lora: :class:`LoRAConfig` -- adapter shape and placement.
+        optimizer: :class:`OptimizerConfig` -- AdamW and learning-rate schedule.
+        objective: :class:`ObjectiveConfig` -- flow-matching loss.
+        train: :class:`TrainConfig` -- training loop, checkpoints, resume.
+        distributed: :class:`DistributedConfig` -- how training is spread over processes.
+        validation: :class:`ValidationConfig` -- sampling during training.
+        tracker: :class:`TrackerConfig` -- experiment tracking.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)

@@ -1,0 +1,178 @@
+"""Value checks of a loaded :class:`Config`, one function per recipe section; every problem is collected
+(worded for the user, with the key, the value and what is allowed) and raised together by the loader."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Sequence
+
+from ltx2train.config.keys import choice_message
+from ltx2train.config.schema import (
+    BACKENDS,
+    DTYPES,
+    METHODS,
+    MIXED_PRECISIONS,
+    RESUME_KEYWORDS,
+    SCHEDULERS,
+    TRACKER_BACKENDS,
+    WANDB_MODES,
+    Config,
+)
+
+
+def shipped_variants() -> list[str]:
+    # Read the directory directly: importing ltx2train.models would import torch.
+    return sorted(p.stem for p in (Path(__file__).parents[1] / "models" / "variants").glob("*.json"))
+
+
+def looks_like_path(value: str) -> bool:
+    return value.endswith(".json") or "/" in value or os.sep in value or value.startswith("~")
+
+
+class _Checks:
+    def __init__(self):
+        self.errors: list[str] = []
+
+    def need(self, ok: bool, msg: str) -> None:
+        if not ok:
+            self.errors.append(msg)
+
+    def choice(self, key: str, value: str, choices: Sequence[str]) -> None:
+        if value not in choices:
+            self.errors.append(choice_message(key, value, choices))
+
+    def frames(self, key: str, n: int) -> None:
+        self.need(n >= 1 and (n - 1) % 8 == 0, f"{key}: must be of the form 8k+1 (9, 17, 25, ..., 121), got {n}")
+
+    def mult32(self, key: str, n: int) -> None:
+        self.need(n > 0 and n % 32 == 0, f"{key}: must be a positive multiple of 32, got {n}")
+
+    def at_least(self, key: str, value, low, note: str = "") -> None:
+        self.need(value >= low, f"{key}: must be >= {low}{note}, got {value}")
+
+
+def validate(cfg: Config) -> list[str]:
+    c = _Checks()
+    for check in (_model, _data, _lora, _optimizer, _objective, _train, _distributed, _validation, _tracker):
+        check(c, cfg)
+    return c.errors
+
+
+def _model(c: _Checks, cfg: Config) -> None:
+    m, shipped = cfg.model, shipped_variants()
+    if m.variant not in shipped:
+        if looks_like_path(m.variant):
+            c.need(Path(m.variant).is_file(), f"model.variant: variant file {m.variant} does not exist")
+        else:
+            match = difflib.get_close_matches(m.variant, shipped, n=1)
+            c.errors.append(f"model.variant: unknown variant {m.variant!r}; shipped variants: {', '.join(shipped)} "
+                            "(or a variant .json path)" + (f" — did you mean '{match[0]}'?" if match else ""))
+    c.choice("model.dtype", m.dtype, DTYPES)
+
+
+def _data(c: _Checks, cfg: Config) -> None:
+    d = cfg.data
+    c.need(bool(d.video_column), "data.video_column: must not be empty")
+    c.need(bool(d.caption_column), "data.caption_column: must not be empty")
+    c.mult32("data.height", d.height)
+    c.mult32("data.width", d.width)
+    c.frames("data.num_frames", d.num_frames)
+    c.need(d.fps > 0, f"data.fps: must be > 0, got {d.fps}")
+    c.at_least("data.max_sequence_length", d.max_sequence_length, 1)
+    c.at_least("data.batch_size", d.batch_size, 1)
+    c.at_least("data.num_workers", d.num_workers, 0)
+
+
+def _lora(c: _Checks, cfg: Config) -> None:
+    lo = cfg.lora
+    c.at_least("lora.rank", lo.rank, 1)
+    c.need(lo.alpha > 0, f"lora.alpha: must be > 0, got {lo.alpha}")
+    c.need(0.0 <= lo.dropout < 1.0, f"lora.dropout: must be in [0, 1), got {lo.dropout}")
+    c.need(len(lo.target_modules) > 0 and all(s.strip() for s in lo.target_modules),
+           f"lora.target_modules: must be a non-empty list of module names, got {lo.target_modules!r}")
+
+
+def _optimizer(c: _Checks, cfg: Config) -> None:
+    o = cfg.optimizer
+    c.need(o.lr > 0, f"optimizer.lr: must be > 0, got {o.lr}")
+    c.need(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas),
+           f"optimizer.betas: must be two values in [0, 1), got {o.betas!r}")
+    c.at_least("optimizer.weight_decay", o.weight_decay, 0)
+    c.need(o.eps > 0, f"optimizer.eps: must be > 0, got {o.eps}")
+    c.choice("optimizer.scheduler", o.scheduler, SCHEDULERS)
+    c.at_least("optimizer.warmup_steps", o.warmup_steps, 0)
+    c.at_least("optimizer.max_grad_norm", o.max_grad_norm, 0, " (0 disables clipping)")
+
+
+def _objective(c: _Checks, cfg: Config) -> None:
+    ob = cfg.objective
+    c.need(ob.logit_std > 0, f"objective.logit_std: must be > 0, got {ob.logit_std}")
+    c.at_least("objective.shift_base_tokens", ob.shift_base_tokens, 1)
+    c.need(ob.shift_max_tokens > ob.shift_base_tokens,
+           f"objective.shift_max_tokens: must be > objective.shift_base_tokens ({ob.shift_base_tokens}), "
+           f"got {ob.shift_max_tokens}")
+    c.at_least("objective.video_loss_weight", ob.video_loss_weight, 0)
+    c.at_least("objective.audio_loss_weight", ob.audio_loss_weight, 0)
+    active = ob.video_loss_weight + (ob.audio_loss_weight if cfg.data.with_audio else 0.0)
+    c.need(active > 0, "objective: the active loss weights (video, and audio when data.with_audio) are all 0")
+
+
+def _train(c: _Checks, cfg: Config) -> None:
+    t = cfg.train
+    c.at_least("train.max_steps", t.max_steps, 1)
+    c.at_least("train.seed", t.seed, 0)
+    c.at_least("train.gradient_accumulation_steps", t.gradient_accumulation_steps, 1)
+    c.choice("train.mixed_precision", t.mixed_precision, MIXED_PRECISIONS)
+    c.choice("train.method", t.method, METHODS)
+    c.at_least("train.checkpoint_every", t.checkpoint_every, 0, " (0 = only at the end)")
+    c.at_least("train.keep_last", t.keep_last, 1)
+    if t.resume not in RESUME_KEYWORDS:
+        c.need(Path(t.resume).exists(),
+               f"train.resume: {t.resume} does not exist (expected 'latest', 'none' or a checkpoint directory)")
+    c.at_least("train.log_every", t.log_every, 1)
+
+
+def _distributed(c: _Checks, cfg: Config) -> None:
+    dist = cfg.distributed
+    c.choice("distributed.backend", dist.backend, BACKENDS)
+    if dist.backend == "fsdp2":
+        c.need(cfg.train.mixed_precision != "fp16", "train.mixed_precision: fp16 needs loss scaling, which the "
+               "fsdp2 backend does not do; use bf16 (or no)")
+    c.need(not dist.cpu_offload or dist.backend == "fsdp2",
+           f"distributed.cpu_offload is the fsdp2 backend's (distributed.backend is {dist.backend}; deepspeed has "
+           "offload_optimizer and offload_params)")
+    c.need(dist.zero_stage in (2, 3), f"distributed.zero_stage: must be 2 or 3, got {dist.zero_stage}")
+    c.need(not (dist.offload_optimizer or dist.offload_params) or dist.backend == "deepspeed",
+           f"distributed.offload_optimizer / offload_params are the deepspeed backend's (distributed.backend is "
+           f"{dist.backend}; fsdp2 has cpu_offload)")
+    c.need(not dist.offload_params or dist.zero_stage == 3,
+           "distributed.offload_params: parameters are partitioned (and offloadable) with zero_stage 3 only")
+
+
+def _validation(c: _Checks, cfg: Config) -> None:
+    v = cfg.validation
+    c.need(all(p.strip() for p in v.prompts), "validation.prompts: prompts must not be empty strings")
+    c.at_least("validation.seed", v.seed, 0)
+    c.at_least("validation.every", v.every, 0, " (0 = only at the end)")
+    c.mult32("validation.height", v.height)
+    c.mult32("validation.width", v.width)
+    c.frames("validation.num_frames", v.num_frames)
+    c.need(v.fps > 0, f"validation.fps: must be > 0, got {v.fps}")
+    c.need(v.steps >= 2, "validation.steps: must be >= 2 (the LTX-2 scheduler stretches sigmas to its terminal "
+                         f"value; one step gives NaN), got {v.steps}")
+    for key in ("guidance_scale", "audio_guidance_scale", "stg_scale", "modality_scale"):
+        c.at_least(f"validation.{key}", getattr(v, key), 0)
+    c.need(v.stg_scale == 0 or (v.stg_blocks and all(b >= 0 for b in v.stg_blocks)),
+           f"validation.stg_blocks: STG needs block indices >= 0, got {v.stg_blocks}")
+    c.need(0.0 <= v.guidance_rescale <= 1.0, f"validation.guidance_rescale: must be in [0, 1], got {v.guidance_rescale}")
+    c.need(all(0.0 < x < 1.0 for x in v.loss_sigmas), f"validation.loss_sigmas: each must be in (0, 1), got {v.loss_sigmas}")
+    c.at_least("validation.loss_clips", v.loss_clips, 1)
+
+
+def _tracker(c: _Checks, cfg: Config) -> None:
+    tr = cfg.tracker
+    c.choice("tracker.backend", tr.backend, TRACKER_BACKENDS)
+    c.choice("tracker.mode", tr.mode, WANDB_MODES)
+    c.need(bool(tr.project), "tracker.project: must not be empty")
