@@ -48,7 +48,7 @@ class TrainingRun:
     weight_dtype: torch.dtype
     step: int  # 0, or the resumed checkpoint's
     rng: dict | None  # this rank's RNG state to restore once the data loader exists
-    validation_sampler: object | None  # main process only
+    validation_sampler: object | None  # where validation runs: the main process (every one if collective)
     validation_clips: list
 
 
@@ -88,7 +88,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     if cfg.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer, optimizer = backend.parallelize(transformer, lambda params: build_optimizer(params, cfg.optimizer))
-    seed_everything(cfg.train.seed + backend.rank)  # each rank draws its own noise
+    seed_everything(cfg.train.seed + backend.rank)  # per-rank draws (dropout); training noise is keyed per sample
     params = [p for p in transformer.parameters() if p.requires_grad]
     lr_scheduler = build_lr_scheduler(optimizer, cfg.optimizer, cfg.train.max_steps)
     run = TrainingRun(cfg, spec, backend, method, strategy, dataset, transformer, connectors, params, optimizer,

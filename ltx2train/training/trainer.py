@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +22,8 @@ from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.builder import build, describe
 from ltx2train.training.data import ResumableBatchSampler
 from ltx2train.training.objective import SigmaBucketLoss
+from ltx2train.training.signals import StopRequest
 from ltx2train.training.tracking import Tracker
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class TrainResult:
@@ -39,37 +35,6 @@ class TrainResult:
     interrupted: str | None = None  # the signal that stopped the run early, if one did
     validation_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, fixed-sigma loss)
     main: bool = True  # this process is the main one (it reports)
-
-
-class StopRequest:
-    """SIGTERM / SIGUSR1 (Slurm preemption, ``scancel``, ``kill``) ask for a stop: the loop finishes its
-    step, writes a checkpoint and returns, instead of dying with up to ``checkpoint_every`` steps lost."""
-
-    SIGNALS = ("SIGTERM", "SIGUSR1")
-
-    def __init__(self):
-        self.requested = False
-        self.signal_name: str | None = None
-        self._previous = {}
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
-
-    def __enter__(self) -> "StopRequest":
-        for name in self.SIGNALS:
-            sig = getattr(signal, name, None)
-            if sig is None:
-                continue
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def peak_memory_mb(device: torch.device) -> float:
