@@ -189,3 +189,18 @@ def test_two_processes_with_batch_b_train_what_one_process_with_batch_2b_does(ru
     for run in (one, two):
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"lr"' in line]
         assert rows[-1]["step"] == 4 and rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("backend, trained", [("fsdp2", "float32"), ("zero2", "bfloat16")])
+def test_a_bf16_lora_never_upcasts_the_frozen_base(tiny_workspace, tmp_path, backend, trained):
+    """bf16 base weights and autocast: the frozen base stays bf16 under every backend. FSDP2 keeps the adapters
+    in float32 (gathered in bf16 for compute); DeepSpeed's bf16 engine holds them in bf16 with float32 master
+    weights in its optimizer, which is what the export is made from."""
+    out = tmp_path / backend
+    proc = _train(tiny_workspace, out, [*BACKENDS[backend], "model.dtype=bfloat16", "train.mixed_precision=bf16",
+                                        "train.max_steps=2"])
+    assert f"weights: frozen bfloat16, trained {trained}" in proc.stdout
+    losses = [loss for _, loss in _losses(out)]
+    assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
+    lora = load_file(str(ckpt.checkpoint_dir(out, 2) / ckpt.LORA_FILE))
+    assert {v.dtype for v in lora.values()} == {torch.float32}

@@ -222,7 +222,10 @@ def _lora_file_metadata(path: Path) -> dict[str, str]:
 
 def describe(run: TrainingRun) -> str:
     n_train = sum(p.numel() for p in run.params)
-    return (f"[ltx2train] {run.spec.name}: {run.method.describe()} ({n_train:,} trainable parameters), "
-            f"{len(run.dataset)} cached clips, {run.backend.world_size} process(es) ({run.backend.name}), "
-            f"starting at step {run.step}")
+    model = run.backend.unwrap(run.transformer)
+    kinds = lambda trained: sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()  # noqa: E731
+                                    if p.requires_grad == trained}) or ["-"]
+    return (f"[ltx2train] {run.spec.name}: {run.method.describe()} ({n_train:,} trainable parameters; weights: "
+            f"frozen {'/'.join(kinds(False))}, trained {'/'.join(kinds(True))}), {len(run.dataset)} cached clips, "
+            f"{run.backend.world_size} process(es) ({run.backend.name}), starting at step {run.step}")
 
