@@ -133,6 +133,14 @@ def test_wrong_type_names_key(tmp_path):
         load_config(_recipe(tmp_path, MINIMAL + "lora:\n  rank: 4.5\n"))
     with pytest.raises(ConfigError, match=r"validation.prompts: expected list of str"):
         load_config(DEMO, ["validation.prompts=hello"])
+    # OmegaConf's own typing, with our message: a list or mapping where a string goes, 0/1 as a boolean
+    with pytest.raises(ConfigError, match=r"model.variant: expected str, got \['a', 'b'\]"):
+        load_config(_recipe(tmp_path, MINIMAL + "model:\n  variant: [a, b]\n", "list.yaml"))
+    with pytest.raises(ConfigError, match=r"train.max_steps: expected int, got \{'a': 1\}"):
+        load_config(DEMO, ["train.max_steps={a: 1}"])
+    with pytest.raises(ConfigError, match=r"data.shuffle: expected bool, got 1"):
+        load_config(DEMO, ["data.shuffle=1"])
+    assert load_config(DEMO, ["train.max_steps=3.0"]).train.max_steps == 3
 
 
 def test_malformed_override():

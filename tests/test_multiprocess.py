@@ -88,3 +88,29 @@ def test_accelerate_cpu_launch_of_n_processes_is_reported_as_one(tiny_workspace,
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 process(es)" in proc.stdout
     assert "started ONE process" in proc.stdout and "torchrun --nproc_per_node N" in proc.stdout
+
+
+def _compare_replicas(rank: int, store: str, flip: bool, out: dict) -> None:
+    import torch.distributed as dist
+
+    from ltx2train.training.backends.collectives import disagreeing
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.manual_seed(0)  # the same tensors on both processes
+    tensors = {"a": torch.randn(7, 5), "b": torch.randn(64).bfloat16(), "c": torch.arange(6)}
+    if flip and rank == 1:  # one bit of one element: the lowest mantissa bit of b[40]
+        words = tensors["b"].view(torch.int16)
+        words[40] ^= 1
+    out[rank] = disagreeing(tensors, torch.device("cpu"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_replicas_that_differ_by_one_bit_are_named_on_every_process(tmp_path, flip):
+    """The check behind "N processes agree on ..." at each checkpoint, with a real two-process gloo group."""
+    import torch.multiprocessing as mp
+
+    manager = mp.Manager()
+    out = manager.dict()
+    mp.spawn(_compare_replicas, args=(str(tmp_path / "store"), flip, out), nprocs=2)
+    assert dict(out) == ({0: ["b"], 1: ["b"]} if flip else {0: [], 1: []})

@@ -19,6 +19,7 @@ import torch
 from ltx2train.data.cache import collate
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training import checkpoint as ckpt
+from ltx2train.training.backends.collectives import disagreeing
 from ltx2train.training.builder import build, describe
 from ltx2train.training.data import ResumableBatchSampler
 from ltx2train.training.objective import SigmaBucketLoss
@@ -200,6 +201,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         cfg, backend, method = self.cfg, self.backend, self.method
         names = method.trainable_names(self.model)
+        agreed = self._check_replicas(names)
         gathered = backend.gather(self.transformer, names)  # collective: full tensors on the main process
         metadata = {"base_variant": self.run.spec.name, "family": self.run.spec.family, "strategy": self.strategy.name,
                     "step": str(self.step)}
@@ -209,8 +211,21 @@ class Trainer:
             self.output_dir, self.step, exports=method.exports(self.model, gathered, metadata) if backend.is_main else {},
             training_state=state, save_state=lambda d: backend.save_state(d, self.transformer, self.optimizer, names),
             rank=self.rank, world_size=self.world_size, barrier=backend.barrier, keep_last=cfg.train.keep_last)
-        self.log(f"[ltx2train] checkpoint {path}")
+        self.log(f"[ltx2train] checkpoint {path}"
+                 + (f" ({self.world_size} processes agree on {agreed} replicated trained tensors)" if agreed else ""))
         return path
+
+    def _check_replicas(self, names: set[str]) -> int:
+        """Collective: the replicated trained tensors hold the same bits on every process (a checkpoint keeps one
+        copy of them); the number checked. Sharded tensors have one copy and nothing to compare."""
+        replicas = self.backend.replicas(self.transformer, names)
+        diverged = disagreeing(replicas, self.device)
+        if diverged:
+            raise RuntimeError(
+                f"at step {self.step} the processes hold different values of {len(diverged)} of {len(replicas)} "
+                f"replicated trained tensors (first: {diverged[0]}) under distributed.backend={self.backend.name}; no "
+                f"checkpoint was written for this step. Resume from the last one; if it happens again, report it")
+        return len(replicas) if self.world_size > 1 else 0
 
     def _validate(self, result: TrainResult) -> None:
         """The main process validates; under a sharded backend every process runs the forward passes with it

@@ -63,6 +63,10 @@ class DDPBackend(state.DCPState):
         """The whole model for validation (replicated: the local copy)."""
         return self.unwrap(model)
 
+    def replicas(self, model: torch.nn.Module, names: set[str]) -> dict[str, torch.Tensor]:
+        """The tensors of ``names`` every process holds a full copy of: all of them."""
+        return {k: v for k, v in self.unwrap(model).state_dict().items() if k in names}
+
     def gather(self, model: torch.nn.Module, names: set[str]) -> dict[str, torch.Tensor]:
         """Full tensors of ``names`` on the main process for exports (replicated: the local ones)."""
         if not self.is_main:

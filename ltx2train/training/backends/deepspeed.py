@@ -96,6 +96,13 @@ class DeepSpeedBackend(TorchCollectives):
     def full_model(self, model) -> torch.nn.Module:
         return self.unwrap(model)  # ZeRO-3 gathers in its forward hooks (collective_forward)
 
+    def replicas(self, model, names: set[str]) -> dict[str, torch.Tensor]:
+        """ZeRO-2: the module's copy of the trained parameters, rebuilt on every process after each step from
+        the partitioned master weights; ZeRO-3 partitions the parameters themselves."""
+        if self.stage >= 3:
+            return {}
+        return {k: p for k, p in self.unwrap(model).named_parameters() if k in names}
+
     def gather(self, model, names: set[str]) -> dict[str, torch.Tensor]:
         """Collective: full tensors on the main process; trained parameters from the float32 master weights."""
         from deepspeed.utils import safe_get_full_fp32_param

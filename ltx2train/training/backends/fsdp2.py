@@ -97,6 +97,9 @@ class FSDP2Backend(state.DCPState, TorchCollectives):
     def full_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model  # its forward gathers; every rank must call it (collective_forward)
 
+    def replicas(self, model: torch.nn.Module, names: set[str]) -> dict[str, torch.Tensor]:
+        return {}  # every trained tensor is sharded: one copy of each element
+
     def gather(self, model: torch.nn.Module, names: set[str]) -> dict[str, torch.Tensor]:
         """Collective: the full tensors of ``names`` on the main process (CPU), one tensor at a time."""
         out = {}
