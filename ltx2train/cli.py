@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -156,12 +157,17 @@ def _load(args: argparse.Namespace, check_paths):
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from ltx2train.data.prepare import prepare
+    from ltx2train.data.prepare import Shard, prepare
 
+    shard = Shard.parse(args.shard) if args.shard else None
     cfg = _load(args, ("model.checkpoint", "model.text_encoder", "data.metadata"))
-    report = prepare(cfg)
-    print(f"prepare: {len(report.encoded)} encoded, {len(report.skipped)} already cached, {len(report.failed)} failed "
-          f"in {report.seconds:.1f}s -> {cfg.data.cache_dir}")
+    report = prepare(cfg, shard=shard)
+    part = f" (shard {shard.index}/{shard.count})" if shard else ""
+    print(f"prepare{part}: {len(report.encoded)} encoded, {len(report.skipped)} already cached, {len(report.failed)} "
+          f"failed in {report.seconds:.1f}s -> {cfg.data.cache_dir}")
+    if shard:
+        print("manifest written: every shard is done" if report.manifest else
+              "manifest not written yet: the last shard to finish writes it")
     for failure in report.failed:
         print(f"  failed: {failure['video']}: {failure['error']}")
     return 0
@@ -240,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = sub.add_parser("prepare", help="encode clips + captions into the latent cache")
     _add_recipe(prepare)
+    prepare.add_argument("--shard", metavar="INDEX/COUNT", help="encode only the clips with index %% COUNT == INDEX "
+                         "(one task of a job array, e.g. launch/slurm/prepare.sbatch); the last part to finish "
+                         "writes the manifest")
     prepare.set_defaults(func=_cmd_prepare)
 
     train = sub.add_parser("train", help="train (resumes from the latest checkpoint in train.output_dir)")
@@ -270,15 +279,42 @@ def _quiet_library_progress_bars() -> None:
         pass
 
 
+EXIT_CODES = {0: "completed", 1: "crashed", 2: "user error", 3: "stopped with a checkpoint"}
+EXIT_FILE_VARIABLE = "LTX2TRAIN_EXIT_FILE"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 a user error (bad recipe, key, file; no traceback), 3 stopped by a signal after
+    writing a checkpoint (resume by running the same command again), 1 a crash.
+
+    Under a launcher that hides the processes' codes (torchrun reports any non-zero code as 1, and srun
+    ``--kill-on-bad-exit`` then kills the other nodes, perhaps before the main process is done), set
+    ``LTX2TRAIN_EXIT_FILE``: the global main process writes its code there as JSON, and every process exits 0
+    for 0, 2 and 3 (a crash still exits 1) -- launch/slurm/train.sbatch reads the file."""
     args = build_parser().parse_args(argv)
     if args.command != "inspect":
         _quiet_library_progress_bars()
+    code = 1
     try:
-        return args.func(args)
+        code = args.func(args)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"ltx2train: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
+    finally:
+        reported = _write_exit_file(args.command, code)
+    return 0 if reported and code in (0, 2, 3) else code
+
+
+def _write_exit_file(command: str, code: int) -> bool:
+    """Whether ``LTX2TRAIN_EXIT_FILE`` is set (the global main process writes the code there)."""
+    path = os.environ.get(EXIT_FILE_VARIABLE)
+    if not path:
+        return False
+    if os.environ.get("RANK", "0") == "0":
+        from ltx2train.utils.atomic import write_text_atomic
+
+        write_text_atomic(path, json.dumps({"command": command, "exit_code": code, "meaning": EXIT_CODES.get(code, "")}))
+    return True
 
 
 if __name__ == "__main__":

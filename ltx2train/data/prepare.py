@@ -8,11 +8,12 @@ read is reported by path and skipped; finished clips are never encoded twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +49,7 @@ class PrepareReport:
     skipped: list[int] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    manifest: bool = False  # this call wrote the manifest (a shard only once every part of its split is done)
 
 
 def settings_from_config(cfg) -> cache.CacheSettings:
@@ -139,17 +141,50 @@ def process_group() -> tuple[int, int, Callable[[], None], torch.device | None]:
     return 0, 1, lambda: None, None
 
 
+SHARDS_DIR = ".prepare"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One part of a prepare split over separate jobs (a Slurm job array): the clips with ``index % count ==
+    index``. A finished part leaves a marker with its failures and the fingerprint of the metadata and settings
+    it ran with, so that a part done against other metadata is never counted as done."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        try:
+            index, count = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard {text!r}: expected INDEX/COUNT, e.g. 0/4") from None
+        if not 0 <= index < count:
+            raise ValueError(f"--shard {text!r}: INDEX must be in 0..COUNT-1")
+        return cls(index, count)
+
+    def takes(self, record: ClipRecord) -> bool:
+        return record.index % self.count == self.index
+
+    def path(self, cache_dir: Path, index: int | None = None) -> Path:
+        i = self.index if index is None else index
+        return cache_dir / SHARDS_DIR / f"shard-{i:05d}-of-{self.count:05d}.json"
+
+
 def prepare(
     cfg,
     encoders: Encoders | None = None,
     *,
     device: str | torch.device | None = None,
     on_sample: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> PrepareReport:
-    """Encode every clip of ``cfg.data.metadata`` not already in ``cfg.data.cache_dir``.
+    """Encode every clip of ``cfg.data.metadata`` not already in ``cfg.data.cache_dir`` (of ``shard`` only, if
+    given), then write the manifest.
 
     Under ``torchrun`` / ``accelerate launch`` each process encodes every ``world_size``-th clip on its own
-    device; the main process then writes the manifest (with the failures of all processes).
+    device; the main process then writes the manifest (with the failures of all processes). With ``shard``
+    the part records its failures, and whichever part finds every part of its split done writes the manifest.
     """
     start = time.perf_counter()
     rank, world_size, barrier, group_device = process_group()
@@ -159,12 +194,27 @@ def prepare(
     cache.check_settings(cache_dir, settings)
     records = read_metadata(cfg.data.metadata, cfg.data.video_column, cfg.data.caption_column, cfg.data.root)
     report = PrepareReport()
-    todo = [r for r in records if not cache.sample_path(cache_dir, r.index).is_file()]
-    report.skipped = [r.index for r in records if r not in todo]
-    mine = [r for r in todo if r.index % world_size == rank]
-    if mine and encoders is None:
+    share = [r for r in records if shard is None or shard.takes(r)]
+    todo = [r for r in share if not cache.sample_path(cache_dir, r.index).is_file()]
+    report.skipped = [r.index for r in share if r not in todo]
+    _encode(cfg, encoders, [r for r in todo if r.index % world_size == rank], device, settings, report, on_sample)
+    failed = _gather_failures(cache_dir, report.failed, rank, world_size, barrier)
+    if rank == 0:
+        if shard is not None:
+            failed = _record_shard(cache_dir, shard, _fingerprint(cfg.data.metadata, settings), failed)
+        if failed is not None:
+            _write_manifest(cache_dir, settings, records, failed)
+            report.manifest = True
+    barrier()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _encode(cfg, encoders, records, device, settings, report: PrepareReport, on_sample) -> None:
+    cache_dir = Path(cfg.data.cache_dir)
+    if records and encoders is None:
         encoders = load_encoders(cfg, device)
-    for record in mine:
+    for record in records:
         try:
             tensors = encode_clip(encoders, record, settings)
         except MediaError as exc:
@@ -175,15 +225,32 @@ def prepare(
         report.encoded.append(record.index)
         if on_sample is not None:
             on_sample(record.index)
-    failed = _gather_failures(cache_dir, report.failed, rank, world_size, barrier)
-    if rank == 0:
-        done = [r for r in records if cache.sample_path(cache_dir, r.index).is_file()]
-        samples = [{"index": r.index, "file": str(cache.sample_path(cache_dir, r.index).relative_to(cache_dir)),
-                    "video": str(r.video), "caption": r.caption} for r in done]
-        cache.write_manifest(cache_dir, settings, samples, failed)
-    barrier()
-    report.seconds = time.perf_counter() - start
-    return report
+
+
+def _fingerprint(metadata: str, settings) -> str:
+    digest = hashlib.sha256(Path(metadata).read_bytes())
+    digest.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _record_shard(cache_dir: Path, shard: Shard, run: str, failed: list[dict]) -> list[dict] | None:
+    """Mark ``shard`` done (with its failures); every part's failures once all parts of ``run`` are done."""
+    cache.write_json_atomic(shard.path(cache_dir), {"run": run, "failed": failed})
+    merged = []
+    for i in range(shard.count):
+        path = shard.path(cache_dir, i)
+        part = json.loads(path.read_text()) if path.is_file() else None
+        if part is None or part.get("run") != run:
+            return None  # another part is still running (or ran on other metadata): it writes the manifest
+        merged.extend(part["failed"])
+    return sorted(merged, key=lambda f: f["index"])
+
+
+def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], failed: list[dict]) -> None:
+    done = [r for r in records if cache.sample_path(cache_dir, r.index).is_file()]
+    samples = [{"index": r.index, "file": str(cache.sample_path(cache_dir, r.index).relative_to(cache_dir)),
+                "video": str(r.video), "caption": r.caption} for r in done]
+    cache.write_manifest(cache_dir, settings, samples, failed)
 
 
 def _gather_failures(cache_dir: Path, failed: list[dict], rank: int, world_size: int, barrier) -> list[dict]:

@@ -62,6 +62,10 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
         log("[ltx2train] warning: `accelerate launch --cpu --num_processes N` started ONE process (Accelerate's "
             "CPU launcher does not start N). For N CPU processes: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N "
             "-m ltx2train train RECIPE")
+    launched = launcher_precision(os.environ)
+    if backend.is_main and launched and launched != cfg.train.mixed_precision:
+        log(f"[ltx2train] warning: the launcher asks for mixed precision {launched!r} (accelerate config or "
+            f"--mixed_precision); the recipe's train.mixed_precision={cfg.train.mixed_precision!r} is what runs")
     seed_everything(cfg.train.seed)  # the same adapter initialisation on every rank (FSDP2 shards each rank's own)
     spec = load_variant(cfg.model.variant)
     output_dir = Path(cfg.train.output_dir)
@@ -102,6 +106,12 @@ def single_process_cpu_launch(env) -> bool:
     address for N and the CPU flag, but no rank or world size."""
     cpu = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     return cpu and "MASTER_PORT" in env and "WORLD_SIZE" not in env and "KMP_BLOCKTIME" in env
+
+
+def launcher_precision(env) -> str | None:
+    """The mixed precision ``accelerate launch`` was given (its config file or flag), if any."""
+    value = env.get("ACCELERATE_MIXED_PRECISION", "").lower()
+    return value or None
 
 
 def seed_everything(seed: int) -> None:

@@ -139,9 +139,9 @@ class Trainer:
         return totals
 
     def train(self) -> TrainResult:
-        if not hasattr(self, "run"):
-            self.setup()
-        with StopRequest() as stop:
+        with StopRequest() as stop:  # from the start: a stop asked during setup is honoured after the first step
+            if not hasattr(self, "run"):
+                self.setup()
             result = self._loop(stop)
         self.tracker.finish()
         return result

@@ -2,7 +2,7 @@
 
 Everything ltx2train writes (checkpoint files, cache samples, manifests, configs, mp4s, merged weights) goes
 through :func:`atomic_path`: the writer fills a temporary file beside the target, which is renamed onto it
-only when complete (a crash leaves the old file or nothing, plus a hidden ``.NAME.PID.tmp*`` leftover at
+only when complete (a crash leaves the old file or nothing, plus a hidden ``.NAME.HOST.PID.tmp*`` leftover at
 most). The file gets the permissions of a plain ``open()`` under the user's umask — temporary-file helpers
 create 0600 files, unreadable to the rest of a team on a shared cluster.
 """
@@ -10,6 +10,7 @@ create 0600 files, unreadable to the rest of a team on a shared cluster.
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -27,7 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     given umask permissions and renamed onto ``path``, on any error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{socket.gethostname()}.{os.getpid()}.tmp{path.suffix}")  # unique on shared disks
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
