@@ -90,3 +90,24 @@ def test_train_without_a_prepared_cache_says_to_run_prepare(tiny_workspace, tmp_
     err = capsys.readouterr().err
     assert f"no cache at {empty}" in err and "run `ltx2train prepare` first" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_exit_file_carries_the_code_and_the_processes_exit_0_unless_they_crash(tmp_path, monkeypatch, capsys):
+    """``LTX2TRAIN_EXIT_FILE`` (set by launch/slurm/train.sbatch, where torchrun would turn every code into 1):
+    the global main process writes the code; every process exits 0 for a code the script acts on."""
+    import json
+
+    from ltx2train import cli
+
+    exit_file = tmp_path / "exit.json"
+    monkeypatch.setenv("LTX2TRAIN_EXIT_FILE", str(exit_file))
+    monkeypatch.setenv("RANK", "1")  # another process: exits 0, writes nothing
+    assert cli.main(["train", "recipes/t2av_lora.yaml", "train.max_step=3"]) == 0
+    assert not exit_file.exists()
+    monkeypatch.setenv("RANK", "0")
+    assert cli.main(["train", "recipes/t2av_lora.yaml", "train.max_step=3"]) == 0
+    assert json.loads(exit_file.read_text()) == {"command": "train", "exit_code": 2, "meaning": "user error"}
+    assert "did you mean 'train.max_steps'" in capsys.readouterr().err
+    monkeypatch.delenv("LTX2TRAIN_EXIT_FILE")
+    assert cli.main(["prepare", "recipes/t2av_lora.yaml", "--shard", "2/2"]) == 2  # without the file: the code
+    assert "--shard '2/2': INDEX must be in 0..COUNT-1" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,3 +101,37 @@ def test_a_cache_of_another_format_is_refused(tiny_workspace, tmp_path):
         prepare(cfg)
     with pytest.raises(ValueError, match="has format 1"):
         CachedDataset(tmp_path / "cache")
+
+
+def test_shards_write_the_manifest_of_one_prepare_once_every_part_is_done(tiny_workspace, tmp_path):
+    """``prepare --shard k/N`` (a job array's task): its clips only; the part that completes the split writes
+    the manifest, which equals a single prepare's; a part done against other metadata does not count."""
+    from ltx2train.data.prepare import Shard
+
+    cfg = _workspace_copy(tiny_workspace, tmp_path)
+    single = cache.read_manifest(tiny_config(tiny_workspace, tmp_path / "run").data.cache_dir)
+    first = prepare(cfg, shard=Shard(1, 2))
+    assert first.encoded == [1, 3, 5] and not first.manifest
+    assert cache.read_manifest(cfg.data.cache_dir) is None  # not before every part is done
+    second = prepare(cfg, shard=Shard.parse("0/2"))
+    assert second.encoded == [0, 2, 4] and second.manifest
+    assert cache.read_manifest(cfg.data.cache_dir) == single
+
+    # the metadata changes (a clip dropped): part 1's marker is of the old split; part 0 alone completes nothing
+    metadata = tmp_path / "metadata.jsonl"
+    metadata.write_text("".join(open(cfg.data.metadata).readlines()[:5]))
+    shrunk = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
+                                                            f"data.metadata={metadata}",
+                                                            f"data.root={Path(cfg.data.metadata).parent}"])
+    again = prepare(shrunk, shard=Shard(0, 2))
+    assert again.encoded == [] and again.skipped == [0, 2, 4] and not again.manifest
+    assert prepare(shrunk, shard=Shard(1, 2)).manifest
+    assert [s["index"] for s in cache.read_manifest(cfg.data.cache_dir)["samples"]] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("text", ["2/2", "1", "a/b", "-1/2"])
+def test_a_bad_shard_is_a_clear_error(text):
+    from ltx2train.data.prepare import Shard
+
+    with pytest.raises(ValueError, match="--shard"):
+        Shard.parse(text)
