@@ -195,15 +195,6 @@ def test_two_processes_with_batch_b_train_what_one_process_with_batch_2b_does(ru
     y = load_file(str(ckpt.checkpoint_dir(one, 4) / ckpt.LORA_FILE))
     for key in x:
         torch.testing.assert_close(y[key], x[key], rtol=1e-4, atol=1e-6)
-    # ranks agree: at each checkpoint (steps 2 and 4) the trained tensors every process holds in full (ddp, and
-    # ZeRO-2's module copy; as many as the export holds) were compared bit for bit across the processes; sharded
-    # ones (fsdp2, ZeRO-3) have one copy and nothing to compare
-    for name, out in (("ddp", runs[method, "ddp"][1].stdout), (backend, proc.stdout)):
-        counts = re.findall(r"2 processes agree on (\d+) replicated trained tensors", out)
-        if name in ("ddp", "zero2"):
-            assert len(counts) == 2 and len(set(counts)) == 1 and int(counts[0]) == len(x)
-        else:
-            assert counts == []
     # and the schedule ends at its end value at either world size (cosine to 0 at max_steps)
     for run in (one, two):
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"lr"' in line]
