@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -39,6 +40,17 @@ def ensure_packages() -> None:
             raise Unavailable(f"apt-get install {' '.join(PACKAGES)} failed: {proc.stderr[-500:]}")
 
 
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def _pid_alive(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text().split()[0])
@@ -51,11 +63,12 @@ def _pid_alive(pid_file: Path) -> int | None:
 class SlurmCluster:
     """``with SlurmCluster(tmp, nodes=2) as cluster: cluster.run(["sbatch", ...])``."""
 
-    def __init__(self, root: Path, nodes: int = 2, cpus_per_node: int = 1, base_port: int = 16817):
+    def __init__(self, root: Path, nodes: int = 2, cpus_per_node: int = 1, cred_expire: int = 10):
         self.root = Path(root)
         self.nodes = [f"node{i + 1}" for i in range(nodes)]
         self.cpus = cpus_per_node
-        self.port = base_port
+        self.ports = _free_ports(1 + nodes)  # slurmctld, then one slurmd per node
+        self.cred_expire = cred_expire  # a requeued job waits this long before it starts again (Slurm: 120 s)
         self.conf = self.root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self._pid_files: list[Path] = []
@@ -97,13 +110,15 @@ class SlurmCluster:
         for sub in ("state", "spool", "log"):
             (r / sub).mkdir(parents=True, exist_ok=True)
         nodes = "\n".join(
-            f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={self.port + 1 + i} CPUs={self.cpus} "
+            f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={self.ports[1 + i]} CPUs={self.cpus} "
             f"RealMemory=4000 State=UNKNOWN" for i, n in enumerate(self.nodes))
+        cred_expire = self.cred_expire
         self.conf.write_text(f"""\
 ClusterName=ltx2train-test
 SlurmctldHost=localhost(127.0.0.1)
-SlurmctldPort={self.port}
+SlurmctldPort={self.ports[0]}
 AuthType=auth/munge
+AuthInfo=cred_expire={cred_expire}
 SlurmUser=root
 SlurmdUser=root
 ProctrackType=proctrack/linuxproc
