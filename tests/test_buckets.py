@@ -5,6 +5,7 @@ import math
 import pytest
 
 from ltx2train.data.buckets import Bucket, assign, fit_area, generate
+from ltx2train.training.data import BucketBatchSampler
 
 ASPECTS = [1 / 3, 0.5, 9 / 16, 2 / 3, 0.75, 1.0, 4 / 3, 1.5, 16 / 9, 2.0, 3.0]
 
@@ -44,3 +45,54 @@ def test_bucket_shapes_parse_and_are_checked(text, problem):
 def test_a_malformed_bucket_is_a_clear_error():
     with pytest.raises(ValueError, match="expected HEIGHTxWIDTHxFRAMES"):
         Bucket.parse("512x768")
+
+
+# 23 clips over three buckets (11, 8 and 4 clips): the sampler's own view of a cache
+LABELS = ["a"] * 11 + ["b"] * 8 + ["c"] * 4
+LABELS = [LABELS[(7 * i) % 23] for i in range(23)]  # interleaved, as clips of every shape come in a real cache
+
+
+def _take(sampler, n):
+    it = iter(sampler)
+    return [next(it) for _ in range(n)]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+def test_every_rank_gets_as_many_one_bucket_batches_and_no_clip_twice_in_an_epoch(world_size):
+    batch = 2
+    samplers = [BucketBatchSampler(LABELS, batch, rank=r, world_size=world_size, seed=5) for r in range(world_size)]
+    per_rank = samplers[0].batches_per_epoch
+    assert all(s.batches_per_epoch == per_rank for s in samplers) and per_rank > 0
+    epoch = [_take(s, per_rank) for s in samplers]
+    seen = [i for rank in epoch for b in rank for i in b]
+    assert len(seen) == len(set(seen))  # no clip twice in an epoch, across all ranks
+    for rank in epoch:
+        assert all(len(b) == batch and len({LABELS[i] for i in b}) == 1 for b in rank)  # one bucket per batch
+    # step k on every rank draws from the same bucket (one latent shape per global step)
+    for k in range(per_rank):
+        assert len({LABELS[epoch[r][k][0]] for r in range(world_size)}) == 1
+    # everything but each bucket's remainder (< one global batch) is trained each epoch
+    global_batch = batch * world_size
+    assert len(seen) == sum(LABELS.count(b) // global_batch * global_batch for b in "abc")
+
+
+def test_the_sampler_resumes_at_the_exact_next_batch_and_reshuffles_each_epoch():
+    full = _take(BucketBatchSampler(LABELS, 2, seed=3), 40)  # several epochs
+    for start in (1, 7, 11, 23):
+        assert _take(BucketBatchSampler(LABELS, 2, seed=3, start_batch=start), 10) == full[start:start + 10]
+    per_epoch = BucketBatchSampler(LABELS, 2, seed=3).batches_per_epoch
+    assert full[:per_epoch] != full[per_epoch:2 * per_epoch]
+
+
+def test_one_process_with_batch_2b_takes_what_two_with_batch_b_take():
+    one = _take(BucketBatchSampler(LABELS, 4, seed=9), 6)
+    two = [_take(BucketBatchSampler(LABELS, 2, rank=r, world_size=2, seed=9), 6) for r in (0, 1)]
+    assert one == [two[0][k] + two[1][k] for k in range(6)]
+
+
+def test_buckets_smaller_than_a_global_batch_are_named():
+    sampler = BucketBatchSampler(LABELS, 3, world_size=2, seed=0)
+    assert sampler.skipped() == {"c": 4}
+    with pytest.raises(ValueError, match=r"no bucket holds a global batch of data.batch_size=8 x 2 process\(es\) "
+                                         r"\(clips per bucket: a: 11, b: 8, c: 4\)"):
+        BucketBatchSampler(LABELS, 8, world_size=2)

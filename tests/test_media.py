@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ltx2train.data.media import (
-    MediaError, log_mel_spectrogram, read_audio, read_video_frames, resize_and_crop, write_video_with_audio,
+    MediaError, log_mel_spectrogram, read_audio, read_video_frames, fit_frames, write_video_with_audio,
 )
 from ltx2train.data.metadata import read_metadata
 from ltx2train.data.synthetic import COLOURS, make_synthetic_dataset
@@ -53,12 +53,24 @@ def test_log_mel_peaks_at_the_tone_frequency():
     assert peak == int(np.argmin(np.abs(centres - hz)))
 
 
-def test_resize_and_crop_covers_and_centres():
+def test_fit_frames_covers_and_centres():
     frames = torch.zeros(3, 40, 80, 3, dtype=torch.uint8)
     frames[:, :, 30:50] = 255  # a white band in the middle of a wide frame: 2:1 -> 1:1 keeps the centre
-    out = resize_and_crop(frames, 32, 32)
+    out = fit_frames(frames, 32, 32)
     assert out.shape == (3, 3, 32, 32) and out.min() >= -1 and out.max() <= 1
     assert out[:, :, :, 10:22].mean() > 0.9 and out[:, :, :, :4].mean() < -0.9 and out[:, :, :, -4:].mean() < -0.9
+
+
+def test_letterbox_keeps_the_whole_frame_and_random_crop_is_seeded():
+    frames = torch.full((1, 40, 80, 3), 255, dtype=torch.uint8)  # all white, 2:1
+    boxed = fit_frames(frames, 32, 32, crop="letterbox")
+    assert boxed.shape == (3, 1, 32, 32)
+    assert boxed[:, :, 9:23].min() > 0.99  # the whole frame, scaled to 16 x 32 in the middle
+    assert boxed[:, :, :7].max() < -0.99 and boxed[:, :, -7:].max() < -0.99  # black borders
+    ramp = torch.arange(80, dtype=torch.uint8).mul(3).view(1, 1, 80, 1).expand(1, 40, 80, 3).contiguous()
+    crops = [fit_frames(ramp, 32, 32, crop="random", generator=torch.Generator().manual_seed(s)) for s in range(6)]
+    assert torch.equal(crops[0], fit_frames(ramp, 32, 32, crop="random", generator=torch.Generator().manual_seed(0)))
+    assert len({round(float(c[0, 0, 0, 0]), 3) for c in crops}) > 1  # different offsets for different seeds
 
 
 def test_bad_media_is_a_clear_error(tmp_path):

@@ -89,7 +89,7 @@ def test_bad_clips_are_reported_and_skipped_good_ones_kept(tiny_workspace, tmp_p
 
 def test_a_cache_made_with_other_settings_is_refused(tiny_workspace, tmp_path):
     cfg = tiny_config(tiny_workspace, tmp_path / "run", ["data.num_frames=17"])
-    with pytest.raises(ValueError, match="num_frames: cache has 9, recipe has 17"):
+    with pytest.raises(ValueError, match="buckets: cache has .64x64x9., recipe has .64x64x17."):
         prepare(cfg)
 
 
@@ -135,3 +135,54 @@ def test_a_bad_shard_is_a_clear_error(text):
 
     with pytest.raises(ValueError, match="--shard"):
         Shard.parse(text)
+
+
+def _clip_with_a_red_square(path, height, width, frames=17, fps=24.0, square_x=0.9):
+    """A dark clip with a red square centred at ``square_x`` of the width (the captioned subject) and a tone."""
+    import numpy as np
+
+    from ltx2train.data.media import write_video_with_audio
+
+    video = np.full((frames, height, width, 3), 20, np.uint8)
+    side, cx, cy = height // 4, int(square_x * width), height // 2
+    video[:, cy - side // 2: cy + side // 2, cx - side // 2: cx + side // 2] = (230, 20, 20)
+    t = np.arange(int(frames / fps * 16000) + 1600) / 16000
+    audio = np.stack([0.2 * np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)
+    return write_video_with_audio(path, video, fps, audio)
+
+
+DYNAMIC = ["data.height=null", "data.width=null", f"data.max_pixels={96 * 96}", "data.frame_buckets=[9, 17]"]
+
+
+def test_dynamic_resolution_keeps_each_clips_aspect_ratio_and_its_subject(tiny_workspace, tmp_path):
+    """data.height/width null: a 3:1 clip, a 16:9 one (1920x1088 scaled down) and a square one each get the bucket
+    of their aspect ratio, with the subject near the edge still in every frame; a fixed square crop loses it."""
+    from ltx2train.data.prepare import choose_bucket, clip_pixels, settings_from_config
+    from ltx2train.data.metadata import read_metadata
+
+    clips = {"wide": (64, 192), "hd": (68, 120), "square": (96, 96)}  # 3:1, 1920x1088 / 16, 1:1
+    rows = [{"video": str(_clip_with_a_red_square(tmp_path / f"{name}.mp4", h, w, frames=21 if name == "hd" else 11)),
+             "caption": f"a red square at the right edge ({name})"} for name, (h, w) in clips.items()]
+    (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
+                                                         f"data.metadata={tmp_path / 'meta.jsonl'}", *DYNAMIC])
+    settings = settings_from_config(cfg)
+    records = read_metadata(cfg.data.metadata)
+    chosen = [choose_bucket(r, settings) for r in records]
+    assert [b.name for b in chosen] == ["32x96x9", "64x128x17", "96x96x9"]  # 3:1; 16:9 -> 2:1 at 96*96 px; 1:1
+    for record, bucket in zip(records, chosen):
+        pixels = clip_pixels(record, settings, bucket)
+        red = (pixels[0] > 0.5) & (pixels[1] < -0.5)  # (F, H, W)
+        assert red.flatten(1).any(1).all(), f"{record.video.name}: the subject left the frame"
+    fixed = settings_from_config(tiny_config(tiny_workspace, tmp_path / "run", ["data.height=64", "data.width=64"]))
+    square = clip_pixels(records[0], fixed, choose_bucket(records[0], fixed))
+    assert not ((square[0] > 0.5) & (square[1] < -0.5)).any()  # the old centre crop of the wide clip: no subject
+
+    report = prepare(cfg)
+    assert sorted(report.encoded) == [0, 1, 2]
+    dataset = CachedDataset(cfg.data.cache_dir)
+    assert dataset.buckets == ["32x96x9", "64x128x17", "96x96x9"]
+    for i, bucket in enumerate(chosen):  # latents: /32 in space, (F - 1) / 8 + 1 in time
+        assert tuple(dataset[i]["video_latents"].shape[1:]) == ((bucket.frames - 1) // 8 + 1, bucket.height // 32,
+                                                               bucket.width // 32)
+        assert dataset[i]["audio_latents"].shape[1] == round(bucket.frames / 24 * 25)

@@ -196,3 +196,44 @@ def test_a_cache_without_audio_is_refused_before_the_transformer_loads(tiny_work
     monkeypatch.setattr(builder_module, "load_component", no_loading)
     with pytest.raises(ValueError, match="data.with_audio=false"):
         Trainer(cfg, log=lambda _: None).setup()
+
+
+def test_batch_size_2_trains_over_several_buckets_and_resumes_exactly(tiny_workspace, tmp_path):
+    """Dynamic resolution: 2:1 and 1:1 clips in one cache, batches of 2 drawn from one bucket each, the loss
+    falling; a run stopped at step 3 and resumed takes the same batches and ends with the same adapter."""
+    from ltx2train.data.cache import CachedDataset
+    from ltx2train.data.prepare import prepare
+    from ltx2train.data.synthetic import make_synthetic_dataset
+    from ltx2train.training.data import BucketBatchSampler
+
+    rows = []
+    for name, (h, w) in {"wide": (64, 128), "square": (64, 64)}.items():
+        metadata = make_synthetic_dataset(tmp_path / name, num_clips=4, num_frames=9, height=h, width=w, seed=len(name))
+        rows += [line.replace('"clips/', f'"{name}/clips/') for line in metadata.read_text().splitlines()]
+    (tmp_path / "meta.jsonl").write_text("\n".join(rows) + "\n")
+    common = [f"data.metadata={tmp_path / 'meta.jsonl'}", f"data.cache_dir={tmp_path / 'cache'}", "data.height=null",
+              "data.width=null", f"data.max_pixels={64 * 128}", "data.aspect_ratios=[1.0, 2.0]", "data.batch_size=2",
+              "validation.prompts=[]", "validation.loss_sigmas=[]", "train.log_every=1", "optimizer.lr=5e-3",
+              "train.checkpoint_every=3", "train.keep_last=5"]
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [*common, "train.max_steps=8"])
+    prepare(cfg)
+    lines = []
+    result = Trainer(cfg, log=lines.append).train()
+    assert "8 cached clips in 2 buckets (64x128x9: 4, 64x64x9: 4)" in lines[0]
+    plan = BucketBatchSampler(CachedDataset(cfg.data.cache_dir).buckets, 2, seed=cfg.train.seed)
+    assert len({plan.buckets[b[0]] for b in _first(plan, 8)}) == 2  # both shapes trained
+    losses = [loss for _, loss in result.losses]
+    assert all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
+
+    again = tmp_path / "again"
+    Trainer(tiny_config(tiny_workspace, again, [*common, "train.max_steps=3"]), log=lambda _: None).train()
+    resumed = Trainer(tiny_config(tiny_workspace, again, [*common, "train.max_steps=8"]), log=lambda _: None).train()
+    assert resumed.losses == result.losses[3:]
+    ours = _tensors(ckpt.checkpoint_dir(again, 8) / "lora.safetensors")
+    theirs = _tensors(ckpt.checkpoint_dir(tmp_path / "run", 8) / "lora.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def _first(sampler, n):
+    it = iter(sampler)
+    return [next(it) for _ in range(n)]

@@ -9,7 +9,6 @@ from conftest import tiny_config
 from ltx2train.data.cache import CachedDataset, collate
 from ltx2train.models.loading import load_component
 from ltx2train.models.text_encoder import ProjectedText, connect_text
-from ltx2train.training.data import ResumableBatchSampler
 from ltx2train.training.objective import masked_mse, sample_sigmas
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer, lr_factor
 from ltx2train.training.strategies import TextToAudioVideo
@@ -99,21 +98,6 @@ def test_lr_scheduler_steps_once_per_optimizer_step():
         optimizer.step()
         scheduler.step()
     assert scheduler.get_last_lr()[0] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
-
-
-def test_batch_sampler_resumes_exactly_and_splits_ranks():
-    def take(sampler, n):
-        it = iter(sampler)
-        return [next(it) for _ in range(n)]
-
-    full = take(ResumableBatchSampler(10, 2, seed=3), 12)
-    assert take(ResumableBatchSampler(10, 2, seed=3, start_batch=7), 5) == full[7:]
-    assert sorted(i for b in full[:5] for i in b) == list(range(10))  # one epoch covers every sample once
-    r0 = take(ResumableBatchSampler(10, 2, rank=0, world_size=2, seed=3), 2)
-    r1 = take(ResumableBatchSampler(10, 2, rank=1, world_size=2, seed=3), 2)
-    assert not set(sum(r0, [])) & set(sum(r1, []))
-    with pytest.raises(ValueError, match="fewer than data.batch_size"):
-        ResumableBatchSampler(3, 2, world_size=2)
 
 
 def test_gradient_checkpointing_changes_memory_not_gradients(tiny_workspace, tmp_path):

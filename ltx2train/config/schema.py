@@ -62,6 +62,10 @@ class ModelConfig:
     dtype: str = "bfloat16"  # storage dtype of frozen weights: float32 | bfloat16 | float16
 
 
+ASPECT_RATIOS = (1 / 3, 1 / 2, 9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
+CROPS = ("center", "random", "letterbox")
+
+
 @dataclass
 class DataConfig:
     """The training clips, how they are sized, and how they are batched.
@@ -73,8 +77,18 @@ class DataConfig:
         root: base directory for relative video paths; ``None`` means the metadata file's directory.
         cache_dir: where ``prepare`` writes, and ``train`` reads, the precomputed latents and text
             embeddings.  Required.
-        height: clip height in pixels; a positive multiple of 32.
-        width: clip width in pixels; a positive multiple of 32.
+        height: clip height in pixels, a positive multiple of 32; null (with ``width`` null): dynamic
+            resolution, every clip keeps its aspect ratio and goes to the nearest of the buckets below.
+        width: clip width in pixels, a positive multiple of 32; null with ``height``.
+        max_pixels: dynamic resolution: the pixel budget of a frame (height x width); buckets are the largest
+            multiples of 32 within it for each of ``aspect_ratios``.
+        aspect_ratios: dynamic resolution: the width / height ratios buckets are made for.
+        frame_buckets: frame counts clips may have (8k+1 each); a clip gets the most frames it has. Empty: only
+            ``num_frames``.
+        buckets: explicit buckets ``HEIGHTxWIDTHxFRAMES`` (e.g. ``512x768x121``); when given, they replace the
+            generated ones (and a fixed height/width).
+        crop: how a clip is fitted to its bucket: ``center`` (cover, centre crop), ``random`` (cover, a crop
+            drawn once per clip), ``letterbox`` (fit inside, black borders).
         num_frames: frames per clip; of the form 8k+1 (9, 17, ..., 121).
         fps: frame rate clips are resampled to (also sets the audio duration).
         with_audio: also train the audio branch (clips without an audio track get silence).
@@ -89,8 +103,13 @@ class DataConfig:
     caption_column: str = "caption"  # metadata column with the caption
     root: Optional[str] = None  # base dir for relative video paths (default: metadata's dir)
     cache_dir: str = MISSING  # where prepare writes / train reads latents
-    height: int = 512  # multiple of 32
-    width: int = 768  # multiple of 32
+    height: Optional[int] = 512  # multiple of 32; null (with width null): dynamic resolution
+    width: Optional[int] = 768  # multiple of 32
+    max_pixels: int = 768 * 512  # dynamic resolution: pixels per frame
+    aspect_ratios: List[float] = field(default_factory=lambda: list(ASPECT_RATIOS))  # dynamic: width / height
+    frame_buckets: List[int] = field(default_factory=list)  # frame counts (8k+1); empty: [num_frames]
+    buckets: List[str] = field(default_factory=list)  # explicit HEIGHTxWIDTHxFRAMES; replace the generated ones
+    crop: str = "center"  # center | random | letterbox
     num_frames: int = 121  # 8k+1
     fps: float = 24.0  # frames per second clips are resampled to
     with_audio: bool = True  # also train the audio branch

@@ -11,6 +11,7 @@ from typing import Sequence
 from ltx2train.config.keys import choice_message
 from ltx2train.config.schema import (
     BACKENDS,
+    CROPS,
     DTYPES,
     METHODS,
     MIXED_PRECISIONS,
@@ -76,13 +77,34 @@ def _data(c: _Checks, cfg: Config) -> None:
     d = cfg.data
     c.need(bool(d.video_column), "data.video_column: must not be empty")
     c.need(bool(d.caption_column), "data.caption_column: must not be empty")
-    c.mult32("data.height", d.height)
-    c.mult32("data.width", d.width)
-    c.frames("data.num_frames", d.num_frames)
+    _data_shape(c, d)
     c.need(d.fps > 0, f"data.fps: must be > 0, got {d.fps}")
     c.at_least("data.max_sequence_length", d.max_sequence_length, 1)
     c.at_least("data.batch_size", d.batch_size, 1)
     c.at_least("data.num_workers", d.num_workers, 0)
+
+
+def _data_shape(c: _Checks, d) -> None:
+    from ltx2train.data.buckets import Bucket
+
+    c.need((d.height is None) == (d.width is None), "data.height and data.width: set both (a fixed size) or "
+           f"leave both null (dynamic resolution), got height={d.height}, width={d.width}")
+    for key, value in (("data.height", d.height), ("data.width", d.width)):
+        if value is not None:
+            c.mult32(key, value)
+    c.frames("data.num_frames", d.num_frames)
+    for n in d.frame_buckets:
+        c.frames("data.frame_buckets", n)
+    c.at_least("data.max_pixels", d.max_pixels, 32 * 32)
+    c.need(len(d.aspect_ratios) > 0 and all(a > 0 for a in d.aspect_ratios),
+           f"data.aspect_ratios: must be a non-empty list of positive width/height ratios, got {d.aspect_ratios}")
+    for text in d.buckets:
+        try:
+            problem = Bucket.parse(text).problem()
+        except ValueError as exc:
+            problem = str(exc)
+        c.need(problem is None, f"data.buckets: {problem}")
+    c.choice("data.crop", d.crop, CROPS)
 
 
 def _lora(c: _Checks, cfg: Config) -> None:

@@ -8,7 +8,8 @@ Each ``samples/<index>.safetensors`` holds, for one clip:
 - ``text_audio`` (T, Da)              ... and the audio ones where the model projects per modality (LTX-2.3)
 - ``text_attention_mask`` (T,)        1 for real tokens
 
-Only the caption's real tokens are stored; the dataset left-pads them back to ``max_sequence_length``
+Clips of one bucket (``HEIGHTxWIDTHxFRAMES``, recorded per sample in the manifest and in the file's header)
+share their latent shapes; a batch is drawn from one bucket. Only the caption's real tokens are stored; the dataset left-pads them back to ``max_sequence_length``
 (the connectors replace padded positions with learnable registers, so only their count matters).
 
 Files are written to a temporary name and renamed, so a file that exists is complete: an interrupted
@@ -27,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from ltx2train.utils.atomic import atomic_path, write_text_atomic
 
-FORMAT_VERSION = 2  # 2: projected text features (1 stored stacked Gemma hidden states)
+FORMAT_VERSION = 3  # 3: resolution buckets (2: projected text features; 1: stacked Gemma hidden states)
 TEXT_KEYS = ("text_video", "text_audio")
 MANIFEST = "manifest.json"
 SAMPLES_DIR = "samples"
@@ -36,9 +37,8 @@ SAMPLES_DIR = "samples"
 @dataclass(frozen=True)
 class CacheSettings:
     variant: str
-    height: int
-    width: int
-    num_frames: int
+    buckets: str  # the bucket shapes clips may take, "HxWxF,HxWxF,..." (see data/buckets.py)
+    crop: str
     fps: float
     with_audio: bool
     max_sequence_length: int
@@ -57,6 +57,12 @@ def write_sample(cache_dir: str | Path, index: int, tensors: dict[str, torch.Ten
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     return path
+
+
+def sample_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata stored in a sample file's header (video, caption, bucket)."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
 
 
 def read_manifest(cache_dir: str | Path) -> dict | None:
@@ -111,6 +117,11 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def buckets(self) -> list[str]:
+        """Each sample's bucket (``HEIGHTxWIDTHxFRAMES``): the samples a batch may be drawn from together."""
+        return [s["bucket"] for s in self.samples]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         path = self.cache_dir / self.samples[i]["file"]

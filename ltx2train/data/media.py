@@ -6,6 +6,7 @@ Every failure a user can cause (missing, corrupt, too short, no audio) is a ``Me
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,21 +20,44 @@ class MediaError(ValueError):
     """A clip that cannot be used, with the path and the reason."""
 
 
-def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: float = 0.0) -> torch.Tensor:
-    """Frames at ``start_s + i / fps`` (nearest source frame): uint8 (F, H, W, 3)."""
+@dataclass(frozen=True)
+class VideoInfo:
+    height: int
+    width: int
+    frames: int
+    fps: float
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.fps
+
+
+def _open_video(path: Path):
     import decord
 
-    path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: file does not exist")
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        source_fps = float(reader.get_avg_fps())
-        available = len(reader)
+        fps, frames = float(reader.get_avg_fps()), len(reader)
     except Exception as exc:  # decord raises its own DECORDError / RuntimeError on corrupt input
         raise MediaError(f"{path}: cannot decode video ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from exc
-    if source_fps <= 0:
-        raise MediaError(f"{path}: video has no frame rate")
+    if fps <= 0 or frames == 0:
+        raise MediaError(f"{path}: video has no frames or no frame rate")
+    return reader, fps, frames
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Size, frame count and average frame rate of the first video stream."""
+    reader, fps, frames = _open_video(Path(path))
+    height, width = reader[0].shape[:2]
+    return VideoInfo(int(height), int(width), frames, fps)
+
+
+def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: float = 0.0) -> torch.Tensor:
+    """Frames at ``start_s + i / fps`` (nearest source frame): uint8 (F, H, W, 3)."""
+    path = Path(path)
+    reader, source_fps, available = _open_video(path)
     indices = [round((start_s + i / fps) * source_fps) for i in range(num_frames)]
     if indices[-1] >= available:
         raise MediaError(f"{path}: {available} frames at {source_fps:g} fps is shorter than the {num_frames} frames "
@@ -84,16 +108,29 @@ def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, st
     return torch.from_numpy(np.clip(audio, -1.0, 1.0))
 
 
-def resize_and_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """uint8 (F, H, W, 3) -> float32 (3, F, height, width) in [-1, 1]: cover the target, centre crop."""
+def fit_frames(frames: torch.Tensor, height: int, width: int, crop: str = "center",
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float32 (3, F, height, width) in [-1, 1]. ``center`` / ``random``: scaled to cover
+    the target, then cropped (in the middle, or at an offset drawn from ``generator``); ``letterbox``: scaled to
+    fit inside, the borders black."""
     video = frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (F, 3, H, W)
     src_h, src_w = video.shape[-2:]
-    scale = max(height / src_h, width / src_w)
-    new_h, new_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    cover = crop != "letterbox"
+    scale = (max if cover else min)(height / src_h, width / src_w)
+    new_h, new_w = round(src_h * scale), round(src_w * scale)
+    new_h, new_w = (max(height, new_h), max(width, new_w)) if cover else (min(height, new_h), min(width, new_w))
     if (new_h, new_w) != (src_h, src_w):
         video = F.interpolate(video, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    video = video[:, :, top : top + height, left : left + width].clamp(-1.0, 1.0)
+    video = video.clamp(-1.0, 1.0)
+    if cover:
+        top, left = (new_h - height) // 2, (new_w - width) // 2
+        if crop == "random":
+            top = int(torch.randint(0, new_h - height + 1, (1,), generator=generator))
+            left = int(torch.randint(0, new_w - width + 1, (1,), generator=generator))
+        video = video[:, :, top : top + height, left : left + width]
+    else:
+        top, left = (height - new_h) // 2, (width - new_w) // 2
+        video = F.pad(video, (left, width - new_w - left, top, height - new_h - top), value=-1.0)
     return video.permute(1, 0, 2, 3).contiguous()
 
 

@@ -1,7 +1,8 @@
 """``ltx2train prepare``: clips + captions -> cached latents and text embeddings.
 
-metadata (csv/json/jsonl) -> decode video (decord) and audio (PyAV) over the same time window -> resize /
-centre-crop to the recipe's resolution and 8k+1 frames -> video VAE latents, 16 kHz log-mel -> audio VAE
+metadata (csv/json/jsonl) -> the clip's bucket (``data/buckets.py``: a fixed size, or the nearest aspect ratio
+under dynamic resolution; the most 8k+1 frames it has) -> decode video (decord) and audio (PyAV) over the same
+time window -> fit to the bucket (``data.crop``) -> video VAE latents, 16 kHz log-mel -> audio VAE
 latents, Gemma hidden states through the frozen text projection -> one safetensors file per clip (see ``cache.py``). A clip that cannot be
 read is reported by path and skipped; finished clips are never encoded twice.
 """
@@ -19,8 +20,11 @@ from typing import Callable
 
 import torch
 
-from ltx2train.data import cache
-from ltx2train.data.media import MediaError, log_mel_spectrogram, read_audio, read_video_frames, resize_and_crop
+from ltx2train.data import buckets, cache
+from ltx2train.data.buckets import Bucket
+from ltx2train.data.media import (
+    MediaError, VideoInfo, fit_frames, log_mel_spectrogram, probe_video, read_audio, read_video_frames,
+)
 from ltx2train.data.metadata import ClipRecord, read_metadata
 from ltx2train.models.text_encoder import project_text
 
@@ -55,8 +59,8 @@ class PrepareReport:
 def settings_from_config(cfg) -> cache.CacheSettings:
     d = cfg.data
     return cache.CacheSettings(
-        variant=cfg.model.variant, height=d.height, width=d.width, num_frames=d.num_frames, fps=float(d.fps),
-        with_audio=d.with_audio, max_sequence_length=d.max_sequence_length,
+        variant=cfg.model.variant, buckets=",".join(b.name for b in buckets.from_config(d)), crop=d.crop,
+        fps=float(d.fps), with_audio=d.with_audio, max_sequence_length=d.max_sequence_length,
     )
 
 
@@ -110,15 +114,40 @@ def encode_audio(audio_vae: torch.nn.Module, waveform: torch.Tensor, latent_leng
     return packed.unflatten(2, (channels, mel_latent)).transpose(1, 2)[0]
 
 
-def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings) -> dict[str, torch.Tensor]:
-    frames = read_video_frames(record.video, settings.num_frames, settings.fps)
-    pixels = resize_and_crop(frames, settings.height, settings.width)
-    tensors = {"video_latents": encode_video(encoders.video_vae, pixels)}
+def frames_at(info: VideoInfo, fps: float) -> int:
+    """How many frames at ``fps`` the clip holds (the last one's nearest source frame exists)."""
+    return int((info.frames - 0.5) / info.fps * fps) + 1
+
+
+def choose_bucket(record: ClipRecord, settings: cache.CacheSettings) -> Bucket:
+    """The clip's bucket: nearest aspect ratio, most frames it has; a clip too short for all is a MediaError."""
+    info = probe_video(record.video)
+    shapes = [Bucket.parse(b) for b in settings.buckets.split(",")]
+    available = frames_at(info, settings.fps)
+    bucket = buckets.assign(shapes, info.height, info.width, available)
+    if bucket is None:
+        shortest = min(b.frames for b in shapes)
+        raise MediaError(f"{record.video}: {info.frames} frames at {info.fps:g} fps ({info.duration:.2f} s) is shorter "
+                         f"than the shortest bucket ({shortest} frames at {settings.fps:g} fps)")
+    return bucket
+
+
+def clip_pixels(record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket) -> torch.Tensor:
+    """The clip's frames fitted to its bucket: (3, F, H, W) in [-1, 1], what the video VAE encodes."""
+    frames = read_video_frames(record.video, bucket.frames, settings.fps)
+    crop_draw = torch.Generator().manual_seed(record.index)  # data.crop=random: one crop per clip, reproducible
+    return fit_frames(frames, bucket.height, bucket.width, settings.crop, generator=crop_draw)
+
+
+def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings,
+                bucket: Bucket | None = None) -> dict[str, torch.Tensor]:
+    bucket = bucket or choose_bucket(record, settings)
+    tensors = {"video_latents": encode_video(encoders.video_vae, clip_pixels(record, settings, bucket))}
     if encoders.audio_vae is not None:
-        duration = settings.num_frames / settings.fps
+        duration = bucket.frames / settings.fps
         sample_rate = encoders.audio_vae.config.sample_rate
         waveform = read_audio(record.video, sample_rate=sample_rate, channels=2, duration_s=duration)
-        length = audio_latent_length(settings.num_frames, settings.fps, encoders.audio_vae)
+        length = audio_latent_length(bucket.frames, settings.fps, encoders.audio_vae)
         tensors["audio_latents"] = encode_audio(encoders.audio_vae, waveform, length)
     text = encoders.text_encoder.encode([record.caption], max_sequence_length=settings.max_sequence_length)
     projected = project_text(encoders.connectors, text)
@@ -216,12 +245,14 @@ def _encode(cfg, encoders, records, device, settings, report: PrepareReport, on_
         encoders = load_encoders(cfg, device)
     for record in records:
         try:
-            tensors = encode_clip(encoders, record, settings)
+            bucket = choose_bucket(record, settings)
+            tensors = encode_clip(encoders, record, settings, bucket)
         except MediaError as exc:
             logger.warning("skipping clip %d: %s", record.index, exc)
             report.failed.append({"index": record.index, "video": str(record.video), "error": str(exc)})
             continue
-        cache.write_sample(cache_dir, record.index, tensors, {"video": str(record.video), "caption": record.caption})
+        cache.write_sample(cache_dir, record.index, tensors,
+                           {"video": str(record.video), "caption": record.caption, "bucket": bucket.name})
         report.encoded.append(record.index)
         if on_sample is not None:
             on_sample(record.index)
@@ -249,7 +280,8 @@ def _record_shard(cache_dir: Path, shard: Shard, run: str, failed: list[dict]) -
 def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], failed: list[dict]) -> None:
     done = [r for r in records if cache.sample_path(cache_dir, r.index).is_file()]
     samples = [{"index": r.index, "file": str(cache.sample_path(cache_dir, r.index).relative_to(cache_dir)),
-                "video": str(r.video), "caption": r.caption} for r in done]
+                "video": str(r.video), "caption": r.caption,
+                "bucket": cache.sample_metadata(cache.sample_path(cache_dir, r.index))["bucket"]} for r in done]
     cache.write_manifest(cache_dir, settings, samples, failed)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -236,6 +237,14 @@ def describe(run: TrainingRun) -> str:
     kinds = lambda trained: sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()  # noqa: E731
                                     if p.requires_grad == trained}) or ["-"]
     return (f"[ltx2train] {run.spec.name}: {run.method.describe()} ({n_train:,} trainable parameters; weights: "
-            f"frozen {'/'.join(kinds(False))}, trained {'/'.join(kinds(True))}), {len(run.dataset)} cached clips, "
-            f"{run.backend.world_size} process(es) ({run.backend.name}), starting at step {run.step}")
+            f"frozen {'/'.join(kinds(False))}, trained {'/'.join(kinds(True))}), {len(run.dataset)} cached clips"
+            f"{_bucket_summary(run.dataset.buckets)}, {run.backend.world_size} process(es) ({run.backend.name}), "
+            f"starting at step {run.step}")
+
+
+def _bucket_summary(buckets: list[str]) -> str:
+    counts = Counter(buckets)
+    if len(counts) == 1:
+        return f" ({next(iter(counts))})"
+    return f" in {len(counts)} buckets (" + ", ".join(f"{b}: {n}" for b, n in sorted(counts.items())) + ")"
 

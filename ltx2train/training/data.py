@@ -1,32 +1,49 @@
-"""Batches from the cache: a resumable, rank-sharded, epoch-seeded batch sampler."""
+"""Batches from the cache: a bucket-aware, resumable, rank-sharded, epoch-seeded batch sampler."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
 
-class ResumableBatchSampler(torch.utils.data.Sampler):
-    """Endless index batches for one rank. Epoch ``e`` is a permutation seeded by ``seed + e``, split
-    across ranks; ``start_batch`` skips the batches this rank already consumed (exact data resume)."""
+class BucketBatchSampler(torch.utils.data.Sampler):
+    """Endless index batches for one rank, each batch from one bucket (one latent shape).
 
-    def __init__(self, num_samples: int, batch_size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 shuffle: bool = True, start_batch: int = 0):
-        self.per_rank = num_samples // world_size
-        self.batches_per_epoch = self.per_rank // batch_size
+    Epoch ``e`` (seeded by ``seed + e``): each bucket's samples are shuffled and cut into global batches of
+    ``batch_size x world_size`` (a bucket's remainder waits for a later epoch's shuffle), the global batches are
+    shuffled, and rank ``r`` takes slice ``r`` of each. So every rank gets the same number of batches, no sample
+    is seen twice in an epoch, and one process with batch ``2b`` takes what two processes with batch ``b`` take
+    together. ``start_batch`` skips the batches this rank already consumed (exact data resume).
+    """
+
+    def __init__(self, buckets: Sequence[str], batch_size: int, *, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, shuffle: bool = True, start_batch: int = 0):
+        self.buckets = list(buckets)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.seed, self.shuffle, self.start_batch = seed, shuffle, start_batch
+        self.global_batch = batch_size * world_size
+        members: dict[str, list[int]] = {}
+        for index, bucket in enumerate(self.buckets):
+            members.setdefault(bucket, []).append(index)
+        self.members = dict(sorted(members.items()))
+        self.batches_per_epoch = sum(len(m) // self.global_batch for m in self.members.values())
         if self.batches_per_epoch == 0:
-            raise ValueError(f"the cache holds {num_samples} samples: fewer than data.batch_size={batch_size} "
-                             f"x {world_size} processes")
-        self.num_samples, self.batch_size = num_samples, batch_size
-        self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
-        self.start_batch = start_batch
+            sizes = ", ".join(f"{b}: {len(m)}" for b, m in self.members.items())
+            raise ValueError(f"no bucket holds a global batch of data.batch_size={batch_size} x {world_size} "
+                             f"process(es) (clips per bucket: {sizes})")
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        batches = []
+        for indices in self.members.values():
+            order = [indices[i] for i in torch.randperm(len(indices), generator=generator)] if self.shuffle else indices
+            whole = len(order) // self.global_batch * self.global_batch
+            batches += [order[i:i + self.global_batch] for i in range(0, whole, self.global_batch)]
         if self.shuffle:
-            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch))
-        else:
-            order = torch.arange(self.num_samples)
-        mine = order[self.rank : self.per_rank * self.world_size : self.world_size].tolist()
-        return [mine[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.batches_per_epoch)]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        lo = self.rank * self.batch_size
+        return [batch[lo:lo + self.batch_size] for batch in batches]
 
     def __iter__(self):
         epoch, offset = divmod(self.start_batch, self.batches_per_epoch)
@@ -37,3 +54,7 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:  # one epoch; the iterator itself never ends
         return self.batches_per_epoch
+
+    def skipped(self) -> dict[str, int]:
+        """Buckets too small for one global batch: never trained (bucket -> clips)."""
+        return {b: len(m) for b, m in self.members.items() if len(m) < self.global_batch}

@@ -21,7 +21,7 @@ from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.backends.collectives import disagreeing
 from ltx2train.training.builder import build, describe
-from ltx2train.training.data import ResumableBatchSampler
+from ltx2train.training.data import BucketBatchSampler
 from ltx2train.training.objective import SigmaBucketLoss
 from ltx2train.training.signals import StopRequest
 from ltx2train.training.tracking import Tracker
@@ -83,9 +83,12 @@ class Trainer:
 
     def _build_loader(self, start_batch: int):
         cfg = self.cfg
-        sampler = ResumableBatchSampler(len(self.run.dataset), cfg.data.batch_size, rank=self.rank,
-                                        world_size=self.world_size, seed=cfg.train.seed, shuffle=cfg.data.shuffle,
-                                        start_batch=start_batch)
+        sampler = BucketBatchSampler(self.run.dataset.buckets, cfg.data.batch_size, rank=self.rank,
+                                     world_size=self.world_size, seed=cfg.train.seed, shuffle=cfg.data.shuffle,
+                                     start_batch=start_batch)
+        for bucket, clips in sampler.skipped().items():
+            self.log(f"[ltx2train] warning: bucket {bucket} holds {clips} clip(s), fewer than a global batch "
+                     f"({cfg.data.batch_size} x {self.world_size} process(es)): they are not trained")
         loader = torch.utils.data.DataLoader(self.run.dataset, batch_sampler=sampler, collate_fn=collate,
                                              num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
         return iter(loader)
