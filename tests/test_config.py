@@ -262,3 +262,17 @@ def test_backend_options_belong_to_their_backend():
                                (["distributed.backend=fsdp3"], "distributed.backend")):
         with pytest.raises(ConfigError, match=message):
             load_config(T2AV, overrides)
+
+
+def test_the_reference_recipe_documents_every_field():
+    """recipes/t2av_lora.yaml is the commented reference: every schema key appears in it, nothing else."""
+    import yaml
+
+    from ltx2train.config.keys import LEAVES
+
+    def leaves(data, prefix=""):
+        for key, value in data.items():
+            yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+
+    assert sorted(leaves(yaml.safe_load((RECIPES / "t2av_lora.yaml").read_text()))) == sorted(LEAVES)
+    assert load_config(RECIPES / "t2av_lora.yaml").data.crop == "center"
