@@ -105,3 +105,62 @@ def test_metadata_formats_agree_and_errors_name_the_problem(tmp_path):
         read_metadata(tmp_path / "bad.jsonl")
     with pytest.raises(FileNotFoundError):
         read_metadata(tmp_path / "missing.csv")
+
+
+def _vfr_clip(path, times):
+    """An h264 clip whose frame k starts at ``times[k]`` seconds (millisecond timestamps) and is grey 10 + 8k."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for k, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 + 8 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_a_variable_frame_rate_clip_decodes_by_timestamps(tmp_path):
+    """4 fps for a second, then 30 fps: each 24 fps instant shows the frame on screen at that time (real motion),
+    where the average frame rate would have held the slow part far too long."""
+    from ltx2train.data.media import probe_video
+
+    times = [k / 4 for k in range(4)] + [1 + k / 30 for k in range(26)]
+    path = _vfr_clip(tmp_path / "vfr.mp4", times)
+    info = probe_video(path)
+    assert info.frames == 30 and info.duration == pytest.approx(1 + 26 / 30, abs=0.04)
+    frames = read_video_frames(path, 41, 24.0)  # 0 .. 1.667 s
+    shown = [round((float(f.float().mean()) - 10) / 8) for f in frames]
+    stamps = [round(t * 1000) / 1000 for t in times]  # as written: millisecond timestamps
+    expected = [max(k for k, t in enumerate(stamps) if t <= i / 24 + 1e-6) for i in range(41)]
+    assert shown == expected
+    nominal = [round(i / 24 * info.fps) for i in range(41)]  # what an average-fps index map would take
+    assert sum(a != b for a, b in zip(nominal, expected)) > 20
+    assert len(set(shown[24:])) == 17  # after 1 s: a new frame at every instant, i.e. motion
+
+
+@pytest.mark.parametrize("start_s", [0.0, 0.5])
+def test_audio_and_video_of_a_window_are_aligned(tmp_path, start_s):
+    """A flash at frame 30 and a click at the same instant (1.25 s, AAC): read over the same window, the click
+    lands within one audio latent frame (40 ms) of the flash."""
+    fps, sr = 24.0, 16000
+    video = np.full((60, 32, 32, 3), 16, np.uint8)
+    video[30] = 240
+    audio = np.zeros((2, int(2.5 * sr)), np.float32)
+    click = int(30 / fps * sr)
+    audio[:, click:click + 80] = 0.9
+    path = write_video_with_audio(tmp_path / "click.mp4", video, fps, audio, sr)
+    frames = read_video_frames(path, 41, fps, start_s=start_s)
+    flash_s = int(frames.float().mean(dim=(1, 2, 3)).argmax()) / fps
+    wave = read_audio(path, sample_rate=sr, channels=2, start_s=start_s, duration_s=41 / fps)
+    click_s = int(wave.abs().mean(0).argmax()) / sr
+    assert abs(flash_s - (1.25 - start_s)) < 1e-6
+    assert abs(click_s - flash_s) <= 0.040, f"click at {click_s:.3f} s, flash at {flash_s:.3f} s"

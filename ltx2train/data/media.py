@@ -25,43 +25,59 @@ class VideoInfo:
     height: int
     width: int
     frames: int
-    fps: float
+    duration: float  # seconds from the first frame's start to the last frame's end, by timestamps
 
     @property
-    def duration(self) -> float:
-        return self.frames / self.fps
+    def fps(self) -> float:
+        """The average frame rate (a variable-frame-rate clip has no other)."""
+        return self.frames / self.duration
 
 
 def _open_video(path: Path):
+    """(reader, frame start times in seconds from the first frame, end time of the last frame)."""
     import decord
 
     if not path.is_file():
         raise MediaError(f"{path}: file does not exist")
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        fps, frames = float(reader.get_avg_fps()), len(reader)
+        stamps = reader.get_frame_timestamp(list(range(len(reader)))) if len(reader) else None
     except Exception as exc:  # decord raises its own DECORDError / RuntimeError on corrupt input
         raise MediaError(f"{path}: cannot decode video ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from exc
-    if fps <= 0 or frames == 0:
-        raise MediaError(f"{path}: video has no frames or no frame rate")
-    return reader, fps, frames
+    if stamps is None or len(stamps) == 0:
+        raise MediaError(f"{path}: video has no frames")
+    starts = np.asarray(stamps[:, 0], dtype=np.float64) - float(stamps[0, 0])
+    end = float(stamps[-1, 1]) - float(stamps[0, 0])
+    if end <= 0 or not np.all(np.diff(starts) >= 0):
+        raise MediaError(f"{path}: video frames have no usable timestamps")
+    return reader, starts, end
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """Size, frame count and average frame rate of the first video stream."""
-    reader, fps, frames = _open_video(Path(path))
+    """Size, frame count and duration (by timestamps) of the first video stream."""
+    reader, starts, end = _open_video(Path(path))
     height, width = reader[0].shape[:2]
-    return VideoInfo(int(height), int(width), frames, fps)
+    return VideoInfo(int(height), int(width), len(starts), end)
+
+
+def frame_indices(starts: np.ndarray, end: float, num_frames: int, fps: float, start_s: float = 0.0) -> list[int]:
+    """The source frame shown at each instant ``start_s + i / fps`` (by timestamps, so variable-frame-rate
+    clips keep their real motion); ValueError when the window runs past ``end``."""
+    instants = start_s + np.arange(num_frames) / fps
+    if instants[-1] >= end - 1e-6:
+        raise ValueError("past the end")
+    return np.clip(np.searchsorted(starts, instants + 1e-6, side="right") - 1, 0, len(starts) - 1).tolist()
 
 
 def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: float = 0.0) -> torch.Tensor:
-    """Frames at ``start_s + i / fps`` (nearest source frame): uint8 (F, H, W, 3)."""
+    """The frames shown at ``start_s + i / fps`` seconds from the first frame: uint8 (F, H, W, 3)."""
     path = Path(path)
-    reader, source_fps, available = _open_video(path)
-    indices = [round((start_s + i / fps) * source_fps) for i in range(num_frames)]
-    if indices[-1] >= available:
-        raise MediaError(f"{path}: {available} frames at {source_fps:g} fps is shorter than the {num_frames} frames "
-                         f"at {fps:g} fps requested (from {start_s:g} s)")
+    reader, starts, end = _open_video(path)
+    try:
+        indices = frame_indices(starts, end, num_frames, fps, start_s)
+    except ValueError:
+        raise MediaError(f"{path}: {len(starts)} frames over {end:.2f} s is shorter than the {num_frames} frames at "
+                         f"{fps:g} fps requested (from {start_s:g} s)") from None
     try:
         frames = reader.get_batch(indices).asnumpy()
     except Exception as exc:
@@ -71,7 +87,8 @@ def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: fl
 
 def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, start_s: float = 0.0,
                duration_s: float | None = None) -> torch.Tensor:
-    """The first audio stream, resampled by PyAV: float32 (channels, samples) in [-1, 1]."""
+    """The first audio stream, resampled by PyAV: float32 (channels, samples) in [-1, 1], from ``start_s`` seconds
+    after the first video frame (an audio stream that starts later is padded with silence before it)."""
     import av
 
     path = Path(path)
@@ -83,6 +100,8 @@ def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, st
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise MediaError(f"{path}: has no audio stream")
+            offset = _start_seconds(container.streams.audio[0]) - (
+                _start_seconds(container.streams.video[0]) if container.streams.video else 0.0)
             resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
             for frame in container.decode(container.streams.audio[0]):
                 for out in resampler.resample(frame):
@@ -96,8 +115,8 @@ def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, st
     if not chunks:
         raise MediaError(f"{path}: audio stream holds no samples")
     audio = np.concatenate(chunks, axis=1).astype(np.float32)  # (channels, samples)
-    start = round(start_s * sample_rate)
-    audio = audio[:, start:]
+    start = round((start_s - offset) * sample_rate)  # the window in the video's time: its first frame is 0
+    audio = np.pad(audio, ((0, 0), (-start, 0))) if start < 0 else audio[:, start:]
     if duration_s is not None:
         want = round(duration_s * sample_rate)
         missing = want - audio.shape[1]
@@ -106,6 +125,10 @@ def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, st
                              f"{duration_s:.2f} s needed")
         audio = np.pad(audio, ((0, 0), (0, max(0, missing))))[:, :want]
     return torch.from_numpy(np.clip(audio, -1.0, 1.0))
+
+
+def _start_seconds(stream) -> float:
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
 
 
 def fit_frames(frames: torch.Tensor, height: int, width: int, crop: str = "center",
@@ -180,6 +203,9 @@ def write_video_with_audio(path: str | Path, frames: torch.Tensor | np.ndarray, 
                 audio_frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio_np), format="fltp",
                                                          layout=audio_stream.layout.name)
                 audio_frame.sample_rate = sample_rate
+                # a timestamp lets the encoder mark its priming samples (pts < 0): the muxer then writes an edit
+                # list and decoders drop them; without it the sound plays 1024 samples (64 ms) late
+                audio_frame.pts, audio_frame.time_base = 0, Fraction(1, sample_rate)
                 for packet in audio_stream.encode(audio_frame):
                     container.mux(packet)
                 for packet in audio_stream.encode():

@@ -115,8 +115,8 @@ def encode_audio(audio_vae: torch.nn.Module, waveform: torch.Tensor, latent_leng
 
 
 def frames_at(info: VideoInfo, fps: float) -> int:
-    """How many frames at ``fps`` the clip holds (the last one's nearest source frame exists)."""
-    return int((info.frames - 0.5) / info.fps * fps) + 1
+    """How many frames at ``fps`` the clip holds: instants ``i / fps`` before the end of its last frame."""
+    return int(info.duration * fps - 1e-6) + 1
 
 
 def choose_bucket(record: ClipRecord, settings: cache.CacheSettings) -> Bucket:
@@ -127,8 +127,8 @@ def choose_bucket(record: ClipRecord, settings: cache.CacheSettings) -> Bucket:
     bucket = buckets.assign(shapes, info.height, info.width, available)
     if bucket is None:
         shortest = min(b.frames for b in shapes)
-        raise MediaError(f"{record.video}: {info.frames} frames at {info.fps:g} fps ({info.duration:.2f} s) is shorter "
-                         f"than the shortest bucket ({shortest} frames at {settings.fps:g} fps)")
+        raise MediaError(f"{record.video}: {info.frames} frames over {info.duration:.2f} s is shorter than the "
+                         f"shortest bucket ({shortest} frames at {settings.fps:g} fps)")
     return bucket
 
 
