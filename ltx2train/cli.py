@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -156,21 +157,33 @@ def _load(args: argparse.Namespace, check_paths):
     return load_config(args.recipe, args.overrides, check_paths=check_paths)
 
 
+PREPARE_SOME_REJECTED, PREPARE_NOTHING_KEPT = 4, 5
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    """Exit 0: every row cached; 4: some rows rejected (listed in CACHE/rejects.jsonl), the rest cached; 5: nothing
+    kept."""
+    from ltx2train.data.cache import REJECTS
     from ltx2train.data.prepare import Shard, prepare
 
     shard = Shard.parse(args.shard) if args.shard else None
     cfg = _load(args, ("model.checkpoint", "model.text_encoder", "data.metadata"))
     report = prepare(cfg, shard=shard)
     part = f" (shard {shard.index}/{shard.count})" if shard else ""
-    print(f"prepare{part}: {len(report.encoded)} encoded, {len(report.skipped)} already cached, {len(report.failed)} "
-          f"failed in {report.seconds:.1f}s -> {cfg.data.cache_dir}")
+    kept = len(report.encoded) + len(report.skipped)
+    print(f"prepare{part}: {kept} kept ({len(report.encoded)} encoded, {len(report.skipped)} already cached), "
+          f"{len(report.rejected)} rejected in {report.seconds:.1f}s -> {cfg.data.cache_dir}")
+    for reject in report.rejected:
+        print(f"  rejected: {reject['path'] or '(row ' + str(reject['index']) + ')'}: {reject['reason']}")
     if shard:
         print("manifest written: every shard is done" if report.manifest else
               "manifest not written yet: the last shard to finish writes it")
-    for failure in report.failed:
-        print(f"  failed: {failure['video']}: {failure['error']}")
-    return 0
+    if report.rejected and report.manifest:
+        print(f"rejects: {Path(cfg.data.cache_dir) / REJECTS}")
+    if kept == 0:
+        print("ltx2train: error: nothing was kept: every row was rejected (or the metadata is empty)", file=sys.stderr)
+        return PREPARE_NOTHING_KEPT
+    return PREPARE_SOME_REJECTED if report.rejected else 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -279,13 +292,15 @@ def _quiet_library_progress_bars() -> None:
         pass
 
 
-EXIT_CODES = {0: "completed", 1: "crashed", 2: "user error", 3: "stopped with a checkpoint"}
+EXIT_CODES = {0: "completed", 1: "crashed", 2: "user error", 3: "stopped with a checkpoint",
+              4: "some rows rejected", 5: "nothing kept"}
 EXIT_FILE_VARIABLE = "LTX2TRAIN_EXIT_FILE"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 a user error (bad recipe, key, file; no traceback), 3 stopped by a signal after
-    writing a checkpoint (resume by running the same command again), 1 a crash.
+    writing a checkpoint (resume by running the same command again), 1 a crash; ``prepare``: 4 some rows
+    rejected (the rest cached), 5 nothing kept.
 
     Under a launcher that hides the processes' codes (torchrun reports any non-zero code as 1, and srun
     ``--kill-on-bad-exit`` then kills the other nodes, perhaps before the main process is done), set

@@ -54,7 +54,7 @@ def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (),
     report = prepare(cfg)
     timings["prepare"] = time.perf_counter() - t
     log(f"[demo] prepare: {len(report.encoded)} clips encoded, {len(report.skipped)} already cached, "
-        f"{len(report.failed)} failed -> {cfg.data.cache_dir}")
+        f"{len(report.rejected)} rejected -> {cfg.data.cache_dir}")
 
     t = time.perf_counter()
     shutil.rmtree(cfg.train.output_dir, ignore_errors=True)  # the demo run starts fresh each time

@@ -39,7 +39,7 @@ def tiny_workspace(tmp_path_factory):
     make_synthetic_dataset(root / "data", num_clips=6, num_frames=9, fps=24.0, height=64, width=64)
     cfg = tiny_config(root, root / "unused_run")
     report = prepare(cfg)
-    assert len(report.encoded) == 6 and not report.failed
+    assert len(report.encoded) == 6 and not report.rejected
     return root
 
 

@@ -24,7 +24,7 @@ def _dominant_hz(x, sample_rate=16000):
 
 
 def test_synthetic_clips_show_the_caption(synthetic):
-    records = read_metadata(synthetic)
+    records = read_metadata(synthetic).records
     assert len(records) == 4 and all(r.video.is_file() for r in records)
     for record in records:
         frames = read_video_frames(record.video, 17, 24.0)
@@ -90,19 +90,30 @@ def test_bad_media_is_a_clear_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.mp4", "silent.mp4"]  # no temp files left
 
 
-def test_metadata_formats_agree_and_errors_name_the_problem(tmp_path):
+def test_metadata_formats_agree_and_bad_rows_are_rejected_with_their_reason(tmp_path):
     rows = [{"video": "a.mp4", "caption": "a red box"}, {"video": "/abs/b.mp4", "caption": "a blue disk"}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (tmp_path / "m.json").write_text(json.dumps(rows))
     (tmp_path / "m.csv").write_text("video,caption\na.mp4,a red box\n/abs/b.mp4,a blue disk\n")
-    parsed = [read_metadata(tmp_path / f"m.{ext}") for ext in ("jsonl", "json", "csv")]
+    parsed = [read_metadata(tmp_path / f"m.{ext}").records for ext in ("jsonl", "json", "csv")]
     assert parsed[0] == parsed[1] == parsed[2]
     assert parsed[0][0].video == tmp_path / "a.mp4" and str(parsed[0][1].video) == "/abs/b.mp4"
-    with pytest.raises(ValueError, match=r"no column 'clip'.*\['caption', 'video'\]"):
-        read_metadata(tmp_path / "m.csv", video_column="clip")
-    (tmp_path / "bad.jsonl").write_text('{"video": "a.mp4", "caption": "x"}\n{oops\n')
-    with pytest.raises(ValueError, match="line 2"):
-        read_metadata(tmp_path / "bad.jsonl")
+    assert parsed[0][0].path == "a.mp4"  # as written, for the rejects report
+    wrong_column = read_metadata(tmp_path / "m.csv", video_column="clip")
+    assert wrong_column.records == [] and len(wrong_column.rejects) == 2
+    assert "no 'clip' (columns: ['caption', 'video'])" in wrong_column.rejects[0]["reason"]
+    # one bad row of each kind: the good rows still come through, each bad one with its reason
+    lines = [b'{"video": "good.mp4", "caption": "a cat"}', b"{oops", b'{"video": "empty.mp4", "caption": "  "}',
+             b'{"video": "nocap.mp4"}', b'{"video": "bytes.mp4", "caption": "caf\xe9 au lait"}',
+             b'{"video": "./good.mp4", "caption": "the same clip again"}', b'{"video": "last.mp4", "caption": "a dog"}']
+    (tmp_path / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    mixed = read_metadata(tmp_path / "mixed.jsonl")
+    assert [r.path for r in mixed.records] == ["good.mp4", "last.mp4"]
+    reasons = {r["index"]: r["reason"] for r in mixed.rejects}
+    assert sorted(reasons) == [1, 2, 3, 4, 5]
+    assert "line 2: not valid JSON" in reasons[1] and "empty caption" in reasons[2] and "no 'caption'" in reasons[3]
+    assert "not valid UTF-8" in reasons[4] and "duplicate of line 1" in reasons[5]
+    assert [r["path"] for r in mixed.rejects] == ["", "empty.mp4", "nocap.mp4", "bytes.mp4", "./good.mp4"]
     with pytest.raises(FileNotFoundError):
         read_metadata(tmp_path / "missing.csv")
 

@@ -70,7 +70,7 @@ def test_two_processes_prepare_disjoint_halves_and_one_manifest(tiny_workspace, 
     assert "prepare: 3 encoded" in proc.stdout and "prepare: 2 encoded" in proc.stdout
     manifest = cache.read_manifest(tmp_path / "cache")
     assert [s["index"] for s in manifest["samples"]] == [0, 1, 2, 4, 5]
-    assert [f["index"] for f in manifest["failed"]] == [3] and "clip_003.mp4" in manifest["failed"][0]["error"]
+    assert [f["index"] for f in manifest["rejected"]] == [3] and "clip_003.mp4" in manifest["rejected"][0]["reason"]
     assert not list((tmp_path / "cache").glob(".*"))  # no temp or per-rank files left
 
 

@@ -65,7 +65,7 @@ def test_interrupted_prepare_resumes_without_reencoding_finished_samples(tiny_wo
 
     encoded = []
     report = prepare(cfg, on_sample=encoded.append)
-    assert report.skipped == [0, 1] and encoded == [2, 3, 4, 5] and not report.failed
+    assert report.skipped == [0, 1] and encoded == [2, 3, 4, 5] and not report.rejected
     assert {p.name: p.stat().st_mtime_ns for p in done} == stamps
     assert len(CachedDataset(cfg.data.cache_dir)) == 6
 
@@ -80,11 +80,14 @@ def test_bad_clips_are_reported_and_skipped_good_ones_kept(tiny_workspace, tmp_p
     cfg = tiny_config(tiny_workspace, tmp_path / "run",
                       [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={data / 'metadata.jsonl'}"])
     report = prepare(cfg)
-    failed = {f["index"]: f["error"] for f in report.failed}
-    assert set(failed) == {1, 6} and "clip_001.mp4" in failed[1] and "missing.mp4" in failed[6]
+    rejected = {f["index"]: f["reason"] for f in report.rejected}
+    assert set(rejected) == {1, 6} and "clip_001.mp4" in rejected[1] and "missing.mp4" in rejected[6]
+    assert [f["path"] for f in report.rejected] == ["clips/clip_001.mp4", "clips/missing.mp4"]  # as written
     assert sorted(report.encoded) == [0, 2, 3, 4, 5]
     manifest = cache.read_manifest(tmp_path / "cache")
-    assert [s["index"] for s in manifest["samples"]] == [0, 2, 3, 4, 5] and len(manifest["failed"]) == 2
+    assert [s["index"] for s in manifest["samples"]] == [0, 2, 3, 4, 5] and manifest["rejected"] == report.rejected
+    rejects = [json.loads(line) for line in (tmp_path / "cache" / "rejects.jsonl").read_text().splitlines()]
+    assert rejects == report.rejected
 
 
 def test_a_cache_made_with_other_settings_is_refused(tiny_workspace, tmp_path):
@@ -167,7 +170,7 @@ def test_dynamic_resolution_keeps_each_clips_aspect_ratio_and_its_subject(tiny_w
     cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
                                                          f"data.metadata={tmp_path / 'meta.jsonl'}", *DYNAMIC])
     settings = settings_from_config(cfg)
-    records = read_metadata(cfg.data.metadata)
+    records = read_metadata(cfg.data.metadata).records
     chosen = [choose_bucket(r, settings) for r in records]
     assert [b.name for b in chosen] == ["32x96x9", "64x128x17", "96x96x9"]  # 3:1; 16:9 -> 2:1 at 96*96 px; 1:1
     for record, bucket in zip(records, chosen):
@@ -186,3 +189,38 @@ def test_dynamic_resolution_keeps_each_clips_aspect_ratio_and_its_subject(tiny_w
         assert tuple(dataset[i]["video_latents"].shape[1:]) == ((bucket.frames - 1) // 8 + 1, bucket.height // 32,
                                                                bucket.width // 32)
         assert dataset[i]["audio_latents"].shape[1] == round(bucket.frames / 24 * 25)
+
+
+def test_prepare_exit_codes_say_what_was_kept_and_decoder_noise_goes_into_the_reason(tiny_workspace, tmp_path,
+                                                                                     capfd):
+    """`ltx2train prepare`: 4 when some rows were rejected (the rest cached), 5 when nothing was kept; what ffmpeg
+    printed about a broken file is in its reason, not on the terminal."""
+    from ltx2train import cli
+    from ltx2train.config import save_config
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_workspace / "data", data)
+    clip = data / "clips" / "clip_002.mp4"
+    clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])  # truncated: no moov atom
+    rows = (data / "metadata.jsonl").read_text().splitlines()
+    (data / "two.jsonl").write_text("\n".join([rows[0], rows[2]]) + "\n")
+    (data / "bad.jsonl").write_text(rows[2] + "\n" + json.dumps({"video": "clips/clip_000.mp4", "caption": ""}) + "\n")
+    (data / "empty.jsonl").write_text("")
+
+    def run(metadata, cache_name):
+        cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / cache_name}",
+                                                             f"data.metadata={data / metadata}"])
+        code = cli.main(["prepare", str(save_config(cfg, tmp_path / f"{cache_name}.yaml"))])
+        return code, capfd.readouterr()
+
+    code, out = run("two.jsonl", "c1")
+    assert code == 4
+    assert "1 kept (1 encoded, 0 already cached), 1 rejected" in out.out
+    assert f"rejects: {tmp_path / 'c1' / 'rejects.jsonl'}" in out.out
+    (reject,) = [json.loads(line) for line in (tmp_path / "c1" / "rejects.jsonl").read_text().splitlines()]
+    assert reject["path"] == "clips/clip_002.mp4" and "moov atom not found" in reject["reason"]
+    assert "moov atom" not in out.err.replace(reject["reason"], "")  # only inside our one line, not ffmpeg's own
+    code, out = run("bad.jsonl", "c2")
+    assert code == 5 and "nothing was kept" in out.err and "empty caption" in out.out
+    code, out = run("empty.jsonl", "c3")
+    assert code == 5 and "0 kept" in out.out and "Traceback" not in out.err

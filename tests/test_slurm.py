@@ -129,7 +129,7 @@ def test_the_prepare_array_writes_the_cache_of_one_prepare_and_a_rerun_skips_fin
         return [(tmp_path / f"{tag}-{task}.log").read_text() for task in ("0", "1")]
 
     logs = array("first")
-    assert [re.search(r"prepare \(shard (\d)/2\): (\d+) encoded, (\d+) already cached", text).groups()
+    assert [re.search(r"prepare \(shard (\d)/2\): 3 kept \((\d+) encoded, (\d+) already cached\)", text).groups()
             for text in logs] == [("0", "3", "0"), ("1", "3", "0")]  # 6 clips, index % 2
     assert sum("manifest written: every shard is done" in text for text in logs) >= 1
     ours, theirs = json.loads((tmp_path / "cache" / "manifest.json").read_text()), json.loads(

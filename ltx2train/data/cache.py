@@ -31,6 +31,7 @@ from ltx2train.utils.atomic import atomic_path, write_text_atomic
 FORMAT_VERSION = 3  # 3: resolution buckets (2: projected text features; 1: stacked Gemma hidden states)
 TEXT_KEYS = ("text_video", "text_audio")
 MANIFEST = "manifest.json"
+REJECTS = "rejects.jsonl"
 SAMPLES_DIR = "samples"
 
 
@@ -89,10 +90,13 @@ def check_settings(cache_dir: str | Path, settings: CacheSettings) -> None:
         )
 
 
-def write_manifest(cache_dir: str | Path, settings: CacheSettings, samples: list[dict], failed: list[dict]) -> Path:
+def write_manifest(cache_dir: str | Path, settings: CacheSettings, samples: list[dict], rejected: list[dict]) -> Path:
+    """``manifest.json`` (settings, samples, rejects) and ``rejects.jsonl`` (one object per rejected row: index,
+    path as written in the metadata, reason)."""
     path = Path(cache_dir) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format_version": FORMAT_VERSION, "settings": asdict(settings), "samples": samples, "failed": failed}
+    write_text_atomic(Path(cache_dir) / REJECTS, "".join(json.dumps(r) + "\n" for r in rejected))
+    data = {"format_version": FORMAT_VERSION, "settings": asdict(settings), "samples": samples, "rejected": rejected}
     write_json_atomic(path, data)
     return path
 
@@ -113,7 +117,7 @@ class CachedDataset(torch.utils.data.Dataset):
         self.settings = manifest["settings"]
         self.samples = manifest["samples"]
         if not self.samples:
-            raise ValueError(f"cache {self.cache_dir} holds no samples (all clips failed? see its {MANIFEST})")
+            raise ValueError(f"cache {self.cache_dir} holds no samples (every clip rejected? see its {REJECTS})")
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -6,6 +6,11 @@ Every failure a user can cause (missing, corrupt, too short, no audio) is a ``Me
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +25,33 @@ class MediaError(ValueError):
     """A clip that cannot be used, with the path and the reason."""
 
 
+@contextmanager
+def native_messages(into: list[str]):
+    """Route what C decoders (ffmpeg inside decord and PyAV) print on stderr into ``into`` while the block runs,
+    instead of the user's terminal; on an unexpected error the text is printed after all."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = False
+        try:
+            yield into
+        except MediaError:
+            raise
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", errors="replace").strip()
+            if text:
+                into.append(text)
+                if failed:
+                    print(text, file=sys.stderr)
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     height: int
@@ -31,6 +63,22 @@ class VideoInfo:
     def fps(self) -> float:
         """The average frame rate (a variable-frame-rate clip has no other)."""
         return self.frames / self.duration
+
+
+_NATIVE_PREFIX = re.compile(r"^(\[\d\d:\d\d:\d\d\] \S+:\d+: |\[[^\]]* @ 0x[0-9a-f]+\] )+")
+
+
+def decoder_summary(messages: list[str], limit: int = 400) -> str:
+    """What the decoders printed, as one line: their own prefixes (time, source file, ``[mov @ 0x...]``) dropped,
+    each distinct message once."""
+    lines = []
+    for text in messages:
+        for line in text.splitlines():
+            line = _NATIVE_PREFIX.sub("", line.strip())
+            if line and line not in lines:
+                lines.append(line)
+    summary = "; ".join(lines)
+    return summary if len(summary) <= limit else summary[: limit - 3] + "..."
 
 
 def _open_video(path: Path):

@@ -1,10 +1,15 @@
-"""Dataset metadata: csv / json / jsonl files with a video path and a caption per clip."""
+"""Dataset metadata: csv / json / jsonl files with a video path and a caption per clip.
+
+A file that cannot be read at all (missing, not JSON, unknown format) is an error. A row that cannot be used
+(no video column, an empty or non-UTF-8 caption, the same video twice) is a *reject*: reported with the path as
+written and the reason, while every other row goes on.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -13,17 +18,28 @@ class ClipRecord:
     index: int  # position in the metadata file: the clip's name in the cache
     video: Path  # absolute
     caption: str
+    path: str = ""  # the video path as written in the metadata
 
 
-def _rows(path: Path) -> list[tuple[str, dict]]:
-    """(location for error messages, row) pairs."""
+@dataclass
+class Metadata:
+    records: list[ClipRecord] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)  # {"index", "path", "reason"} per unusable row
+
+
+def _text(path: Path) -> str:
+    # undecodable bytes survive as lone surrogates, so that one bad caption rejects its row, not the file
+    return path.read_bytes().decode("utf-8", errors="surrogateescape")
+
+
+def _rows(path: Path) -> list[tuple[str, object]]:
+    """(location for messages, row) pairs."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="") as f:
-            return [(f"row {i + 2}", row) for i, row in enumerate(csv.DictReader(f))]
+        return [(f"row {i + 2}", row) for i, row in enumerate(csv.DictReader(_text(path).splitlines()))]
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(_text(path))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: invalid JSON ({exc})") from exc
         if not isinstance(data, list):
@@ -31,34 +47,57 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
         return [(f"item {i}", row) for i, row in enumerate(data)]
     if suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(path.read_text().splitlines()):
+        for i, line in enumerate(_text(path).splitlines()):
             if not line.strip():
                 continue
             try:
                 rows.append((f"line {i + 1}", json.loads(line)))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {i + 1} is not valid JSON ({exc})") from exc
+                rows.append((f"line {i + 1}", f"not valid JSON ({exc})"))
         return rows
     raise ValueError(f"{path}: unknown metadata format {suffix!r}; expected .csv, .json or .jsonl")
 
 
+def _problem(row: object, video_column: str, caption_column: str) -> str | None:
+    if isinstance(row, str):
+        return row
+    if not isinstance(row, dict):
+        return f"not an object with {video_column!r} and {caption_column!r}"
+    for column in (video_column, caption_column):
+        if column not in row or row[column] is None:
+            return f"no {column!r} (columns: {sorted(row)})"
+    if not str(row[video_column]).strip():
+        return f"empty {video_column!r}"
+    caption = str(row[caption_column])
+    if not caption.strip():
+        return "empty caption"
+    try:
+        caption.encode("utf-8")
+    except UnicodeEncodeError:
+        return "caption is not valid UTF-8"
+    return None
+
+
 def read_metadata(path: str | Path, video_column: str = "video", caption_column: str = "caption",
-                  root: str | Path | None = None) -> list[ClipRecord]:
-    """Clip records; relative video paths resolve against ``root`` or the metadata file's directory."""
+                  root: str | Path | None = None) -> Metadata:
+    """Records and rejects; relative video paths resolve against ``root`` or the metadata file's directory."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"metadata file {path} does not exist")
     base = Path(root) if root is not None else path.parent
-    records = []
+    out, seen = Metadata(), {}
     for index, (where, row) in enumerate(_rows(path)):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: {where} is not an object with {video_column!r} and {caption_column!r}")
-        for column in (video_column, caption_column):
-            if column not in row:
-                raise ValueError(f"{path}: {where} has no column {column!r} (columns: {sorted(row)})")
-        caption = str(row[caption_column] or "").strip()
-        if not caption:
-            raise ValueError(f"{path}: {where} has an empty caption")
-        video = Path(str(row[video_column])).expanduser()
-        records.append(ClipRecord(index, (video if video.is_absolute() else base / video).resolve(), caption))
-    return records
+        written = str(row.get(video_column, "")) if isinstance(row, dict) else ""
+        problem = _problem(row, video_column, caption_column)
+        if problem is None:
+            video = Path(written.strip()).expanduser()
+            video = (video if video.is_absolute() else base / video).resolve()
+            if video in seen:
+                problem = f"duplicate of {seen[video]} (the same video)"
+            else:
+                seen[video] = where
+                out.records.append(ClipRecord(index, video, str(row[caption_column]).strip(), written))
+                continue
+        out.rejects.append({"index": index, "path": written.encode("utf-8", "replace").decode(),
+                            "reason": f"{path.name} {where}: {problem}"})
+    return out

@@ -23,7 +23,8 @@ import torch
 from ltx2train.data import buckets, cache
 from ltx2train.data.buckets import Bucket
 from ltx2train.data.media import (
-    MediaError, VideoInfo, fit_frames, log_mel_spectrogram, probe_video, read_audio, read_video_frames,
+    MediaError, VideoInfo, decoder_summary, fit_frames, log_mel_spectrogram, native_messages, probe_video, read_audio,
+    read_video_frames,
 )
 from ltx2train.data.metadata import ClipRecord, read_metadata
 from ltx2train.models.text_encoder import project_text
@@ -51,7 +52,7 @@ class Encoders:
 class PrepareReport:
     encoded: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
-    failed: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)  # {"index", "path" as written, "reason"}
     seconds: float = 0.0
     manifest: bool = False  # this call wrote the manifest (a shard only once every part of its split is done)
 
@@ -176,7 +177,7 @@ SHARDS_DIR = ".prepare"
 @dataclass(frozen=True)
 class Shard:
     """One part of a prepare split over separate jobs (a Slurm job array): the clips with ``index % count ==
-    index``. A finished part leaves a marker with its failures and the fingerprint of the metadata and settings
+    index``. A finished part leaves a marker with its rejects and the fingerprint of the metadata and settings
     it ran with, so that a part done against other metadata is never counted as done."""
 
     index: int
@@ -212,8 +213,8 @@ def prepare(
     given), then write the manifest.
 
     Under ``torchrun`` / ``accelerate launch`` each process encodes every ``world_size``-th clip on its own
-    device; the main process then writes the manifest (with the failures of all processes). With ``shard``
-    the part records its failures, and whichever part finds every part of its split done writes the manifest.
+    device; the main process then writes the manifest (with the rejects of all processes) and ``rejects.jsonl``. With
+    ``shard`` the part records its rejects, and whichever part finds every part of its split done writes the manifest.
     """
     start = time.perf_counter()
     rank, world_size, barrier, group_device = process_group()
@@ -221,18 +222,21 @@ def prepare(
     settings = settings_from_config(cfg)
     cache_dir = Path(cfg.data.cache_dir)
     cache.check_settings(cache_dir, settings)
-    records = read_metadata(cfg.data.metadata, cfg.data.video_column, cfg.data.caption_column, cfg.data.root)
+    metadata = read_metadata(cfg.data.metadata, cfg.data.video_column, cfg.data.caption_column, cfg.data.root)
+    records = metadata.records
     report = PrepareReport()
     share = [r for r in records if shard is None or shard.takes(r)]
     todo = [r for r in share if not cache.sample_path(cache_dir, r.index).is_file()]
     report.skipped = [r.index for r in share if r not in todo]
     _encode(cfg, encoders, [r for r in todo if r.index % world_size == rank], device, settings, report, on_sample)
-    failed = _gather_failures(cache_dir, report.failed, rank, world_size, barrier)
+    rejected = _gather_rejects(cache_dir, report.rejected, rank, world_size, barrier)
     if rank == 0:
+        if shard is None or shard.index == 0:
+            report.rejected = sorted(metadata.rejects + report.rejected, key=lambda f: f["index"])
         if shard is not None:
-            failed = _record_shard(cache_dir, shard, _fingerprint(cfg.data.metadata, settings), failed)
-        if failed is not None:
-            _write_manifest(cache_dir, settings, records, failed)
+            rejected = _record_shard(cache_dir, shard, _fingerprint(cfg.data.metadata, settings), rejected)
+        if rejected is not None:
+            _write_manifest(cache_dir, settings, records, sorted(metadata.rejects + rejected, key=lambda f: f["index"]))
             report.manifest = True
     barrier()
     report.seconds = time.perf_counter() - start
@@ -244,12 +248,16 @@ def _encode(cfg, encoders, records, device, settings, report: PrepareReport, on_
     if records and encoders is None:
         encoders = load_encoders(cfg, device)
     for record in records:
+        noise: list[str] = []
         try:
-            bucket = choose_bucket(record, settings)
-            tensors = encode_clip(encoders, record, settings, bucket)
+            with native_messages(noise):  # decoder chatter goes into the reason, not onto the terminal
+                bucket = choose_bucket(record, settings)
+                tensors = encode_clip(encoders, record, settings, bucket)
         except MediaError as exc:
-            logger.warning("skipping clip %d: %s", record.index, exc)
-            report.failed.append({"index": record.index, "video": str(record.video), "error": str(exc)})
+            said = decoder_summary(noise)
+            reason = str(exc) + (f" (decoder said: {said})" if said else "")
+            logger.warning("rejected clip %d: %s", record.index, reason)
+            report.rejected.append({"index": record.index, "path": record.path, "reason": reason})
             continue
         cache.write_sample(cache_dir, record.index, tensors,
                            {"video": str(record.video), "caption": record.caption, "bucket": bucket.name})
@@ -264,38 +272,38 @@ def _fingerprint(metadata: str, settings) -> str:
     return digest.hexdigest()[:16]
 
 
-def _record_shard(cache_dir: Path, shard: Shard, run: str, failed: list[dict]) -> list[dict] | None:
-    """Mark ``shard`` done (with its failures); every part's failures once all parts of ``run`` are done."""
-    cache.write_json_atomic(shard.path(cache_dir), {"run": run, "failed": failed})
+def _record_shard(cache_dir: Path, shard: Shard, run: str, rejected: list[dict]) -> list[dict] | None:
+    """Mark ``shard`` done (with its rejects); every part's rejects once all parts of ``run`` are done."""
+    cache.write_json_atomic(shard.path(cache_dir), {"run": run, "rejected": rejected})
     merged = []
     for i in range(shard.count):
         path = shard.path(cache_dir, i)
         part = json.loads(path.read_text()) if path.is_file() else None
         if part is None or part.get("run") != run:
             return None  # another part is still running (or ran on other metadata): it writes the manifest
-        merged.extend(part["failed"])
+        merged.extend(part["rejected"])
     return sorted(merged, key=lambda f: f["index"])
 
 
-def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], failed: list[dict]) -> None:
+def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], rejected: list[dict]) -> None:
     done = [r for r in records if cache.sample_path(cache_dir, r.index).is_file()]
     samples = [{"index": r.index, "file": str(cache.sample_path(cache_dir, r.index).relative_to(cache_dir)),
                 "video": str(r.video), "caption": r.caption,
                 "bucket": cache.sample_metadata(cache.sample_path(cache_dir, r.index))["bucket"]} for r in done]
-    cache.write_manifest(cache_dir, settings, samples, failed)
+    cache.write_manifest(cache_dir, settings, samples, rejected)
 
 
-def _gather_failures(cache_dir: Path, failed: list[dict], rank: int, world_size: int, barrier) -> list[dict]:
-    """Every process' failures, for the main process' manifest (through small files: no collective needed)."""
+def _gather_rejects(cache_dir: Path, rejected: list[dict], rank: int, world_size: int, barrier) -> list[dict]:
+    """Every process' rejects, for the main process' manifest (through small files: no collective needed)."""
     if world_size == 1:
-        return failed
+        return rejected
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cache.write_json_atomic(cache_dir / f".failed.rank{rank}.json", failed)
+    cache.write_json_atomic(cache_dir / f".rejected.rank{rank}.json", rejected)
     barrier()
     merged = []
     if rank == 0:
         for r in range(world_size):
-            path = cache_dir / f".failed.rank{r}.json"
+            path = cache_dir / f".rejected.rank{r}.json"
             merged.extend(json.loads(path.read_text()))
             path.unlink()
     return sorted(merged, key=lambda f: f["index"])
