@@ -224,3 +224,51 @@ def test_prepare_exit_codes_say_what_was_kept_and_decoder_noise_goes_into_the_re
     assert code == 5 and "nothing was kept" in out.err and "empty caption" in out.out
     code, out = run("empty.jsonl", "c3")
     assert code == 5 and "0 kept" in out.out and "Traceback" not in out.err
+
+
+def test_a_clip_without_audio_trains_its_video_and_short_audio_is_masked_not_silence(tiny_workspace, tmp_path):
+    """No audio stream: kept, every audio latent frame out of the loss; audio lasting half the window: the second
+    half out of the loss; the strategy gives those tokens no gradient."""
+    import numpy as np
+
+    from ltx2train.data.media import write_video_with_audio
+    from ltx2train.training.strategies import build_strategy
+
+    frames = np.full((17, 64, 64, 3), 90, np.uint8)
+    t = np.arange(int(9 / 24 * 16000 / 2)) / 16000  # half of the recipe's 9-frame window
+    half = np.stack([0.3 * np.sin(2 * np.pi * 330 * t)] * 2).astype(np.float32)
+    clips = {"mute": write_video_with_audio(tmp_path / "mute.mp4", frames, 24.0, None),
+             "short": write_video_with_audio(tmp_path / "short.mp4", frames, 24.0, half)}
+    (tmp_path / "meta.jsonl").write_text("".join(json.dumps({"video": str(p), "caption": f"a grey {n} clip"}) + "\n"
+                                                 for n, p in clips.items()))
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
+                                                         f"data.metadata={tmp_path / 'meta.jsonl'}"])
+    report = prepare(cfg)
+    assert sorted(report.encoded) == [0, 1] and not report.rejected
+    manifest = cache.read_manifest(cfg.data.cache_dir)
+    assert [s["audio"] for s in manifest["samples"]] == ["none", "partial"]
+    dataset = CachedDataset(cfg.data.cache_dir)
+    mute, short = dataset[0]["audio_valid"], dataset[1]["audio_valid"]
+    length = dataset[0]["audio_latents"].shape[1]
+    assert mute.shape == (length,) and mute.sum() == 0
+    real = int(short.sum())
+    assert short[:real].all() and not short[real:].any() and abs(real - length / 2) <= 1  # half, to a latent frame
+
+    from ltx2train.data.cache import collate
+    from ltx2train.models.loading import load_component
+    from ltx2train.models.text_encoder import ProjectedText, connect_text
+
+    batch = collate([dataset[0], dataset[1]])
+    connectors = load_component(cfg.model.variant, "connectors", cfg.model.checkpoint)
+    with torch.no_grad():  # the text context as the training step builds it
+        context = connect_text(connectors, ProjectedText(batch["text_video"], batch.get("text_audio"),
+                                                         batch["text_attention_mask"]))
+    inputs = build_strategy(cfg).inputs(batch, context, generator=torch.Generator().manual_seed(0))
+    strategy = build_strategy(cfg)
+    assert inputs.audio_loss_mask[0].sum() == 0 and int(inputs.audio_loss_mask[1].sum()) == real
+    video_pred = torch.zeros_like(inputs.video_target, requires_grad=True)
+    audio_pred = torch.zeros_like(inputs.audio_target, requires_grad=True)
+    loss, _ = strategy.loss(video_pred, audio_pred, inputs)
+    loss.backward()
+    assert audio_pred.grad[0].abs().sum() == 0 and audio_pred.grad[1, real:].abs().sum() == 0
+    assert audio_pred.grad[1, :real].abs().sum() > 0 and video_pred.grad[0].abs().sum() > 0  # its video trains

@@ -91,7 +91,8 @@ class DataConfig:
             drawn once per clip), ``letterbox`` (fit inside, black borders).
         num_frames: frames per clip; of the form 8k+1 (9, 17, ..., 121).
         fps: frame rate clips are resampled to (also sets the audio duration).
-        with_audio: also train the audio branch (clips without an audio track get silence).
+        with_audio: also train the audio branch (a clip without an audio track is kept for its video, its
+            audio out of the loss; short audio is padded and the padding out of the loss).
         max_sequence_length: Gemma token budget per caption.
         batch_size: clips per step per process.
         num_workers: DataLoader worker processes (0 = load in the main process).

@@ -4,6 +4,8 @@ Each ``samples/<index>.safetensors`` holds, for one clip:
 
 - ``video_latents``  (C, F', H', W')  normalised video VAE latents (what the transformer denoises)
 - ``audio_latents``  (C, L, M)        normalised audio VAE latents (absent when ``with_audio`` is off)
+- ``audio_valid``    (L,)             1 where the clip's real audio covers the latent frame, 0 for padding
+                                      (short audio) or all of it (no audio stream): kept out of the loss
 - ``text_video`` (T, Dv)              Gemma features after the frozen text projection (``project_text``),
 - ``text_audio`` (T, Da)              ... and the audio ones where the model projects per modality (LTX-2.3)
 - ``text_attention_mask`` (T,)        1 for real tokens

@@ -25,6 +25,10 @@ class MediaError(ValueError):
     """A clip that cannot be used, with the path and the reason."""
 
 
+class NoAudioStream(MediaError):
+    """The file has no audio stream (its video may still be good training data)."""
+
+
 @contextmanager
 def native_messages(into: list[str]):
     """Route what C decoders (ffmpeg inside decord and PyAV) print on stderr into ``into`` while the block runs,
@@ -147,7 +151,7 @@ def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, st
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise MediaError(f"{path}: has no audio stream")
+                raise NoAudioStream(f"{path}: has no audio stream")
             offset = _start_seconds(container.streams.audio[0]) - (
                 _start_seconds(container.streams.video[0]) if container.streams.video else 0.0)
             resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
@@ -173,6 +177,20 @@ def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, st
                              f"{duration_s:.2f} s needed")
         audio = np.pad(audio, ((0, 0), (0, max(0, missing))))[:, :want]
     return torch.from_numpy(np.clip(audio, -1.0, 1.0))
+
+
+def audio_window(path: str | Path, sample_rate: int, channels: int, start_s: float,
+                 duration_s: float) -> tuple[torch.Tensor, int]:
+    """Exactly the window's audio, (channels, duration_s * sample_rate), and how many of its samples are real:
+    short audio is padded with silence and a file without an audio stream gives silence with 0 real samples,
+    so that the caller can keep the padding out of the loss instead of training it as real silence."""
+    want = round(duration_s * sample_rate)
+    try:
+        wave = read_audio(path, sample_rate=sample_rate, channels=channels, start_s=start_s)
+    except NoAudioStream:
+        return torch.zeros(channels, want), 0
+    real = min(wave.shape[1], want)
+    return F.pad(wave[:, :want], (0, want - real)), real
 
 
 def _start_seconds(stream) -> float:

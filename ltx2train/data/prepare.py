@@ -23,7 +23,7 @@ import torch
 from ltx2train.data import buckets, cache
 from ltx2train.data.buckets import Bucket
 from ltx2train.data.media import (
-    MediaError, VideoInfo, decoder_summary, fit_frames, log_mel_spectrogram, native_messages, probe_video, read_audio,
+    MediaError, VideoInfo, audio_window, decoder_summary, fit_frames, log_mel_spectrogram, native_messages, probe_video,
     read_video_frames,
 )
 from ltx2train.data.metadata import ClipRecord, read_metadata
@@ -133,6 +133,17 @@ def choose_bucket(record: ClipRecord, settings: cache.CacheSettings) -> Bucket:
     return bucket
 
 
+def encode_clip_audio(audio_vae, record: ClipRecord, frames: int, fps: float) -> dict[str, torch.Tensor]:
+    """``audio_latents`` for the video window and ``audio_valid`` (L,): 1 for latent frames fully covered by
+    the clip's real audio, 0 for padding (short audio) or for every frame (no audio stream): masked in the loss."""
+    sample_rate = audio_vae.config.sample_rate
+    waveform, real = audio_window(record.video, sample_rate, channels=2, start_s=0.0, duration_s=frames / fps)
+    length = audio_latent_length(frames, fps, audio_vae)
+    covered = min(length, int(real / sample_rate * length / (frames / fps) + 1e-6))
+    return {"audio_latents": encode_audio(audio_vae, waveform, length),
+            "audio_valid": (torch.arange(length) < covered).to(torch.float32)}
+
+
 def clip_pixels(record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket) -> torch.Tensor:
     """The clip's frames fitted to its bucket: (3, F, H, W) in [-1, 1], what the video VAE encodes."""
     frames = read_video_frames(record.video, bucket.frames, settings.fps)
@@ -145,11 +156,7 @@ def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSet
     bucket = bucket or choose_bucket(record, settings)
     tensors = {"video_latents": encode_video(encoders.video_vae, clip_pixels(record, settings, bucket))}
     if encoders.audio_vae is not None:
-        duration = bucket.frames / settings.fps
-        sample_rate = encoders.audio_vae.config.sample_rate
-        waveform = read_audio(record.video, sample_rate=sample_rate, channels=2, duration_s=duration)
-        length = audio_latent_length(bucket.frames, settings.fps, encoders.audio_vae)
-        tensors["audio_latents"] = encode_audio(encoders.audio_vae, waveform, length)
+        tensors.update(encode_clip_audio(encoders.audio_vae, record, bucket.frames, settings.fps))
     text = encoders.text_encoder.encode([record.caption], max_sequence_length=settings.max_sequence_length)
     projected = project_text(encoders.connectors, text)
     mask = text.attention_mask[0].bool()
@@ -259,11 +266,19 @@ def _encode(cfg, encoders, records, device, settings, report: PrepareReport, on_
             logger.warning("rejected clip %d: %s", record.index, reason)
             report.rejected.append({"index": record.index, "path": record.path, "reason": reason})
             continue
-        cache.write_sample(cache_dir, record.index, tensors,
-                           {"video": str(record.video), "caption": record.caption, "bucket": bucket.name})
+        cache.write_sample(cache_dir, record.index, tensors, {"video": str(record.video), "caption": record.caption,
+                                                              "bucket": bucket.name, "audio": _audio_kind(tensors)})
         report.encoded.append(record.index)
         if on_sample is not None:
             on_sample(record.index)
+
+
+def _audio_kind(tensors: dict[str, torch.Tensor]) -> str:
+    """``full`` / ``partial`` (short audio, padding masked) / ``none`` (no audio stream: video only) / ``off``."""
+    valid = tensors.get("audio_valid")
+    if valid is None:
+        return "off"
+    return "full" if bool(valid.all()) else ("none" if not bool(valid.any()) else "partial")
 
 
 def _fingerprint(metadata: str, settings) -> str:
@@ -285,11 +300,16 @@ def _record_shard(cache_dir: Path, shard: Shard, run: str, rejected: list[dict])
     return sorted(merged, key=lambda f: f["index"])
 
 
+def _sample_fields(path: Path) -> dict[str, str]:
+    stored = cache.sample_metadata(path)
+    return {"bucket": stored["bucket"], "audio": stored.get("audio", "off")}
+
+
 def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], rejected: list[dict]) -> None:
     done = [r for r in records if cache.sample_path(cache_dir, r.index).is_file()]
     samples = [{"index": r.index, "file": str(cache.sample_path(cache_dir, r.index).relative_to(cache_dir)),
                 "video": str(r.video), "caption": r.caption,
-                "bucket": cache.sample_metadata(cache.sample_path(cache_dir, r.index))["bucket"]} for r in done]
+                **_sample_fields(cache.sample_path(cache_dir, r.index))} for r in done]
     cache.write_manifest(cache_dir, settings, samples, rejected)
 
 

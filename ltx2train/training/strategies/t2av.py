@@ -68,7 +68,8 @@ class TextToAudioVideo:
         video_x0, audio_x0 = pack_video(video), pack_audio(audio)
         sigma, video_noise, audio_noise = draw_noise(generator, video_x0, audio_x0, self.cfg, sigma)
         video_loss_mask = torch.ones(video_x0.shape[:2])
-        audio_loss_mask = torch.ones(audio_x0.shape[:2])
+        # clips with short audio or none: their padding (or all of it) is in no loss, never trained as silence
+        audio_loss_mask = batch["audio_valid"].float() if "audio_valid" in batch else torch.ones(audio_x0.shape[:2])
         # Per-token video timesteps: conditioning tokens (i2v, IC-LoRA) would carry 0 here and mask 0.
         video_sigma = sigma[:, None] * video_loss_mask  # (B, N_video)
         video_in, video_target = noisy_and_target(video_x0, video_noise, video_sigma)
