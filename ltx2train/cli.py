@@ -211,6 +211,51 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_scan(args: argparse.Namespace) -> int:
+    from ltx2train.data.scan import scan, write_metadata
+
+    report = scan(args.directory)
+    output = Path(args.output) if args.output else Path(args.directory) / "metadata.jsonl"
+    write_metadata(report, output)
+    print(f"scan: {len(report.rows)} clip(s) with captions, {len(report.rejects)} rejected -> {output}")
+    for reject in report.rejects:
+        print(f"  rejected: {reject['path']}: {reject['reason']}")
+    if not report.rows:
+        print(f"ltx2train: error: no captioned clips under {args.directory}", file=sys.stderr)
+        return PREPARE_NOTHING_KEPT
+    return PREPARE_SOME_REJECTED if report.rejects else 0
+
+
+def _cmd_data_validate(args: argparse.Namespace) -> int:
+    """Exit codes as prepare's: 0 every row usable, 4 some rejected, 5 none usable."""
+    from ltx2train.data.validate import validate, write_report
+
+    settings, columns = None, {}
+    if args.recipe:
+        from ltx2train.data.prepare import settings_from_config
+
+        cfg = _load(argparse.Namespace(recipe=args.recipe, overrides=args.overrides), ())
+        settings = settings_from_config(cfg)
+        columns = dict(video_column=cfg.data.video_column, caption_column=cfg.data.caption_column, root=cfg.data.root)
+    report = validate(args.metadata, settings=settings, **columns)
+    directory = Path(args.report) if args.report else Path(args.metadata).parent / "validation"
+    summary_path, rejects_path = write_report(report, directory)
+    s = report.summary()
+    print(f"validate: {s['kept']} of {s['rows']} row(s) usable, {s['rejected']} rejected "
+          f"({s['variable_frame_rate']} variable frame rate, {s['without_audio']} without audio, {s['rotated']} "
+          f"rotated) -> {summary_path}")
+    if s["buckets"]:
+        print("  buckets: " + ", ".join(f"{b}: {n}" for b, n in sorted(s["buckets"].items())))
+    for reject in report.rejects:
+        print(f"  rejected: {reject['path'] or '(row ' + str(reject['index']) + ')'}: {reject['reason']}")
+    if report.rejects:
+        print(f"rejects: {rejects_path}")
+    if not report.clips:
+        print("ltx2train: error: no usable row", file=sys.stderr)
+        return PREPARE_NOTHING_KEPT
+    return PREPARE_SOME_REJECTED if report.rejects else 0
+
+
 def _add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="YAML recipe (see recipes/), or a run's saved config.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.max_steps=100")
@@ -264,6 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
                          "writes the manifest")
     prepare.set_defaults(func=_cmd_prepare)
 
+    data = sub.add_parser("data", help="dataset tools: scan a folder, validate metadata, prepare the cache")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    scan = data_sub.add_parser("scan", help="metadata.jsonl from a folder of clips with sidecar NAME.txt captions")
+    scan.add_argument("directory")
+    scan.add_argument("--output", help="metadata file to write (default: DIRECTORY/metadata.jsonl)")
+    scan.set_defaults(func=_cmd_data_scan)
+    check = data_sub.add_parser("validate", help="probe every row of a metadata file; write a report and rejects.jsonl")
+    check.add_argument("metadata")
+    check.add_argument("--report", help="directory for report.json and rejects.jsonl (default: METADATA_DIR/validation)")
+    check.add_argument("--recipe", help="also apply this recipe's buckets and columns (what prepare would do)")
+    check.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of --recipe")
+    check.set_defaults(func=_cmd_data_validate)
+    data_prepare = data_sub.add_parser("prepare", help="the same as `ltx2train prepare`")
+    _add_recipe(data_prepare)
+    data_prepare.add_argument("--shard", metavar="INDEX/COUNT", help="see `ltx2train prepare --help`")
+    data_prepare.set_defaults(func=_cmd_prepare)
+
     train = sub.add_parser("train", help="train (resumes from the latest checkpoint in train.output_dir)")
     _add_recipe(train)
     train.set_defaults(func=_cmd_train)
@@ -305,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     Under a launcher that hides the processes' codes (torchrun reports any non-zero code as 1, and srun
     ``--kill-on-bad-exit`` then kills the other nodes, perhaps before the main process is done), set
     ``LTX2TRAIN_EXIT_FILE``: the global main process writes its code there as JSON, and every process exits 0
-    for 0, 2 and 3 (a crash still exits 1) -- launch/slurm/train.sbatch reads the file."""
+    for every code above but a crash (1) -- launch/slurm/train.sbatch reads the file."""
     args = build_parser().parse_args(argv)
     if args.command != "inspect":
         _quiet_library_progress_bars()
@@ -317,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 2
     finally:
         reported = _write_exit_file(args.command, code)
-    return 0 if reported and code in (0, 2, 3) else code
+    return 0 if reported and code in EXIT_CODES and code != 1 else code
 
 
 def _write_exit_file(command: str, code: int) -> bool:

@@ -59,15 +59,19 @@ def test_two_processes_prepare_disjoint_halves_and_one_manifest(tiny_workspace, 
     cfg = tiny_config(tiny_workspace, tmp_path / "run",
                       [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={data / 'metadata.jsonl'}"])
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    # torchrun turns prepare's "some rows rejected" (4) into 1: the main process says it through the exit file
+    exit_file = tmp_path / "exit.json"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "LTX2TRAIN_EXIT_FILE": str(exit_file)}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
          "-m", "ltx2train", "prepare", str(recipe)],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # rank 0 encodes clips 0, 2, 4; rank 1 encodes 1, 5 (3 is corrupt): two reports
-    assert "prepare: 3 encoded" in proc.stdout and "prepare: 2 encoded" in proc.stdout
+    assert json.loads(exit_file.read_text())["exit_code"] == 4
+    # rank 0 encodes clips 0, 2, 4; rank 1 encodes 1, 5 (3 is corrupt): two reports, the main one with every reject
+    assert "prepare: 3 kept (3 encoded, 0 already cached), 1 rejected" in proc.stdout
+    assert "prepare: 2 kept (2 encoded, 0 already cached), 1 rejected" in proc.stdout
     manifest = cache.read_manifest(tmp_path / "cache")
     assert [s["index"] for s in manifest["samples"]] == [0, 1, 2, 4, 5]
     assert [f["index"] for f in manifest["rejected"]] == [3] and "clip_003.mp4" in manifest["rejected"][0]["reason"]

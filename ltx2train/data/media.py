@@ -62,6 +62,7 @@ class VideoInfo:
     width: int
     frames: int
     duration: float  # seconds from the first frame's start to the last frame's end, by timestamps
+    variable_rate: bool = False  # frame intervals differ by more than 10% of the typical one
 
     @property
     def fps(self) -> float:
@@ -109,7 +110,10 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Size, frame count and duration (by timestamps) of the first video stream."""
     reader, starts, end = _open_video(Path(path))
     height, width = reader[0].shape[:2]
-    return VideoInfo(int(height), int(width), len(starts), end)
+    intervals = np.diff(np.append(starts, end))
+    typical = float(np.median(intervals))
+    variable = bool(len(intervals) > 1 and np.abs(intervals[:-1] - typical).max() > 0.1 * typical)
+    return VideoInfo(int(height), int(width), len(starts), end, variable)
 
 
 def frame_indices(starts: np.ndarray, end: float, num_frames: int, fps: float, start_s: float = 0.0) -> list[int]:

@@ -238,8 +238,9 @@ def prepare(
     _encode(cfg, encoders, [r for r in todo if r.index % world_size == rank], device, settings, report, on_sample)
     rejected = _gather_rejects(cache_dir, report.rejected, rank, world_size, barrier)
     if rank == 0:
-        if shard is None or shard.index == 0:
-            report.rejected = sorted(metadata.rejects + report.rejected, key=lambda f: f["index"])
+        # the main process reports every process' rejects (and, once per split, the metadata's)
+        report.rejected = sorted((metadata.rejects if shard is None or shard.index == 0 else []) + rejected,
+                                 key=lambda f: f["index"])
         if shard is not None:
             rejected = _record_shard(cache_dir, shard, _fingerprint(cfg.data.metadata, settings), rejected)
         if rejected is not None:
