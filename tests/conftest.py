@@ -100,3 +100,26 @@ def read_trained_state(checkpoint) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         dcp_to_torch_save(str(Path(checkpoint) / "state" / "model"), f"{tmp}/state.pt")
         return torch.load(f"{tmp}/state.pt", weights_only=True)["model"]
+
+
+def write_vfr_clip(path, times):
+    """An h264 clip whose frame k starts at ``times[k]`` seconds (millisecond timestamps) and is grey 10 + 8k:
+    a variable-frame-rate file, as phones write them."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for k, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 + 8 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -3,12 +3,11 @@
 import json
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from conftest import tiny_config
+from conftest import tiny_config, write_vfr_clip
 from ltx2train import cli
 from ltx2train.config import save_config
 from ltx2train.data.media import write_video_with_audio
@@ -20,23 +19,6 @@ def _clip(path, frames=12, audio=True, size=(32, 48)):
     video = np.full((frames, *size, 3), 100, np.uint8)
     sound = np.zeros((2, int(frames / 24 * 16000) + 800), np.float32) if audio else None
     return write_video_with_audio(path, video, 24.0, sound)
-
-
-def _vfr(path):
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
-        for k, t in enumerate([0, 0.25, 0.5, 0.75] + [1 + i / 30 for i in range(20)]):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 8 * k, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def test_scan_writes_metadata_from_sidecar_captions_and_rejects_the_rest(tmp_path):
@@ -56,7 +38,8 @@ def test_scan_writes_metadata_from_sidecar_captions_and_rejects_the_rest(tmp_pat
 
 def test_validate_probes_every_row_rejects_the_bad_ones_with_reasons_and_never_crashes(tiny_workspace, tmp_path,
                                                                                        capfd):
-    _clip(tmp_path / "good.mp4"), _clip(tmp_path / "mute.mp4", audio=False), _vfr(tmp_path / "vfr.mp4")
+    _clip(tmp_path / "good.mp4"), _clip(tmp_path / "mute.mp4", audio=False)
+    write_vfr_clip(tmp_path / "vfr.mp4", [0, 0.25, 0.5, 0.75] + [1 + i / 30 for i in range(20)])  # 4 fps, then 30
     _clip(tmp_path / "short.mp4", frames=4)
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "text.mp4").write_text("this is a text file renamed .mp4\n")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_vfr_clip
 from ltx2train.data.media import (
     MediaError, log_mel_spectrogram, read_audio, read_video_frames, fit_frames, write_video_with_audio,
 )
@@ -118,34 +119,13 @@ def test_metadata_formats_agree_and_bad_rows_are_rejected_with_their_reason(tmp_
         read_metadata(tmp_path / "missing.csv")
 
 
-def _vfr_clip(path, times):
-    """An h264 clip whose frame k starts at ``times[k]`` seconds (millisecond timestamps) and is grey 10 + 8k."""
-    from fractions import Fraction
-
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width = stream.height = 32
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
-        for k, t in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 + 8 * k, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def test_a_variable_frame_rate_clip_decodes_by_timestamps(tmp_path):
     """4 fps for a second, then 30 fps: each 24 fps instant shows the frame on screen at that time (real motion),
     where the average frame rate would have held the slow part far too long."""
     from ltx2train.data.media import probe_video
 
     times = [k / 4 for k in range(4)] + [1 + k / 30 for k in range(26)]
-    path = _vfr_clip(tmp_path / "vfr.mp4", times)
+    path = write_vfr_clip(tmp_path / "vfr.mp4", times)
     info = probe_video(path)
     assert info.frames == 30 and info.duration == pytest.approx(1 + 26 / 30, abs=0.04)
     frames = read_video_frames(path, 41, 24.0)  # 0 .. 1.667 s
