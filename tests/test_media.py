@@ -155,3 +155,30 @@ def test_audio_and_video_of_a_window_are_aligned(tmp_path, start_s):
     click_s = int(wave.abs().mean(0).argmax()) / sr
     assert abs(flash_s - (1.25 - start_s)) < 1e-6
     assert abs(click_s - flash_s) <= 0.040, f"click at {click_s:.3f} s, flash at {flash_s:.3f} s"
+
+
+def test_parquet_and_datasets_directories_read_through_datasets_with_sidecar_captions(tmp_path):
+    """Metadata through Hugging Face ``datasets``: a parquet file and a ``save_to_disk`` directory give the rows a
+    jsonl gives; a row without a caption takes the sidecar NAME.txt beside its video; the HF cache stays clean."""
+    import os
+
+    import datasets
+
+    (tmp_path / "c.txt").write_text("a caption from the sidecar file\n")
+    rows = [{"video": "a.mp4", "caption": "a red box"}, {"video": "c.mp4", "caption": None},
+            {"video": "d.mp4", "caption": ""}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = datasets.Dataset.from_list(rows)
+    table.to_parquet(str(tmp_path / "m.parquet"))
+    table.save_to_disk(str(tmp_path / "m_dataset"))
+    hf_cache = os.listdir(datasets.config.HF_DATASETS_CACHE) if os.path.isdir(datasets.config.HF_DATASETS_CACHE) else []
+    parsed = [read_metadata(tmp_path / name, root=tmp_path) for name in ("m.jsonl", "m.parquet", "m_dataset")]
+    for metadata in parsed:
+        assert [(r.path, r.caption) for r in metadata.records] == [("a.mp4", "a red box"),
+                                                                   ("c.mp4", "a caption from the sidecar file")]
+        assert [(r["path"], "empty caption" in r["reason"]) for r in metadata.rejects] == [("d.mp4", True)]
+    after = os.listdir(datasets.config.HF_DATASETS_CACHE) if os.path.isdir(datasets.config.HF_DATASETS_CACHE) else []
+    assert after == hf_cache
+    (tmp_path / "not_a_dataset").mkdir()
+    with pytest.raises(ValueError, match="must be a datasets directory"):
+        read_metadata(tmp_path / "not_a_dataset")

@@ -71,7 +71,9 @@ class DataConfig:
     """The training clips, how they are sized, and how they are batched.
 
     Fields:
-        metadata: csv / json / jsonl file with one row per clip: a video path and a caption.  Required.
+        metadata: one row per clip, a video path and a caption: csv / json / jsonl, parquet, or a ``datasets``
+            directory (``Dataset.save_to_disk``); a row without a caption takes the sidecar ``NAME.txt`` beside its
+            video.  Required.
         video_column: name of the metadata column holding the video path.
         caption_column: name of the metadata column holding the caption.
         root: base directory for relative video paths; ``None`` means the metadata file's directory.
@@ -99,7 +101,7 @@ class DataConfig:
         shuffle: shuffle the clips every epoch.
     """
 
-    metadata: str = MISSING  # csv/json/jsonl with video path + caption
+    metadata: str = MISSING  # csv/json/jsonl/parquet or a datasets directory: video path + caption
     video_column: str = "video"  # metadata column with the video path
     caption_column: str = "caption"  # metadata column with the caption
     root: Optional[str] = None  # base dir for relative video paths (default: metadata's dir)

@@ -1,4 +1,7 @@
-"""Dataset metadata: csv / json / jsonl files with a video path and a caption per clip.
+"""Dataset metadata: a video path and a caption per clip, from csv / json / jsonl (read here, row by row, so that
+one bad row is a reject and not the file's end), parquet or a ``datasets`` directory (``Dataset.save_to_disk``),
+both read with Hugging Face ``datasets``. A row without a caption takes it from a sidecar ``NAME.txt`` beside
+its video.
 
 A file that cannot be read at all (missing, not JSON, unknown format) is an error. A row that cannot be used
 (no video column, an empty or non-UTF-8 caption, the same video twice) is a *reject*: reported with the path as
@@ -55,7 +58,32 @@ def _rows(path: Path) -> list[tuple[str, object]]:
             except json.JSONDecodeError as exc:
                 rows.append((f"line {i + 1}", f"not valid JSON ({exc})"))
         return rows
-    raise ValueError(f"{path}: unknown metadata format {suffix!r}; expected .csv, .json or .jsonl")
+    if suffix == ".parquet" or path.is_dir():
+        return [(f"row {i}", row) for i, row in enumerate(_dataset_rows(path))]
+    raise ValueError(f"{path}: unknown metadata format {suffix!r}; expected .csv, .json, .jsonl, .parquet or a "
+                     "datasets directory")
+
+
+def _dataset_rows(path: Path) -> list[dict]:
+    """Rows of a parquet file or a ``save_to_disk`` directory through ``datasets`` (its arrow cache in a
+    temporary directory: nothing is left in the user's Hugging Face cache)."""
+    import tempfile
+
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        if path.is_dir():
+            if not (path / "state.json").is_file():
+                raise ValueError(f"{path}: a directory of metadata must be a datasets directory (Dataset.save_to_disk: "
+                                 "state.json, *.arrow)")
+            return datasets.load_from_disk(str(path), keep_in_memory=True).to_list()
+        with tempfile.TemporaryDirectory(prefix="ltx2train-metadata-") as cache:
+            return datasets.Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True).to_list()
+    except (OSError, ValueError, TypeError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: cannot read it with datasets ({type(exc).__name__}: {exc})") from exc
 
 
 def _problem(row: object, video_column: str, caption_column: str) -> str | None:
@@ -78,16 +106,25 @@ def _problem(row: object, video_column: str, caption_column: str) -> str | None:
     return None
 
 
+def _with_sidecar_caption(row: dict, video: Path, caption_column: str) -> dict:
+    sidecar = video.expanduser().with_suffix(".txt")
+    if not sidecar.is_file():
+        return row
+    return {**row, caption_column: sidecar.read_bytes().decode("utf-8", errors="surrogateescape")}
+
+
 def read_metadata(path: str | Path, video_column: str = "video", caption_column: str = "caption",
                   root: str | Path | None = None) -> Metadata:
     """Records and rejects; relative video paths resolve against ``root`` or the metadata file's directory."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"metadata file {path} does not exist")
     base = Path(root) if root is not None else path.parent
     out, seen = Metadata(), {}
     for index, (where, row) in enumerate(_rows(path)):
         written = str(row.get(video_column, "")) if isinstance(row, dict) else ""
+        if isinstance(row, dict) and written.strip() and not str(row.get(caption_column) or "").strip():
+            row = _with_sidecar_caption(row, base / written.strip(), caption_column)
         problem = _problem(row, video_column, caption_column)
         if problem is None:
             video = Path(written.strip()).expanduser()
