@@ -272,3 +272,40 @@ def test_a_clip_without_audio_trains_its_video_and_short_audio_is_masked_not_sil
     loss.backward()
     assert audio_pred.grad[0].abs().sum() == 0 and audio_pred.grad[1, real:].abs().sum() == 0
     assert audio_pred.grad[1, :real].abs().sum() > 0 and video_pred.grad[0].abs().sum() > 0  # its video trains
+
+
+def _png(path, height, width):
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = width, height, "rgb24"
+        frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 150, np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return path
+
+
+def test_images_are_one_frame_clips_that_train(tiny_workspace, tmp_path):
+    """With 1 among data.frame_buckets an image row becomes a 1-frame sample (no audio: its audio out of the
+    loss) next to the videos, and training takes both."""
+    from ltx2train.training.trainer import Trainer
+
+    rows = (tiny_workspace / "data" / "metadata.jsonl").read_text().splitlines()[:2]
+    rows = [json.loads(r) for r in rows]
+    for row in rows:
+        row["video"] = str(tiny_workspace / "data" / row["video"])
+    rows.append({"video": str(_png(tmp_path / "still.png", 64, 64)), "caption": "a still grey picture"})
+    (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={tmp_path / 'meta.jsonl'}",
+              "data.frame_buckets=[1, 9]", "validation.prompts=[]", "validation.loss_sigmas=[]"]
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [*common, "train.max_steps=6", "train.checkpoint_every=0"])
+    report = prepare(cfg)
+    assert sorted(report.encoded) == [0, 1, 2] and not report.rejected
+    dataset = CachedDataset(cfg.data.cache_dir)
+    assert dataset.buckets == ["64x64x9", "64x64x9", "64x64x1"]
+    still = dataset[2]
+    assert still["video_latents"].shape[1:] == (1, 2, 2) and not still["audio_valid"].any()
+    result = Trainer(cfg, log=lambda _: None).train()
+    assert len(result.losses) == 6 and all(torch.isfinite(torch.tensor([loss for _, loss in result.losses])))

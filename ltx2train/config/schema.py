@@ -86,7 +86,7 @@ class DataConfig:
             multiples of 32 within it for each of ``aspect_ratios``.
         aspect_ratios: dynamic resolution: the width / height ratios buckets are made for.
         frame_buckets: frame counts clips may have (8k+1 each); a clip gets the most frames it has. Empty: only
-            ``num_frames``.
+            ``num_frames``. Include 1 to train on images (``.png .jpg .jpeg .webp .bmp`` rows: 1-frame clips).
         buckets: explicit buckets ``HEIGHTxWIDTHxFRAMES`` (e.g. ``512x768x121``); when given, they replace the
             generated ones (and a fixed height/width).
         crop: how a clip is fitted to its bucket: ``center`` (cover, centre crop), ``random`` (cover, a crop

@@ -106,8 +106,34 @@ def _open_video(path: Path):
     return reader, starts, end
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_SECONDS = 1e-3  # an image is one frame: it holds one instant at any frame rate
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file (PyAV's image decoders) as uint8 (H, W, 3)."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: file does not exist")
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(container.streams.video[0]))
+            return frame.to_ndarray(format="rgb24")
+    except Exception as exc:  # av.error.*, StopIteration, IndexError on a file that is not an image
+        raise MediaError(f"{path}: cannot decode image ({exc.__class__.__name__}: {str(exc)[:200]})") from exc
+
+
 def probe_video(path: str | Path) -> VideoInfo:
-    """Size, frame count and duration (by timestamps) of the first video stream."""
+    """Size, frame count and duration (by timestamps) of the first video stream; an image is one frame."""
+    if is_image(path):
+        height, width = read_image(path).shape[:2]
+        return VideoInfo(int(height), int(width), 1, IMAGE_SECONDS)
     reader, starts, end = _open_video(Path(path))
     height, width = reader[0].shape[:2]
     intervals = np.diff(np.append(starts, end))
@@ -126,8 +152,13 @@ def frame_indices(starts: np.ndarray, end: float, num_frames: int, fps: float, s
 
 
 def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: float = 0.0) -> torch.Tensor:
-    """The frames shown at ``start_s + i / fps`` seconds from the first frame: uint8 (F, H, W, 3)."""
+    """The frames shown at ``start_s + i / fps`` seconds from the first frame: uint8 (F, H, W, 3); an image
+    gives its one frame."""
     path = Path(path)
+    if is_image(path):
+        if num_frames != 1 or start_s:
+            raise MediaError(f"{path}: an image is one frame, {num_frames} requested")
+        return torch.from_numpy(np.ascontiguousarray(read_image(path)[None]))
     reader, starts, end = _open_video(path)
     try:
         indices = frame_indices(starts, end, num_frames, fps, start_s)

@@ -1,6 +1,7 @@
 """``ltx2train data scan DIR``: metadata from a folder of clips with sidecar captions.
 
-Every video file under DIR (``.mp4 .mov .mkv .webm .avi .m4v``, recursively, in name order) becomes a row
+Every video file under DIR (``.mp4 .mov .mkv .webm .avi .m4v``, and images as 1-frame clips; recursively, in
+name order) becomes a row
 ``{"video": <path relative to DIR>, "caption": <the text of NAME.txt beside it>}``; a video without a caption
 file, or with an empty or non-UTF-8 one, is a reject with its reason. The metadata goes to ``DIR/metadata.jsonl``
 by default, where its relative paths resolve with ``data.root`` unset.
@@ -12,9 +13,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ltx2train.data.media import IMAGE_SUFFIXES
 from ltx2train.utils.atomic import write_text_atomic
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", *IMAGE_SUFFIXES)  # images: 1-frame clips
 
 
 @dataclass
