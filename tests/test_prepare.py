@@ -309,3 +309,38 @@ def test_images_are_one_frame_clips_that_train(tiny_workspace, tmp_path):
     assert still["video_latents"].shape[1:] == (1, 2, 2) and not still["audio_valid"].any()
     result = Trainer(cfg, log=lambda _: None).train()
     assert len(result.losses) == 6 and all(torch.isfinite(torch.tensor([loss for _, loss in result.losses])))
+
+
+def test_spread_windows_make_several_samples_from_one_long_clip(tiny_workspace, tmp_path):
+    """data.window=spread: a 2.5 s clip at 9 frames (0.375 s) per window gives max_windows=4 evenly spaced
+    samples, 0 to the end, each from its own part of the clip (video and audio)."""
+    import numpy as np
+
+    from ltx2train.data.media import write_video_with_audio
+    from ltx2train.data.metadata import read_metadata
+    from ltx2train.data.prepare import choose_bucket, clip_pixels, settings_from_config, window_starts
+
+    video = np.stack([np.full((64, 64, 3), 10 + 3 * k, np.uint8) for k in range(60)])  # brightness = time
+    t = np.arange(int(2.5 * 16000) + 1600) / 16000
+    audio = np.stack([0.3 * np.sin(2 * np.pi * 300 * t)] * 2).astype(np.float32)
+    path = write_video_with_audio(tmp_path / "long.mp4", video, 24.0, audio)
+    (tmp_path / "meta.jsonl").write_text(json.dumps({"video": str(path), "caption": "a slow fade"}) + "\n")
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}", "data.window=spread",
+                                                         f"data.metadata={tmp_path / 'meta.jsonl'}"])
+    settings = settings_from_config(cfg)
+    (record,) = read_metadata(cfg.data.metadata).records
+    bucket = choose_bucket(record, settings)
+    starts = window_starts(record, settings, bucket)
+    assert starts == pytest.approx([0.0, 0.7083, 1.4167, 2.125], abs=2e-3)
+    for start in starts:  # each window's first frame is the source frame at its start
+        first = clip_pixels(record, settings, bucket, start_s=start)[:, 0].mean()
+        assert float((first + 1) * 127.5) == pytest.approx(10 + 3 * round(start * 24), abs=3)
+    report = prepare(cfg)
+    assert report.encoded == [0]
+    manifest = cache.read_manifest(cfg.data.cache_dir)
+    assert [(s["index"], s["window"]) for s in manifest["samples"]] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    dataset = CachedDataset(cfg.data.cache_dir)
+    assert len(dataset) == 4 and all(dataset[i]["audio_valid"].all() for i in range(4))
+    latents = [dataset[i]["video_latents"] for i in range(4)]
+    assert all(not torch.equal(latents[0], x) for x in latents[1:])  # four different parts of the clip
+    assert prepare(cfg).skipped == [0]  # complete: rerun skips it

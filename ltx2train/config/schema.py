@@ -64,6 +64,7 @@ class ModelConfig:
 
 ASPECT_RATIOS = (1 / 3, 1 / 2, 9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
 CROPS = ("center", "random", "letterbox")
+WINDOWS = ("first", "spread")
 
 
 @dataclass
@@ -91,6 +92,9 @@ class DataConfig:
             generated ones (and a fixed height/width).
         crop: how a clip is fitted to its bucket: ``center`` (cover, centre crop), ``random`` (cover, a crop
             drawn once per clip), ``letterbox`` (fit inside, black borders).
+        window: which part of a clip becomes a sample: ``first`` (its start) or ``spread`` (up to ``max_windows``
+            evenly spaced windows that do not overlap, each its own sample: a long clip gives several).
+        max_windows: ``spread``: windows per clip at most.
         num_frames: frames per clip; of the form 8k+1 (9, 17, ..., 121).
         fps: frame rate clips are resampled to (also sets the audio duration).
         with_audio: also train the audio branch (a clip without an audio track is kept for its video, its
@@ -113,6 +117,8 @@ class DataConfig:
     frame_buckets: List[int] = field(default_factory=list)  # frame counts (8k+1); empty: [num_frames]
     buckets: List[str] = field(default_factory=list)  # explicit HEIGHTxWIDTHxFRAMES; replace the generated ones
     crop: str = "center"  # center | random | letterbox
+    window: str = "first"  # first | spread
+    max_windows: int = 4  # spread: windows per clip at most
     num_frames: int = 121  # 8k+1
     fps: float = 24.0  # frames per second clips are resampled to
     with_audio: bool = True  # also train the audio branch

@@ -19,6 +19,7 @@ from ltx2train.config.schema import (
     SCHEDULERS,
     TRACKER_BACKENDS,
     WANDB_MODES,
+    WINDOWS,
     Config,
 )
 
@@ -105,6 +106,8 @@ def _data_shape(c: _Checks, d) -> None:
             problem = str(exc)
         c.need(problem is None, f"data.buckets: {problem}")
     c.choice("data.crop", d.crop, CROPS)
+    c.choice("data.window", d.window, WINDOWS)
+    c.at_least("data.max_windows", d.max_windows, 1)
 
 
 def _lora(c: _Checks, cfg: Config) -> None:

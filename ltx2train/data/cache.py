@@ -42,21 +42,26 @@ class CacheSettings:
     variant: str
     buckets: str  # the bucket shapes clips may take, "HxWxF,HxWxF,..." (see data/buckets.py)
     crop: str
+    window: str  # first | spread
+    max_windows: int
     fps: float
     with_audio: bool
     max_sequence_length: int
 
 
-def sample_path(cache_dir: str | Path, index: int) -> Path:
-    return Path(cache_dir) / SAMPLES_DIR / f"{index:06d}.safetensors"
+def sample_path(cache_dir: str | Path, index: int, window: int = 0) -> Path:
+    """Clip ``index``'s sample file; windows after the first (``data.window: spread``) beside it."""
+    name = f"{index:06d}.safetensors" if window == 0 else f"{index:06d}_w{window:02d}.safetensors"
+    return Path(cache_dir) / SAMPLES_DIR / name
 
 
 def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=1))
 
 
-def write_sample(cache_dir: str | Path, index: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    path = sample_path(cache_dir, index)
+def write_sample(cache_dir: str | Path, index: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                 window: int = 0) -> Path:
+    path = sample_path(cache_dir, index, window)
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     return path

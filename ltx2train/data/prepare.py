@@ -61,6 +61,7 @@ def settings_from_config(cfg) -> cache.CacheSettings:
     d = cfg.data
     return cache.CacheSettings(
         variant=cfg.model.variant, buckets=",".join(b.name for b in buckets.from_config(d)), crop=d.crop,
+        window=d.window, max_windows=d.max_windows if d.window == "spread" else 1,
         fps=float(d.fps), with_audio=d.with_audio, max_sequence_length=d.max_sequence_length,
     )
 
@@ -133,39 +134,65 @@ def choose_bucket(record: ClipRecord, settings: cache.CacheSettings) -> Bucket:
     return bucket
 
 
-def encode_clip_audio(audio_vae, record: ClipRecord, frames: int, fps: float) -> dict[str, torch.Tensor]:
+def window_starts(record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket) -> list[float]:
+    """Where the clip's windows start (seconds): ``first``: at 0; ``spread``: up to ``max_windows`` evenly
+    spaced windows that do not overlap, the last one ending with the clip."""
+    if settings.window == "first" or settings.max_windows <= 1:
+        return [0.0]
+    length = bucket.frames / settings.fps
+    span = probe_video(record.video).duration - length
+    count = max(1, min(settings.max_windows, int((span + length) / length + 1e-6)))
+    if count == 1 or span <= 0:
+        return [0.0]
+    return [round(span * k / (count - 1), 6) for k in range(count)]
+
+
+def encode_clip_audio(audio_vae, record: ClipRecord, frames: int, fps: float,
+                      start_s: float = 0.0) -> dict[str, torch.Tensor]:
     """``audio_latents`` for the video window and ``audio_valid`` (L,): 1 for latent frames fully covered by
     the clip's real audio, 0 for padding (short audio) or for every frame (no audio stream): masked in the loss."""
     sample_rate = audio_vae.config.sample_rate
-    waveform, real = audio_window(record.video, sample_rate, channels=2, start_s=0.0, duration_s=frames / fps)
+    waveform, real = audio_window(record.video, sample_rate, channels=2, start_s=start_s, duration_s=frames / fps)
     length = audio_latent_length(frames, fps, audio_vae)
     covered = min(length, int(real / sample_rate * length / (frames / fps) + 1e-6))
     return {"audio_latents": encode_audio(audio_vae, waveform, length),
             "audio_valid": (torch.arange(length) < covered).to(torch.float32)}
 
 
-def clip_pixels(record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket) -> torch.Tensor:
+def clip_pixels(record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket, start_s: float = 0.0,
+                window: int = 0) -> torch.Tensor:
     """The clip's frames fitted to its bucket: (3, F, H, W) in [-1, 1], what the video VAE encodes."""
-    frames = read_video_frames(record.video, bucket.frames, settings.fps)
-    crop_draw = torch.Generator().manual_seed(record.index)  # data.crop=random: one crop per clip, reproducible
+    frames = read_video_frames(record.video, bucket.frames, settings.fps, start_s=start_s)
+    # data.crop=random: one crop per window, reproducible
+    crop_draw = torch.Generator().manual_seed(record.index * 1000 + window)
     return fit_frames(frames, bucket.height, bucket.width, settings.crop, generator=crop_draw)
 
 
-def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings,
-                bucket: Bucket | None = None) -> dict[str, torch.Tensor]:
-    bucket = bucket or choose_bucket(record, settings)
-    tensors = {"video_latents": encode_video(encoders.video_vae, clip_pixels(record, settings, bucket))}
-    if encoders.audio_vae is not None:
-        tensors.update(encode_clip_audio(encoders.audio_vae, record, bucket.frames, settings.fps))
-    text = encoders.text_encoder.encode([record.caption], max_sequence_length=settings.max_sequence_length)
+def encode_caption(encoders: Encoders, caption: str, settings: cache.CacheSettings) -> dict[str, torch.Tensor]:
+    """The caption's projected text features, real tokens only (the dataset left-pads them, see cache.py)."""
+    text = encoders.text_encoder.encode([caption], max_sequence_length=settings.max_sequence_length)
     projected = project_text(encoders.connectors, text)
     mask = text.attention_mask[0].bool()
-    # Only real tokens are stored; the dataset left-pads them back to max_sequence_length (see cache.py).
-    tensors["text_video"] = projected.video[0][mask]
+    tensors = {"text_video": projected.video[0][mask]}
     if projected.audio is not None:
         tensors["text_audio"] = projected.audio[0][mask]
     tensors["text_attention_mask"] = torch.ones(int(mask.sum()), dtype=torch.int64)
     return tensors
+
+
+def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings,
+                bucket: Bucket | None = None) -> list[dict[str, torch.Tensor]]:
+    """One sample per window of the clip (``data.window``), each with the caption's text features."""
+    bucket = bucket or choose_bucket(record, settings)
+    text = encode_caption(encoders, record.caption, settings)
+    samples = []
+    for k, start in enumerate(window_starts(record, settings, bucket)):
+        pixels = clip_pixels(record, settings, bucket, start_s=start, window=k)
+        tensors = {"video_latents": encode_video(encoders.video_vae, pixels)}
+        if encoders.audio_vae is not None:
+            tensors.update(encode_clip_audio(encoders.audio_vae, record, bucket.frames, settings.fps, start_s=start))
+        samples.append({**tensors, **text})
+    return samples
 
 
 def process_group() -> tuple[int, int, Callable[[], None], torch.device | None]:
@@ -260,18 +287,25 @@ def _encode(cfg, encoders, records, device, settings, report: PrepareReport, on_
         try:
             with native_messages(noise):  # decoder chatter goes into the reason, not onto the terminal
                 bucket = choose_bucket(record, settings)
-                tensors = encode_clip(encoders, record, settings, bucket)
+                windows = encode_clip(encoders, record, settings, bucket)
         except MediaError as exc:
             said = decoder_summary(noise)
             reason = str(exc) + (f" (decoder said: {said})" if said else "")
             logger.warning("rejected clip %d: %s", record.index, reason)
             report.rejected.append({"index": record.index, "path": record.path, "reason": reason})
             continue
-        cache.write_sample(cache_dir, record.index, tensors, {"video": str(record.video), "caption": record.caption,
-                                                              "bucket": bucket.name, "audio": _audio_kind(tensors)})
+        _write_windows(cache_dir, record, bucket, windows)
         report.encoded.append(record.index)
         if on_sample is not None:
             on_sample(record.index)
+
+
+def _write_windows(cache_dir: Path, record: ClipRecord, bucket: Bucket, windows: list[dict]) -> None:
+    """Window 0 last, with the window count: a clip whose window 0 exists is complete."""
+    for k in [*range(1, len(windows)), 0]:
+        metadata = {"video": str(record.video), "caption": record.caption, "bucket": bucket.name,
+                    "audio": _audio_kind(windows[k]), "window": str(k), "windows": str(len(windows))}
+        cache.write_sample(cache_dir, record.index, windows[k], metadata, window=k)
 
 
 def _audio_kind(tensors: dict[str, torch.Tensor]) -> str:
@@ -301,16 +335,18 @@ def _record_shard(cache_dir: Path, shard: Shard, run: str, rejected: list[dict])
     return sorted(merged, key=lambda f: f["index"])
 
 
-def _sample_fields(path: Path) -> dict[str, str]:
-    stored = cache.sample_metadata(path)
-    return {"bucket": stored["bucket"], "audio": stored.get("audio", "off")}
-
-
 def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], rejected: list[dict]) -> None:
-    done = [r for r in records if cache.sample_path(cache_dir, r.index).is_file()]
-    samples = [{"index": r.index, "file": str(cache.sample_path(cache_dir, r.index).relative_to(cache_dir)),
-                "video": str(r.video), "caption": r.caption,
-                **_sample_fields(cache.sample_path(cache_dir, r.index))} for r in done]
+    samples = []
+    for r in records:
+        first = cache.sample_path(cache_dir, r.index)
+        if not first.is_file():
+            continue
+        for k in range(int(cache.sample_metadata(first).get("windows", 1))):
+            path = cache.sample_path(cache_dir, r.index, window=k)
+            stored = cache.sample_metadata(path)
+            samples.append({"index": r.index, "window": k, "file": str(path.relative_to(cache_dir)),
+                            "video": str(r.video), "caption": r.caption, "bucket": stored["bucket"],
+                            "audio": stored.get("audio", "off")})
     cache.write_manifest(cache_dir, settings, samples, rejected)
 
 
