@@ -182,3 +182,53 @@ def test_parquet_and_datasets_directories_read_through_datasets_with_sidecar_cap
     (tmp_path / "not_a_dataset").mkdir()
     with pytest.raises(ValueError, match="must be a datasets directory"):
         read_metadata(tmp_path / "not_a_dataset")
+
+
+def _media(path, container, video_codec, audio_codec, layout, rate, video=True, seconds=1.0):
+    """A clip (or an audio-only file) whose first audio channel carries a 440 Hz tone, the others silence."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w", format=container) as out:
+        if video:
+            stream = out.add_stream(video_codec, rate=24)
+            stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        audio = out.add_stream(audio_codec, rate=rate)
+        audio.layout = layout
+        if video:
+            for _ in range(int(24 * seconds)):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        t = np.arange(int(rate * seconds)) / rate
+        channels = len(av.AudioLayout(layout).channels)
+        tone = np.stack([0.5 * np.sin(2 * np.pi * 440 * t) * (c == 0) for c in range(channels)]).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        for packet in [*audio.encode(frame), *audio.encode()]:
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("name, container, video_codec, audio_codec, layout, rate, both", [
+    ("surround.mp4", "mp4", "libx264", "aac", "5.1", 48000, False),  # 6 channels down-mixed: the tone stays left
+    ("mono8k.mp4", "mp4", "libx264", "aac", "mono", 8000, True),  # 8 kHz mono: upsampled, on both channels
+    ("clip.webm", "webm", "libvpx", "libopus", "stereo", 48000, False),
+    ("clip.mkv", "matroska", "libx264", "aac", "stereo", 44100, False)])
+def test_any_layout_rate_and_container_becomes_16_khz_stereo_of_the_window(tmp_path, name, container, video_codec,
+                                                                          audio_codec, layout, rate, both):
+    path = _media(tmp_path / name, container, video_codec, audio_codec, layout, rate)
+    wave = read_audio(path, sample_rate=16000, channels=2, duration_s=0.5)
+    assert wave.shape == (2, 8000)
+    left, right = (float(wave[c].abs().max()) for c in (0, 1))
+    assert left > 0.2 and (right > 0.2 if both else right < 0.02)
+    assert _dominant_hz(wave[0].numpy()) == pytest.approx(440, abs=4)
+    assert read_video_frames(path, 9, 24.0).shape == (9, 32, 32, 3)
+
+
+def test_an_audio_only_file_is_rejected_as_having_no_video(tmp_path):
+    path = _media(tmp_path / "song.m4a", "mp4", None, "aac", "stereo", 16000, video=False)
+    with pytest.raises(MediaError, match="song.m4a: has no video stream"):
+        read_video_frames(path, 9, 24.0)

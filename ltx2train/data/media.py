@@ -96,6 +96,8 @@ def _open_video(path: Path):
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         stamps = reader.get_frame_timestamp(list(range(len(reader)))) if len(reader) else None
     except Exception as exc:  # decord raises its own DECORDError / RuntimeError on corrupt input
+        if "cannot find video stream" in str(exc):
+            raise MediaError(f"{path}: has no video stream (an audio-only file?)") from None
         raise MediaError(f"{path}: cannot decode video ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from exc
     if stamps is None or len(stamps) == 0:
         raise MediaError(f"{path}: video has no frames")
