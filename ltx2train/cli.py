@@ -168,7 +168,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     shard = Shard.parse(args.shard) if args.shard else None
     cfg = _load(args, ("model.checkpoint", "model.text_encoder", "data.metadata"))
-    report = prepare(cfg, shard=shard)
+    report = prepare(cfg, shard=shard, overwrite=args.overwrite)
     part = f" (shard {shard.index}/{shard.count})" if shard else ""
     kept = len(report.encoded) + len(report.skipped)
     print(f"prepare{part}: {kept} kept ({len(report.encoded)} encoded, {len(report.skipped)} already cached), "
@@ -307,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--shard", metavar="INDEX/COUNT", help="encode only the clips with index %% COUNT == INDEX "
                          "(one task of a job array, e.g. launch/slurm/prepare.sbatch); the last part to finish "
                          "writes the manifest")
+    prepare.add_argument("--overwrite", action="store_true", help="delete what an earlier prepare wrote in "
+                         "data.cache_dir (samples, manifest, rejects) and rebuild it")
     prepare.set_defaults(func=_cmd_prepare)
 
     data = sub.add_parser("data", help="dataset tools: scan a folder, validate metadata, prepare the cache")
@@ -324,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_prepare = data_sub.add_parser("prepare", help="the same as `ltx2train prepare`")
     _add_recipe(data_prepare)
     data_prepare.add_argument("--shard", metavar="INDEX/COUNT", help="see `ltx2train prepare --help`")
+    data_prepare.add_argument("--overwrite", action="store_true", help="see `ltx2train prepare --help`")
     data_prepare.set_defaults(func=_cmd_prepare)
 
     train = sub.add_parser("train", help="train (resumes from the latest checkpoint in train.output_dir)")

@@ -196,3 +196,16 @@ def test_original_state_dict_has_metadata_free_keys(tiny_modules):
     assert "text_embedding_projection.aggregate_embed.weight" in sd
     assert any(k.startswith("model.diffusion_model.video_embeddings_connector.learnable_registers") for k in sd)
     json.dumps(sorted(sd))
+
+
+@pytest.mark.parametrize("component", ["video_vae", "audio_vae", "connectors", "transformer"])
+def test_a_components_fingerprint_is_its_weights_not_its_file_layout(component, repackaged, single_file, tmp_path):
+    """The cache records which weights made it: the same tensors in split files and in the official single file
+    give one fingerprint; other weights (another seed) give another."""
+    from ltx2train.models.loading import component_fingerprint
+    from ltx2train.models.tiny import write_tiny_checkpoint
+
+    split = component_fingerprint(repackaged, component)
+    assert split == component_fingerprint(single_file, component)
+    seeds = [write_tiny_checkpoint(tmp_path / f"seed{s}", seed=s) for s in (5, 6)]
+    assert component_fingerprint(seeds[0], component) != component_fingerprint(seeds[1], component)

@@ -344,3 +344,31 @@ def test_spread_windows_make_several_samples_from_one_long_clip(tiny_workspace, 
     latents = [dataset[i]["video_latents"] for i in range(4)]
     assert all(not torch.equal(latents[0], x) for x in latents[1:])  # four different parts of the clip
     assert prepare(cfg).skipped == [0]  # complete: rerun skips it
+
+
+def test_a_cache_of_other_weights_is_refused_and_overwrite_rebuilds_it(tiny_workspace, tmp_path, capsys):
+    """The manifest records the fingerprints of the VAEs, the text projection and Gemma; prepare into it or train
+    on it with other weights is a clear error naming the component; `prepare --overwrite` rebuilds."""
+    from ltx2train import cli
+    from ltx2train.config import save_config
+    from ltx2train.models.tiny import write_tiny_checkpoint
+    from ltx2train.training.trainer import Trainer
+
+    cfg = _workspace_copy(tiny_workspace, tmp_path)
+    prepare(cfg)
+    made = cache.read_manifest(cfg.data.cache_dir)["produced_by"]
+    assert sorted(made) == ["audio_vae", "connectors", "ltx2train", "text_encoder", "video_vae"]
+    other = write_tiny_checkpoint(tmp_path / "other_model", seed=1)
+    swapped = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
+                                                             f"model.checkpoint={other}"])
+    with pytest.raises(ValueError, match=r"made with other weights \(video_vae: cache [0-9a-f]+, recipe [0-9a-f]+; "
+                                         r"audio_vae: .*connectors: .*--overwrite"):
+        prepare(swapped)
+    with pytest.raises(ValueError, match="made with other weights"):
+        Trainer(swapped, log=lambda _: None).setup()
+    recipe = save_config(swapped, tmp_path / "swapped.yaml")
+    assert cli.main(["prepare", str(recipe), "--overwrite"]) == 0
+    assert "6 kept (6 encoded, 0 already cached)" in capsys.readouterr().out
+    rebuilt = cache.read_manifest(cfg.data.cache_dir)["produced_by"]
+    assert rebuilt["video_vae"] != made["video_vae"] and rebuilt["text_encoder"] == made["text_encoder"]
+    assert cli.main(["prepare", str(recipe), "--overwrite", "--shard", "0/2"]) == 2  # would race the other tasks

@@ -97,13 +97,39 @@ def check_settings(cache_dir: str | Path, settings: CacheSettings) -> None:
         )
 
 
-def write_manifest(cache_dir: str | Path, settings: CacheSettings, samples: list[dict], rejected: list[dict]) -> Path:
+def check_producer(cache_dir: str | Path, producer: dict[str, str]) -> None:
+    """The cache's latents came from these weights (``produced_by``: component -> fingerprint; the code version
+    is recorded, not compared)."""
+    manifest = read_manifest(cache_dir)
+    if manifest is None:
+        return
+    made = manifest.get("produced_by", {})
+    diffs = [f"{k}: cache {made.get(k)}, recipe {v}" for k, v in producer.items() if k != "ltx2train" and made.get(k) != v]
+    if diffs:
+        raise ValueError(f"cache {cache_dir} was made with other weights ({'; '.join(diffs)}): use another "
+                         "data.cache_dir, or rebuild this one with `ltx2train prepare RECIPE --overwrite`")
+
+
+def remove_cache(cache_dir: str | Path) -> None:
+    """Delete what prepare wrote in ``cache_dir`` (samples, shard markers, manifest, rejects) and nothing else."""
+    import shutil
+
+    cache_dir = Path(cache_dir)
+    for sub in (SAMPLES_DIR, ".prepare"):
+        shutil.rmtree(cache_dir / sub, ignore_errors=True)
+    for name in (MANIFEST, REJECTS):
+        (cache_dir / name).unlink(missing_ok=True)
+
+
+def write_manifest(cache_dir: str | Path, settings: CacheSettings, samples: list[dict], rejected: list[dict],
+                   producer: dict[str, str] | None = None) -> Path:
     """``manifest.json`` (settings, samples, rejects) and ``rejects.jsonl`` (one object per rejected row: index,
     path as written in the metadata, reason)."""
     path = Path(cache_dir) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(Path(cache_dir) / REJECTS, "".join(json.dumps(r) + "\n" for r in rejected))
-    data = {"format_version": FORMAT_VERSION, "settings": asdict(settings), "samples": samples, "rejected": rejected}
+    data = {"format_version": FORMAT_VERSION, "settings": asdict(settings), "produced_by": producer or {},
+            "samples": samples, "rejected": rejected}
     write_json_atomic(path, data)
     return path
 

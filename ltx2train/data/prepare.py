@@ -66,6 +66,21 @@ def settings_from_config(cfg) -> cache.CacheSettings:
     )
 
 
+def producer(cfg, text_encoder: bool = True) -> dict[str, str]:
+    """What the cache's tensors come from: the code version, and the fingerprint of each frozen component
+    (``models.loading.tensor_fingerprint``: names, shapes and first bytes of its tensors)."""
+    from importlib.metadata import version
+
+    from ltx2train.models.loading import component_fingerprint, tensor_fingerprint
+
+    components = ["video_vae", *(["audio_vae"] if cfg.data.with_audio else []), "connectors"]
+    out = {"ltx2train": version("ltx2train")}
+    out.update({c: component_fingerprint(cfg.model.checkpoint, c) for c in components})
+    if text_encoder:
+        out["text_encoder"] = tensor_fingerprint(sorted(Path(cfg.model.text_encoder).glob("*.safetensors")))
+    return out
+
+
 def load_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
     from ltx2train.models.loading import load_component
     from ltx2train.models.specs import torch_dtype
@@ -242,6 +257,7 @@ def prepare(
     device: str | torch.device | None = None,
     on_sample: Callable[[int], None] | None = None,
     shard: Shard | None = None,
+    overwrite: bool = False,
 ) -> PrepareReport:
     """Encode every clip of ``cfg.data.metadata`` not already in ``cfg.data.cache_dir`` (of ``shard`` only, if
     given), then write the manifest.
@@ -255,7 +271,16 @@ def prepare(
     device = device or group_device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = settings_from_config(cfg)
     cache_dir = Path(cfg.data.cache_dir)
+    if overwrite:
+        if shard is not None:
+            raise ValueError("--overwrite with --shard: one task would delete what the others write; rebuild with "
+                             "one `ltx2train prepare RECIPE --overwrite`, or delete data.cache_dir before the array")
+        if rank == 0:
+            cache.remove_cache(cache_dir)
+        barrier()
+    made_by = producer(cfg)
     cache.check_settings(cache_dir, settings)
+    cache.check_producer(cache_dir, made_by)
     metadata = read_metadata(cfg.data.metadata, cfg.data.video_column, cfg.data.caption_column, cfg.data.root)
     records = metadata.records
     report = PrepareReport()
@@ -271,7 +296,8 @@ def prepare(
         if shard is not None:
             rejected = _record_shard(cache_dir, shard, _fingerprint(cfg.data.metadata, settings), rejected)
         if rejected is not None:
-            _write_manifest(cache_dir, settings, records, sorted(metadata.rejects + rejected, key=lambda f: f["index"]))
+            _write_manifest(cache_dir, settings, records, sorted(metadata.rejects + rejected, key=lambda f: f["index"]),
+                            made_by)
             report.manifest = True
     barrier()
     report.seconds = time.perf_counter() - start
@@ -335,7 +361,8 @@ def _record_shard(cache_dir: Path, shard: Shard, run: str, rejected: list[dict])
     return sorted(merged, key=lambda f: f["index"])
 
 
-def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], rejected: list[dict]) -> None:
+def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], rejected: list[dict],
+                    made_by: dict[str, str]) -> None:
     samples = []
     for r in records:
         first = cache.sample_path(cache_dir, r.index)
@@ -347,7 +374,7 @@ def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], reject
             samples.append({"index": r.index, "window": k, "file": str(path.relative_to(cache_dir)),
                             "video": str(r.video), "caption": r.caption, "bucket": stored["bucket"],
                             "audio": stored.get("audio", "off")})
-    cache.write_manifest(cache_dir, settings, samples, rejected)
+    cache.write_manifest(cache_dir, settings, samples, rejected, made_by)
 
 
 def _gather_rejects(cache_dir: Path, rejected: list[dict], rank: int, world_size: int, barrier) -> list[dict]:

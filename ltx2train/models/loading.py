@@ -16,6 +16,7 @@ the file — never silently random weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -136,6 +137,32 @@ def _read_tensor(f, entry: _Entry, key: str, path: Path) -> torch.Tensor:
     if nbytes and f.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != nbytes:
         raise CheckpointError(f"tensor {key!r} in {path} is truncated")
     return tensor
+
+
+FINGERPRINT_BYTES = 256  # of each tensor: enough to tell one set of weights from another
+
+
+def tensor_fingerprint(files, keep=lambda key: True) -> str:
+    """The identity of a set of weights, independent of file layout: sha256 over each kept tensor's name,
+    dtype, shape and first bytes, in name order (a split file and the official single file holding the same
+    tensors give the same fingerprint; other weights give another)."""
+    digest, found = hashlib.sha256(), {}
+    for path in files:
+        entries, _ = read_safetensors_header(Path(path))
+        found.update({key: (Path(path), entry) for key, entry in entries.items() if keep(key)})
+    for key in sorted(found):
+        path, entry = found[key]
+        with open(path, "rb") as f:
+            f.seek(entry.start)
+            head = f.read(min(FINGERPRINT_BYTES, entry.end - entry.start))
+        digest.update(f"{key}|{entry.dtype}|{list(entry.shape)}|".encode() + head)
+    return digest.hexdigest()[:16]
+
+
+def component_fingerprint(checkpoint: str | Path, component: str, distilled: bool = False) -> str:
+    """:func:`tensor_fingerprint` of one component of a checkpoint (its own tensors in an official single file)."""
+    source = _resolve_source(Path(checkpoint), component, distilled)
+    return tensor_fingerprint(source.files, keep=lambda key: _is_ours(key, component, source))
 
 
 def _expected_shapes(module: torch.nn.Module, key_map: ComponentKeyMap | None) -> dict[str, tuple[int, ...]]:

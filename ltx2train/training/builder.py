@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ltx2train.data.cache import CachedDataset
-from ltx2train.data.prepare import settings_from_config
+from ltx2train.data.cache import CachedDataset, check_producer
+from ltx2train.data.prepare import producer, settings_from_config
 from ltx2train.models.loading import load_component
 from ltx2train.models.specs import load_variant, torch_dtype
 from ltx2train.training import checkpoint as ckpt
@@ -74,6 +74,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     if backend.is_main:
         save_config(cfg, output_dir / "config.yaml")
     dataset = CachedDataset(cfg.data.cache_dir, settings_from_config(cfg))
+    check_producer(cfg.data.cache_dir, producer(cfg, text_encoder=False))  # latents of these VAEs, this projection
     strategy = build_strategy(cfg)
     if not dataset.settings["with_audio"]:
         raise ValueError(f"the {strategy.name} strategy trains video and audio jointly, but {cfg.data.cache_dir} "
