@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(func=_cmd_data_scan)
     check = data_sub.add_parser("validate", help="probe every row of a metadata file; write a report and rejects.jsonl")
     check.add_argument("metadata")
-    check.add_argument("--report", help="directory for report.json and rejects.jsonl (default: METADATA_DIR/validation)")
+    check.add_argument("--report", help="directory for report.json and rejects.jsonl "
+                       "(default: METADATA_DIR/validation)")
     check.add_argument("--recipe", help="also apply this recipe's buckets and columns (what prepare would do)")
     check.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of --recipe")
     check.set_defaults(func=_cmd_data_validate)

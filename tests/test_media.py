@@ -197,8 +197,9 @@ def _media(path, container, video_codec, audio_codec, layout, rate, video=True, 
         audio = out.add_stream(audio_codec, rate=rate)
         audio.layout = layout
         if video:
+            black = np.zeros((32, 32, 3), np.uint8)
             for _ in range(int(24 * seconds)):
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(black, format="rgb24")):
                     out.mux(packet)
             for packet in stream.encode():
                 out.mux(packet)

@@ -104,7 +104,8 @@ def check_producer(cache_dir: str | Path, producer: dict[str, str]) -> None:
     if manifest is None:
         return
     made = manifest.get("produced_by", {})
-    diffs = [f"{k}: cache {made.get(k)}, recipe {v}" for k, v in producer.items() if k != "ltx2train" and made.get(k) != v]
+    diffs = [f"{k}: cache {made.get(k)}, recipe {v}" for k, v in producer.items()
+             if k != "ltx2train" and made.get(k) != v]
     if diffs:
         raise ValueError(f"cache {cache_dir} was made with other weights ({'; '.join(diffs)}): use another "
                          "data.cache_dir, or rebuild this one with `ltx2train prepare RECIPE --overwrite`")

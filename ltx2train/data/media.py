@@ -98,7 +98,8 @@ def _open_video(path: Path):
     except Exception as exc:  # decord raises its own DECORDError / RuntimeError on corrupt input
         if "cannot find video stream" in str(exc):
             raise MediaError(f"{path}: has no video stream (an audio-only file?)") from None
-        raise MediaError(f"{path}: cannot decode video ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from exc
+        first_line = str(exc).splitlines()[0][:200]
+        raise MediaError(f"{path}: cannot decode video ({exc.__class__.__name__}: {first_line})") from exc
     if stamps is None or len(stamps) == 0:
         raise MediaError(f"{path}: video has no frames")
     starts = np.asarray(stamps[:, 0], dtype=np.float64) - float(stamps[0, 0])
