@@ -6,6 +6,7 @@ Every failure a user can cause (missing, corrupt, too short, no audio) is a ``Me
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -87,11 +88,19 @@ def decoder_summary(messages: list[str], limit: int = 400) -> str:
 
 
 def _open_video(path: Path):
-    """(reader, frame start times in seconds from the first frame, end time of the last frame)."""
-    import decord
-
+    """(reader, frame start times in seconds from the first frame, end time of the last frame). The last two
+    files opened stay open: prepare probes a clip, then reads its window."""
     if not path.is_file():
         raise MediaError(f"{path}: file does not exist")
+    stat = path.stat()
+    return _open_video_file(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_video_file(name: str, mtime_ns: int, size: int):
+    import decord
+
+    path = Path(name)
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         stamps = reader.get_frame_timestamp(list(range(len(reader)))) if len(reader) else None
@@ -239,26 +248,31 @@ def fit_frames(frames: torch.Tensor, height: int, width: int, crop: str = "cente
                generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 (F, H, W, 3) -> float32 (3, F, height, width) in [-1, 1]. ``center`` / ``random``: scaled to cover
     the target, then cropped (in the middle, or at an offset drawn from ``generator``); ``letterbox``: scaled to
-    fit inside, the borders black."""
-    video = frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (F, 3, H, W)
+    fit inside, the borders black. Frames already at the target scale are cropped as bytes, then converted once."""
+    video = frames.permute(3, 0, 1, 2)  # (3, F, H, W): each colour plane of every frame resized alike
     src_h, src_w = video.shape[-2:]
     cover = crop != "letterbox"
     scale = (max if cover else min)(height / src_h, width / src_w)
     new_h, new_w = round(src_h * scale), round(src_w * scale)
     new_h, new_w = (max(height, new_h), max(width, new_w)) if cover else (min(height, new_h), min(width, new_w))
-    if (new_h, new_w) != (src_h, src_w):
-        video = F.interpolate(video, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
-    video = video.clamp(-1.0, 1.0)
+    if (new_h, new_w) == (src_h, src_w):
+        return _place(video, height, width, cover, crop, generator, black=0).float().div_(127.5).sub_(1.0)
+    video = video.float().div_(127.5).sub_(1.0)
+    video = F.interpolate(video, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+    return _place(video.clamp_(-1.0, 1.0), height, width, cover, crop, generator, black=-1.0).contiguous()
+
+
+def _place(video: torch.Tensor, height: int, width: int, cover: bool, crop: str, generator, black) -> torch.Tensor:
+    """Crop (cover) or pad (letterbox) (3, F, h, w) to (3, F, height, width)."""
+    new_h, new_w = video.shape[-2:]
     if cover:
         top, left = (new_h - height) // 2, (new_w - width) // 2
         if crop == "random":
             top = int(torch.randint(0, new_h - height + 1, (1,), generator=generator))
             left = int(torch.randint(0, new_w - width + 1, (1,), generator=generator))
-        video = video[:, :, top : top + height, left : left + width]
-    else:
-        top, left = (height - new_h) // 2, (width - new_w) // 2
-        video = F.pad(video, (left, width - new_w - left, top, height - new_h - top), value=-1.0)
-    return video.permute(1, 0, 2, 3).contiguous()
+        return video[:, :, top : top + height, left : left + width]
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    return F.pad(video, (left, width - new_w - left, top, height - new_h - top), value=black)
 
 
 def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 160,
