@@ -157,7 +157,15 @@ def _load(args: argparse.Namespace, check_paths):
     return load_config(args.recipe, args.overrides, check_paths=check_paths)
 
 
-PREPARE_SOME_REJECTED, PREPARE_NOTHING_KEPT = 4, 5
+SOME_REJECTED, NOTHING_KEPT = 4, 5  # prepare, data scan, data validate
+
+
+def _kept_or_rejected(kept: int, rejected: int, nothing: str) -> int:
+    """0 when every row was kept, 4 when some were rejected, 5 (with ``nothing`` on stderr) when none was kept."""
+    if kept == 0:
+        print(f"ltx2train: error: {nothing}", file=sys.stderr)
+        return NOTHING_KEPT
+    return SOME_REJECTED if rejected else 0
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -180,10 +188,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
               "manifest not written yet: the last shard to finish writes it")
     if report.rejected and report.manifest:
         print(f"rejects: {Path(cfg.data.cache_dir) / REJECTS}")
-    if kept == 0:
-        print("ltx2train: error: nothing was kept: every row was rejected (or the metadata is empty)", file=sys.stderr)
-        return PREPARE_NOTHING_KEPT
-    return PREPARE_SOME_REJECTED if report.rejected else 0
+    return _kept_or_rejected(kept, len(report.rejected),
+                             "nothing was kept: every row was rejected (or the metadata is empty)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -220,10 +226,7 @@ def _cmd_data_scan(args: argparse.Namespace) -> int:
     print(f"scan: {len(report.rows)} clip(s) with captions, {len(report.rejects)} rejected -> {output}")
     for reject in report.rejects:
         print(f"  rejected: {reject['path']}: {reject['reason']}")
-    if not report.rows:
-        print(f"ltx2train: error: no captioned clips under {args.directory}", file=sys.stderr)
-        return PREPARE_NOTHING_KEPT
-    return PREPARE_SOME_REJECTED if report.rejects else 0
+    return _kept_or_rejected(len(report.rows), len(report.rejects), f"no captioned clips under {args.directory}")
 
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
@@ -232,9 +235,10 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
 
     settings, columns = None, {}
     if args.recipe:
+        from ltx2train.config import load_config
         from ltx2train.data.prepare import settings_from_config
 
-        cfg = _load(argparse.Namespace(recipe=args.recipe, overrides=args.overrides), ())
+        cfg = load_config(args.recipe, args.overrides)
         settings = settings_from_config(cfg)
         columns = dict(video_column=cfg.data.video_column, caption_column=cfg.data.caption_column, root=cfg.data.root)
     report = validate(args.metadata, settings=settings, **columns)
@@ -250,10 +254,7 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
         print(f"  rejected: {reject['path'] or '(row ' + str(reject['index']) + ')'}: {reject['reason']}")
     if report.rejects:
         print(f"rejects: {rejects_path}")
-    if not report.clips:
-        print("ltx2train: error: no usable row", file=sys.stderr)
-        return PREPARE_NOTHING_KEPT
-    return PREPARE_SOME_REJECTED if report.rejects else 0
+    return _kept_or_rejected(len(report.clips), len(report.rejects), "no usable row")
 
 
 def _add_recipe(parser: argparse.ArgumentParser) -> None:

@@ -50,8 +50,11 @@ def test_bad_config_key_fails_before_any_model_loads(tmp_path, monkeypatch, caps
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the config was validated")
 
+    import ltx2train.training.builder as builder  # binds load_component at import: patched there too, and undone
+
     monkeypatch.setattr(loading, "load_component", no_loading)
     monkeypatch.setattr(loading, "load_components", no_loading)
+    monkeypatch.setattr(builder, "load_component", no_loading)
     for command in ("prepare", "train", "sample"):
         code = cli.main([command, "recipes/t2av_lora.yaml", "train.max_step=3"])
         assert code == 2
