@@ -169,27 +169,35 @@ def _kept_or_rejected(kept: int, rejected: int, nothing: str) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    """Exit 0: every row cached; 4: some rows rejected (listed in CACHE/rejects.jsonl), the rest cached; 5: nothing
-    kept."""
-    from ltx2train.data.cache import REJECTS
-    from ltx2train.data.prepare import Shard, prepare
+    """Every dataset of the recipe in turn. Exit 0: every row cached; 4: some rows rejected (listed in
+    CACHE/rejects.jsonl), the rest cached; 5: nothing kept (in some dataset)."""
+    from ltx2train.config import dataset_sources
+    from ltx2train.data.prepare import Shard
 
     shard = Shard.parse(args.shard) if args.shard else None
     cfg = _load(args, ("model.checkpoint", "model.text_encoder", "data.metadata"))
-    report = prepare(cfg, shard=shard, overwrite=args.overwrite)
+    codes = [_prepare_one(cfg, source, shard, args.overwrite) for source in dataset_sources(cfg.data)]
+    return max(codes)
+
+
+def _prepare_one(cfg, source, shard, overwrite: bool) -> int:
+    from ltx2train.data.cache import REJECTS
+    from ltx2train.data.prepare import prepare
+
+    report = prepare(cfg, shard=shard, overwrite=overwrite, source=source)
     part = f" (shard {shard.index}/{shard.count})" if shard else ""
     kept = len(report.encoded) + len(report.skipped)
-    print(f"prepare{part}: {kept} kept ({len(report.encoded)} encoded, {len(report.skipped)} already cached), "
-          f"{len(report.rejected)} rejected in {report.seconds:.1f}s -> {cfg.data.cache_dir}")
+    print(f"prepare{part}: {kept} kept ({len(report.encoded)} encoded, {len(report.skipped)} "
+          f"already cached), {len(report.rejected)} rejected in {report.seconds:.1f}s -> {source.cache_dir}")
     for reject in report.rejected:
         print(f"  rejected: {reject['path'] or '(row ' + str(reject['index']) + ')'}: {reject['reason']}")
     if shard:
         print("manifest written: every shard is done" if report.manifest else
               "manifest not written yet: the last shard to finish writes it")
     if report.rejected and report.manifest:
-        print(f"rejects: {Path(cfg.data.cache_dir) / REJECTS}")
+        print(f"rejects: {Path(source.cache_dir) / REJECTS}")
     return _kept_or_rejected(kept, len(report.rejected),
-                             "nothing was kept: every row was rejected (or the metadata is empty)")
+                             f"nothing was kept from {source.metadata}: every row was rejected (or it is empty)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -236,11 +244,12 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     settings, columns = None, {}
     if args.recipe:
         from ltx2train.config import load_config
+        from ltx2train.data.metadata import Columns
         from ltx2train.data.prepare import settings_from_config
 
         cfg = load_config(args.recipe, args.overrides)
         settings = settings_from_config(cfg)
-        columns = dict(video_column=cfg.data.video_column, caption_column=cfg.data.caption_column, root=cfg.data.root)
+        columns = dict(columns=Columns.of(cfg.data), root=cfg.data.root)
     report = validate(args.metadata, settings=settings, **columns)
     directory = Path(args.report) if args.report else Path(args.metadata).parent / "validation"
     summary_path, rejects_path = write_report(report, directory)

@@ -96,3 +96,37 @@ def test_buckets_smaller_than_a_global_batch_are_named():
     with pytest.raises(ValueError, match=r"no bucket holds a global batch of data.batch_size=8 x 2 process\(es\) "
                                          r"\(clips per bucket: a: 11, b: 8, c: 4\)"):
         BucketBatchSampler(LABELS, 8, world_size=2)
+
+
+def test_one_window_of_each_clip_per_epoch_a_new_draw_each_epoch():
+    """data.window=random: the 3 cached windows of a clip form a group; an epoch trains each clip once through one
+    of its windows, and over epochs every window comes up."""
+    buckets = ["a"] * 12  # 4 clips x 3 windows
+    groups = [i // 3 for i in range(12)]
+    sampler = BucketBatchSampler(buckets, 2, groups=groups, seed=1)
+    assert sampler.batches_per_epoch == 2
+    seen_windows = set()
+    for epoch in range(8):
+        drawn = [i for b in _take(BucketBatchSampler(buckets, 2, groups=groups, seed=1,
+                                                     start_batch=2 * epoch), 2) for i in b]
+        assert sorted(groups[i] for i in drawn) == [0, 1, 2, 3]  # each clip once
+        seen_windows.update(drawn)
+    assert seen_windows == set(range(12))  # a new window per epoch, all of them in time
+    assert _take(sampler, 16) == [b for e in range(8) for b in _take(BucketBatchSampler(
+        buckets, 2, groups=groups, seed=1, start_batch=2 * e), 2)]  # resumes at any epoch
+
+
+def test_repeats_and_weights_set_each_datasets_share_of_an_epoch():
+    buckets = ["a"] * 12  # dataset 0: clips 0-9, dataset 1: clips 10-11
+    sources = [0] * 10 + [1] * 2
+    repeated = BucketBatchSampler(buckets, 2, sources=sources, repeats=[1, 3], seed=0)
+    epoch = [i for b in _take(repeated, repeated.batches_per_epoch) for i in b]
+    assert len(epoch) == 16 and sorted(epoch)[10:] == [10, 10, 10, 11, 11, 11]  # small set three times, big once
+    weighted = BucketBatchSampler(buckets, 2, sources=sources, weights=[1.0, 1.0], seed=0)
+    epochs = [[i for b in _take(BucketBatchSampler(buckets, 2, sources=sources, weights=[1.0, 1.0], seed=0,
+                                                   start_batch=6 * e), 6) for i in b] for e in range(4)]
+    assert weighted.batches_per_epoch == 6  # as many draws as clips: 12
+    for drawn in epochs:  # half of each epoch's draws from each dataset
+        assert sorted(i for i in drawn if i >= 10) == [10, 10, 10, 11, 11, 11]  # the small one cycled
+        assert len({i for i in drawn if i < 10}) == 6  # the big one subsampled, no clip twice
+    assert len({i for drawn in epochs for i in drawn if i < 10}) > 6  # a different subset each epoch

@@ -12,11 +12,13 @@ from ltx2train.config import (
     Config,
     ConfigError,
     DataConfig,
+    DatasetSource,
     LoRAConfig,
     ModelConfig,
     TrainConfig,
     ValidationConfig,
     config_to_dict,
+    dataset_sources,
     load_config,
     save_config,
 )
@@ -274,5 +276,180 @@ def test_the_reference_recipe_documents_every_field():
         for key, value in data.items():
             yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
 
-    assert sorted(leaves(yaml.safe_load((RECIPES / "t2av_lora.yaml").read_text()))) == sorted(LEAVES)
+    text = (RECIPES / "t2av_lora.yaml").read_text()
+    assert sorted(leaves(yaml.safe_load(text))) == sorted(LEAVES)
     assert load_config(RECIPES / "t2av_lora.yaml").data.crop == "center"
+    # data.datasets is [] there; the commented example just above it shows an entry with every DatasetSource field
+    lines = text.splitlines()
+    end = lines.index("  datasets: []")
+    start = lines.index("  # datasets:", 0, end)
+    example = yaml.safe_load("\n".join(line.replace("  # ", "", 1) for line in lines[start:end]))
+    assert [list(entry) for entry in example["datasets"]] == [[f.name for f in dataclasses.fields(DatasetSource)]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Several datasets: data.datasets, data.repeats, data.weight
+# --------------------------------------------------------------------------------------------------
+
+DATASETS = """\
+  repeats: 2
+  datasets:
+    - metadata: ./b.csv
+      cache_dir: ../b_cache
+      root: clips
+      repeats: 3
+    - {metadata: ~/c.jsonl, cache_dir: "${train.output_dir}/c_cache", root: /abs/c_root}
+"""
+
+
+def test_datasets_from_yaml_resolve_paths(tmp_path, monkeypatch):
+    sub = tmp_path / "recipes"
+    sub.mkdir()
+    path = _recipe(sub, MINIMAL.replace("  cache_dir: /d/cache\n", "  cache_dir: /d/cache\n" + DATASETS))
+    monkeypatch.chdir(tmp_path)
+    data = load_config(path).data
+    assert [type(s) for s in data.datasets] == [DatasetSource, DatasetSource] and data.repeats == 2
+    b, c = data.datasets
+    assert b == DatasetSource(metadata=str(sub / "b.csv"), cache_dir=str(tmp_path / "b_cache"),  # ./ ../: recipe dir
+                              root=str(tmp_path / "clips"), repeats=3)  # bare relative: cwd
+    assert (c.metadata, c.cache_dir, c.root) == (os.path.expanduser("~/c.jsonl"), "/o/run/c_cache", "/abs/c_root")
+    assert (c.repeats, c.weight) == (1, None)
+
+
+def test_datasets_from_override(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(T2AV, ["data.datasets=[{metadata: ./a.csv, cache_dir: c, weight: 2}, {metadata: b, cache_dir: d, "
+                             "weight: 0.5}]", "data.weight=1"])
+    a, b = cfg.data.datasets
+    assert (a.metadata, a.cache_dir, a.root, a.weight) == (str(tmp_path / "a.csv"), str(tmp_path / "c"), None, 2.0)
+    assert (b.metadata, b.weight, cfg.data.weight) == (str(tmp_path / "b"), 0.5, 1.0)  # overrides: cwd
+    cleared = load_config(T2AV, ["data.datasets=[{metadata: a.csv, cache_dir: c}]", "data.datasets=[]"])
+    assert cleared.data.datasets == []  # later overrides win
+    default = load_config(T2AV).data
+    assert (default.datasets, default.repeats, default.weight) == ([], 1, None)
+
+
+def test_datasets_save_round_trip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(T2AV, ["data.datasets=[{metadata: a.csv, cache_dir: c, root: r, repeats: 4}, "
+                             "{metadata: b.csv, cache_dir: d}]", "data.repeats=2"])
+    again = load_config(save_config(cfg, tmp_path / "run" / "config.yaml"))
+    assert again == cfg and again.data.datasets[0].root == str(tmp_path / "r")
+    assert config_to_dict(again)["data"]["datasets"][1] == dict(metadata=str(tmp_path / "b.csv"),
+                                                                 cache_dir=str(tmp_path / "d"), root=None, repeats=1,
+                                                                 weight=None)
+
+
+@pytest.mark.parametrize(
+    "datasets, message",
+    [
+        ("[a.csv]", r"data.datasets\[0\]: expected a mapping of DatasetSource fields \(metadata, cache_dir, root, "
+                    r"repeats, weight\), got 'a.csv'"),
+        ("[{metadata: a, cache_dir: c}, {metadata: b, cache: d}]",
+         r"data.datasets\[1\].cache: unknown key — did you mean 'cache_dir'\?"),
+        ("[{metadata: a, cache_dir: c, colour: red}]",
+         r"data.datasets\[0\].colour: unknown key \(valid keys of DatasetSource: metadata, cache_dir, root"),
+        ("[{metadata: a}]", r"data.datasets\[0\].cache_dir is required"),
+        ("[{cache_dir: c}, {metadata: b}]",
+         r"data.datasets\[0\].metadata is required\n.*data.datasets\[1\].cache_dir is required"),
+        ("[{metadata: a, cache_dir: c, repeats: many}]", r"data.datasets\[0\].repeats: expected int, got 'many'"),
+        ("[{metadata: a, cache_dir: c, weight: heavy}]",
+         r"data.datasets\[0\].weight: expected float or null, got 'heavy'"),
+        ("[{metadata: [a, b], cache_dir: c}]", r"data.datasets\[0\].metadata: expected str, got \['a', 'b'\]"),
+        ("a.csv", r"data.datasets: expected list of DatasetSource mappings \(metadata, cache_dir, root, repeats, "
+                  r"weight\), got 'a.csv'"),
+    ],
+)
+def test_dataset_entry_errors(datasets, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(T2AV, [f"data.datasets={datasets}"])
+
+
+def test_dataset_entry_errors_in_yaml_and_entry_keys(tmp_path):
+    entries = "  datasets:\n    - metadata: a\n      cach_dir: c\n    - just a string\n"
+    text = MINIMAL.replace("  cache_dir: /d/cache\n", "  cache_dir: /d/cache\n" + entries)
+    with pytest.raises(ConfigError, match=r"2 problems.*\n.*data.datasets\[0\].cach_dir: unknown key — did you mean "
+                                          r"'cache_dir'\?\n.*data.datasets\[1\]: expected a mapping"):
+        load_config(_recipe(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"'data.datasets\[0\].weight': the entries of 'data.datasets' are not set "
+                                          r"one by one; give the whole list \(data.datasets=\[\{metadata: "):
+        load_config(T2AV, ["data.datasets[0].weight=2"])
+    # an entry's fields follow the loader's own rules: 2.0 is a fine int
+    cfg = load_config(T2AV, ["data.datasets=[{metadata: a, cache_dir: c, repeats: 2.0}]"])
+    assert cfg.data.datasets[0].repeats == 2 and isinstance(cfg.data.datasets[0].repeats, int)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.datasets=[{metadata: a, cache_dir: c, weight: 2}, {metadata: b, cache_dir: d}]"],
+         r"either every dataset has a weight or none has; not set: data.weight \(the first dataset's\), "
+         r"data.datasets\[1\].weight$"),
+        (["data.weight=1", "data.datasets=[{metadata: a, cache_dir: c}]"], r"not set: data.datasets\[0\].weight$"),
+        (["data.weight=1", "data.datasets=[{metadata: a, cache_dir: c, weight: 1, repeats: 3}]"],
+         r"data.datasets\[0\].repeats=3: use weights or repeats, not both"),
+        (["data.weight=1", "data.repeats=2"], r"data.repeats=2: use weights or repeats, not both"),
+        (["data.repeats=0"], r"data.repeats: must be >= 1, got 0"),
+        (["data.datasets=[{metadata: a, cache_dir: c, repeats: 0}]"],
+         r"data.datasets\[0\].repeats: must be >= 1, got 0"),
+        (["data.weight=0", "data.datasets=[{metadata: a, cache_dir: c, weight: -1}]"],
+         r"data.weight: must be > 0 \(or null\), got 0.0\n"
+         r".*data.datasets\[0\].weight: must be > 0 \(or null\), got -1.0"),
+    ],
+)
+def test_dataset_weights_and_repeats(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(T2AV, overrides)
+
+
+def test_dataset_weights_or_repeats_alone_are_fine():
+    weighted = load_config(T2AV, ["data.weight=3", "data.datasets=[{metadata: a, cache_dir: c, weight: 1}]"]).data
+    assert [s.weight for s in dataset_sources(weighted)] == [3.0, 1.0]
+    repeated = load_config(T2AV, ["data.repeats=2", "data.datasets=[{metadata: a, cache_dir: c, repeats: 5}]"]).data
+    assert [s.repeats for s in dataset_sources(repeated)] == [2, 5]
+
+
+def test_dataset_cache_dirs_distinct(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"data.datasets\[0\].cache_dir: /data/my_clips/cache is also data.cache_dir; "
+                                          "every dataset needs its own cache_dir"):
+        load_config(T2AV, ["data.datasets=[{metadata: a, cache_dir: /data/my_clips/cache/}]"])
+    with pytest.raises(ConfigError, match=rf"data.datasets\[2\].cache_dir: {tmp_path}/c is also data.datasets\[0\]"):
+        load_config(T2AV, ["data.datasets=[{metadata: a, cache_dir: c}, {metadata: b, cache_dir: d}, "
+                           "{metadata: e, cache_dir: ./x/../c}]"])
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(ConfigError, match=r"data.datasets\[1\].cache_dir: .*/link is also data.datasets\[0\]"):
+        load_config(T2AV, ["data.datasets=[{metadata: a, cache_dir: real}, {metadata: b, cache_dir: link}]"])
+
+
+def test_dataset_sources_first_then_entries():
+    datasets = "data.datasets=[{metadata: /b.csv, cache_dir: /b}, {metadata: /c.csv, cache_dir: /c}]"
+    data = load_config(T2AV, ["data.repeats=2", "data.root=/data/root", datasets]).data
+    first, b, c = dataset_sources(data)
+    assert first == DatasetSource(metadata="/data/my_clips/metadata.csv", cache_dir="/data/my_clips/cache",
+                                  root="/data/root", repeats=2, weight=None)
+    assert (b, c) == tuple(data.datasets) and (b.metadata, c.cache_dir) == ("/b.csv", "/c")
+    assert dataset_sources(load_config(T2AV).data) == [DatasetSource(metadata="/data/my_clips/metadata.csv",
+                                                                     cache_dir="/data/my_clips/cache")]
+
+
+def test_check_paths_covers_dataset_entries(tmp_path):
+    meta = tmp_path / "a.csv"
+    meta.write_text("video,caption\n")
+    datasets = f"data.datasets=[{{metadata: {meta}, cache_dir: /c1}}, {{metadata: {tmp_path}/b.csv, cache_dir: /c2}}]"
+    with pytest.raises(ConfigError, match=rf"data.datasets\[1\].metadata: {tmp_path}/b.csv does not exist"):
+        load_config(T2AV, [f"data.metadata={meta}", datasets], check_paths=["data.metadata"])
+    cfg = load_config(T2AV, [f"data.metadata={meta}", datasets.replace("b.csv", "a.csv")],
+                      check_paths=["data.metadata"])
+    assert cfg.data.datasets[1].metadata == str(meta)
+    with pytest.raises(ConfigError, match="check_paths: data.datasets does not hold a path"):
+        load_config(T2AV, [datasets], check_paths=["data.datasets"])
+
+
+def test_dataset_list_type_name():
+    from ltx2train.config.keys import LEAVES, type_name
+
+    fields = "metadata, cache_dir, root, repeats, weight"
+    assert type_name(LEAVES["data.datasets"]) == f"list of DatasetSource mappings ({fields})"
+    assert type_name(LEAVES["data.weight"]) == "float or null"

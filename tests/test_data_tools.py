@@ -73,3 +73,28 @@ def test_validate_probes_every_row_rejects_the_bad_ones_with_reasons_and_never_c
     assert "cannot decode video" in reasons["text.mp4"] and "cannot decode video" in reasons["empty.mp4"]
     assert "moov atom" not in out.err and "Traceback" not in out.err  # decoder noise only inside the reasons
     assert "3 of 10 row(s) usable, 7 rejected (1 variable frame rate, 2 without audio, 0 rotated)" in out.out
+
+
+def test_validate_probes_the_rows_external_audio_and_reference_video(tmp_path):
+    """With audio / reference_video columns: the audio reported is the external file's; a missing audio file, an
+    audio file without audio and an undecodable reference each reject their row with the path."""
+    from ltx2train.data.metadata import Columns
+    from ltx2train.data.validate import validate
+
+    _clip(tmp_path / "mute.mp4", audio=False)
+    _clip(tmp_path / "voiced.mp4", audio=True)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    rows = [{"video": "mute.mp4", "sound": "voiced.mp4", "ref": "voiced.mp4", "caption": "ok"},
+            {"video": "voiced.mp4", "sound": "gone.wav", "caption": "missing audio"},
+            {"video": "a.mp4", "sound": "mute.mp4", "caption": "audio without audio"},
+            {"video": "b.mp4", "ref": "broken.mp4", "caption": "bad reference"}]
+    for name in ("a", "b"):
+        _clip(tmp_path / f"{name}.mp4")
+    (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = validate(tmp_path / "meta.jsonl", Columns(audio="sound", reference_video="ref"))
+    (clip,) = report.clips
+    assert clip["path"] == "mute.mp4" and clip["audio"]["channels"] == 2  # the external file's audio
+    reasons = {r["index"]: r["reason"] for r in report.rejects}
+    assert "gone.wav: file does not exist" in reasons[1]
+    assert "mute.mp4: the row's audio file has no audio stream" in reasons[2]
+    assert "broken.mp4" in reasons[3] and "cannot decode video" in reasons[3]

@@ -233,3 +233,76 @@ def test_an_audio_only_file_is_rejected_as_having_no_video(tmp_path):
     path = _media(tmp_path / "song.m4a", "mp4", None, "aac", "stereo", 16000, video=False)
     with pytest.raises(MediaError, match="song.m4a: has no video stream"):
         read_video_frames(path, 9, 24.0)
+
+
+def _turned_clip(path, ccw_degrees=None, rotate_tag=None, frames=9):
+    """A 64 x 32 clip (W x H; decord 0.6 cannot read some tiny widths such as 48) whose stored frames have a bright
+    8 x 12 block in the top-left corner, with a display matrix turning it ``ccw_degrees`` counter-clockwise (PyAV's
+    convention, read back as ``frame.rotation``) and/or an old-style ``rotate`` tag."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        if ccw_degrees is not None:
+            stream.set_display_rotation(ccw_degrees)
+        if rotate_tag is not None:
+            stream.metadata["rotate"] = rotate_tag
+        image = np.full((32, 64, 3), 20, np.uint8)
+        image[:8, :12] = 240
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(path)) as written:  # the rotation really is in the file
+        stream = written.streams.video[0]
+        assert (next(written.decode(stream)).rotation - (ccw_degrees or 0)) % 360 == 0  # 180 reads back as -180
+        assert rotate_tag is None or {k.lower(): v for k, v in stream.metadata.items()}["rotate"] == rotate_tag
+    return path
+
+
+def _block_corner(frame):
+    rows, cols = torch.nonzero(frame.float().mean(-1) > 128, as_tuple=True)
+    height, width = frame.shape[:2]
+    assert len(rows) == 96 and rows.max() - rows.min() + 1 in (8, 12)  # the whole block, not smeared
+    return ("top" if rows.float().mean() < height / 2 else "bottom") + "-" + (
+        "left" if cols.float().mean() < width / 2 else "right")
+
+
+_TURNS = [  # (display matrix counter-clockwise, rotate tag, clockwise degrees a player turns by, block shown at)
+    (None, None, 0, "top-left"),
+    # a phone held upright: av_display_rotation_get() = -90, a player turns the frame 90 degrees clockwise, so
+    # the stored top-left corner shows top-right (ffmpeg's autorotate: transpose=clock)
+    (-90, None, 90, "top-right"),
+    (180, None, 180, "bottom-right"),
+    (90, None, 270, "bottom-left"),  # 90 counter-clockwise: the top-left corner goes to the bottom-left
+]
+
+
+# decord turns mp4's frames itself (not twice, then), Matroska's not; the old tag (clockwise degrees) only
+# survives in Matroska: ffmpeg 8's mp4 muxer drops it
+@pytest.mark.parametrize("suffix, ccw, rotate_tag, shown, corner", [
+    *[(suffix, *turn) for suffix in (".mp4", ".mkv") for turn in _TURNS], (".mkv", None, "90", 90, "top-right")])
+def test_a_rotated_clip_is_probed_and_read_as_a_player_shows_it(tmp_path, suffix, ccw, rotate_tag, shown, corner):
+    from ltx2train.data.media import probe_video, video_rotation
+
+    path = _turned_clip(tmp_path / f"clip{suffix}", ccw, rotate_tag)
+    displayed = (64, 32) if shown in (90, 270) else (32, 64)  # (height, width)
+    assert video_rotation(path) == shown
+    info = probe_video(path)
+    assert (info.height, info.width, info.frames) == (*displayed, 9)
+    frames = read_video_frames(path, 9, 24.0)
+    assert frames.shape == (9, *displayed, 3) and frames.is_contiguous()
+    assert {_block_corner(f) for f in frames} == {corner}
+
+
+def test_validate_reports_the_rotation_and_the_displayed_size(tmp_path):
+    from ltx2train.data.validate import validate
+
+    _turned_clip(tmp_path / "portrait.mkv", -90), _turned_clip(tmp_path / "landscape.mp4")
+    rows = [{"video": "portrait.mkv", "caption": "a phone clip"}, {"video": "landscape.mp4", "caption": "a clip"}]
+    (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = validate(tmp_path / "meta.jsonl")
+    assert [(c["rotation"], c["height"], c["width"]) for c in report.clips] == [(90, 64, 32), (0, 32, 64)]
+    assert report.summary()["rotated"] == 1

@@ -372,3 +372,151 @@ def test_a_cache_of_other_weights_is_refused_and_overwrite_rebuilds_it(tiny_work
     rebuilt = cache.read_manifest(cfg.data.cache_dir)["produced_by"]
     assert rebuilt["video_vae"] != made["video_vae"] and rebuilt["text_encoder"] == made["text_encoder"]
     assert cli.main(["prepare", str(recipe), "--overwrite", "--shard", "0/2"]) == 2  # would race the other tasks
+
+
+def _wav(path, wave, sample_rate=16000):
+    """A PCM wav file of float (channels, samples) audio."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=sample_rate, layout="stereo")
+        pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16).T.reshape(1, -1)  # packed s16: interleaved
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm), format="s16", layout="stereo")
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return path
+
+
+def test_columns_and_extras_external_audio_images_reference_first_frame_and_empty_prompt(tiny_workspace, tmp_path):
+    """audio / image / reference_video columns and data.extras: a mute video takes its row's wav (the same
+    latents as a video carrying that audio); an image row becomes a 1-frame clip; the reference video is encoded
+    over the same window at half the bucket's size; the first frame alone; the empty caption once per cache.
+    A missing reference or audio file rejects its row with the path."""
+    import numpy as np
+
+    from ltx2train.data.media import write_video_with_audio
+    from ltx2train.data.prepare import encode_caption, encode_video, load_encoders
+
+    frames = np.stack([np.full((64, 64, 3), 20 + 8 * k, np.uint8) for k in range(17)])
+    t = np.arange(16000) / 16000
+    tone = np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)
+    write_video_with_audio(tmp_path / "mute.mp4", frames, 24.0, None)
+    voiced = write_video_with_audio(tmp_path / "voiced.mp4", frames, 24.0, tone)
+    depth = write_video_with_audio(tmp_path / "depth.mp4", 255 - frames, 24.0, None)
+    rows = [{"video": "mute.mp4", "sound": "tone.wav", "ref": "depth.mp4", "caption": "a fade with a tone"},
+            {"video": str(voiced), "ref": str(depth), "caption": "the same fade, its own audio"},
+            {"video": "", "still": "still.png", "ref": "still.png", "caption": "a still"},
+            {"video": "mute.mp4 ", "ref": "missing.mp4", "caption": "a duplicate"},
+            {"video": str(voiced.with_name("v2.mp4")), "sound": "gone.wav", "ref": "depth.mp4", "caption": "x"}]
+    _wav(tmp_path / "tone.wav", tone)
+    _png(tmp_path / "still.png", 64, 64)
+    shutil.copy(voiced, voiced.with_name("v2.mp4"))
+    (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [
+        f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={tmp_path / 'meta.jsonl'}", "data.audio_column=sound",
+        "data.image_column=still", "data.reference_video_column=ref", "data.frame_buckets=[1,9]",
+        "data.extras=[first_frame,reference,empty_prompt]", "data.reference_downscale=2"])
+    report = prepare(cfg)
+    assert report.encoded == [0, 1, 2]
+    reasons = {r["index"]: r["reason"] for r in report.rejected}
+    assert "duplicate" in reasons[3] and "gone.wav: file does not exist" in reasons[4]
+    dataset = CachedDataset(cfg.data.cache_dir)
+    external, own, still = (dataset[i] for i in range(3))
+    assert external["audio_valid"].all()  # the mute video's audio: the wav (AAC in the other: close, not equal)
+    assert (external["audio_latents"] - own["audio_latents"]).abs().max() < 0.1
+    assert still["video_latents"].shape == (8, 1, 2, 2) and still["reference_latents"].shape == (8, 1, 1, 1)
+    assert own["reference_latents"].shape == (8, 2, 1, 1)  # 9 frames at 32x32
+    encoders = load_encoders(cfg)
+    settings = cache.read_manifest(cfg.data.cache_dir)["settings"]
+    assert settings["extras"] == "empty_prompt,first_frame,reference" and settings["reference_downscale"] == 2
+    from ltx2train.data.prepare import clip_pixels, reference_pixels, settings_from_config
+    from ltx2train.data.buckets import Bucket
+    from ltx2train.data.metadata import read_metadata, Columns
+
+    record = read_metadata(cfg.data.metadata, columns=Columns.of(cfg.data)).records[1]
+    s, bucket = settings_from_config(cfg), Bucket(64, 64, 9)
+    first = encode_video(encoders.video_vae, clip_pixels(record, s, bucket)[:, :1])
+    assert torch.equal(own["first_frame_latents"], first)
+    reference = reference_pixels(record, s, bucket)
+    assert reference.shape == (3, 9, 32, 32) and float(reference[:, 0].mean()) > 0.5  # 255 - 20: the depth clip
+    assert torch.equal(own["reference_latents"], encode_video(encoders.video_vae, reference))
+    empty = dataset.empty_prompt()
+    fresh = cache.pad_text(encode_caption(encoders, "", s), cfg.data.max_sequence_length)
+    assert torch.equal(empty["text_video"], fresh["text_video"]) and empty["text_attention_mask"].sum() >= 1
+
+
+def test_random_windows_are_distinct_reproducible_starts_grouped_as_one_clip(tiny_workspace, tmp_path):
+    """data.window=random: max_windows windows at distinct starting frames of the target rate, the same on every
+    prepare of that clip, cached as one clip's group (an epoch trains one of them: see test_buckets)."""
+    import numpy as np
+
+    from ltx2train.data.media import write_video_with_audio
+    from ltx2train.data.metadata import read_metadata
+    from ltx2train.data.prepare import choose_bucket, settings_from_config, window_starts
+
+    video = np.stack([np.full((64, 64, 3), 10 + 3 * k, np.uint8) for k in range(60)])
+    path = write_video_with_audio(tmp_path / "long.mp4", video, 24.0, None)
+    (tmp_path / "meta.jsonl").write_text(json.dumps({"video": str(path), "caption": "a slow fade"}) + "\n")
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}", "data.window=random",
+                                                         "data.max_windows=3", f"data.metadata={tmp_path / 'meta.jsonl'}"])
+    settings = settings_from_config(cfg)
+    (record,) = read_metadata(cfg.data.metadata).records
+    bucket = choose_bucket(record, settings)
+    starts = window_starts(record, settings, bucket)
+    span = 60 / 24 - 9 / 24
+    assert len(set(starts)) == 3 and starts == sorted(starts) and all(0 <= s <= span for s in starts)
+    assert all(abs(s * 24 - round(s * 24)) < 1e-4 for s in starts)  # on frames of the target rate
+    assert window_starts(record, settings, bucket) == starts
+    assert starts != [0.0, span / 2, span]  # not spread
+    prepare(cfg)
+    dataset = CachedDataset(cfg.data.cache_dir)
+    assert len(dataset) == 3 and len(set(dataset.groups)) == 1
+    means = [float(dataset[i]["video_latents"].mean()) for i in range(3)]
+    assert len(set(means)) == 3  # three different parts of the clip
+
+
+def test_prepare_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(tiny_workspace, tmp_path, capfd):
+    """stderr a terminal (a pty): a bar per clip with kept/rejected counts; redirected to a file: no bar."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from ltx2train.config import save_config
+
+    rows = (tiny_workspace / "data" / "metadata.jsonl").read_text().splitlines()[:2]
+    (tmp_path / "meta.jsonl").write_text("\n".join(rows) + "\n")
+
+    def config(name):
+        return tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / name}",
+                                                              f"data.metadata={tmp_path / 'meta.jsonl'}",
+                                                              f"data.root={tiny_workspace / 'data'}"])
+
+    def run(name, stderr):
+        recipe = save_config(config(name), tmp_path / f"{name}.yaml")
+        return subprocess.run([sys.executable, "-m", "ltx2train", "prepare", str(recipe)], stderr=stderr,
+                              stdout=subprocess.DEVNULL, timeout=300)
+
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal has a size
+    assert run("tty", follower).returncode == 0
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the pty is closed once everything was read
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert b"prepare tty: 100%" in seen and b"2/2" in seen and b"kept=2, rejected=0" in seen
+    assert len(prepare(config("log")).encoded) == 2  # stderr captured here: not a terminal
+    assert "prepare log" not in capfd.readouterr().err

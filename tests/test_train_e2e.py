@@ -9,6 +9,7 @@ from safetensors import safe_open
 
 from conftest import tiny_config
 from ltx2train.inference.sample import sample
+from ltx2train.data import cache
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.trainer import Trainer
 
@@ -237,3 +238,28 @@ def test_batch_size_2_trains_over_several_buckets_and_resumes_exactly(tiny_works
 def _first(sampler, n):
     it = iter(sampler)
     return [next(it) for _ in range(n)]
+
+
+def test_two_datasets_prepare_with_one_command_and_train_by_their_repeats(tiny_workspace, tmp_path):
+    """data.datasets: `ltx2train prepare` caches each dataset into its own cache_dir; training draws from both,
+    the second three times per epoch (data.datasets[0].repeats=3), and resumes at the exact next batch."""
+    from ltx2train import cli
+    from ltx2train.config import save_config
+    from ltx2train.data.synthetic import make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path / "extra", num_clips=2, num_frames=9, height=64, width=64, seed=7)
+    extra = f"[{{metadata: {tmp_path / 'extra' / 'metadata.jsonl'}, cache_dir: {tmp_path / 'extra_cache'}, repeats: 3}}]"
+    common = [f"data.datasets={extra}", "validation.prompts=[]", "validation.loss_sigmas=[]", "train.log_every=1",
+              "train.checkpoint_every=3", "train.keep_last=5", "data.batch_size=2"]
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [*common, "train.max_steps=6"])
+    assert cli.main(["prepare", str(save_config(cfg, tmp_path / "recipe.yaml"))]) == 0
+    assert len(cache.read_manifest(tmp_path / "extra_cache")["samples"]) == 2
+    lines = []
+    trainer = Trainer(cfg, log=lines.append)
+    result = trainer.train()
+    assert "8 cached clips (64x64x9) from 2 datasets (6, 2)" in lines[0]
+    assert trainer.sampler.draws == {0: 6, 1: 6} and trainer.sampler.batches_per_epoch == 6  # 6 + 2 x 3 per epoch
+    again = tmp_path / "again"
+    Trainer(tiny_config(tiny_workspace, again, [*common, "train.max_steps=3"]), log=lambda _: None).train()
+    resumed = Trainer(tiny_config(tiny_workspace, again, [*common, "train.max_steps=6"]), log=lambda _: None).train()
+    assert resumed.losses == result.losses[3:]

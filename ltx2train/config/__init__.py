@@ -23,7 +23,8 @@ Every problem is raised as a :class:`ConfigError` before anything heavy (torch, 
 this module only imports the standard library, ``yaml`` and ``omegaconf``.
 
 Path resolution (model.checkpoint, model.text_encoder, model.variant when it is a ``.json`` path,
-data.metadata, data.root, data.cache_dir, train.output_dir, train.resume when it is a path):
+data.metadata, data.root, data.cache_dir, the metadata, root and cache_dir of each ``data.datasets`` entry,
+train.output_dir, lora.init_from, train.resume when it is a path):
 
 * ``~`` is expanded; absolute paths are kept as they are (normalised);
 * a value written in the recipe that starts with ``./`` or ``../`` is relative to the directory of
@@ -34,10 +35,17 @@ data.metadata, data.root, data.cache_dir, train.output_dir, train.resume when it
 The loaded :class:`Config` always holds absolute paths, so :func:`save_config` writes a
 self-contained, fully resolved YAML that loads back to an equal :class:`Config`.
 
+Several datasets: ``data.metadata`` / ``data.cache_dir`` / ``data.root`` (with ``data.repeats`` and
+``data.weight``) are the first dataset; ``data.datasets`` lists more (:class:`DatasetSource` entries with the
+same five fields, each key of an entry checked like any other), every other data setting shared.
+:func:`dataset_sources` gives them as one list.  ``check_paths`` naming a first-dataset path key
+(``data.metadata``) checks that field of every entry too.
+
 Override syntax: ``section.field=value``; the value is parsed as YAML (``train.max_steps=10``,
-``optimizer.betas=[0.9,0.95]``, ``validation.prompts=[a cat,a dog]``, ``data.root=null``).  For
-string fields the text after ``=`` is taken literally (so prompts may contain ``:`` or ``#``) unless
-it is ``null``/``~`` (for optional fields) or is quoted.
+``optimizer.betas=[0.9,0.95]``, ``validation.prompts=[a cat,a dog]``, ``data.root=null``,
+``data.datasets=[{metadata: b.csv, cache_dir: b_cache}]``).  For string fields the text after ``=`` is
+taken literally (so prompts may contain ``:`` or ``#``) unless it is ``null``/``~`` (for optional fields)
+or is quoted.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from ltx2train.config.schema import (
     Config,
     ConfigError,
     DataConfig,
+    DatasetSource,
     DistributedConfig,
     LoRAConfig,
     ModelConfig,
@@ -57,6 +66,7 @@ from ltx2train.config.schema import (
     TrackerConfig,
     TrainConfig,
     ValidationConfig,
+    dataset_sources,
 )
 
 __all__ = [
@@ -64,6 +74,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "DatasetSource",
     "DistributedConfig",
     "LoRAConfig",
     "ModelConfig",
@@ -73,6 +84,7 @@ __all__ = [
     "TrainConfig",
     "ValidationConfig",
     "config_to_dict",
+    "dataset_sources",
     "load_config",
     "save_config",
     "valid_keys",

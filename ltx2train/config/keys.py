@@ -45,9 +45,25 @@ def base_type(ann: Any) -> Any:
     return ann
 
 
+def entry_type(ann: Any) -> Any:
+    """The dataclass of a list-of-entries annotation (``List[DatasetSource]``), else ``None``."""
+    if typing.get_origin(ann) in (list, List):
+        (item,) = typing.get_args(ann)
+        if dataclasses.is_dataclass(item):
+            return item
+    return None
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
 def type_name(ann: Any) -> str:
     if is_optional(ann):
         return f"{type_name(base_type(ann))} or null"
+    if entry_type(ann) is not None:
+        item = entry_type(ann)
+        return f"list of {item.__name__} mappings ({', '.join(field_names(item))})"
     if typing.get_origin(ann) in (list, List):
         (item,) = typing.get_args(ann)
         return f"list of {type_name(item)}"
@@ -55,14 +71,27 @@ def type_name(ann: Any) -> str:
 
 
 def unknown_key_message(key: str) -> str:
+    list_key = key.partition("[")[0]
+    item = entry_type(LEAVES.get(list_key)) if list_key != key else None
+    if item is not None:  # data.datasets[0].weight=2
+        example = ", ".join(f"{name}: ..." for name in field_names(item)[:2])
+        return (f"unknown config key '{key}': the entries of '{list_key}' are not set one by one; give the whole "
+                f"list ({list_key}=[{{{example}}}, ...])")
     match = difflib.get_close_matches(key, valid_keys(), n=1)
     if match:
         return f"unknown config key '{key}' — did you mean '{match[0]}'?"
     parent = key.rpartition(".")[0]
     if parent in SECTIONS:
-        names = [f.name for f in dataclasses.fields(SECTIONS[parent])]
-        return f"unknown config key '{key}' (valid keys in '{parent}': {', '.join(names)})"
+        return f"unknown config key '{key}' (valid keys in '{parent}': {', '.join(field_names(SECTIONS[parent]))})"
     return f"unknown config key '{key}' (valid sections: {', '.join(f.name for f in dataclasses.fields(Config))})"
+
+
+def unknown_field_message(where: str, name: Any, cls: type) -> str:
+    """``where`` is an entry's dotted key (``data.datasets[1]``); ``name`` a key in it that ``cls`` lacks."""
+    match = difflib.get_close_matches(str(name), field_names(cls), n=1)
+    if match:
+        return f"{where}.{name}: unknown key — did you mean '{match[0]}'?"
+    return f"{where}.{name}: unknown key (valid keys of {cls.__name__}: {', '.join(field_names(cls))})"
 
 
 def choice_message(key: str, value: Any, choices: Sequence[str]) -> str:

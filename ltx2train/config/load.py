@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Iterable, List, Sequence, Union
 
@@ -13,8 +14,18 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ltx2train.config.keys import LEAVES, SECTIONS, base_type, is_optional, type_name, unknown_key_message
-from ltx2train.config.schema import PATH_KEYS, RESUME_KEYWORDS, Config, ConfigError
+from ltx2train.config.keys import (
+    LEAVES,
+    SECTIONS,
+    base_type,
+    entry_type,
+    field_names,
+    is_optional,
+    type_name,
+    unknown_field_message,
+    unknown_key_message,
+)
+from ltx2train.config.schema import ENTRY_PATH_KEYS, PATH_KEYS, RESUME_KEYWORDS, Config, ConfigError
 from ltx2train.config.validate import looks_like_path, shipped_variants, validate
 from ltx2train.utils.atomic import write_text_atomic
 
@@ -121,12 +132,40 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _assign(cfg: Any, key: str, value: Any, errors: list[str]) -> None:
-    """OmegaConf types the value (a mapping or list where a scalar belongs, a scalar where a list does, a
-    non-number for a number: refused); two rules are stricter or kinder than its own: 3.0 is a fine int, and
-    0/1 are not booleans (OmegaConf would take them)."""
+    """Set the leaf ``key`` of ``cfg``; a list of entries (``data.datasets``) is built entry by entry."""
     ann = LEAVES[key]
     if key == "train.resume" and value in (None, "null", "~"):
         value = "none"
+    if entry_type(ann) is not None and isinstance(value, list):
+        value = _entries(key, entry_type(ann), value, errors)
+    _set(cfg, key, key, ann, value, errors)
+
+
+def _entries(key: str, cls: type, value: list, errors: list[str]) -> list:
+    """Each mapping of ``value`` -> a structured ``cls`` node, its fields set (and checked) one by one; a field
+    left out stays MISSING (the loader reports a required one)."""
+    hints = typing.get_type_hints(cls)
+    nodes = []
+    for i, entry in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: expected a mapping of {cls.__name__} fields ({', '.join(field_names(cls))}), "
+                          f"got {entry!r}")
+            continue
+        node = OmegaConf.structured(cls)
+        for name, field_value in entry.items():
+            if name in hints:
+                _set(node, name, f"{where}.{name}", hints[name], field_value, errors)
+            else:
+                errors.append(unknown_field_message(where, name, cls))
+        nodes.append(node)
+    return nodes
+
+
+def _set(node: Any, path: str, key: str, ann: Any, value: Any, errors: list[str]) -> None:
+    """OmegaConf types the value (a mapping or list where a scalar belongs, a scalar where a list does, a
+    non-number for a number: refused); two rules are stricter or kinder than its own: 3.0 is a fine int, and
+    0/1 are not booleans (OmegaConf would take them).  ``key`` names ``path`` of ``node`` in messages."""
     base = base_type(ann)
     if base is int and isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -134,9 +173,21 @@ def _assign(cfg: Any, key: str, value: Any, errors: list[str]) -> None:
         errors.append(f"{key}: expected bool, got {value!r}")
         return
     try:
-        OmegaConf.update(cfg, key, value, merge=False)
+        OmegaConf.update(node, path, value, merge=False)
     except OmegaConfBaseException:
         errors.append(f"{key}: expected {type_name(ann)}, got {value!r}")
+
+
+def _missing(cfg: Any, errors: list[str]) -> None:
+    """Report unset required values, those of list entries (``data.datasets[0].cache_dir``) too."""
+    for key in LEAVES:
+        parent_key, _, name = key.rpartition(".")
+        if OmegaConf.is_missing(OmegaConf.select(cfg, parent_key), name):
+            errors.append(f"{key} is required")
+        elif entry_type(LEAVES[key]) is not None:
+            for i, node in enumerate(OmegaConf.select(cfg, key)):
+                errors += [f"{key}[{i}].{n} is required" for n in field_names(entry_type(LEAVES[key]))
+                           if OmegaConf.is_missing(node, n)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,6 +205,36 @@ def _resolve_path(value: str, recipe_dir: Path, from_recipe: bool) -> str:
         return os.path.normpath(value)
     base = recipe_dir if (from_recipe and _is_dot_relative(value)) else Path.cwd()
     return os.path.abspath(os.path.join(base, value))
+
+
+def _absolute_paths(cfg: Any, recipe_dir: Path, origin: dict[str, str]) -> None:
+    """Make the path values absolute; an entry's paths (``data.datasets[i].cache_dir``) follow its list's origin."""
+    def fix(node: Any, name: str, key: str) -> None:
+        value = node[name]
+        if isinstance(value, str) and value:
+            node[name] = _resolve_path(value, recipe_dir, origin.get(key) == "recipe")
+
+    for key in PATH_KEYS:
+        fix(OmegaConf.select(cfg, key.rpartition(".")[0]), key.rpartition(".")[2], key)
+    if cfg.train.resume not in RESUME_KEYWORDS:
+        fix(cfg.train, "resume", "train.resume")
+    if cfg.model.variant not in shipped_variants() and looks_like_path(cfg.model.variant):
+        fix(cfg.model, "variant", "model.variant")
+    for key, names in ENTRY_PATH_KEYS.items():
+        for node in OmegaConf.select(cfg, key):
+            for name in names:
+                fix(node, name, key)
+
+
+def _entry_values(cfg: Any, key: str) -> list[tuple[str, Any]]:
+    """For a path key of the first dataset (``data.metadata``): the same field of every ``data.datasets`` entry,
+    as (dotted key, value) pairs; otherwise none."""
+    section, _, name = key.rpartition(".")
+    pairs = []
+    for list_key, names in ENTRY_PATH_KEYS.items():
+        if list_key.rpartition(".")[0] == section and name in names:
+            pairs += [(f"{list_key}[{i}].{name}", node[name]) for i, node in enumerate(OmegaConf.select(cfg, list_key))]
+    return pairs
 
 
 def _raise(errors: list[str], source: str) -> None:
@@ -178,8 +259,9 @@ def load_config(
     """Load ``recipe`` (YAML), apply ``key=value`` ``overrides`` in order, validate, return a :class:`Config`.
 
     ``check_paths`` lists dotted keys (e.g. ``("model.checkpoint", "data.metadata")``) whose paths
-    must exist.  Every problem raises :class:`ConfigError`; see the module docstring for the path
-    resolution rules.
+    must exist (a first-dataset key such as ``data.metadata`` checks that field of every ``data.datasets``
+    entry too).  Every problem raises :class:`ConfigError`; see the module docstring for the path resolution
+    rules.
     """
     recipe_path = Path(recipe).expanduser()
     if not recipe_path.is_file():
@@ -216,10 +298,7 @@ def load_config(
         origin[key] = "override"
     _raise(errors, source)
 
-    for key in LEAVES:
-        parent_key, _, name = key.rpartition(".")
-        if OmegaConf.is_missing(OmegaConf.select(cfg, parent_key), name):
-            errors.append(f"{key} is required")
+    _missing(cfg, errors)
     _raise(errors, source)
 
     try:
@@ -229,19 +308,7 @@ def load_config(
         prefix = f"{key}: " if key else ""
         raise ConfigError(f"{prefix}cannot resolve interpolation: {_one_line(exc).split(' full_key:')[0]}") from None
 
-    # Paths -> absolute.
-    def fix(key: str) -> None:
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, str) and value:
-            OmegaConf.update(cfg, key, _resolve_path(value, recipe_dir, origin.get(key) == "recipe"), merge=False)
-
-    for key in PATH_KEYS:
-        fix(key)
-    if cfg.train.resume not in RESUME_KEYWORDS:
-        fix("train.resume")
-    if cfg.model.variant not in shipped_variants() and looks_like_path(cfg.model.variant):
-        fix("model.variant")
-
+    _absolute_paths(cfg, recipe_dir, origin)
     try:
         result = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:  # pragma: no cover - types were checked above
@@ -254,11 +321,11 @@ def load_config(
     for key in check_paths:
         if key not in LEAVES:
             raise ConfigError(unknown_key_message(key))
-        value = OmegaConf.select(cfg, key)
-        if value is None:
-            continue
-        if not Path(value).exists():
-            errors.append(f"{key}: {value} does not exist")
+        for shown, value in [(key, OmegaConf.select(cfg, key)), *_entry_values(cfg, key)]:
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"check_paths: {key} does not hold a path")
+            if value is not None and not Path(value).exists():
+                errors.append(f"{shown}: {value} does not exist")
     _raise(errors, source)
     return result
 

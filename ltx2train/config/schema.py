@@ -30,6 +30,8 @@ PATH_KEYS = (
     "train.output_dir",
     "lora.init_from",
 )
+# List keys whose entries hold paths: the entries' path fields, resolved like PATH_KEYS.
+ENTRY_PATH_KEYS = {"data.datasets": ("metadata", "root", "cache_dir")}
 
 
 class ConfigError(ValueError):
@@ -64,7 +66,28 @@ class ModelConfig:
 
 ASPECT_RATIOS = (1 / 3, 1 / 2, 9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
 CROPS = ("center", "random", "letterbox")
-WINDOWS = ("first", "spread")
+WINDOWS = ("first", "random", "spread")
+EXTRAS = ("first_frame", "reference", "empty_prompt")  # what prepare stores beyond latents + text, on request
+
+
+@dataclass
+class DatasetSource:
+    """One more dataset trained with the first one (``data.datasets``); every other data setting is shared.
+
+    Fields:
+        metadata: the dataset's metadata (same formats and columns as ``data.metadata``).  Required.
+        cache_dir: the dataset's own cache (as ``data.cache_dir``), distinct from every other dataset's.  Required.
+        root: base directory for its relative video paths; ``None`` means its metadata file's directory.
+        repeats: how many times each of its clips is drawn per epoch (>= 1).
+        weight: its share of each epoch's samples (> 0), relative to the other datasets' weights; ``None`` = no
+            weighting.  Either every dataset (the first one included) has a weight or none has.
+    """
+
+    metadata: str = MISSING  # csv/json/jsonl/parquet or a datasets directory, as data.metadata
+    cache_dir: str = MISSING  # this dataset's own cache
+    root: Optional[str] = None  # base dir for relative video paths (default: metadata's dir)
+    repeats: int = 1  # each clip drawn this many times per epoch
+    weight: Optional[float] = None  # share of each epoch's samples; null = no weighting
 
 
 @dataclass
@@ -77,9 +100,23 @@ class DataConfig:
             video.  Required.
         video_column: name of the metadata column holding the video path.
         caption_column: name of the metadata column holding the caption.
+        audio_column: optional column with an external audio file per row (wav, flac, m4a, ...): where a row
+            names one, its audio comes from that file (aligned to the video's first frame) instead of the
+            video's own audio stream; empty cells keep the video's audio.
+        image_column: optional column with a still image per row: a row with no video takes it as a 1-frame
+            clip (``frame_buckets`` must include 1).
+        reference_video_column: optional column with the IC-LoRA reference video (a depth map, pose, edges ...)
+            of each row; required by ``extras: [reference]``.
         root: base directory for relative video paths; ``None`` means the metadata file's directory.
         cache_dir: where ``prepare`` writes, and ``train`` reads, the precomputed latents and text
             embeddings.  Required.
+        repeats: how many times each clip of the first dataset (``metadata`` / ``cache_dir`` / ``root``) is drawn
+            per epoch (>= 1); with ``weight`` set everywhere, repeats must stay 1.
+        weight: the first dataset's share of each epoch's samples (> 0), relative to the weights of
+            ``datasets``; ``None`` = no weighting.  Either every dataset has a weight or none has.
+        datasets: further datasets trained with the first one (:class:`DatasetSource`: ``metadata``,
+            ``cache_dir``, ``root``, ``repeats``, ``weight``, each meaning what the fields above mean for the
+            first); every other data setting here is shared.  Each ``cache_dir`` must be distinct.
         height: clip height in pixels, a positive multiple of 32; null (with ``width`` null): dynamic
             resolution, every clip keeps its aspect ratio and goes to the nearest of the buckets below.
         width: clip width in pixels, a positive multiple of 32; null with ``height``.
@@ -92,9 +129,16 @@ class DataConfig:
             generated ones (and a fixed height/width).
         crop: how a clip is fitted to its bucket: ``center`` (cover, centre crop), ``random`` (cover, a crop
             drawn once per clip), ``letterbox`` (fit inside, black borders).
-        window: which part of a clip becomes a sample: ``first`` (its start) or ``spread`` (up to ``max_windows``
-            evenly spaced windows that do not overlap, each its own sample: a long clip gives several).
-        max_windows: ``spread``: windows per clip at most.
+        window: which part of a clip becomes a sample: ``first`` (its start), ``random`` (``max_windows`` windows
+            at random starts are cached; each epoch trains one of them, a new draw per epoch) or ``spread`` (up to
+            ``max_windows`` evenly spaced windows that do not overlap, each its own sample: a long clip gives several).
+        max_windows: ``random`` / ``spread``: windows per clip at most.
+        extras: what ``prepare`` also stores for later strategies: ``first_frame`` (the first frame encoded alone,
+            as inference encodes an image-to-video condition), ``reference`` (the reference video's latents at
+            ``1 / reference_downscale`` of the bucket's size, IC-LoRA), ``empty_prompt`` (the empty caption's
+            text features, once per cache: caption dropout).
+        reference_downscale: ``reference``: the reference video is encoded at the bucket's height and width
+            divided by this (the seed's ``in_context_downsample_factor``); recorded in the cache.
         num_frames: frames per clip; of the form 8k+1 (9, 17, ..., 121).
         fps: frame rate clips are resampled to (also sets the audio duration).
         with_audio: also train the audio branch (a clip without an audio track is kept for its video, its
@@ -108,8 +152,14 @@ class DataConfig:
     metadata: str = MISSING  # csv/json/jsonl/parquet or a datasets directory: video path + caption
     video_column: str = "video"  # metadata column with the video path
     caption_column: str = "caption"  # metadata column with the caption
+    audio_column: Optional[str] = None  # column with an external audio file per row
+    image_column: Optional[str] = None  # column with a still image per row (rows without a video)
+    reference_video_column: Optional[str] = None  # column with the IC-LoRA reference video per row
     root: Optional[str] = None  # base dir for relative video paths (default: metadata's dir)
     cache_dir: str = MISSING  # where prepare writes / train reads latents
+    repeats: int = 1  # each clip of the first dataset drawn this many times per epoch
+    weight: Optional[float] = None  # the first dataset's share of each epoch's samples; null = no weighting
+    datasets: List[DatasetSource] = field(default_factory=list)  # further datasets, other settings shared
     height: Optional[int] = 512  # multiple of 32; null (with width null): dynamic resolution
     width: Optional[int] = 768  # multiple of 32
     max_pixels: int = 768 * 512  # dynamic resolution: pixels per frame
@@ -117,8 +167,10 @@ class DataConfig:
     frame_buckets: List[int] = field(default_factory=list)  # frame counts (8k+1); empty: [num_frames]
     buckets: List[str] = field(default_factory=list)  # explicit HEIGHTxWIDTHxFRAMES; replace the generated ones
     crop: str = "center"  # center | random | letterbox
-    window: str = "first"  # first | spread
-    max_windows: int = 4  # spread: windows per clip at most
+    window: str = "first"  # first | random | spread
+    max_windows: int = 4  # random / spread: windows per clip at most
+    extras: List[str] = field(default_factory=list)  # first_frame | reference | empty_prompt
+    reference_downscale: int = 2  # reference: encoded at bucket size / this
     num_frames: int = 121  # 8k+1
     fps: float = 24.0  # frames per second clips are resampled to
     with_audio: bool = True  # also train the audio branch
@@ -126,6 +178,13 @@ class DataConfig:
     batch_size: int = 1  # per process
     num_workers: int = 2  # DataLoader workers
     shuffle: bool = True  # reshuffle every epoch
+
+
+def dataset_sources(data: DataConfig) -> List[DatasetSource]:
+    """Every dataset of ``data``: the first one (its top-level fields), then ``data.datasets``."""
+    first = DatasetSource(metadata=data.metadata, cache_dir=data.cache_dir, root=data.root,
+                          repeats=data.repeats, weight=data.weight)
+    return [first, *data.datasets]
 
 
 @dataclass

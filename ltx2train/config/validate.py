@@ -13,6 +13,7 @@ from ltx2train.config.schema import (
     BACKENDS,
     CROPS,
     DTYPES,
+    EXTRAS,
     METHODS,
     MIXED_PRECISIONS,
     RESUME_KEYWORDS,
@@ -21,6 +22,7 @@ from ltx2train.config.schema import (
     WANDB_MODES,
     WINDOWS,
     Config,
+    dataset_sources,
 )
 
 
@@ -78,11 +80,35 @@ def _data(c: _Checks, cfg: Config) -> None:
     d = cfg.data
     c.need(bool(d.video_column), "data.video_column: must not be empty")
     c.need(bool(d.caption_column), "data.caption_column: must not be empty")
+    _data_sources(c, d)
     _data_shape(c, d)
     c.need(d.fps > 0, f"data.fps: must be > 0, got {d.fps}")
     c.at_least("data.max_sequence_length", d.max_sequence_length, 1)
     c.at_least("data.batch_size", d.batch_size, 1)
     c.at_least("data.num_workers", d.num_workers, 0)
+
+
+def _data_sources(c: _Checks, d) -> None:
+    """The datasets (the first one, then ``data.datasets``): repeats, weights all or none, distinct caches."""
+    keys = ["data"] + [f"data.datasets[{i}]" for i in range(len(d.datasets))]
+    sources = list(zip(keys, dataset_sources(d)))
+    for key, src in sources:
+        c.at_least(f"{key}.repeats", src.repeats, 1)
+        c.need(src.weight is None or src.weight > 0, f"{key}.weight: must be > 0 (or null), got {src.weight}")
+    unweighted = [f"{key}.weight" + (" (the first dataset's)" if key == "data" else "")
+                  for key, src in sources if src.weight is None]
+    if len(unweighted) < len(sources):  # weights in use
+        c.need(not unweighted, "dataset weights: either every dataset has a weight or none has; not set: "
+               + ", ".join(unweighted))
+        repeated = [f"{key}.repeats={src.repeats}" for key, src in sources if src.repeats != 1]
+        c.need(not repeated, f"{', '.join(repeated)}: use weights or repeats, not both (the datasets have "
+               "weights, so every repeats must be 1)")
+    seen: dict[str, str] = {}
+    for key, src in sources:
+        where = os.path.realpath(os.path.expanduser(src.cache_dir))
+        c.need(where not in seen, f"{key}.cache_dir: {src.cache_dir} is also {seen.get(where)}.cache_dir; "
+               "every dataset needs its own cache_dir")
+        seen.setdefault(where, key)
 
 
 def _data_shape(c: _Checks, d) -> None:
@@ -108,6 +134,24 @@ def _data_shape(c: _Checks, d) -> None:
     c.choice("data.crop", d.crop, CROPS)
     c.choice("data.window", d.window, WINDOWS)
     c.at_least("data.max_windows", d.max_windows, 1)
+    _data_extras(c, d)
+
+
+def _data_extras(c: _Checks, d) -> None:
+    from ltx2train.data.buckets import from_config
+
+    for extra in d.extras:
+        c.choice("data.extras", extra, EXTRAS)
+    c.at_least("data.reference_downscale", d.reference_downscale, 1)
+    if "reference" not in d.extras or c.errors:
+        return
+    c.need(bool(d.reference_video_column), "data.extras: reference needs data.reference_video_column (the metadata "
+           "column with each row's reference video)")
+    step = 32 * d.reference_downscale
+    bad = [b.name for b in from_config(d) if b.height % step or b.width % step]
+    c.need(not bad, f"data.reference_downscale={d.reference_downscale}: the reference video of a bucket is encoded "
+           f"at its size / {d.reference_downscale}, which must be a multiple of 32: the buckets' height and width "
+           f"must be multiples of {step} ({', '.join(bad[:4])} are not)")
 
 
 def _lora(c: _Checks, cfg: Config) -> None:

@@ -9,6 +9,13 @@ Each ``samples/<index>.safetensors`` holds, for one clip:
 - ``text_video`` (T, Dv)              Gemma features after the frozen text projection (``project_text``),
 - ``text_audio`` (T, Da)              ... and the audio ones where the model projects per modality (LTX-2.3)
 - ``text_attention_mask`` (T,)        1 for real tokens
+- ``first_frame_latents`` (C, 1, H', W')  ``extras: [first_frame]``: the window's first frame encoded alone (the
+                                      image-to-video condition, as inference encodes the input image)
+- ``reference_latents`` (C, F', H'/d, W'/d)  ``extras: [reference]``: the reference video over the same window at
+                                      1/d of the bucket's size (d = ``reference_downscale``, in the settings)
+
+``empty_prompt.safetensors`` (``extras: [empty_prompt]``) holds the empty caption's ``text_*`` features once per
+cache, for caption dropout.
 
 Clips of one bucket (``HEIGHTxWIDTHxFRAMES``, recorded per sample in the manifest and in the file's header)
 share their latent shapes; a batch is drawn from one bucket. Only the caption's real tokens are stored; the dataset left-pads them back to ``max_sequence_length``
@@ -24,17 +31,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from ltx2train.utils.atomic import atomic_path, write_text_atomic
 
-FORMAT_VERSION = 3  # 3: resolution buckets (2: projected text features; 1: stacked Gemma hidden states)
+FORMAT_VERSION = 4  # 4: extras, random windows (3: resolution buckets; 2: projected text; 1: Gemma hidden states)
 TEXT_KEYS = ("text_video", "text_audio")
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
 SAMPLES_DIR = "samples"
+EMPTY_PROMPT = "empty_prompt.safetensors"
 
 
 @dataclass(frozen=True)
@@ -42,11 +51,13 @@ class CacheSettings:
     variant: str
     buckets: str  # the bucket shapes clips may take, "HxWxF,HxWxF,..." (see data/buckets.py)
     crop: str
-    window: str  # first | spread
+    window: str  # first | random | spread
     max_windows: int
     fps: float
     with_audio: bool
     max_sequence_length: int
+    extras: str = ""  # what else is stored, "first_frame,reference,empty_prompt" (sorted)
+    reference_downscale: int = 0  # the reference latents' size divisor (0: no reference latents)
 
 
 def sample_path(cache_dir: str | Path, index: int, window: int = 0) -> Path:
@@ -61,7 +72,11 @@ def write_json_atomic(path: Path, data) -> None:
 
 def write_sample(cache_dir: str | Path, index: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
                  window: int = 0) -> Path:
-    path = sample_path(cache_dir, index, window)
+    return write_tensors(sample_path(cache_dir, index, window), tensors, metadata)
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """A safetensors file of the cache, atomically (a temporary name, then renamed)."""
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     return path
@@ -118,7 +133,7 @@ def remove_cache(cache_dir: str | Path) -> None:
     cache_dir = Path(cache_dir)
     for sub in (SAMPLES_DIR, ".prepare"):
         shutil.rmtree(cache_dir / sub, ignore_errors=True)
-    for name in (MANIFEST, REJECTS):
+    for name in (MANIFEST, REJECTS, EMPTY_PROMPT):
         (cache_dir / name).unlink(missing_ok=True)
 
 
@@ -136,22 +151,22 @@ def write_manifest(cache_dir: str | Path, settings: CacheSettings, samples: list
 
 
 class CachedDataset(torch.utils.data.Dataset):
-    """The samples listed in a cache's manifest, read lazily (safetensors, no pickle)."""
+    """The samples listed in the manifests of one or several caches (the recipe's datasets, made at the same
+    settings), read lazily (safetensors, no pickle). Each sample records its ``source`` (which cache)."""
 
-    def __init__(self, cache_dir: str | Path, settings: CacheSettings | None = None):
-        self.cache_dir = Path(cache_dir)
-        manifest = read_manifest(self.cache_dir)
-        if manifest is None:
-            raise FileNotFoundError(f"no cache at {self.cache_dir} (no {MANIFEST}); run `ltx2train prepare` first")
-        if settings is not None:
-            check_settings(self.cache_dir, settings)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"cache {self.cache_dir} has format {manifest.get('format_version')}, this ltx2train reads "
-                             f"format {FORMAT_VERSION}: run `ltx2train prepare` into a new data.cache_dir")
-        self.settings = manifest["settings"]
-        self.samples = manifest["samples"]
-        if not self.samples:
-            raise ValueError(f"cache {self.cache_dir} holds no samples (every clip rejected? see its {REJECTS})")
+    def __init__(self, cache_dirs: str | Path | Sequence[str | Path], settings: CacheSettings | None = None):
+        dirs = [cache_dirs] if isinstance(cache_dirs, (str, Path)) else list(cache_dirs)
+        self.cache_dirs = [Path(d) for d in dirs]
+        self.cache_dir = self.cache_dirs[0]
+        self.samples: list[dict] = []
+        for source, cache_dir in enumerate(self.cache_dirs):
+            manifest = _readable_manifest(cache_dir, settings)
+            if source == 0:
+                self.settings = manifest["settings"]
+            elif manifest["settings"] != self.settings:
+                raise ValueError(f"caches {self.cache_dir} and {cache_dir} were made with other settings: prepare "
+                                 "every dataset with the same recipe")
+            self.samples += [{**s, "source": source, "file": str(cache_dir / s["file"])} for s in manifest["samples"]]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -161,12 +176,51 @@ class CachedDataset(torch.utils.data.Dataset):
         """Each sample's bucket (``HEIGHTxWIDTHxFRAMES``): the samples a batch may be drawn from together."""
         return [s["bucket"] for s in self.samples]
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        path = self.cache_dir / self.samples[i]["file"]
+    @property
+    def sources(self) -> list[int]:
+        """Each sample's dataset: its position in ``cache_dirs``."""
+        return [s["source"] for s in self.samples]
+
+    @property
+    def groups(self) -> list[int]:
+        """Each sample's clip (unique over the datasets): under ``window: random`` the windows of one clip form a
+        group, of which each epoch trains one; otherwise every sample is its own."""
+        if self.settings["window"] != "random":
+            return list(range(len(self.samples)))
+        return [s["source"] * (1 << 40) + s["index"] for s in self.samples]
+
+    def _read(self, path: Path) -> dict[str, torch.Tensor]:
         with safe_open(str(path), framework="pt") as f:
             sample = {key: f.get_tensor(key) for key in f.keys()}
-        sample["index"] = torch.tensor(i)  # which sample: keys its training noise
         return pad_text(sample, self.settings["max_sequence_length"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        sample = self._read(Path(self.samples[i]["file"]))
+        sample["index"] = torch.tensor(i)  # which sample: keys its training noise
+        return sample
+
+    def empty_prompt(self) -> dict[str, torch.Tensor]:
+        """The empty caption's text features (``text_*``, padded like a sample's): caption dropout's condition."""
+        path = self.cache_dir / EMPTY_PROMPT
+        if not path.is_file():
+            raise FileNotFoundError(f"cache {self.cache_dir} has no {EMPTY_PROMPT}: prepare it with "
+                                    "data.extras including empty_prompt")
+        return self._read(path)
+
+
+def _readable_manifest(cache_dir: Path, settings: CacheSettings | None) -> dict:
+    """The manifest of a cache this ltx2train can train on (at ``settings`` when given), with samples."""
+    manifest = read_manifest(cache_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"no cache at {cache_dir} (no {MANIFEST}); run `ltx2train prepare` first")
+    if settings is not None:
+        check_settings(cache_dir, settings)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train reads "
+                         f"format {FORMAT_VERSION}: run `ltx2train prepare` into a new data.cache_dir")
+    if not manifest["samples"]:
+        raise ValueError(f"cache {cache_dir} holds no samples (every clip rejected? see its {REJECTS})")
+    return manifest
 
 
 def pad_text(sample: dict[str, torch.Tensor], length: int) -> dict[str, torch.Tensor]:

@@ -87,9 +87,45 @@ def decoder_summary(messages: list[str], limit: int = 400) -> str:
     return summary if len(summary) <= limit else summary[: limit - 3] + "..."
 
 
+def video_rotation(path: str | Path) -> int:
+    """Clockwise degrees (0, 90, 180, 270) a player turns the first video stream's stored frames by: its display
+    matrix (PyAV puts it on decoded frames, ``frame.rotation`` counter-clockwise), else an old ``rotate`` tag;
+    0 for neither, any other angle, or a file PyAV cannot read."""
+    return _rotations(Path(path))[0]
+
+
+def _rotations(path: Path) -> tuple[int, int]:
+    """(video_rotation, the part of it decord 0.6 applies itself: its libavformat 4.1 honours a ``rotate`` tag,
+    else the mov/mp4 display matrix, never Matroska/WebM's)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            tag = _right_angle(next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), 0))
+            matrix = _right_angle(-next(container.decode(stream)).rotation)
+            mov = "mp4" in container.format.name
+    except Exception:  # no video stream, nothing decodable: decord reports the real error
+        return 0, 0
+    return matrix or tag, tag or (matrix if mov else 0)
+
+
+def _right_angle(degrees) -> int:
+    try:
+        angle = round(float(degrees)) % 360
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return angle if angle % 90 == 0 else 0
+
+
 def _open_video(path: Path):
-    """(reader, frame start times in seconds from the first frame, end time of the last frame). The last two
-    files opened stay open: prepare probes a clip, then reads its window."""
+    """(reader, frame start times in seconds from the first frame, end time of the last frame)."""
+    return _open_clip(path)[:3]
+
+
+def _open_clip(path: Path):
+    """``_open_video`` and the clockwise degrees decord's frames still need to be turned by to show as a player
+    shows them. The last two files opened stay open: prepare probes a clip, then reads its window."""
     if not path.is_file():
         raise MediaError(f"{path}: file does not exist")
     stat = path.stat()
@@ -115,7 +151,8 @@ def _open_video_file(name: str, mtime_ns: int, size: int):
     end = float(stamps[-1, 1]) - float(stamps[0, 0])
     if end <= 0 or not np.all(np.diff(starts) >= 0):
         raise MediaError(f"{path}: video frames have no usable timestamps")
-    return reader, starts, end
+    shown, applied = _rotations(path)
+    return reader, starts, end, (shown - applied) % 360
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -142,12 +179,15 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """Size, frame count and duration (by timestamps) of the first video stream; an image is one frame."""
+    """Size (as displayed: see ``video_rotation``), frame count and duration (by timestamps) of the first video
+    stream; an image is one frame."""
     if is_image(path):
         height, width = read_image(path).shape[:2]
         return VideoInfo(int(height), int(width), 1, IMAGE_SECONDS)
-    reader, starts, end = _open_video(Path(path))
+    reader, starts, end, turn = _open_clip(Path(path))
     height, width = reader[0].shape[:2]
+    if turn in (90, 270):
+        height, width = width, height
     intervals = np.diff(np.append(starts, end))
     typical = float(np.median(intervals))
     variable = bool(len(intervals) > 1 and np.abs(intervals[:-1] - typical).max() > 0.1 * typical)
@@ -164,14 +204,14 @@ def frame_indices(starts: np.ndarray, end: float, num_frames: int, fps: float, s
 
 
 def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: float = 0.0) -> torch.Tensor:
-    """The frames shown at ``start_s + i / fps`` seconds from the first frame: uint8 (F, H, W, 3); an image
-    gives its one frame."""
+    """The frames shown at ``start_s + i / fps`` seconds from the first frame, turned the way a player shows them:
+    uint8 (F, H, W, 3); an image gives its one frame."""
     path = Path(path)
     if is_image(path):
         if num_frames != 1 or start_s:
             raise MediaError(f"{path}: an image is one frame, {num_frames} requested")
         return torch.from_numpy(np.ascontiguousarray(read_image(path)[None]))
-    reader, starts, end = _open_video(path)
+    reader, starts, end, turn = _open_clip(path)
     try:
         indices = frame_indices(starts, end, num_frames, fps, start_s)
     except ValueError:
@@ -181,7 +221,8 @@ def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: fl
         frames = reader.get_batch(indices).asnumpy()
     except Exception as exc:
         raise MediaError(f"{path}: cannot decode frames ({exc})") from exc
-    return torch.from_numpy(np.ascontiguousarray(frames))
+    frames = torch.from_numpy(np.ascontiguousarray(frames))
+    return torch.rot90(frames, -(turn // 90), dims=(1, 2)).contiguous() if turn else frames  # k < 0: clockwise
 
 
 def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, start_s: float = 0.0,
@@ -267,9 +308,9 @@ def _place(video: torch.Tensor, height: int, width: int, cover: bool, crop: str,
     new_h, new_w = video.shape[-2:]
     if cover:
         top, left = (new_h - height) // 2, (new_w - width) // 2
-        if crop == "random":
-            top = int(torch.randint(0, new_h - height + 1, (1,), generator=generator))
-            left = int(torch.randint(0, new_w - width + 1, (1,), generator=generator))
+        if crop == "random":  # a fraction of the slack: one draw gives the same relative crop at any scale
+            u, v = torch.rand(2, generator=generator).tolist()
+            top, left = round(u * (new_h - height)), round(v * (new_w - width))
         return video[:, :, top : top + height, left : left + width]
     top, left = (height - new_h) // 2, (width - new_w) // 2
     return F.pad(video, (left, width - new_w - left, top, height - new_h - top), value=black)

@@ -1,4 +1,5 @@
-"""Dataset metadata: a video path and a caption per clip, from csv / json / jsonl (read here, row by row, so that
+"""Dataset metadata: a video path (or a still image) and a caption per clip, optionally an external audio file and
+an IC-LoRA reference video (``Columns``), from csv / json / jsonl (read here, row by row, so that
 one bad row is a reject and not the file's end), parquet or a ``datasets`` directory (``Dataset.save_to_disk``),
 both read with Hugging Face ``datasets``. A row without a caption takes it from a sidecar ``NAME.txt`` beside
 its video.
@@ -19,9 +20,29 @@ from pathlib import Path
 @dataclass
 class ClipRecord:
     index: int  # position in the metadata file: the clip's name in the cache
-    video: Path  # absolute
+    video: Path  # absolute (a still image when the row gave one)
     caption: str
     path: str = ""  # the video path as written in the metadata
+    audio: Path | None = None  # an external audio file: replaces the video's own audio stream
+    reference: Path | None = None  # the IC-LoRA reference video
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which metadata column holds what: ``video`` and ``caption`` always; ``image`` (a still image for rows
+    without a video), ``audio`` (an external audio file) and ``reference_video`` where the dataset has them."""
+
+    video: str = "video"
+    caption: str = "caption"
+    audio: str | None = None
+    image: str | None = None
+    reference_video: str | None = None
+
+    @classmethod
+    def of(cls, data) -> "Columns":
+        """The columns of a ``data`` recipe section."""
+        return cls(data.video_column, data.caption_column, data.audio_column, data.image_column,
+                   data.reference_video_column)
 
 
 @dataclass
@@ -86,17 +107,30 @@ def _dataset_rows(path: Path) -> list[dict]:
         raise ValueError(f"{path}: cannot read it with datasets ({type(exc).__name__}: {exc})") from exc
 
 
-def _problem(row: object, video_column: str, caption_column: str) -> str | None:
+def _cell(row: object, column: str | None) -> str:
+    """A path cell, stripped; '' when the column is not used, absent or empty."""
+    if column is None or not isinstance(row, dict) or row.get(column) is None:
+        return ""
+    return str(row[column]).strip()
+
+
+def _media_cell(row: object, columns: Columns) -> str:
+    """The row's clip as written: its video, else (an image dataset) its image."""
+    return _cell(row, columns.video) or _cell(row, columns.image)
+
+
+def _problem(row: object, columns: Columns) -> str | None:
     if isinstance(row, str):
         return row
     if not isinstance(row, dict):
-        return f"not an object with {video_column!r} and {caption_column!r}"
-    for column in (video_column, caption_column):
-        if column not in row or row[column] is None:
-            return f"no {column!r} (columns: {sorted(row)})"
-    if not str(row[video_column]).strip():
-        return f"empty {video_column!r}"
-    caption = str(row[caption_column])
+        return f"not an object with {columns.video!r} and {columns.caption!r}"
+    media = f"{columns.video!r}" + (f" or {columns.image!r}" if columns.image else "")
+    if not _media_cell(row, columns):
+        present = columns.video in row or (columns.image is not None and columns.image in row)
+        return f"empty {media}" if present else f"no {media} (columns: {sorted(row)})"
+    if row.get(columns.caption) is None:
+        return f"no {columns.caption!r} (columns: {sorted(row)})"
+    caption = str(row[columns.caption])
     if not caption.strip():
         return "empty caption"
     try:
@@ -113,27 +147,37 @@ def _with_sidecar_caption(row: dict, video: Path, caption_column: str) -> dict:
     return {**row, caption_column: sidecar.read_bytes().decode("utf-8", errors="surrogateescape")}
 
 
+def _resolve(written: str, base: Path) -> Path | None:
+    if not written:
+        return None
+    path = Path(written).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
 def read_metadata(path: str | Path, video_column: str = "video", caption_column: str = "caption",
-                  root: str | Path | None = None) -> Metadata:
-    """Records and rejects; relative video paths resolve against ``root`` or the metadata file's directory."""
+                  root: str | Path | None = None, columns: Columns | None = None) -> Metadata:
+    """Records and rejects; relative paths resolve against ``root`` or the metadata file's directory.
+    ``columns`` (all of them) replaces ``video_column`` / ``caption_column``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"metadata file {path} does not exist")
+    columns = columns or Columns(video_column, caption_column)
     base = Path(root) if root is not None else path.parent
     out, seen = Metadata(), {}
     for index, (where, row) in enumerate(_rows(path)):
-        written = str(row.get(video_column, "")) if isinstance(row, dict) else ""
-        if isinstance(row, dict) and written.strip() and not str(row.get(caption_column) or "").strip():
-            row = _with_sidecar_caption(row, base / written.strip(), caption_column)
-        problem = _problem(row, video_column, caption_column)
+        written = _media_cell(row, columns)
+        if written and not str(row.get(columns.caption) or "").strip():
+            row = _with_sidecar_caption(row, base / written, columns.caption)
+        problem = _problem(row, columns)
         if problem is None:
-            video = Path(written.strip()).expanduser()
-            video = (video if video.is_absolute() else base / video).resolve()
+            video = _resolve(written, base)
             if video in seen:
                 problem = f"duplicate of {seen[video]} (the same video)"
             else:
                 seen[video] = where
-                out.records.append(ClipRecord(index, video, str(row[caption_column]).strip(), written))
+                out.records.append(ClipRecord(index, video, str(row[columns.caption]).strip(), written,
+                                              _resolve(_cell(row, columns.audio), base),
+                                              _resolve(_cell(row, columns.reference_video), base)))
                 continue
         out.rejects.append({"index": index, "path": written.encode("utf-8", "replace").decode(),
                             "reason": f"{path.name} {where}: {problem}"})

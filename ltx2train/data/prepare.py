@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from ltx2train.data.media import (
     MediaError, VideoInfo, audio_window, decoder_summary, fit_frames, log_mel_spectrogram, native_messages, probe_video,
     read_video_frames,
 )
-from ltx2train.data.metadata import ClipRecord, read_metadata
+from ltx2train.data.metadata import ClipRecord, Columns, read_metadata
 from ltx2train.models.text_encoder import project_text
 
 logger = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ def settings_from_config(cfg) -> cache.CacheSettings:
     d = cfg.data
     return cache.CacheSettings(
         variant=cfg.model.variant, buckets=",".join(b.name for b in buckets.from_config(d)), crop=d.crop,
-        window=d.window, max_windows=d.max_windows if d.window == "spread" else 1,
+        window=d.window, max_windows=d.max_windows if d.window != "first" else 1,
         fps=float(d.fps), with_audio=d.with_audio, max_sequence_length=d.max_sequence_length,
+        extras=",".join(sorted(set(d.extras))),
+        reference_downscale=d.reference_downscale if "reference" in d.extras else 0,
     )
 
 
@@ -151,11 +154,16 @@ def choose_bucket(record: ClipRecord, settings: cache.CacheSettings) -> Bucket:
 
 def window_starts(record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket) -> list[float]:
     """Where the clip's windows start (seconds): ``first``: at 0; ``spread``: up to ``max_windows`` evenly
-    spaced windows that do not overlap, the last one ending with the clip."""
+    spaced windows that do not overlap, the last one ending with the clip; ``random``: up to ``max_windows``
+    distinct starting frames drawn uniformly (reproducibly per clip), in order."""
     if settings.window == "first" or settings.max_windows <= 1:
         return [0.0]
     length = bucket.frames / settings.fps
     span = probe_video(record.video).duration - length
+    if settings.window == "random":
+        choices = max(1, int(span * settings.fps + 1e-6) + 1)  # target-rate frames a window may start on
+        draw = torch.randperm(choices, generator=torch.Generator().manual_seed(record.index))
+        return sorted(round(int(k) / settings.fps, 6) for k in draw[: settings.max_windows])
     count = max(1, min(settings.max_windows, int((span + length) / length + 1e-6)))
     if count == 1 or span <= 0:
         return [0.0]
@@ -165,9 +173,13 @@ def window_starts(record: ClipRecord, settings: cache.CacheSettings, bucket: Buc
 def encode_clip_audio(audio_vae, record: ClipRecord, frames: int, fps: float,
                       start_s: float = 0.0) -> dict[str, torch.Tensor]:
     """``audio_latents`` for the video window and ``audio_valid`` (L,): 1 for latent frames fully covered by
-    the clip's real audio, 0 for padding (short audio) or for every frame (no audio stream): masked in the loss."""
+    the clip's real audio, 0 for padding (short audio) or for every frame (no audio stream): masked in the loss.
+    The audio is the row's external audio file where it names one (its start = the video's first frame)."""
     sample_rate = audio_vae.config.sample_rate
-    waveform, real = audio_window(record.video, sample_rate, channels=2, start_s=start_s, duration_s=frames / fps)
+    source = record.audio or record.video
+    waveform, real = audio_window(source, sample_rate, channels=2, start_s=start_s, duration_s=frames / fps)
+    if record.audio is not None and real == 0:
+        raise MediaError(f"{record.audio}: the row's audio file has no audio stream")
     length = audio_latent_length(frames, fps, audio_vae)
     covered = min(length, int(real / sample_rate * length / (frames / fps) + 1e-6))
     return {"audio_latents": encode_audio(audio_vae, waveform, length),
@@ -195,6 +207,31 @@ def encode_caption(encoders: Encoders, caption: str, settings: cache.CacheSettin
     return tensors
 
 
+def reference_pixels(record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket, start_s: float = 0.0,
+                     window: int = 0) -> torch.Tensor:
+    """The IC-LoRA reference video over the same window, fitted like the clip (the same crop draw) to the bucket's
+    size / ``reference_downscale``: (3, F, H / d, W / d)."""
+    if record.reference is None:
+        raise MediaError(f"{record.path}: the row names no reference video (data.reference_video_column)")
+    frames = read_video_frames(record.reference, bucket.frames, settings.fps, start_s=start_s)
+    crop_draw = torch.Generator().manual_seed(record.index * 1000 + window)
+    d = settings.reference_downscale
+    return fit_frames(frames, bucket.height // d, bucket.width // d, settings.crop, generator=crop_draw)
+
+
+def encode_extras(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket,
+                  pixels: torch.Tensor, start_s: float, window: int) -> dict[str, torch.Tensor]:
+    """What ``data.extras`` asks for beyond the latents: the first frame alone, the reference video."""
+    extras = settings.extras.split(",")
+    out = {}
+    if "first_frame" in extras:
+        out["first_frame_latents"] = encode_video(encoders.video_vae, pixels[:, :1])
+    if "reference" in extras:
+        reference = reference_pixels(record, settings, bucket, start_s, window)
+        out["reference_latents"] = encode_video(encoders.video_vae, reference)
+    return out
+
+
 def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings,
                 bucket: Bucket | None = None) -> list[dict[str, torch.Tensor]]:
     """One sample per window of the clip (``data.window``), each with the caption's text features."""
@@ -204,6 +241,7 @@ def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSet
     for k, start in enumerate(window_starts(record, settings, bucket)):
         pixels = clip_pixels(record, settings, bucket, start_s=start, window=k)
         tensors = {"video_latents": encode_video(encoders.video_vae, pixels)}
+        tensors.update(encode_extras(encoders, record, settings, bucket, pixels, start, k))
         if encoders.audio_vae is not None:
             tensors.update(encode_clip_audio(encoders.audio_vae, record, bucket.frames, settings.fps, start_s=start))
         samples.append({**tensors, **text})
@@ -258,9 +296,11 @@ def prepare(
     on_sample: Callable[[int], None] | None = None,
     shard: Shard | None = None,
     overwrite: bool = False,
+    source=None,
 ) -> PrepareReport:
     """Encode every clip of ``cfg.data.metadata`` not already in ``cfg.data.cache_dir`` (of ``shard`` only, if
-    given), then write the manifest.
+    given), then write the manifest. ``source`` (``metadata``, ``cache_dir``, ``root``: one of the recipe's
+    datasets) replaces the first dataset.
 
     Under ``torchrun`` / ``accelerate launch`` each process encodes every ``world_size``-th clip on its own
     device; the main process then writes the manifest (with the rejects of all processes) and ``rejects.jsonl``. With
@@ -270,7 +310,8 @@ def prepare(
     rank, world_size, barrier, group_device = process_group()
     device = device or group_device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = settings_from_config(cfg)
-    cache_dir = Path(cfg.data.cache_dir)
+    source = source or cfg.data
+    cache_dir = Path(source.cache_dir)
     if overwrite:
         if shard is not None:
             raise ValueError("--overwrite with --shard: one task would delete what the others write; rebuild with "
@@ -281,20 +322,25 @@ def prepare(
     made_by = producer(cfg)
     cache.check_settings(cache_dir, settings)
     cache.check_producer(cache_dir, made_by)
-    metadata = read_metadata(cfg.data.metadata, cfg.data.video_column, cfg.data.caption_column, cfg.data.root)
+    metadata = read_metadata(source.metadata, root=source.root, columns=Columns.of(cfg.data))
     records = metadata.records
     report = PrepareReport()
     share = [r for r in records if shard is None or shard.takes(r)]
     todo = [r for r in share if not cache.sample_path(cache_dir, r.index).is_file()]
     report.skipped = [r.index for r in share if r not in todo]
-    _encode(cfg, encoders, [r for r in todo if r.index % world_size == rank], device, settings, report, on_sample)
+    mine = [r for r in todo if r.index % world_size == rank]
+    if (mine or (rank == 0 and _needs_empty_prompt(cache_dir, settings))) and encoders is None:
+        encoders = load_encoders(cfg, device)
+    if rank == 0 and _needs_empty_prompt(cache_dir, settings):
+        cache.write_tensors(cache_dir / cache.EMPTY_PROMPT, encode_caption(encoders, "", settings), {"caption": ""})
+    _encode(cache_dir, encoders, mine, settings, report, on_sample)
     rejected = _gather_rejects(cache_dir, report.rejected, rank, world_size, barrier)
     if rank == 0:
         # the main process reports every process' rejects (and, once per split, the metadata's)
         report.rejected = sorted((metadata.rejects if shard is None or shard.index == 0 else []) + rejected,
                                  key=lambda f: f["index"])
         if shard is not None:
-            rejected = _record_shard(cache_dir, shard, _fingerprint(cfg.data.metadata, settings), rejected)
+            rejected = _record_shard(cache_dir, shard, _fingerprint(source.metadata, settings), rejected)
         if rejected is not None:
             _write_manifest(cache_dir, settings, records, sorted(metadata.rejects + rejected, key=lambda f: f["index"]),
                             made_by)
@@ -304,26 +350,39 @@ def prepare(
     return report
 
 
-def _encode(cfg, encoders, records, device, settings, report: PrepareReport, on_sample) -> None:
-    cache_dir = Path(cfg.data.cache_dir)
-    if records and encoders is None:
-        encoders = load_encoders(cfg, device)
-    for record in records:
-        noise: list[str] = []
-        try:
-            with native_messages(noise):  # decoder chatter goes into the reason, not onto the terminal
-                bucket = choose_bucket(record, settings)
-                windows = encode_clip(encoders, record, settings, bucket)
-        except MediaError as exc:
-            said = decoder_summary(noise)
-            reason = str(exc) + (f" (decoder said: {said})" if said else "")
-            logger.warning("rejected clip %d: %s", record.index, reason)
-            report.rejected.append({"index": record.index, "path": record.path, "reason": reason})
-            continue
-        _write_windows(cache_dir, record, bucket, windows)
-        report.encoded.append(record.index)
-        if on_sample is not None:
-            on_sample(record.index)
+def _needs_empty_prompt(cache_dir: Path, settings: cache.CacheSettings) -> bool:
+    return "empty_prompt" in settings.extras.split(",") and not (cache_dir / cache.EMPTY_PROMPT).is_file()
+
+
+def _encode(cache_dir: Path, encoders, records, settings, report: PrepareReport, on_sample) -> None:
+    """Encode ``records`` one clip at a time, a bad clip a reject; a progress bar on a terminal."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar = tqdm(records, desc=f"prepare {cache_dir.name}", unit="clip", disable=not sys.stderr.isatty(),
+               dynamic_ncols=True)
+    with logging_redirect_tqdm():
+        for record in bar:
+            _encode_one(cache_dir, encoders, record, settings, report)
+            bar.set_postfix(kept=len(report.encoded), rejected=len(report.rejected), refresh=False)
+            if on_sample is not None and report.encoded and report.encoded[-1] == record.index:
+                on_sample(record.index)
+
+
+def _encode_one(cache_dir: Path, encoders, record: ClipRecord, settings, report: PrepareReport) -> None:
+    noise: list[str] = []
+    try:
+        with native_messages(noise):  # decoder chatter goes into the reason, not onto the terminal
+            bucket = choose_bucket(record, settings)
+            windows = encode_clip(encoders, record, settings, bucket)
+    except MediaError as exc:
+        said = decoder_summary(noise)
+        reason = str(exc) + (f" (decoder said: {said})" if said else "")
+        logger.warning("rejected clip %d: %s", record.index, reason)
+        report.rejected.append({"index": record.index, "path": record.path, "reason": reason})
+        return
+    _write_windows(cache_dir, record, bucket, windows)
+    report.encoded.append(record.index)
 
 
 def _write_windows(cache_dir: Path, record: ClipRecord, bucket: Bucket, windows: list[dict]) -> None:

@@ -2,7 +2,8 @@
 
 For each row: the metadata checks of ``read_metadata`` (columns, caption, duplicates), then the file itself --
 opens, has a video stream, size, frame count, duration and real frame timing by timestamps (variable frame
-rate flagged), rotation, audio stream channels / rate / duration. With a recipe, also what ``prepare`` would
+rate flagged), rotation, audio stream channels / rate / duration (of the row's external audio file where the
+recipe's ``audio_column`` names one); a reference video (``reference_video_column``) must decode too. With a recipe, also what ``prepare`` would
 do: the bucket each clip gets, and a clip too short for every bucket is a reject. Nothing a file does crashes
 it: each problem is a reason in ``rejects.jsonl`` (path as written, reason), decoder chatter included.
 """
@@ -14,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ltx2train.data.media import MediaError, decoder_summary, native_messages, probe_video
-from ltx2train.data.metadata import ClipRecord, read_metadata
+from ltx2train.data.media import MediaError, decoder_summary, native_messages, probe_video, video_rotation
+from ltx2train.data.metadata import ClipRecord, Columns, read_metadata
 from ltx2train.utils.atomic import write_text_atomic
 
 
@@ -32,24 +33,28 @@ class ValidationReport:
                 "buckets": dict(Counter(c["bucket"] for c in self.clips if c.get("bucket")))}
 
 
-def _audio_and_rotation(path: Path) -> tuple[dict | None, int]:
+def _audio(path: Path) -> dict | None:
     import av
 
     with av.open(str(path)) as container:
-        video = container.streams.video[0] if container.streams.video else None
-        rotation = int(float((video.metadata or {}).get("rotate", 0))) if video is not None else 0
         if not container.streams.audio:
-            return None, rotation
+            return None
         audio = container.streams.audio[0]
         seconds = float(audio.duration * audio.time_base) if audio.duration else float(container.duration or 0) / 1e6
         return {"channels": audio.codec_context.channels, "sample_rate": audio.codec_context.sample_rate,
-                "duration": round(seconds, 3)}, rotation
+                "duration": round(seconds, 3)}
 
 
 def probe_clip(record: ClipRecord, settings=None) -> dict:
     """What the file holds (MediaError when it cannot be used); with cache ``settings``, its bucket too."""
     info = probe_video(record.video)
-    audio, rotation = _audio_and_rotation(record.video)
+    if record.audio is not None and not record.audio.is_file():
+        raise MediaError(f"{record.audio}: file does not exist")
+    audio, rotation = _audio(record.audio or record.video), video_rotation(record.video)
+    if record.audio is not None and audio is None:
+        raise MediaError(f"{record.audio}: the row's audio file has no audio stream")
+    if record.reference is not None:
+        probe_video(record.reference)  # the IC-LoRA reference: it must decode too
     clip = {"index": record.index, "path": record.path, "height": info.height, "width": info.width,
             "frames": info.frames, "duration": round(info.duration, 3), "fps": round(info.fps, 3),
             "variable_frame_rate": info.variable_rate, "rotation": rotation, "audio": audio}
@@ -60,9 +65,9 @@ def probe_clip(record: ClipRecord, settings=None) -> dict:
     return clip
 
 
-def validate(metadata: str | Path, video_column: str = "video", caption_column: str = "caption",
-             root: str | Path | None = None, settings=None) -> ValidationReport:
-    rows = read_metadata(metadata, video_column, caption_column, root)
+def validate(metadata: str | Path, columns: Columns | None = None, root: str | Path | None = None,
+             settings=None) -> ValidationReport:
+    rows = read_metadata(metadata, root=root, columns=columns)
     report = ValidationReport(rejects=list(rows.rejects))
     for record in rows.records:
         noise: list[str] = []

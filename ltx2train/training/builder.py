@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ltx2train.config import dataset_sources
 from ltx2train.data.cache import CachedDataset, check_producer
 from ltx2train.data.prepare import producer, settings_from_config
 from ltx2train.models.loading import load_component
@@ -73,8 +74,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     output_dir.mkdir(parents=True, exist_ok=True)
     if backend.is_main:
         save_config(cfg, output_dir / "config.yaml")
-    dataset = CachedDataset(cfg.data.cache_dir, settings_from_config(cfg))
-    check_producer(cfg.data.cache_dir, producer(cfg, text_encoder=False))  # latents of these VAEs, this projection
+    dataset = build_dataset(cfg)
     strategy = build_strategy(cfg)
     if not dataset.settings["with_audio"]:
         raise ValueError(f"the {strategy.name} strategy trains video and audio jointly, but {cfg.data.cache_dir} "
@@ -101,6 +101,15 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
                       lr_scheduler, weight_dtype, 0, None, sampler, clips)
     resume(run, candidates, explicit=cfg.train.resume != "latest", log=log)
     return run
+
+
+def build_dataset(cfg) -> CachedDataset:
+    """Every dataset's cache, made at the recipe's settings with these VAEs and this text projection."""
+    sources = dataset_sources(cfg.data)
+    made_by = producer(cfg, text_encoder=False)
+    for source in sources:
+        check_producer(source.cache_dir, made_by)
+    return CachedDataset([s.cache_dir for s in sources], settings_from_config(cfg))
 
 
 def single_process_cpu_launch(env) -> bool:
@@ -239,8 +248,16 @@ def describe(run: TrainingRun) -> str:
                                     if p.requires_grad == trained}) or ["-"]
     return (f"[ltx2train] {run.spec.name}: {run.method.describe()} ({n_train:,} trainable parameters; weights: "
             f"frozen {'/'.join(kinds(False))}, trained {'/'.join(kinds(True))}), {len(run.dataset)} cached clips"
-            f"{_bucket_summary(run.dataset.buckets)}, {run.backend.world_size} process(es) ({run.backend.name}), "
+            f"{_bucket_summary(run.dataset.buckets)}{_dataset_summary(run.dataset)}, {run.backend.world_size} "
+            f"process(es) ({run.backend.name}), "
             f"starting at step {run.step}")
+
+
+def _dataset_summary(dataset: CachedDataset) -> str:
+    if len(dataset.cache_dirs) == 1:
+        return ""
+    counts = Counter(dataset.sources)
+    return f" from {len(counts)} datasets (" + ", ".join(str(counts[i]) for i in sorted(counts)) + ")"
 
 
 def _bucket_summary(buckets: list[str]) -> str:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from ltx2train.config import dataset_sources
 from ltx2train.data.cache import collate
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training import checkpoint as ckpt
@@ -83,9 +84,13 @@ class Trainer:
 
     def _build_loader(self, start_batch: int):
         cfg = self.cfg
-        sampler = BucketBatchSampler(self.run.dataset.buckets, cfg.data.batch_size, rank=self.rank,
+        dataset, sources = self.run.dataset, dataset_sources(cfg.data)
+        weights = [s.weight for s in sources] if sources[0].weight is not None else None
+        sampler = BucketBatchSampler(dataset.buckets, cfg.data.batch_size, rank=self.rank,
                                      world_size=self.world_size, seed=cfg.train.seed, shuffle=cfg.data.shuffle,
-                                     start_batch=start_batch)
+                                     start_batch=start_batch, groups=dataset.groups, sources=dataset.sources,
+                                     repeats=[s.repeats for s in sources], weights=weights)
+        self.sampler = sampler  # the plan of batches (its state: start_batch, from the step)
         for bucket, clips in sampler.skipped().items():
             self.log(f"[ltx2train] warning: bucket {bucket} holds {clips} clip(s), fewer than a global batch "
                      f"({cfg.data.batch_size} x {self.world_size} process(es)): they are not trained")
