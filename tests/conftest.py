@@ -70,14 +70,15 @@ def trained_lora(tiny_workspace, tmp_path_factory):
 
 def transformer_inputs(root, tmp_path, seed=0) -> dict:
     """Fixed transformer inputs (one cached clip, fixed noise and sigma) for comparing model outputs."""
-    from ltx2train.data.cache import CachedDataset, collate
+    from ltx2train.data.cache import CachedDataset
     from ltx2train.models.loading import load_component
     from ltx2train.models.text_encoder import ProjectedText, connect_text
     from ltx2train.training.strategies import TextToAudioVideo
 
     cfg = tiny_config(root, tmp_path / "unused")
     connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
-    batch = collate([CachedDataset(cfg.data.cache_dir)[0]])
+    dataset = CachedDataset(cfg.data.cache_dir)
+    batch = dataset.collate([dataset[0]])
     with torch.no_grad():
         context = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
     strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)

@@ -21,20 +21,22 @@ def _workspace_copy(tiny_workspace, tmp_path):
 def test_cache_holds_normalised_latents_in_the_pipeline_geometry(tiny_workspace, tmp_path):
     cfg = tiny_config(tiny_workspace, tmp_path / "run")
     dataset = CachedDataset(cfg.data.cache_dir)
-    sample = dataset[0]
+    stored = dataset[0]
+    assert stored["text_video"].shape[0] == int(stored["text_attention_mask"].sum()) < 32  # real tokens only
+    sample = {k: v[0] for k, v in dataset.collate([stored, dataset[1]]).items()}
     assert sample["video_latents"].shape == (8, 2, 2, 2)  # 9 frames -> 2 latent frames, 64 px -> 2
     assert sample["audio_latents"].shape == (2, 9, 4)  # round(9 / 24 s * 25) latent frames, 16 mel bins / 4
     assert sample["text_video"].shape == (32, 32)  # projected features, left-padded back to max_sequence_length
     assert "text_audio" not in sample  # LTX-2.0 projects once for both modalities
     mask = sample["text_attention_mask"]
     assert mask[0] == 0 and mask[-1] == 1 and torch.all(sample["text_video"][mask == 0] == 0)
+    assert torch.equal(sample["text_video"][mask == 1], stored["text_video"])
     captions = {s["caption"] for s in dataset.samples}
     assert len(captions) > 1  # real per-clip captions
 
 
 def test_cached_text_gives_the_inference_conditioning_exactly(tiny_workspace, tmp_path):
     """Cache (projected real tokens, re-padded) + connectors in the step == the pipeline's full connectors."""
-    from ltx2train.data.cache import collate
     from ltx2train.models.loading import load_component
     from ltx2train.models.text_encoder import ProjectedText, apply_connectors, connect_text, load_text_encoder
 
@@ -42,7 +44,7 @@ def test_cached_text_gives_the_inference_conditioning_exactly(tiny_workspace, tm
     dataset = CachedDataset(cfg.data.cache_dir)
     connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
     gemma = load_text_encoder(cfg.model.text_encoder, dtype=torch.float32, max_sequence_length=32)
-    batch = collate([dataset[0], dataset[3]])
+    batch = dataset.collate([dataset[0], dataset[3]])
     captions = [dataset.samples[0]["caption"], dataset.samples[3]["caption"]]
     with torch.no_grad():
         cached = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
@@ -254,11 +256,10 @@ def test_a_clip_without_audio_trains_its_video_and_short_audio_is_masked_not_sil
     real = int(short.sum())
     assert short[:real].all() and not short[real:].any() and abs(real - length / 2) <= 1  # half, to a latent frame
 
-    from ltx2train.data.cache import collate
     from ltx2train.models.loading import load_component
     from ltx2train.models.text_encoder import ProjectedText, connect_text
 
-    batch = collate([dataset[0], dataset[1]])
+    batch = dataset.collate([dataset[0], dataset[1]])
     connectors = load_component(cfg.model.variant, "connectors", cfg.model.checkpoint)
     with torch.no_grad():  # the text context as the training step builds it
         context = connect_text(connectors, ProjectedText(batch["text_video"], batch.get("text_audio"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from ltx2train.data.cache import CachedDataset, collate
+from ltx2train.data.cache import CachedDataset
 from ltx2train.models.loading import load_component
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training.objective import masked_mse, sample_sigmas
@@ -20,7 +20,7 @@ def _modules_and_batch(root, tmp_path):
     transformer = load_component("tiny", "transformer", cfg.model.checkpoint)
     connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
     dataset = CachedDataset(cfg.data.cache_dir)
-    batch = collate([dataset[0], dataset[1]])
+    batch = dataset.collate([dataset[0], dataset[1]])
     with torch.no_grad():
         context = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
     return cfg, transformer, batch, context

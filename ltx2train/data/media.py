@@ -94,20 +94,22 @@ def video_rotation(path: str | Path) -> int:
     return _rotations(Path(path))[0]
 
 
-def _rotations(path: Path) -> tuple[int, int]:
+def _rotations(path: Path) -> tuple[int, int, tuple[int, int] | None]:
     """(video_rotation, the part of it decord 0.6 applies itself: its libavformat 4.1 honours a ``rotate`` tag,
-    else the mov/mp4 display matrix, never Matroska/WebM's)."""
+    else the mov/mp4 display matrix, never Matroska/WebM's; the size of the first frame as stored)."""
     import av
 
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1  # one frame: a decoder thread pool costs more than it decodes
             tag = _right_angle(next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), 0))
-            matrix = _right_angle(-next(container.decode(stream)).rotation)
+            frame = next(container.decode(stream))
+            matrix = _right_angle(-frame.rotation)
             mov = "mp4" in container.format.name
     except Exception:  # no video stream, nothing decodable: decord reports the real error
-        return 0, 0
-    return matrix or tag, tag or (matrix if mov else 0)
+        return 0, 0, None
+    return matrix or tag, tag or (matrix if mov else 0), (frame.height, frame.width)
 
 
 def _right_angle(degrees) -> int:
@@ -124,8 +126,9 @@ def _open_video(path: Path):
 
 
 def _open_clip(path: Path):
-    """``_open_video`` and the clockwise degrees decord's frames still need to be turned by to show as a player
-    shows them. The last two files opened stay open: prepare probes a clip, then reads its window."""
+    """``_open_video``, the clockwise degrees decord's frames still need to be turned by to show as a player
+    shows them, and the size as displayed. The last two files opened stay open: prepare probes a clip, then reads
+    its window."""
     if not path.is_file():
         raise MediaError(f"{path}: file does not exist")
     stat = path.stat()
@@ -151,8 +154,11 @@ def _open_video_file(name: str, mtime_ns: int, size: int):
     end = float(stamps[-1, 1]) - float(stamps[0, 0])
     if end <= 0 or not np.all(np.diff(starts) >= 0):
         raise MediaError(f"{path}: video frames have no usable timestamps")
-    shown, applied = _rotations(path)
-    return reader, starts, end, (shown - applied) % 360
+    shown, applied, stored = _rotations(path)
+    if stored is None:  # PyAV could not decode it, decord could: decord's frame gives the size
+        stored, shown, applied = reader[0].shape[:2], 0, 0
+    displayed = stored[::-1] if shown in (90, 270) else stored
+    return reader, starts, end, (shown - applied) % 360, tuple(displayed)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -184,10 +190,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     if is_image(path):
         height, width = read_image(path).shape[:2]
         return VideoInfo(int(height), int(width), 1, IMAGE_SECONDS)
-    reader, starts, end, turn = _open_clip(Path(path))
-    height, width = reader[0].shape[:2]
-    if turn in (90, 270):
-        height, width = width, height
+    _, starts, end, _, (height, width) = _open_clip(Path(path))
     intervals = np.diff(np.append(starts, end))
     typical = float(np.median(intervals))
     variable = bool(len(intervals) > 1 and np.abs(intervals[:-1] - typical).max() > 0.1 * typical)
@@ -211,7 +214,7 @@ def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: fl
         if num_frames != 1 or start_s:
             raise MediaError(f"{path}: an image is one frame, {num_frames} requested")
         return torch.from_numpy(np.ascontiguousarray(read_image(path)[None]))
-    reader, starts, end, turn = _open_clip(path)
+    reader, starts, end, turn, _ = _open_clip(path)
     try:
         indices = frame_indices(starts, end, num_frames, fps, start_s)
     except ValueError:

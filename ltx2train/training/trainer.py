@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from ltx2train.config import dataset_sources
-from ltx2train.data.cache import collate
+from ltx2train.data.cache import collate, left_pad
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.backends.collectives import disagreeing
@@ -100,10 +100,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- loop
     def text_context(self, batch: dict[str, torch.Tensor]):
-        """Cached projected text features -> the connectors (run in the step) -> video/audio context."""
-        to = lambda t: None if t is None else t.to(self.device, self.weight_dtype)  # noqa: E731
+        """Cached projected text features -> left-padded to ``max_sequence_length`` on the device -> the connectors
+        (run in the step) -> video/audio context."""
+        length = self.cfg.data.max_sequence_length
+        to = lambda t: None if t is None else left_pad(t.to(self.device, self.weight_dtype), length)  # noqa: E731
         projected = ProjectedText(to(batch["text_video"]), to(batch.get("text_audio")),
-                                  batch["text_attention_mask"].to(self.device))
+                                  left_pad(batch["text_attention_mask"].to(self.device), length))
         return connect_text(self.connectors, projected)
 
     def _cast_inputs(self, inputs) -> None:
@@ -267,7 +269,7 @@ class Trainer:
         per_sigma = {s: 0.0 for s in cfg.loss_sigmas}
         with preserved_training_state(transformer, self.connectors):
             for clip in self.validation_clips:
-                batch = collate([clip])
+                batch = self.run.dataset.collate([clip])
                 context = self.text_context(batch)
                 for sigma in cfg.loss_sigmas:
                     inputs = self.strategy.inputs(batch, context, generator=torch.Generator().manual_seed(cfg.seed),
