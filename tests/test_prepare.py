@@ -521,3 +521,50 @@ def test_prepare_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(tiny_works
     assert b"prepare tty: 100%" in seen and b"2/2" in seen and b"kept=2, rejected=0" in seen
     assert len(prepare(config("log")).encoded) == 2  # stderr captured here: not a terminal
     assert "prepare log" not in capfd.readouterr().err
+
+
+def test_gemma_is_freed_before_the_vaes_load(tiny_workspace, tmp_path, monkeypatch):
+    """Phase 1 encodes every caption, then Gemma is gone (no reference left) when the VAEs are loaded; the
+    captions' features wait in .prepare/text and are deleted once their clip is cached."""
+    import gc
+    import weakref
+
+    from ltx2train.data import prepare as prepare_module
+
+    cfg = _workspace_copy(tiny_workspace, tmp_path)
+    alive = []
+    load_text, load_media = prepare_module.load_text_encoders, prepare_module.load_media_encoders
+
+    def text_encoders(*args, **kwargs):
+        encoders = load_text(*args, **kwargs)
+        alive.append(weakref.ref(encoders.text_encoder.model))
+        return encoders
+
+    def media_encoders(*args, **kwargs):
+        gc.collect()
+        assert alive and all(ref() is None for ref in alive), "Gemma still loaded when the VAEs load"
+        parts = sorted((Path(cfg.data.cache_dir) / ".prepare" / "text").glob("*.safetensors"))
+        assert len(parts) == 6  # every caption encoded first
+        return load_media(*args, **kwargs)
+
+    monkeypatch.setattr(prepare_module, "load_text_encoders", text_encoders)
+    monkeypatch.setattr(prepare_module, "load_media_encoders", media_encoders)
+    assert len(prepare(cfg).encoded) == 6
+    assert not list((Path(cfg.data.cache_dir) / ".prepare" / "text").glob("*"))
+
+
+def test_fp8_frozen_encoders_and_a_tiled_vae_prepare_a_cache_close_to_the_plain_one(tiny_workspace, tmp_path):
+    """memory.fp8_frozen=[text_encoder, connectors, video_vae, audio_vae] + memory.tiled_vae: the same clips,
+    every latent close to the plain cache's (the 64 px clips are below one tile: tiling changes nothing here; its
+    bound on memory is tests/test_memory_tiling.py)."""
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [
+        f"data.cache_dir={tmp_path / 'cache'}", "memory.tiled_vae=true",
+        "memory.fp8_frozen=[text_encoder,connectors,video_vae,audio_vae]"])
+    assert len(prepare(cfg).encoded) == 6
+    plain, fp8 = CachedDataset(tiny_config(tiny_workspace, tmp_path / "run").data.cache_dir), CachedDataset(
+        cfg.data.cache_dir)
+    for i in range(6):
+        for key in ("video_latents", "audio_latents", "text_video"):
+            a, b = plain[i][key], fp8[i][key]
+            assert a.shape == b.shape
+            assert (a - b).abs().max() < 0.25 * a.abs().max(), key  # FP8 weights: within a quarter of the range

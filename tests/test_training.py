@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,7 +91,7 @@ def test_lr_scheduler_steps_once_per_optimizer_step():
     param = torch.nn.Parameter(torch.zeros(1))
 
     class Opt:
-        lr, betas, eps, weight_decay, warmup_steps, scheduler = 1.0, (0.9, 0.99), 1e-8, 0.0, 0, "cosine"
+        name, lr, betas, eps, weight_decay, warmup_steps, scheduler = "adamw", 1.0, (0.9, 0.99), 1e-8, 0.0, 0, "cosine"
 
     optimizer = build_optimizer([param], Opt)
     scheduler = build_lr_scheduler(optimizer, Opt, max_steps=8)
@@ -133,3 +134,35 @@ def test_loss_is_tracked_per_sigma_bucket():
     buckets = SigmaBucketLoss(num_buckets=4)
     buckets.add(torch.tensor([0.1, 0.9, 0.2]), per_sample)
     assert buckets.metrics() == {"loss_sigma_0.00-0.25": 1.0, "loss_sigma_0.75-1.00": 9.0}
+
+
+def test_adamw8bit_keeps_large_moments_in_8_bits_and_trains_a_lora(tiny_workspace, tmp_path, monkeypatch):
+    """optimizer.name=adamw8bit: bitsandbytes' AdamW8bit on CPU; a tensor of 8192 elements gets uint8 moments
+    and steps close to torch's AdamW; a tiny LoRA trains with it; without bitsandbytes, a clear error."""
+    import sys
+
+    from ltx2train.config import ConfigError, load_config
+    from ltx2train.training.trainer import Trainer
+
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["optimizer.name=adamw8bit", "optimizer.lr=1e-2",
+                                                         "validation.prompts=[]", "validation.loss_sigmas=[]",
+                                                         "train.max_steps=8", "train.log_every=1",
+                                                         "optimizer.warmup_steps=0", "optimizer.scheduler=constant"])
+    weights = [torch.nn.Parameter(torch.randn(64, 128, generator=torch.Generator().manual_seed(0))) for _ in range(2)]
+    ours, reference = build_optimizer([weights[0]], cfg.optimizer), torch.optim.AdamW([weights[1]], lr=1e-2)
+    for _ in range(3):
+        for w, opt in ((weights[0], ours), (weights[1], reference)):
+            w.grad = torch.sin(w.detach() * 3)
+            opt.step()
+    state = ours.state[weights[0]]
+    assert state["state1"].dtype == torch.uint8 and state["state2"].dtype == torch.uint8
+    assert (weights[0] - weights[1]).abs().max() < 5e-3
+    result = Trainer(cfg, log=lambda _: None).train()
+    losses = [loss for _, loss in result.losses]
+    assert np.isfinite(losses).all() and np.mean(losses[-3:]) < np.mean(losses[:3])
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # not installed
+    monkeypatch.setitem(sys.modules, "bitsandbytes.optim", None)
+    with pytest.raises(ValueError, match="adamw8bit needs bitsandbytes"):
+        build_optimizer([weights[0]], cfg.optimizer)
+    with pytest.raises(ConfigError, match="adamw8bit: tested with the ddp backend only"):
+        load_config(tmp_path / "run" / "config.yaml", ["optimizer.name=adamw8bit", "distributed.backend=fsdp2"])

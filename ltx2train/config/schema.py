@@ -67,6 +67,8 @@ class ModelConfig:
 ASPECT_RATIOS = (1 / 3, 1 / 2, 9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
 CROPS = ("center", "random", "letterbox")
 WINDOWS = ("first", "random", "spread")
+OPTIMIZERS = ("adamw", "adamw8bit")
+FP8_COMPONENTS = ("text_encoder", "connectors", "video_vae", "audio_vae", "transformer")
 EXTRAS = ("first_frame", "reference", "empty_prompt")  # what prepare stores beyond latents + text, on request
 
 
@@ -214,6 +216,9 @@ class OptimizerConfig:
     """AdamW and its learning-rate schedule.
 
     Fields:
+        name: ``adamw`` (torch) or ``adamw8bit`` (bitsandbytes' 8-bit AdamW: the two moments of every tensor of
+            4096 elements or more stored as blockwise-quantised uint8, a quarter of the state's memory; needs
+            ``pip install bitsandbytes``).
         lr: peak learning rate (after warmup).
         betas: AdamW ``(beta1, beta2)``, each in [0, 1).
         weight_decay: decoupled weight decay (>= 0).
@@ -223,6 +228,7 @@ class OptimizerConfig:
         max_grad_norm: gradient-norm clipping threshold; 0 disables clipping.
     """
 
+    name: str = "adamw"  # adamw | adamw8bit (bitsandbytes)
     lr: float = 1e-4  # peak learning rate
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
     weight_decay: float = 0.01  # decoupled weight decay
@@ -385,6 +391,32 @@ class TrackerConfig:
 
 
 @dataclass
+class MemoryConfig:
+    """Trading speed for memory: what is stored smaller, kept in host memory, or recomputed.
+
+    Fields:
+        fp8_frozen: frozen components stored as float8_e4m3fn and computed in bfloat16 (diffusers' layerwise
+            casting: each layer's weights are cast up just before it runs): any of ``text_encoder``,
+            ``connectors``, ``video_vae``, ``audio_vae``, ``transformer``. ``transformer`` only as the frozen base
+            of a LoRA (the adapters stay in float32). Norms, embeddings, the patch projections and Gemma's tied
+            embedding stay in their dtype.
+        block_swap: transformer blocks kept in (pinned) host memory and brought to the GPU one block ahead of
+            use, on a side stream, so that the copy overlaps compute (0 = off). The last N blocks; a LoRA's frozen
+            base only (the adapters stay on the GPU), with ``ddp`` (``fsdp2`` and ZeRO-3 already shard the blocks)
+            and ``train.gradient_checkpointing``.
+        activation_offload: with ``train.gradient_checkpointing``: the activations kept for backward (each
+            block's inputs) in host memory instead of on the GPU.
+        tiled_vae: encode (prepare) and decode (validation) video in overlapping tiles, the seed's tile sizes:
+            the VAE's peak memory no longer grows with the frame size.
+    """
+
+    fp8_frozen: List[str] = field(default_factory=list)  # text_encoder | connectors | video_vae | audio_vae | transformer
+    block_swap: int = 0  # transformer blocks in host memory (0 = off)
+    activation_offload: bool = False  # checkpointed activations in host memory
+    tiled_vae: bool = False  # tiled VAE encode / decode
+
+
+@dataclass
 class Config:
     """A complete training configuration (one field per recipe section).
 
@@ -397,6 +429,7 @@ class Config:
         train: :class:`TrainConfig` -- training loop, checkpoints, resume.
         distributed: :class:`DistributedConfig` -- how training is spread over processes.
         validation: :class:`ValidationConfig` -- sampling during training.
+        memory: :class:`MemoryConfig` -- FP8 storage, block swap, activation offload, tiled VAE.
         tracker: :class:`TrackerConfig` -- experiment tracking.
     """
 
@@ -409,3 +442,4 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)

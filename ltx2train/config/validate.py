@@ -14,8 +14,10 @@ from ltx2train.config.schema import (
     CROPS,
     DTYPES,
     EXTRAS,
+    FP8_COMPONENTS,
     METHODS,
     MIXED_PRECISIONS,
+    OPTIMIZERS,
     RESUME_KEYWORDS,
     SCHEDULERS,
     TRACKER_BACKENDS,
@@ -59,7 +61,7 @@ class _Checks:
 
 def validate(cfg: Config) -> list[str]:
     c = _Checks()
-    for check in (_model, _data, _lora, _optimizer, _objective, _train, _distributed, _validation, _tracker):
+    for check in (_model, _data, _lora, _optimizer, _objective, _train, _distributed, _validation, _tracker, _memory):
         check(c, cfg)
     return c.errors
 
@@ -165,6 +167,11 @@ def _lora(c: _Checks, cfg: Config) -> None:
 
 def _optimizer(c: _Checks, cfg: Config) -> None:
     o = cfg.optimizer
+    c.choice("optimizer.name", o.name, OPTIMIZERS)
+    c.need(o.name != "adamw8bit" or cfg.distributed.backend == "ddp",
+           f"optimizer.name=adamw8bit: tested with the ddp backend only; distributed.backend="
+           f"{cfg.distributed.backend} shards the optimizer state already (fsdp2 hands DTensor shards, DeepSpeed "
+           "its flat partitions): use optimizer.name=adamw there")
     c.need(o.lr > 0, f"optimizer.lr: must be > 0, got {o.lr}")
     c.need(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas),
            f"optimizer.betas: must be two values in [0, 1), got {o.betas!r}")
@@ -245,3 +252,25 @@ def _tracker(c: _Checks, cfg: Config) -> None:
     c.choice("tracker.backend", tr.backend, TRACKER_BACKENDS)
     c.choice("tracker.mode", tr.mode, WANDB_MODES)
     c.need(bool(tr.project), "tracker.project: must not be empty")
+
+
+def _memory(c: _Checks, cfg: Config) -> None:
+    m = cfg.memory
+    for name in m.fp8_frozen:
+        c.choice("memory.fp8_frozen", name, FP8_COMPONENTS)
+    c.need(not ("transformer" in m.fp8_frozen and cfg.train.method == "full"),
+           "memory.fp8_frozen: transformer is stored in FP8 only as the frozen base of a LoRA; train.method=full "
+           "trains every transformer weight (float32 master weights): drop transformer from the list")
+    c.at_least("memory.block_swap", m.block_swap, 0)
+    c.need(m.block_swap == 0 or cfg.train.method == "lora",
+           "memory.block_swap: swaps frozen weights only (a LoRA's base); train.method=full trains them: use "
+           "distributed.backend=fsdp2 with distributed.cpu_offload, or deepspeed with offload_params")
+    c.need(m.block_swap == 0 or cfg.train.gradient_checkpointing,
+           "memory.block_swap: saves memory only with train.gradient_checkpointing=true (without it autograd keeps "
+           "every block's weights for backward)")
+    c.need(m.block_swap == 0 or cfg.distributed.backend == "ddp",
+           f"memory.block_swap: swaps whole blocks between host and GPU, with the ddp backend only; "
+           f"distributed.backend={cfg.distributed.backend} already shards the blocks (use its offload options)")
+    c.need(not m.activation_offload or cfg.train.gradient_checkpointing,
+           "memory.activation_offload: offloads the activations gradient checkpointing keeps; set "
+           "train.gradient_checkpointing=true")

@@ -5,6 +5,9 @@ under dynamic resolution; the most 8k+1 frames it has) -> decode video (decord) 
 time window -> fit to the bucket (``data.crop``) -> video VAE latents, 16 kHz log-mel -> audio VAE
 latents, Gemma hidden states through the frozen text projection -> one safetensors file per clip (see ``cache.py``). A clip that cannot be
 read is reported by path and skipped; finished clips are never encoded twice.
+
+Two phases, so that Gemma (12B) and the VAEs never share the device: every caption first (Gemma and the text
+projection loaded, their features left in ``.prepare/text/``, Gemma freed), then the media (VAEs loaded).
 """
 
 from __future__ import annotations
@@ -37,16 +40,13 @@ AUDIO_N_FFT = 1024
 
 @dataclass
 class Encoders:
-    """The frozen encoders of prepare: video VAE, audio VAE (optional), Gemma and the text projection."""
+    """The frozen encoders of prepare: video VAE, audio VAE (optional), Gemma and the text projection. Prepare
+    loads the text ones, encodes every caption, frees them, then loads the media ones (``None`` meanwhile)."""
 
-    video_vae: torch.nn.Module
+    video_vae: torch.nn.Module | None
     audio_vae: torch.nn.Module | None
-    text_encoder: object  # ltx2train.models.text_encoder.GemmaTextEncoder
-    connectors: torch.nn.Module  # only its frozen feature extractor runs here (project_text)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.video_vae.parameters()).device
+    text_encoder: object | None  # ltx2train.models.text_encoder.GemmaTextEncoder
+    connectors: torch.nn.Module | None  # only its frozen feature extractor runs here (project_text)
 
 
 @dataclass
@@ -85,9 +85,39 @@ def producer(cfg, text_encoder: bool = True) -> dict[str, str]:
 
 
 def load_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
+    """All of them at once (tests, notebooks); ``prepare`` loads them a phase at a time."""
+    text, media = load_text_encoders(cfg, device), load_media_encoders(cfg, device)
+    return Encoders(media.video_vae, media.audio_vae, text.text_encoder, text.connectors)
+
+
+def load_text_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
+    """Gemma and the text projection."""
     from ltx2train.models.loading import load_component
     from ltx2train.models.specs import torch_dtype
     from ltx2train.models.text_encoder import load_text_encoder
+
+    dtype = torch_dtype(cfg.model.dtype)
+    text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device=device,
+                                     max_sequence_length=cfg.data.max_sequence_length)
+    connectors = load_component(cfg.model.variant, "connectors", cfg.model.checkpoint, dtype=dtype, device=device)
+    _frozen_in_fp8(cfg, {"text_encoder": text_encoder.model, "connectors": connectors})
+    return Encoders(None, None, text_encoder, connectors)
+
+
+def _frozen_in_fp8(cfg, modules: dict[str, torch.nn.Module]) -> None:
+    """``memory.fp8_frozen``: the listed ones stored in FP8, computed in bfloat16."""
+    from ltx2train.memory.fp8 import store_fp8
+
+    for name, module in modules.items():
+        if name in cfg.memory.fp8_frozen and module is not None:  # computed in the dtype it was loaded in
+            report = store_fp8(module, name, compute_dtype=next(module.parameters()).dtype)
+            logger.info("prepare: %s stored in FP8", report.describe())
+
+
+def load_media_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
+    """The video VAE and (with audio) the audio VAE."""
+    from ltx2train.models.loading import load_component
+    from ltx2train.models.specs import torch_dtype
 
     dtype = torch_dtype(cfg.model.dtype)
     video_vae = load_component(cfg.model.variant, "video_vae", cfg.model.checkpoint, dtype=dtype, device=device)
@@ -95,17 +125,33 @@ def load_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
     if cfg.data.with_audio:
         # The audio VAE is small; its mel front end is precision-sensitive, so it runs in float32.
         audio_vae = load_component(cfg.model.variant, "audio_vae", cfg.model.checkpoint, dtype=torch.float32, device=device)
-    text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device=device,
-                                     max_sequence_length=cfg.data.max_sequence_length)
-    connectors = load_component(cfg.model.variant, "connectors", cfg.model.checkpoint, dtype=dtype, device=device)
-    return Encoders(video_vae, audio_vae, text_encoder, connectors)
+    if cfg.memory.tiled_vae:
+        from ltx2train.memory.tiling import enable_vae_tiling
+
+        enable_vae_tiling(video_vae)
+    _frozen_in_fp8(cfg, {"video_vae": video_vae, "audio_vae": audio_vae})
+    return Encoders(video_vae, audio_vae, None, None)
+
+
+def _compute_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where and in which dtype ``module`` computes: its parameters' (those stored in FP8 are cast up to the
+    others' dtype as they run)."""
+    from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
+
+    from ltx2train.memory.fp8 import fp8_layers
+
+    param = next(module.parameters())
+    layers = fp8_layers(module)
+    if not layers:
+        return param.device, param.dtype
+    return param.device, next(iter(layers.values()))._diffusers_hook.get_hook(_LAYERWISE_CASTING_HOOK).compute_dtype
 
 
 @torch.no_grad()
 def encode_video(video_vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """(3, F, H, W) in [-1, 1] -> normalised latents (C, F', H', W'), as ``LTX2Pipeline`` denormalises them."""
-    param = next(video_vae.parameters())
-    latents = video_vae.encode(pixels[None].to(param.device, param.dtype)).latent_dist.mode().float()
+    device, dtype = _compute_device_dtype(video_vae)
+    latents = video_vae.encode(pixels[None].to(device, dtype)).latent_dist.mode().float()
     mean = video_vae.latents_mean.view(1, -1, 1, 1, 1).float()
     std = video_vae.latents_std.view(1, -1, 1, 1, 1).float()
     return ((latents - mean) * video_vae.config.scaling_factor / std)[0]
@@ -123,8 +169,8 @@ def encode_audio(audio_vae: torch.nn.Module, waveform: torch.Tensor, latent_leng
     cfg = audio_vae.config
     mel = log_mel_spectrogram(waveform.float(), sample_rate=cfg.sample_rate, n_fft=AUDIO_N_FFT,
                               hop_length=cfg.mel_hop_length, mel_bins=cfg.mel_bins)  # (2, T, mel_bins)
-    param = next(audio_vae.parameters())
-    latents = audio_vae.encode(mel[None].to(param.device, param.dtype)).latent_dist.mode().float()  # (1, C, L', M)
+    device, dtype = _compute_device_dtype(audio_vae)
+    latents = audio_vae.encode(mel[None].to(device, dtype)).latent_dist.mode().float()  # (1, C, L', M)
     if latents.shape[2] < latent_length:
         raise ValueError(f"audio gave {latents.shape[2]} latent frames, {latent_length} needed")
     latents = latents[:, :, :latent_length]
@@ -236,7 +282,12 @@ def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSet
                 bucket: Bucket | None = None) -> list[dict[str, torch.Tensor]]:
     """One sample per window of the clip (``data.window``), each with the caption's text features."""
     bucket = bucket or choose_bucket(record, settings)
-    text = encode_caption(encoders, record.caption, settings)
+    return encode_clip_media(encoders, record, settings, bucket, encode_caption(encoders, record.caption, settings))
+
+
+def encode_clip_media(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket,
+                      text: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """``encode_clip`` with the caption's features already encoded (``text``)."""
     samples = []
     for k, start in enumerate(window_starts(record, settings, bucket)):
         pixels = clip_pixels(record, settings, bucket, start_s=start, window=k)
@@ -329,10 +380,9 @@ def prepare(
     todo = [r for r in share if not cache.sample_path(cache_dir, r.index).is_file()]
     report.skipped = [r.index for r in share if r not in todo]
     mine = [r for r in todo if r.index % world_size == rank]
-    if (mine or (rank == 0 and _needs_empty_prompt(cache_dir, settings))) and encoders is None:
-        encoders = load_encoders(cfg, device)
-    if rank == 0 and _needs_empty_prompt(cache_dir, settings):
-        cache.write_tensors(cache_dir / cache.EMPTY_PROMPT, encode_caption(encoders, "", settings), {"caption": ""})
+    _encode_captions(cfg, cache_dir, encoders, mine, settings, device, empty_prompt=rank == 0)
+    if mine and (encoders is None or encoders.video_vae is None):
+        encoders = load_media_encoders(cfg, device)
     _encode(cache_dir, encoders, mine, settings, report, on_sample)
     rejected = _gather_rejects(cache_dir, report.rejected, rank, world_size, barrier)
     if rank == 0:
@@ -352,6 +402,38 @@ def prepare(
 
 def _needs_empty_prompt(cache_dir: Path, settings: cache.CacheSettings) -> bool:
     return "empty_prompt" in settings.extras.split(",") and not (cache_dir / cache.EMPTY_PROMPT).is_file()
+
+
+def text_part(cache_dir: Path, index: int) -> Path:
+    """Where the text phase leaves clip ``index``'s caption features for the media phase (then deleted)."""
+    return cache_dir / SHARDS_DIR / "text" / f"{index:06d}.safetensors"
+
+
+def _encode_captions(cfg, cache_dir: Path, encoders, records, settings, device, empty_prompt: bool) -> None:
+    """Phase 1: every caption still to do (and the empty prompt), with Gemma loaded on its own -- and freed
+    before the VAEs load, so that the two never share the device's memory."""
+    todo = [r for r in records if not text_part(cache_dir, r.index).is_file()]
+    empty = empty_prompt and _needs_empty_prompt(cache_dir, settings)
+    if not todo and not empty:
+        return
+    text_encoders = encoders if encoders is not None and encoders.text_encoder is not None else \
+        load_text_encoders(cfg, device)
+    for record in todo:
+        cache.write_tensors(text_part(cache_dir, record.index), encode_caption(text_encoders, record.caption,
+                                                                                settings), {})
+    if empty:
+        cache.write_tensors(cache_dir / cache.EMPTY_PROMPT, encode_caption(text_encoders, "", settings), {"caption": ""})
+    if text_encoders is not encoders:
+        del text_encoders
+        _release_memory()
+
+
+def _release_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _encode(cache_dir: Path, encoders, records, settings, report: PrepareReport, on_sample) -> None:
@@ -374,7 +456,8 @@ def _encode_one(cache_dir: Path, encoders, record: ClipRecord, settings, report:
     try:
         with native_messages(noise):  # decoder chatter goes into the reason, not onto the terminal
             bucket = choose_bucket(record, settings)
-            windows = encode_clip(encoders, record, settings, bucket)
+            text = cache.read_tensors(text_part(cache_dir, record.index))
+            windows = encode_clip_media(encoders, record, settings, bucket, text)
     except MediaError as exc:
         said = decoder_summary(noise)
         reason = str(exc) + (f" (decoder said: {said})" if said else "")
@@ -382,6 +465,7 @@ def _encode_one(cache_dir: Path, encoders, record: ClipRecord, settings, report:
         report.rejected.append({"index": record.index, "path": record.path, "reason": reason})
         return
     _write_windows(cache_dir, record, bucket, windows)
+    text_part(cache_dir, record.index).unlink()
     report.encoded.append(record.index)
 
 

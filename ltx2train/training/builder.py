@@ -2,8 +2,9 @@
 
     processes (backend) -> checkpoint to resume (read, not applied) -> validation inputs (Gemma, VAEs: before
     the transformer, so the two never share memory) -> transformer + connectors loaded on meta, filled in
-    ``model.dtype`` -> method (freeze, adapters, init_from) -> activation checkpointing -> backend
-    (parallelize) -> optimizer + LR schedule -> resume (trained state, optimizer, schedule)
+    ``model.dtype`` -> FP8 storage of what ``memory.fp8_frozen`` lists (on the host, before the device sees
+    it) -> method (freeze, adapters, init_from) -> activation checkpointing -> backend (parallelize) ->
+    optimizer + LR schedule -> resume (trained state, optimizer, schedule)
 
 Three axes stay independent: the method (what is trained), the backend (how it is distributed) and the
 strategy (how a batch becomes a loss); none of them knows which of the others it is combined with.
@@ -25,6 +26,7 @@ import torch
 from ltx2train.config import dataset_sources
 from ltx2train.data.cache import CachedDataset, check_producer
 from ltx2train.data.prepare import producer, settings_from_config
+from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, format_bytes, redraw_lora_init, store_fp8
 from ltx2train.models.loading import load_component
 from ltx2train.models.specs import load_variant, torch_dtype
 from ltx2train.training import checkpoint as ckpt
@@ -57,6 +59,7 @@ class TrainingRun:
 def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     from ltx2train.config import save_config
 
+    check_fp8(cfg)
     backend = build_backend(cfg)
     if not backend.is_main:  # console lines once, from the main process
         log = lambda _: None  # noqa: E731
@@ -81,16 +84,21 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
                          "was prepared with data.with_audio=false")
     candidates = resume_candidates(cfg)
     weight_dtype = torch_dtype(cfg.model.dtype)
-    load = lambda name, dtype=weight_dtype: load_component(  # noqa: E731
-        spec, name, cfg.model.checkpoint, dtype=dtype, device=backend.device, distilled=cfg.model.distilled)
+    stored: list[Fp8Report] = []
+    load = component_loader(cfg, spec, backend.device, weight_dtype, stored)
     # validation inputs where validation runs: the main process, or every process when the forward is collective
     validates_here = backend.is_main or backend.collective_forward
-    sampler = build_validation(cfg, load, weight_dtype, backend.device, output_dir) if validates_here else None
+    sampler = build_validation(cfg, load, weight_dtype, backend.device, output_dir, stored) if validates_here else None
     clips = [dataset[i] for i in range(min(cfg.validation.loss_clips, len(dataset)))] if validates_here else []
 
     transformer, connectors = load("transformer"), load("connectors")
     method = build_method(cfg, spec)
     method.apply(transformer, log, fresh=not candidates)
+    if "transformer" in cfg.memory.fp8_frozen:  # a LoRA on the FP8 base (the config refuses full fine-tuning)
+        if not candidates and not cfg.lora.init_from:
+            redraw_lora_init(transformer)  # PEFT drew the adapters in the base's float8
+        keep_fp8_out_of_ddp(transformer)
+    log_fp8(cfg, stored, log)
     if cfg.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer, optimizer = backend.parallelize(transformer, lambda params: build_optimizer(params, cfg.optimizer))
@@ -112,6 +120,59 @@ def build_dataset(cfg) -> CachedDataset:
     return CachedDataset([s.cache_dir for s in sources], settings_from_config(cfg))
 
 
+def check_fp8(cfg) -> None:
+    """What ``memory.fp8_frozen`` cannot do yet, refused before any process or weight is set up."""
+    backend = cfg.distributed.backend
+    if "transformer" in cfg.memory.fp8_frozen and backend != "ddp":
+        why = {"fsdp2": "the FP8 layers re-cast FSDP2's gathered parameters in place; only checked on CPU",
+               "deepspeed": "the DeepSpeed engine casts the whole model to train.mixed_precision's dtype"}
+        raise ValueError(f"memory.fp8_frozen: transformer with distributed.backend={backend} is not supported yet "
+                         f"({why.get(backend, 'untested')}): use distributed.backend=ddp, or drop transformer from "
+                         "memory.fp8_frozen")
+
+
+def component_loader(cfg, spec, device, dtype: torch.dtype, stored: list[Fp8Report]) -> Callable:
+    """``load(name, dtype)``: a component on ``device``. One that ``memory.fp8_frozen`` lists is filled on the host,
+    stored in FP8 there (its report appended to ``stored``), then moved: the device never holds it in ``dtype``."""
+    def load(name: str, dtype: torch.dtype = dtype) -> torch.nn.Module:
+        fp8 = name in cfg.memory.fp8_frozen
+        host = name == "transformer" and cfg.memory.block_swap > 0  # the ddp backend places it (memory/offload.py)
+        module = load_component(spec, name, cfg.model.checkpoint, dtype=dtype,
+                                device="cpu" if fp8 or host else device, distilled=cfg.model.distilled)
+        if fp8:
+            stored.append(store_fp8(module, name, compute_dtype=dtype))
+        if fp8 and not host:
+            module.to(device)
+        if name == "video_vae" and cfg.memory.tiled_vae:  # validation decodes tile by tile
+            from ltx2train.memory.tiling import enable_vae_tiling
+
+            enable_vae_tiling(module)
+        return module
+
+    return load
+
+
+def keep_fp8_out_of_ddp(model: torch.nn.Module) -> None:
+    """DDP broadcasts every parameter from rank 0 when it wraps a model, and gloo has no float8 ("Invalid scalar
+    type"): the FP8 weights -- frozen, loaded alike on every rank -- are left out of DDP's broadcast and buckets."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    names = {name for name, p in model.named_parameters() if p.dtype == STORAGE_DTYPE}
+    ignored = getattr(model, "_ddp_params_and_buffers_to_ignore", [])
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted({*ignored, *names}))
+
+
+def log_fp8(cfg, stored: list[Fp8Report], log) -> None:
+    if not stored:
+        return
+    log(f"[ltx2train] stored in FP8 (memory.fp8_frozen): {', '.join(r.describe() for r in stored)}; "
+        f"{format_bytes(sum(r.saved for r in stored))} saved")
+    if "transformer" in cfg.memory.fp8_frozen and not cfg.train.gradient_checkpointing:
+        log("[ltx2train] warning: memory.fp8_frozen: transformer without train.gradient_checkpointing: autograd keeps "
+            "each layer's weights cast up for backward, so the step's peak memory is not lower; set "
+            "train.gradient_checkpointing=true")
+
+
 def single_process_cpu_launch(env) -> bool:
     """``accelerate launch --cpu --num_processes N`` (N > 1) runs one plain process: it exports a rendezvous
     address for N and the CPU flag, but no rank or world size."""
@@ -131,15 +192,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # every device's generator too
 
 
-def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path):
-    """Validation prompts encoded by Gemma, which is then freed; the decoders stay for sampling."""
+def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path, stored: list[Fp8Report]):
+    """Validation prompts encoded by Gemma, which is then freed; the decoders stay for sampling. Gemma in
+    ``memory.fp8_frozen`` is stored in FP8 on the host before it goes to the device."""
     if not cfg.validation.prompts:
         return None
     from ltx2train.inference.sampler import PromptSampler, encode_prompts
     from ltx2train.models.text_encoder import load_text_encoder
 
-    text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device=device,
+    fp8 = "text_encoder" in cfg.memory.fp8_frozen
+    text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device="cpu" if fp8 else device,
                                      max_sequence_length=cfg.data.max_sequence_length)
+    if fp8:
+        stored.append(store_fp8(text_encoder.model, "text_encoder", compute_dtype=dtype))
+        text_encoder.model.to(device)
     prompts = encode_prompts(text_encoder, list(cfg.validation.prompts), cfg.validation.negative_prompt,
                              cfg.data.max_sequence_length)
     del text_encoder

@@ -13,10 +13,24 @@ import torch
 
 
 def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """``optimizer.name``: torch's AdamW, or bitsandbytes' 8-bit AdamW (the moments of tensors of 4096 elements
+    or more as blockwise-quantised uint8; smaller ones keep float32 state)."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters (did the LoRA targets match any module?)")
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw8bit":
+        return _adamw8bit()(params, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+def _adamw8bit():
+    try:
+        import bitsandbytes.optim
+    except ImportError as exc:
+        raise ValueError(f"optimizer.name=adamw8bit needs bitsandbytes ({exc}): pip install 'ltx2train[memory]' "
+                         "(or bitsandbytes), or use optimizer.name=adamw") from None
+    return bitsandbytes.optim.AdamW8bit
 
 
 def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str) -> float:

@@ -18,6 +18,7 @@ import torch
 
 from ltx2train.config import dataset_sources
 from ltx2train.data.cache import collate, left_pad
+from ltx2train.memory.offload import offload_activations
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.backends.collectives import disagreeing
@@ -130,7 +131,7 @@ class Trainer:
             inputs = self.strategy.inputs(batch, context, generator=self.noise_generators(batch))
             self._cast_inputs(inputs)
             with backend.accumulating(self.transformer, last=i == accum - 1):
-                with backend.autocast():
+                with backend.autocast(), offload_activations(self.cfg.memory.activation_offload):
                     video_pred, audio_pred = self.transformer(**inputs.model_kwargs)
                     loss, parts = self.strategy.loss(video_pred, audio_pred, inputs)
                 backend.backward(loss / accum)
