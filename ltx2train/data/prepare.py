@@ -385,7 +385,8 @@ def prepare(
         encoders = load_media_encoders(cfg, device)
     _encode(cache_dir, encoders, mine, settings, report, on_sample)
     rejected = _gather_rejects(cache_dir, report.rejected, rank, world_size, barrier)
-    if rank == 0:
+    if rank == 0 and shard is None:  # every process is past its clips (other shards may still be writing)
+        _remove_empty(text_part(cache_dir, 0).parent, cache_dir / SHARDS_DIR)
         # the main process reports every process' rejects (and, once per split, the metadata's)
         report.rejected = sorted((metadata.rejects if shard is None or shard.index == 0 else []) + rejected,
                                  key=lambda f: f["index"])
@@ -428,6 +429,14 @@ def _encode_captions(cfg, cache_dir: Path, encoders, records, settings, device, 
         _release_memory()
 
 
+def _remove_empty(*directories: Path) -> None:
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:  # absent, or holds shard markers / another part's captions
+            pass
+
+
 def _release_memory() -> None:
     import gc
 
@@ -463,6 +472,7 @@ def _encode_one(cache_dir: Path, encoders, record: ClipRecord, settings, report:
         reason = str(exc) + (f" (decoder said: {said})" if said else "")
         logger.warning("rejected clip %d: %s", record.index, reason)
         report.rejected.append({"index": record.index, "path": record.path, "reason": reason})
+        text_part(cache_dir, record.index).unlink(missing_ok=True)
         return
     _write_windows(cache_dir, record, bucket, windows)
     text_part(cache_dir, record.index).unlink()
