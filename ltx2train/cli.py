@@ -10,6 +10,10 @@ from pathlib import Path
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    if args.target == "memory":
+        return _inspect_memory(args)
+    if args.overrides or args.world_size is not None:
+        raise ValueError(f"inspect {args.target}: key=value overrides and --world-size go with 'inspect memory' only")
     if args.target == "variant":
         if not args.name:
             raise ValueError("inspect variant: name a variant (ltx2-19b, ltx2.3-22b, tiny) or a variant JSON file")
@@ -17,6 +21,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.name:
         raise ValueError(f"inspect {args.target}: unexpected argument {args.name!r}")
     return _inspect_file(args.target, args.json)
+
+
+def _inspect_memory(args: argparse.Namespace) -> int:
+    """The per-GPU memory estimate of a recipe, from the variant spec alone (no weights, no data)."""
+    if not args.name:
+        raise ValueError("inspect memory: name a recipe, e.g. ltx2train inspect memory recipes/t2av_lora.yaml")
+    from ltx2train.config import load_config
+    from ltx2train.memory.estimate import estimate_memory, format_estimate
+
+    cfg = load_config(args.name, args.overrides)
+    estimate = estimate_memory(cfg, world_size=args.world_size)
+    if args.json:
+        json.dump(estimate.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_estimate(estimate, cfg, args.name))
+    return 0
 
 
 def _inspect_file(path: str, as_json: bool) -> int:
@@ -275,12 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltx2train", description="Fine-tune LTX-2 audio-video models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    inspect = sub.add_parser("inspect", help="what a safetensors file is, or a shipped variant's layout",
+    inspect = sub.add_parser("inspect", help="what a safetensors file is, a shipped variant's layout, or the memory a "
+                             "recipe needs per GPU",
                              description="inspect FILE: a LoRA (dialect, ranks, alpha, targets by stream, consumers) "
                              "or LTX-2 component weights (component, variant, missing keys). "
-                             "inspect variant NAME: every original key of a shipped variant with its shape.")
-    inspect.add_argument("target", help="a .safetensors file, or the word 'variant'")
-    inspect.add_argument("name", nargs="?", help="with 'variant': ltx2-19b, ltx2.3-22b, tiny or a variant JSON file")
+                             "inspect variant NAME: every original key of a shipped variant with its shape. "
+                             "inspect memory RECIPE [key=value ...]: the per-GPU memory estimate of training it "
+                             "(from the variant spec; no weights needed).")
+    inspect.add_argument("target", help="a .safetensors file, or the word 'variant' or 'memory'")
+    inspect.add_argument("name", nargs="?", help="with 'variant': ltx2-19b, ltx2.3-22b, tiny or a variant JSON file; "
+                         "with 'memory': a recipe YAML")
+    inspect.add_argument("overrides", nargs="*", metavar="key=value", help="with 'memory': recipe overrides")
+    inspect.add_argument("--world-size", type=int, help="with 'memory': processes (default: $WORLD_SIZE or 1)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=_cmd_inspect)
 

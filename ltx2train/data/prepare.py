@@ -387,6 +387,7 @@ def prepare(
     rejected = _gather_rejects(cache_dir, report.rejected, rank, world_size, barrier)
     if rank == 0 and shard is None:  # every process is past its clips (other shards may still be writing)
         _remove_empty(text_part(cache_dir, 0).parent, cache_dir / SHARDS_DIR)
+    if rank == 0:
         # the main process reports every process' rejects (and, once per split, the metadata's)
         report.rejected = sorted((metadata.rejects if shard is None or shard.index == 0 else []) + rejected,
                                  key=lambda f: f["index"])
