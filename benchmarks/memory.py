@@ -100,19 +100,11 @@ def build_real(cfg):
 
 
 def step_inputs(model, tokens: dict) -> tuple[dict, list]:
-    from ltx2train.models.forward import AudioTokens, VideoTokens, transformer_kwargs
-    from ltx2train.models.text_encoder import TextContext
+    """Random transformer inputs and velocity targets for an estimate's ``tokens`` (the estimator's own builder)."""
+    from ltx2train.memory.estimate import Tokens, step_inputs, step_targets
 
-    c, b, dtype = model.config, tokens["batch"], model.dtype
-    (f, h, w), nv, na, nt = tokens["latent_grid"], tokens["video"], tokens["audio"], tokens["text"]
-    sigma = torch.rand(b)
-    context = TextContext(torch.randn(b, nt, c.caption_channels, dtype=dtype),
-                          torch.randn(b, nt, c.caption_channels, dtype=dtype), torch.ones(b, nt))
-    kwargs = transformer_kwargs(VideoTokens(torch.randn(b, nv, c.in_channels, dtype=dtype),
-                                            sigma[:, None].expand(b, nv).contiguous(), f, h, w, 24.0),
-                                AudioTokens(torch.randn(b, na, c.audio_in_channels, dtype=dtype), sigma), context,
-                                sigma, use_cross_timestep=True, device="cpu")
-    return kwargs, [torch.randn(b, nv, c.out_channels), torch.randn(b, na, c.audio_out_channels)]
+    tokens = Tokens.described(tokens)
+    return step_inputs(model, tokens, model.dtype), step_targets(model, tokens)
 
 
 def train_step(model, optimizer, kwargs, targets, params, measure_backward=None):

@@ -87,7 +87,12 @@ class Tokens:
 
     def describe(self) -> dict:
         return {"batch": self.batch, "video": self.video, "audio": self.audio, "text": self.text,
-                "latent_grid": [self.frames, self.height, self.width]}
+                "latent_grid": [self.frames, self.height, self.width], "fps": self.fps}
+
+    @classmethod
+    def described(cls, d: dict) -> "Tokens":
+        """The inverse of ``describe`` (an estimate's ``tokens``)."""
+        return cls(d["batch"], *d["latent_grid"], d["audio"], d["text"], d["fps"])
 
 
 def tokens_for(height: int, width: int, frames: int, fps: float, text: int, batch: int, transformer_config) -> Tokens:
@@ -288,7 +293,7 @@ def _fake_mode():
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 
-def _step_inputs(module, tokens: Tokens, dtype: torch.dtype) -> dict:
+def step_inputs(module, tokens: Tokens, dtype: torch.dtype) -> dict:
     """The transformer's keyword arguments for ``tokens`` (``models/forward.py`` builds them), in ``dtype``."""
     from ltx2train.models.forward import AudioTokens, VideoTokens, transformer_kwargs
     from ltx2train.models.text_encoder import TextContext
@@ -305,6 +310,13 @@ def _step_inputs(module, tokens: Tokens, dtype: torch.dtype) -> dict:
                         tokens.width, tokens.fps)
     audio = AudioTokens(torch.randn(b, tokens.audio, c.audio_in_channels, dtype=dtype), sigma)
     return transformer_kwargs(video, audio, context, sigma, use_cross_timestep=True, device="cpu")
+
+
+def step_targets(module, tokens: Tokens) -> list[torch.Tensor]:
+    """Random float32 velocity targets for ``step_inputs``' video and audio tokens."""
+    c = module.config
+    return [torch.randn(tokens.batch, tokens.video, c.out_channels),
+            torch.randn(tokens.batch, tokens.audio, c.audio_out_channels)]
 
 
 def _nbytes(tensors) -> int:
@@ -344,7 +356,7 @@ def simulate_step(cfg, spec, precision: Precision, tokens: Tokens) -> StepActiva
     if cfg.train.gradient_checkpointing:
         module.enable_gradient_checkpointing()
     with mode:
-        kwargs = _step_inputs(module, tokens, module.dtype)
+        kwargs = step_inputs(module, tokens, module.dtype)
         targets = [torch.randn(kwargs["hidden_states"].shape), torch.randn(kwargs["audio_hidden_states"].shape)]
     given = [t for t in [*kwargs.values(), *targets] if isinstance(t, torch.Tensor)]
     inputs = _nbytes(given)
@@ -389,7 +401,7 @@ def simulate_inference(cfg, spec, precision: Precision, tokens: Tokens) -> int:
                                fp8=False)
     module = _fake_parameters(module, mode).eval()
     with mode:
-        kwargs = _step_inputs(module, tokens, module.dtype)
+        kwargs = step_inputs(module, tokens, module.dtype)
     given = [t for t in kwargs.values() if isinstance(t, torch.Tensor)]
     live = LiveBytes([*module.parameters(), *module.buffers(), *given])
     with mode, live, torch.no_grad():
