@@ -21,7 +21,7 @@ from ltx2train.config import LoRAConfig, ObjectiveConfig, OptimizerConfig
 from ltx2train.models.specs import load_variant
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training.optim import build_optimizer
-from ltx2train.training.strategies import TextToAudioVideo
+from ltx2train.training.strategies import PRESETS, Strategy
 from ltx2train.training.methods.lora import add_lora
 
 
@@ -121,7 +121,7 @@ def main() -> None:
     tokens = batch["video_latents"][0, 0].numel()
     print(f"clip {args.width}x{args.height}x{args.frames}: {tokens} video tokens, {batch['audio_latents'].shape[2]} audio "
           f"tokens, {args.text_tokens} text tokens, batch {args.batch}")
-    strategy = TextToAudioVideo(ObjectiveConfig(), fps=args.fps)
+    strategy = Strategy("t2av", PRESETS["t2av"], ObjectiveConfig(), fps=args.fps)
     optimizer = build_optimizer(params, OptimizerConfig())
     results = {}
     for mode in args.modes.split(","):

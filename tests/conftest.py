@@ -73,7 +73,7 @@ def transformer_inputs(root, tmp_path, seed=0) -> dict:
     from ltx2train.data.cache import CachedDataset
     from ltx2train.models.loading import load_component
     from ltx2train.models.text_encoder import ProjectedText, connect_text
-    from ltx2train.training.strategies import TextToAudioVideo
+    from ltx2train.training.strategies import build_strategy
 
     cfg = tiny_config(root, tmp_path / "unused")
     connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
@@ -81,7 +81,7 @@ def transformer_inputs(root, tmp_path, seed=0) -> dict:
     batch = dataset.collate([dataset[0]])
     with torch.no_grad():
         context = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
-    strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
+    strategy = build_strategy(cfg)
     return strategy.inputs(batch, context, generator=torch.Generator().manual_seed(seed)).model_kwargs
 
 

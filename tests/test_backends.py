@@ -55,9 +55,11 @@ BACKENDS = {  # name -> overrides
     "fsdp2": ["distributed.backend=fsdp2"],
     "zero2": ["distributed.backend=deepspeed", "distributed.zero_stage=2"],
     "zero3_offload": ["distributed.backend=deepspeed", "distributed.zero_stage=3", "distributed.offload_optimizer=true"],
+    # ddp with the last block's weights in host memory (under full fine-tuning its gradients averaged by the swap)
+    "ddp_swap": ["distributed.backend=ddp", "memory.block_swap=1", "train.gradient_checkpointing=true"],
 }
 RUNS = [("lora", "ddp"), ("lora", "fsdp2"), ("lora", "zero2"), ("lora", "zero3_offload"),
-        ("full", "ddp"), ("full", "fsdp2"), ("full", "zero2")]
+        ("full", "ddp"), ("full", "fsdp2"), ("full", "zero2"), ("lora", "ddp_swap"), ("full", "ddp_swap")]
 PROMPT = ["validation.prompts=[a red circle moves right]", "validation.steps=2"]
 
 
@@ -96,7 +98,7 @@ def test_each_backend_trains_what_ddp_trains(runs, method, backend):
     # ones (fsdp2, ZeRO-3) have one copy and nothing to compare
     for name, out in (("ddp", runs[method, "ddp"][1].stdout), (backend, proc.stdout)):
         counts = re.findall(r"2 processes agree on (\d+) replicated trained tensors", out)
-        if name in ("ddp", "zero2"):
+        if name in ("ddp", "zero2", "ddp_swap"):
             assert len(counts) == 2 and len(set(counts)) == 1 and int(counts[0]) == len(x)
         else:
             assert counts == []
@@ -134,7 +136,7 @@ def test_deepspeed_checkpoint_holds_its_partitions_and_resumes_only_where_it_can
             assert proc.returncode == 2  # a user's mistake (torchrun reports its children's failure its own way)
 
 
-@pytest.mark.parametrize("backend", ["fsdp2", "zero2"])
+@pytest.mark.parametrize("backend", ["fsdp2", "zero2", "ddp_swap"])
 def test_full_export_loads_strictly(runs, backend):
     run, _ = runs["full", backend]
     model = load_component("tiny", "transformer", ckpt.checkpoint_dir(run, 4))  # strict: every key and shape
@@ -163,6 +165,19 @@ def test_a_killed_run_resumes_to_the_same_weights(runs, tiny_workspace, tmp_path
     b = load_file(str(ckpt.checkpoint_dir(out, 4) / ckpt.LORA_FILE))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [s for s, _ in _losses(out)] == [1, 2, 3, 4]
+
+
+def test_full_fine_tuning_with_block_swap_resumes_exactly(runs, tiny_workspace, tmp_path):
+    """Full fine-tuning with a swapped block keeps that block's master weights and AdamW state in host memory:
+    resumed from the step-2 checkpoint, steps 3-4 give the uninterrupted run's weights bit for bit."""
+    straight, _ = runs["full", "ddp_swap"]
+    out = tmp_path / "resumed"
+    shutil.copytree(ckpt.checkpoint_dir(straight, 2), ckpt.checkpoint_dir(out, 2))
+    proc = _train(tiny_workspace, out, ["train.method=full", *BACKENDS["ddp_swap"], "optimizer.lr=1e-3"])
+    assert "resumed from" in proc.stdout and "step_000002" in proc.stdout
+    a = load_file(str(ckpt.checkpoint_dir(straight, 4) / "transformer.safetensors"))
+    b = load_file(str(ckpt.checkpoint_dir(out, 4) / "transformer.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_two_process_checkpoints_reshard_onto_one_process_under_either_backend(runs, tiny_workspace, tmp_path):

@@ -166,6 +166,20 @@ def test_memory_options_change_their_parts_in_the_right_direction():
     assert swap.parts["transformer_frozen"] < base.parts["transformer_frozen"]
     assert swap.host["block_swap_weights"] == base.parts["transformer_frozen"] - swap.parts["transformer_frozen"]
     assert swap.parts["block_swap_buffers"] == swap.host["block_swap_weights"]  # one block: its one device copy
+    # full fine-tuning: the swapped block's master weights, gradients and optimizer state move to the host
+    full = _estimate("train.method=full", "train.gradient_checkpointing=true")
+    full_swap = _estimate("train.method=full", "train.gradient_checkpointing=true", "memory.block_swap=1")
+    for part, moved in (("transformer_trained", "block_swap_weights"), ("gradients", "block_swap_gradients"),
+                        ("optimizer_state", "block_swap_optimizer_state")):
+        assert 0 < full_swap.host[moved] == full.parts[part] - full_swap.parts[part]
+    from ltx2train.memory.offload import enable_block_swap
+
+    model = _real_transformer(_cfg("train.method=full", "train.gradient_checkpointing=true"))
+    hosts = [h for block in enable_block_swap(model, 1, "cpu", trained_on_host=True)._weights.values() for _, h in block]
+    assert full_swap.host["block_swap_weights"] == sum(h.numel() * h.element_size() for h in hosts)
+    # AdamW: two float32 moments per element and a float32 step per tensor
+    assert full_swap.host["block_swap_optimizer_state"] == 2 * full_swap.host["block_swap_weights"] + 4 * len(hosts)
+    assert full_swap.total_bytes < full.total_bytes
 
     no_ckpt = _estimate("train.gradient_checkpointing=false")
     assert base.parts["activations"] < no_ckpt.parts["activations"]

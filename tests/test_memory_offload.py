@@ -167,8 +167,56 @@ def test_block_swap_refuses_what_it_cannot_do(tiny_workspace, tmp_path):
     with pytest.raises(ValueError, match=r"memory.block_swap=5: the transformer has 4 blocks"):
         enable_block_swap(transformer, 5, CPU)
     transformer.requires_grad_(True)  # full fine-tuning: nothing frozen to keep on the host
-    with pytest.raises(ValueError, match=r"block 3 has no frozen weights.*train.method=full"):
+    with pytest.raises(ValueError, match=r"block 3 has no frozen weights.*trained_on_host=True"):
         enable_block_swap(transformer, 1, CPU)
+
+
+def _full(root, tmp_path, checkpointing):
+    """The 4-block tiny transformer fully trained (every weight float32 and trainable), with an AdamW."""
+    spec = load_variant("tiny").component("transformer")
+    torch.manual_seed(0)
+    transformer = ComponentSpec(spec.name, spec.class_name, {**spec.config, "num_layers": BLOCKS}).build().float()
+    transformer.requires_grad_(True)
+    if checkpointing:
+        transformer.enable_gradient_checkpointing()
+    return transformer.train(), torch.optim.AdamW(transformer.parameters(), lr=1e-3)
+
+
+def _full_step(transformer, optimizer, micro_batches, swap=None):
+    """One optimizer step over ``micro_batches`` accumulated gradients; the gradients it stepped with."""
+    for i, kwargs in enumerate(micro_batches):
+        if swap is not None:
+            swap.gradients.reduce = i == len(micro_batches) - 1
+        video, audio = transformer(**kwargs)
+        ((video.pow(2).mean() + audio.pow(2).mean()) / len(micro_batches)).backward()
+    grads = {n: p.grad.clone() for n, p in transformer.named_parameters()}
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grads
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_full_fine_tuning_with_swapped_blocks_trains_what_it_trains_without(tiny_workspace, tmp_path, inputs,
+                                                                             checkpointing):
+    reference, ref_optimizer = _full(tiny_workspace, tmp_path, checkpointing)
+    swapped, optimizer = _full(tiny_workspace, tmp_path, checkpointing)
+    swap = enable_block_swap(swapped, SWAPPED, CPU, trained_on_host=True)
+    hosts = {id(p): host for block in swap._weights.values() for p, host in block}
+    assert all(n.startswith(("transformer_blocks.2.", "transformer_blocks.3.")) for n in swap.parameter_names)
+    assert len(hosts) == len(list(swapped.transformer_blocks[2:].parameters()))  # trained weights swapped too
+    second = {**inputs, "hidden_states": inputs["hidden_states"].flip(1)}
+    for _ in range(2):  # two optimizer steps of two accumulated micro-batches
+        expected = _full_step(reference, ref_optimizer, [inputs, second])
+        grads = _full_step(swapped, optimizer, [inputs, second], swap)
+        assert grads.keys() == expected.keys() and all(torch.equal(grads[n], expected[n]) for n in grads)
+        assert not any(swap.is_resident(i) for i in swap.swapped)
+        for p in swapped.transformer_blocks[2:].parameters():  # the optimizer stepped the host master weights
+            assert p.data_ptr() == hosts[id(p)].data_ptr() and p.grad is None
+        after = dict(reference.named_parameters())
+        assert all(torch.equal(p, after[n]) for n, p in swapped.named_parameters())
+    assert swap.copies > 0
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(swapped.eval()(**inputs), reference.eval()(**inputs)))
 
 
 class OffloadingOnCpu(ActivationOffload):

@@ -12,7 +12,7 @@ from ltx2train.models.loading import load_component
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training.objective import masked_mse, sample_sigmas
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer, lr_factor
-from ltx2train.training.strategies import TextToAudioVideo
+from ltx2train.training.strategies import build_strategy
 from ltx2train.training.methods.lora import add_lora
 
 
@@ -36,7 +36,7 @@ def _loss(transformer, strategy, batch, context, seed=0):
 def test_one_optimisation_step_on_a_fixed_batch_lowers_the_loss(tiny_workspace, tmp_path):
     cfg, transformer, batch, context = _modules_and_batch(tiny_workspace, tmp_path)
     params = add_lora(transformer, cfg.lora)
-    strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
+    strategy = build_strategy(cfg)
     optimizer = build_optimizer(params, cfg.optimizer)
     before = _loss(transformer, strategy, batch, context).item()
     optimizer.zero_grad()
@@ -51,7 +51,7 @@ def test_one_optimisation_step_on_a_fixed_batch_lowers_the_loss(tiny_workspace, 
 def test_masked_out_tokens_get_no_gradient(tiny_workspace, tmp_path):
     cfg, transformer, batch, context = _modules_and_batch(tiny_workspace, tmp_path)
     add_lora(transformer, cfg.lora)
-    strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
+    strategy = build_strategy(cfg)
     inputs = strategy.inputs(batch, context, generator=torch.Generator().manual_seed(0))
     video_pred, audio_pred = transformer(**inputs.model_kwargs)
     video_pred.retain_grad()
@@ -107,7 +107,7 @@ def test_gradient_checkpointing_changes_memory_not_gradients(tiny_workspace, tmp
     with torch.no_grad():
         for p in params:  # LoRA B starts at zero; give every adapter weight a value so all grads flow
             p.normal_(0, 0.05)
-    strategy = TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
+    strategy = build_strategy(cfg)
     transformer.train()
 
     def grads():

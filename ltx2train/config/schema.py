@@ -267,6 +267,47 @@ class ObjectiveConfig:
     use_cross_timestep: bool = True  # pass the other modality's sigma to cross-modal attention (LTX2Pipeline default)
 
 
+STRATEGIES = ("t2av", "t2v", "i2av", "ic_lora", "a2v", "v2a")
+ROLES = ("generated", "given", "none")
+
+
+@dataclass
+class StrategyConfig:
+    """How a cached batch becomes a loss: what each modality is, and which conditions apply.
+
+    A strategy is a preset of per-modality roles and conditions:
+
+        t2av      video generated, audio generated
+        t2v       video generated, audio none (not run: the transformer's audio-to-video attention is off)
+        i2av      t2av + the first latent frame given (clean, timestep 0, no loss) with ``first_frame_probability``
+        ic_lora   video generated + the reference video's latents as extra tokens (timestep 0, no loss, positions
+                  scaled to the target grid), audio none
+        a2v       video generated, audio given (clean, timestep 0, no loss)
+        v2a       video given, audio generated
+
+    Fields:
+        name: one of the presets above.
+        video: ``generated`` | ``given``; null: the preset's.
+        audio: ``generated`` | ``given`` | ``none``; null: the preset's (e.g. ``ic_lora`` with audio generated).
+        first_frame_probability: i2av: the probability that a sample's first latent frame is given (else the
+            whole clip is generated, as in t2av), in [0, 1]. The cache's ``first_frame`` latents (the frame encoded
+            alone, as inference encodes the image) when it has them, else the clip's own first latent frame.
+        caption_dropout: the probability that a sample trains with the empty prompt (the cache's
+            ``empty_prompt`` features: ``data.extras`` must include it), in [0, 1).
+        independent_sigma: video and audio draw their own noise level (default: one per sample for both).
+
+    With ``audio: none`` nothing trains the audio branch (its self/cross attention and feed-forward, the
+    video-to-audio attention, the audio projections): a LoRA puts no adapter there and full fine-tuning freezes it.
+    """
+
+    name: str = "t2av"  # t2av | t2v | i2av | ic_lora | a2v | v2a
+    video: Optional[str] = None  # generated | given (null: the preset's)
+    audio: Optional[str] = None  # generated | given | none (null: the preset's)
+    first_frame_probability: float = 0.5  # i2av: share of samples with the first frame given
+    caption_dropout: float = 0.0  # share of samples trained with the empty prompt
+    independent_sigma: bool = False  # video and audio each draw a noise level
+
+
 @dataclass
 class TrainConfig:
     """The training loop.
@@ -401,9 +442,11 @@ class MemoryConfig:
             of a LoRA (the adapters stay in float32). Norms, embeddings, the patch projections and Gemma's tied
             embedding stay in their dtype.
         block_swap: transformer blocks kept in (pinned) host memory and brought to the GPU one block ahead of
-            use, on a side stream, so that the copy overlaps compute (0 = off). The last N blocks; a LoRA's frozen
-            base only (the adapters stay on the GPU), with ``ddp`` (``fsdp2`` and ZeRO-3 already shard the blocks)
-            and ``train.gradient_checkpointing``.
+            use, on a side stream, so that the copy overlaps compute (0 = off). The last N blocks, with ``ddp``
+            (``fsdp2`` and ZeRO-3 already shard the blocks) and ``train.gradient_checkpointing``. Under LoRA the
+            frozen base is swapped and the adapters stay on the GPU; under full fine-tuning the float32 master
+            weights are swapped, and their gradients and optimizer state stay in host memory, where the optimizer
+            steps them.
         activation_offload: with ``train.gradient_checkpointing``: the activations kept for backward (each
             block's inputs) in host memory instead of on the GPU.
         tiled_vae: encode (prepare) and decode (validation) video in overlapping tiles, the seed's tile sizes:
@@ -426,6 +469,7 @@ class Config:
         lora: :class:`LoRAConfig` -- adapter shape and placement.
         optimizer: :class:`OptimizerConfig` -- AdamW and learning-rate schedule.
         objective: :class:`ObjectiveConfig` -- flow-matching loss.
+        strategy: :class:`StrategyConfig` -- what is generated, what is given, which conditions.
         train: :class:`TrainConfig` -- training loop, checkpoints, resume.
         distributed: :class:`DistributedConfig` -- how training is spread over processes.
         validation: :class:`ValidationConfig` -- sampling during training.
@@ -438,6 +482,7 @@ class Config:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)

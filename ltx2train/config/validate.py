@@ -19,7 +19,9 @@ from ltx2train.config.schema import (
     MIXED_PRECISIONS,
     OPTIMIZERS,
     RESUME_KEYWORDS,
+    ROLES,
     SCHEDULERS,
+    STRATEGIES,
     TRACKER_BACKENDS,
     WANDB_MODES,
     WINDOWS,
@@ -61,7 +63,7 @@ class _Checks:
 
 def validate(cfg: Config) -> list[str]:
     c = _Checks()
-    for check in (_model, _data, _lora, _optimizer, _objective, _train, _distributed, _validation, _tracker, _memory):
+    for check in (_model, _data, _lora, _optimizer, _objective, _strategy, _train, _distributed, _validation, _tracker, _memory):
         check(c, cfg)
     return c.errors
 
@@ -195,6 +197,24 @@ def _objective(c: _Checks, cfg: Config) -> None:
     c.need(active > 0, "objective: the active loss weights (video, and audio when data.with_audio) are all 0")
 
 
+def _strategy(c: _Checks, cfg: Config) -> None:
+    st = cfg.strategy
+    c.choice("strategy.name", st.name, STRATEGIES)
+    if st.video is not None:
+        c.choice("strategy.video", st.video, ROLES[:2])
+    if st.audio is not None:
+        c.choice("strategy.audio", st.audio, ROLES)
+    c.need(0.0 <= st.first_frame_probability <= 1.0,
+           f"strategy.first_frame_probability: must be in [0, 1], got {st.first_frame_probability}")
+    c.need(0.0 <= st.caption_dropout < 1.0, f"strategy.caption_dropout: must be in [0, 1), got {st.caption_dropout}")
+    c.need(st.caption_dropout == 0 or "empty_prompt" in cfg.data.extras,
+           "strategy.caption_dropout: trains with the cached empty prompt; add empty_prompt to data.extras and run "
+           "`ltx2train prepare` into a new data.cache_dir")
+    c.need(st.name != "ic_lora" or "reference" in cfg.data.extras,
+           "strategy.name=ic_lora: needs the reference videos' latents in the cache; add reference to data.extras "
+           "(and data.reference_video_column) and run `ltx2train prepare` into a new data.cache_dir")
+
+
 def _train(c: _Checks, cfg: Config) -> None:
     t = cfg.train
     c.at_least("train.max_steps", t.max_steps, 1)
@@ -262,9 +282,6 @@ def _memory(c: _Checks, cfg: Config) -> None:
            "memory.fp8_frozen: transformer is stored in FP8 only as the frozen base of a LoRA; train.method=full "
            "trains every transformer weight (float32 master weights): drop transformer from the list")
     c.at_least("memory.block_swap", m.block_swap, 0)
-    c.need(m.block_swap == 0 or cfg.train.method == "lora",
-           "memory.block_swap: swaps frozen weights only (a LoRA's base); train.method=full trains them: use "
-           "distributed.backend=fsdp2 with distributed.cpu_offload, or deepspeed with offload_params")
     c.need(m.block_swap == 0 or cfg.train.gradient_checkpointing,
            "memory.block_swap: saves memory only with train.gradient_checkpointing=true (without it autograd keeps "
            "every block's weights for backward)")

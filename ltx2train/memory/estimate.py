@@ -540,7 +540,7 @@ def _weight_parts(cfg, w: WeightCounts, layers: int, world: int, precision: Prec
     parts["optimizer_state"] = optimizer_state_bytes(t.trained_numels, name)
     parts["ddp_buckets"] = parts["gradients"] if world > 1 else 0  # DDP's gradient buckets (not bucket views)
     parts["optimizer_step_temp"] = 0 if name == "adamw8bit" else 4 * numels  # foreach AdamW: a sqrt(v) copy
-    _block_swap(cfg, w, layers, parts, host, notes)
+    _block_swap(cfg, w, layers, name, precision, parts, host, notes)
 
 
 def _fsdp2_parts(cfg, t: _Totals, w: WeightCounts, layers: int, world: int, precision: Precision, parts: dict,
@@ -591,15 +591,31 @@ def _deepspeed_parts(cfg, t: _Totals, w: WeightCounts, world: int, precision: Pr
     parts["optimizer_step_temp"] = 0 if d.offload_optimizer or name == "adamw8bit" else 4 * partition
 
 
-def _block_swap(cfg, w: WeightCounts, layers: int, parts: dict, host: dict, notes: list) -> None:
-    """``memory.block_swap``: the last N blocks' frozen weights on the host, a few block copies on the device."""
+def _block_swap(cfg, w: WeightCounts, layers: int, name: str, precision: Precision, parts: dict, host: dict,
+                notes: list) -> None:
+    """``memory.block_swap``: the last N blocks' frozen weights on the host, a few block copies on the device.
+    Under full fine-tuning their float32 master weights too, with their gradients and optimizer state (the
+    optimizer steps them there), and DDP's buckets no longer hold their gradients."""
     n = min(cfg.memory.block_swap, layers)
     if not n:
         return
-    host["block_swap_weights"] = n * w.block_frozen
+    full = cfg.train.method == "full"
+    block = w.block_frozen + (w.block_trained if full else 0)
+    host["block_swap_weights"] = n * block
     parts["transformer_frozen"] -= n * w.block_frozen
     kept = min(n, 3) if cfg.train.gradient_checkpointing else n
-    parts["block_swap_buffers"] = kept * w.block_frozen
+    parts["block_swap_buffers"] = kept * block
+    if full:
+        parts["transformer_trained"] -= n * w.block_trained
+        numels = n * sum(w.block_trained_numels)
+        host["block_swap_gradients"] = numels * precision.trained.itemsize
+        host["block_swap_optimizer_state"] = optimizer_state_bytes(n * w.block_trained_numels, name)
+        parts["gradients"] -= host["block_swap_gradients"]
+        parts["optimizer_state"] -= host["block_swap_optimizer_state"]
+        if parts["ddp_buckets"]:
+            parts["ddp_buckets"] = parts["gradients"]
+        if parts["optimizer_step_temp"]:
+            parts["optimizer_step_temp"] -= 4 * numels
     if not cfg.train.gradient_checkpointing:
         notes.append("memory.block_swap without train.gradient_checkpointing: autograd keeps every swapped block's "
                      "device copy until backward, so the step's peak is not lower (between steps it is)")

@@ -1,8 +1,7 @@
 """Host memory for what the GPU does not need right now: block swap (``memory.block_swap``) and activation offload
 (``memory.activation_offload``).
 
-Block swap keeps the frozen weights of the transformer's last N ``transformer_blocks`` in (pinned) host memory
-and gives each block a device copy only around the time it runs:
+Block swap keeps the weights of the transformer's last N ``transformer_blocks`` in (pinned) host memory and gives each block a device copy only around the time it runs:
 
     forward    block i starts: wait for its copy (made on demand if none is under way), start block i+1's
                copy on a side CUDA stream (it overlaps block i's compute); block i ends: its copy is dropped --
@@ -14,11 +13,17 @@ and gives each block a device copy only around the time it runs:
                backward is over); at the end of backward every copy is dropped
 
 Only ``Parameter.data`` changes (the host tensor or the device copy), so the parameter objects the optimizer,
-PEFT and DDP hold stay the same. Trainable parameters (LoRA adapters) stay on the device with their gradients and
-optimizer state; frozen weights never change, so a copy is dropped, never written back (full fine-tuning, where
-nothing is frozen, is refused). Blocks run in order (the ``for block in transformer_blocks`` loop of diffusers'
-forward); the hooks are module hooks: nothing of diffusers is patched. On the CPU (host = device) the copies
-are real and the schedule the same: only the side stream and the pinning are missing.
+PEFT and DDP hold stay the same. Frozen weights never change, so a copy is dropped, never written back. Trained
+weights are either left on the device (``trained_on_host=False``: a LoRA's adapters, with their gradients and
+optimizer state) or swapped with the frozen ones (``trained_on_host=True``: full fine-tuning). Then the host
+tensor is the float32 master weight and the optimizer steps it in host memory, where its gradient and optimizer
+state live too: each gradient leaves the device as soon as autograd has accumulated it (a non-blocking copy to
+pinned memory), is summed on the host over micro-batches, and at the end of the backward that synchronises the
+processes it is averaged over them (its own process group, beside DDP's buckets, which do not hold these
+parameters). The next forward copies the updated weights. Blocks run in order (the ``for block in
+transformer_blocks`` loop of diffusers' forward); the hooks are module and parameter hooks: nothing of diffusers
+is patched. On the CPU (host = device) the copies are real and the schedule the same: only the side stream and
+the pinning are missing.
 
 Why the last blocks: the first swapped block's copy then overlaps the compute of the resident blocks before it,
 and the last one is the first needed in backward, so both passes start without waiting (swapping the first N
@@ -58,7 +63,7 @@ class BlockSwap:
     in order, ``pass`` being ``"forward"`` or ``"backward"``.
     """
 
-    def __init__(self, transformer: torch.nn.Module, blocks: int, device):
+    def __init__(self, transformer: torch.nn.Module, blocks: int, device, trained_on_host: bool = False):
         all_blocks = getattr(transformer, "transformer_blocks", None)
         if not isinstance(all_blocks, torch.nn.ModuleList):
             raise TypeError(f"memory.block_swap: {type(transformer).__name__} has no `transformer_blocks` list to swap")
@@ -70,33 +75,38 @@ class BlockSwap:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.swapped = list(range(len(all_blocks) - blocks, len(all_blocks)))
         self.copies, self.events = 0, deque(maxlen=EVENTS_KEPT)
-        cuda = self.device.type == "cuda"
-        self._stream = torch.cuda.Stream(self.device) if cuda else None
-        self._weights: dict[int, list[tuple[torch.nn.Parameter, torch.Tensor]]] = {}  # block -> (parameter, host)
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._pending: dict[int, tuple[list[torch.Tensor], object]] = {}  # copies under way: (buffers, event)
         self._resident: set[int] = set()
         self._graph_task = None
-        prefix = {id(all_blocks[i]): f"transformer_blocks.{i}." for i in self.swapped}
-        self.parameter_names: list[str] = []  # the swapped parameters, by name in ``transformer``
-        for i in self.swapped:
-            frozen = [(n, p) for n, p in all_blocks[i].named_parameters() if not p.requires_grad]
-            if not frozen:
-                raise ValueError(
-                    f"memory.block_swap={blocks}: block {i} has no frozen weights to keep in host memory (every one "
-                    "is trained, as with train.method=full). Block swap moves frozen weights only; for full "
-                    "fine-tuning use distributed.backend=fsdp2 or deepspeed with their offload options")
-            self._weights[i] = []
-            for name, p in frozen:
-                host = torch.empty_like(p, device="cpu", pin_memory=cuda).copy_(p.detach())
-                self._weights[i].append((p, host))
-                p.data = host
-                self.parameter_names.append(prefix[id(all_blocks[i])] + name)
+        self._weights, self.parameter_names = self._to_host(all_blocks, trained_on_host)
+        self._trained = {id(p) for weights in self._weights.values() for p, _ in weights if p.requires_grad}
+        self.gradients = HostGradients([p for w in self._weights.values() for p, _ in w if id(p) in self._trained],
+                                       self.device)
         self._place_rest(transformer)
         self._hooks = []
         for i in range(max(self.swapped[0] - 1, 0), len(all_blocks)):  # the block before the first swapped one too
             self._hooks.append(all_blocks[i].register_forward_pre_hook(partial(self._before_block, i)))
         for i in self.swapped:
             self._hooks.append(all_blocks[i].register_forward_hook(partial(self._after_block, i)))
+
+    def _to_host(self, all_blocks: torch.nn.ModuleList, trained_on_host: bool):
+        """The swapped blocks' weights (frozen ones; trained ones too with ``trained_on_host``) moved to host
+        memory: ({block: [(parameter, host tensor)]}, their names in the transformer)."""
+        weights, names, pin = {}, [], self._stream is not None
+        for i in self.swapped:
+            moved = [(n, p) for n, p in all_blocks[i].named_parameters() if trained_on_host or not p.requires_grad]
+            if not moved:
+                raise ValueError(
+                    f"memory.block_swap: block {i} has no frozen weights to keep in host memory (every one is "
+                    "trained); swap trained weights too (trained_on_host=True, as train.method=full does)")
+            weights[i] = []
+            for name, p in moved:
+                host = torch.empty_like(p, device="cpu", pin_memory=pin).copy_(p.detach())
+                weights[i].append((p, host))
+                p.data = host
+                names.append(f"transformer_blocks.{i}.{name}")
+        return weights, names
 
     def _place_rest(self, transformer: torch.nn.Module) -> None:
         """Everything but the swapped weights on the device (the transformer may have been loaded on the host)."""
@@ -138,6 +148,8 @@ class BlockSwap:
             for buffer in buffers:  # allocated on the side stream, used on this one: freed only once it is done
                 buffer.record_stream(stream)
         for (p, _), buffer in zip(self._weights[block], buffers):
+            if id(p) in self._trained and (torch.is_grad_enabled() or _in_backward()):
+                self.gradients.set_aside(p)  # its host gradient must not meet the device copy's
             p.data = buffer
         self._resident.add(block)
 
@@ -154,6 +166,10 @@ class BlockSwap:
     def _drop_all(self, phase: str = "backward") -> None:
         for block in sorted(self._resident | set(self._pending)):
             self._drop(block, phase)
+
+    def _backward_done(self) -> None:
+        self._drop_all("backward")
+        self.gradients.finish()
 
     def _before_block(self, block: int, module, args) -> None:
         if block in self._weights:
@@ -179,7 +195,7 @@ class BlockSwap:
         task = torch._C._current_graph_task_id()
         if task != self._graph_task:  # once per backward pass: drop every copy at its end
             self._graph_task = task
-            torch.autograd.Variable._execution_engine.queue_callback(self._drop_all)
+            torch.autograd.Variable._execution_engine.queue_callback(self._backward_done)
         self._make_resident(block, "backward")
         self._copy(block - 1, "backward")
         # Autograd runs ready nodes latest-created first, so no node of block+1 is left once block's output
@@ -193,22 +209,95 @@ class BlockSwap:
             hook.remove()
         self._hooks = []
         self._drop_all("remove")
+        self.gradients.remove()
         if self._stream is not None:
             torch.cuda.current_stream(self.device).wait_stream(self._stream)
         for weights in self._weights.values():
             for p, host in weights:
                 p.data = host.to(self.device)
+                if p.grad is not None:
+                    p.grad = p.grad.to(self.device)
         self._weights = {}
 
 
-def enable_block_swap(transformer: torch.nn.Module, blocks: int, device) -> BlockSwap:
+def enable_block_swap(transformer: torch.nn.Module, blocks: int, device, trained_on_host: bool = False) -> BlockSwap:
     """Keep the frozen weights of ``transformer``'s last ``blocks`` blocks in host memory (pinned under CUDA),
-    each copied to ``device`` one block ahead of use; the rest of the transformer moves to ``device``.
+    each copied to ``device`` one block ahead of use; the rest of the transformer moves to ``device``. With
+    ``trained_on_host`` (full fine-tuning) their trained weights too, stepped by the optimizer in host memory.
 
     Call it on the unwrapped transformer after adapters and gradient checkpointing, and before DDP wraps it with
     ``parameter_names`` ignored (DDP requires every parameter it registers on the device; frozen ones it only
     broadcasts once)."""
-    return BlockSwap(transformer, blocks, device)
+    return BlockSwap(transformer, blocks, device, trained_on_host)
+
+
+class HostGradients:
+    """The gradients of trained weights that block swap keeps in host memory (``trained_on_host``). While a
+    weight is a device copy its ``.grad`` is None: what it held is set aside, and each gradient autograd
+    accumulates leaves the device at once (a non-blocking copy into pinned memory). At the end of the backward:
+    the sum per weight becomes its ``.grad`` again (in host memory, where the optimizer steps it), averaged over
+    the processes when ``reduce`` is true -- the backend sets it false on micro-batches that only accumulate."""
+
+    def __init__(self, params: list[torch.nn.Parameter], device: torch.device):
+        self.pin, self.device, self.reduce = device.type == "cuda", device, True
+        self._params = {id(p): p for p in params}
+        self._sums: dict[int, torch.Tensor] = {}  # what .grad held before the weight became a device copy
+        self._staged: dict[int, list[torch.Tensor]] = {}  # gradients of this backward, in host memory
+        self._group = _gradient_group() if params else None
+        self._hooks = [p.register_post_accumulate_grad_hook(self._accumulated) for p in params]
+
+    def set_aside(self, p: torch.nn.Parameter) -> None:
+        if p.grad is not None:
+            self._sums[id(p)] = p.grad
+            p.grad = None
+
+    def _accumulated(self, p: torch.nn.Parameter) -> None:
+        grad, p.grad = p.grad, None
+        if grad.device.type != "cpu":
+            host = torch.empty(grad.shape, dtype=grad.dtype, pin_memory=self.pin)
+            grad = host.copy_(grad, non_blocking=self.pin)  # ordered before any reuse of grad's memory
+        self._staged.setdefault(id(p), []).append(grad)
+
+    def finish(self) -> None:
+        if self.pin:
+            torch.cuda.current_stream(self.device).synchronize()  # every staged copy has landed
+        totals = {}
+        for key in [k for k in self._params if k in self._sums or k in self._staged]:  # the same order on every rank
+            parts = ([self._sums.pop(key)] if key in self._sums else []) + self._staged.pop(key, [])
+            totals[key] = parts[0]
+            for grad in parts[1:]:
+                totals[key].add_(grad)  # the order AccumulateGrad sums in: the same bits as without swap
+        if self.reduce and self._group is not None:
+            self._average(list(totals.values()))
+        for key, total in totals.items():
+            self._params[key].grad = total
+
+    def _average(self, grads: list[torch.Tensor]) -> None:
+        """The mean over the processes, in this object's process group (through the device where it is NCCL)."""
+        import torch.distributed as dist
+
+        world, on_host = dist.get_world_size(self._group), dist.get_backend(self._group) == "gloo"
+        for grad in grads:
+            work = grad if on_host else grad.to(self.device, non_blocking=self.pin)
+            dist.all_reduce(work, group=self._group)
+            if not on_host:
+                grad.copy_(work)
+            grad.div_(world)
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+
+def _gradient_group():
+    """A process group of every process for the host gradients, when there are several: collectives in it are
+    ordered apart from DDP's own (which run asynchronously in the default group during backward)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.new_group()
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- activation offload

@@ -21,6 +21,7 @@ class VideoTokens:
     height: int
     width: int
     fps: float
+    coords: torch.Tensor | None = None  # (B, 3, N_video, 2) positions, when tokens beyond the grid are appended
 
 
 @dataclass
@@ -30,9 +31,11 @@ class AudioTokens:
 
 
 def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_sigma: torch.Tensor, *,
-                       use_cross_timestep: bool, device) -> dict:
-    """``sample_sigma`` (B,) is the sample's noise level, which drives the audio-video cross-attention
-    modulation (``sigma``/``audio_sigma``); ``context`` holds the connectors' video/audio text context."""
+                       use_cross_timestep: bool, device, isolate_modalities: bool = False) -> dict:
+    """``sample_sigma`` (B,) is the video's noise level, which drives the audio-video cross-attention
+    modulation (``sigma``/``audio_sigma``); ``context`` holds the connectors' video/audio text context.
+    ``isolate_modalities``: no audio-video cross-attention (a video-only step: the audio tokens then reach
+    nothing of the video)."""
     scaled = lambda t: (t * TIMESTEP_SCALE).to(device)  # noqa: E731
     return dict(
         hidden_states=video.tokens.to(device),
@@ -51,5 +54,7 @@ def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_s
         fps=video.fps,
         audio_num_frames=audio.tokens.shape[1],
         use_cross_timestep=use_cross_timestep,
+        isolate_modalities=isolate_modalities,
         return_dict=False,
+        **({} if video.coords is None else {"video_coords": video.coords.to(device)}),
     )

@@ -33,7 +33,7 @@ from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.backends import build_backend, state
 from ltx2train.training.methods import build_method
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer
-from ltx2train.training.strategies import build_strategy
+from ltx2train.training.strategies import build_strategy, check_strategy
 
 
 @dataclass
@@ -78,10 +78,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     if backend.is_main:
         save_config(cfg, output_dir / "config.yaml")
     dataset = build_dataset(cfg)
-    strategy = build_strategy(cfg)
-    if not dataset.settings["with_audio"]:
-        raise ValueError(f"the {strategy.name} strategy trains video and audio jointly, but {cfg.data.cache_dir} "
-                         "was prepared with data.with_audio=false")
+    check_strategy(cfg, dataset.settings)
     candidates = resume_candidates(cfg)
     weight_dtype = torch_dtype(cfg.model.dtype)
     stored: list[Fp8Report] = []
@@ -92,7 +89,8 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     clips = [dataset[i] for i in range(min(cfg.validation.loss_clips, len(dataset)))] if validates_here else []
 
     transformer, connectors = load("transformer"), load("connectors")
-    method = build_method(cfg, spec)
+    strategy = build_strategy(cfg, dataset, transformer)
+    method = build_method(cfg, spec, frozen=strategy.frozen_modules)
     method.apply(transformer, log, fresh=not candidates)
     if "transformer" in cfg.memory.fp8_frozen:  # a LoRA on the FP8 base (the config refuses full fine-tuning)
         if not candidates and not cfg.lora.init_from:
@@ -315,8 +313,7 @@ def describe(run: TrainingRun) -> str:
     return (f"[ltx2train] {run.spec.name}: {run.method.describe()} ({n_train:,} trainable parameters; weights: "
             f"frozen {'/'.join(kinds(False))}, trained {'/'.join(kinds(True))}), {len(run.dataset)} cached clips"
             f"{_bucket_summary(run.dataset.buckets)}{_dataset_summary(run.dataset)}, {run.backend.world_size} "
-            f"process(es) ({run.backend.name}), "
-            f"starting at step {run.step}")
+            f"process(es) ({run.backend.name}), strategy {run.strategy.describe()}, starting at step {run.step}")
 
 
 def _dataset_summary(dataset: CachedDataset) -> str:

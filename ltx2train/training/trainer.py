@@ -109,6 +109,12 @@ class Trainer:
                                   left_pad(batch["text_attention_mask"].to(self.device), length))
         return connect_text(self.connectors, projected)
 
+    @torch.no_grad()
+    def frozen_text_context(self, batch: dict[str, torch.Tensor]):
+        """:meth:`text_context` without a graph (the connectors are frozen); the strategy calls it once it has
+        chosen the batch's captions (caption dropout)."""
+        return self.text_context(batch)
+
     def _cast_inputs(self, inputs) -> None:
         """Token and context tensors in the transformer's dtype (the frozen base's for LoRA, the float32 master
         weights' for full fine-tuning: autocast then computes in ``mixed_precision``). Timesteps stay float32."""
@@ -126,9 +132,7 @@ class Trainer:
         self.transformer.train()
         totals: dict[str, float] = {"loss": 0.0, "video_loss": 0.0, "audio_loss": 0.0, "sigma": 0.0}
         for i, batch in enumerate(batches):
-            with torch.no_grad():
-                context = self.text_context(batch)
-            inputs = self.strategy.inputs(batch, context, generator=self.noise_generators(batch))
+            inputs = self.strategy.inputs(batch, self.frozen_text_context, generator=self.noise_generators(batch))
             self._cast_inputs(inputs)
             with backend.accumulating(self.transformer, last=i == accum - 1):
                 with backend.autocast(), offload_activations(self.cfg.memory.activation_offload):

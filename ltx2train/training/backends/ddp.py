@@ -26,22 +26,24 @@ class DDPBackend(state.DCPState):
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
-        self.swap_blocks = cfg.memory.block_swap
+        self.swap_blocks, self.swap_trained = cfg.memory.block_swap, cfg.train.method == "full"
         self.block_swap = None  # memory.block_swap's handle (ltx2train/memory/offload.py), once parallelized
 
     def parallelize(self, model: torch.nn.Module, make_optimizer):
         """(DDP-wrapped model, Accelerate's optimizer wrapper (fp16 loss scaling) around ``make_optimizer``'s).
 
-        With ``memory.block_swap`` the swapped blocks' frozen weights go to host memory before DDP wraps the
-        model, which then ignores them: DDP requires what it registers on the device, and frozen weights it would
-        only broadcast once (every process loaded the same ones)."""
+        With ``memory.block_swap`` the swapped blocks' frozen weights (and under full fine-tuning their trained
+        ones) go to host memory before DDP wraps the model, which then ignores them: DDP requires what it registers
+        on the device; frozen weights it would only broadcast once (every process loaded the same ones), and the
+        block swap averages the trained ones' gradients itself."""
         placement = None
         if self.swap_blocks:
             from torch.nn.parallel import DistributedDataParallel
 
             from ltx2train.memory.offload import enable_block_swap
 
-            self.block_swap = enable_block_swap(model, self.swap_blocks, self.device)  # places the rest on the device
+            self.block_swap = enable_block_swap(model, self.swap_blocks, self.device,  # places the rest on the device
+                                                trained_on_host=self.swap_trained)
             ignored = getattr(model, "_ddp_params_and_buffers_to_ignore", [])  # e.g. FP8 weights (builder.py)
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
                 model, sorted({*ignored, *self.block_swap.parameter_names}))
@@ -55,6 +57,8 @@ class DDPBackend(state.DCPState):
 
     def accumulating(self, model: torch.nn.Module, last: bool):
         """Context for one micro-batch: gradients are synchronised on the last one only."""
+        if self.block_swap is not None:
+            self.block_swap.gradients.reduce = last
         return nullcontext() if last else self.accelerator.no_sync(model)
 
     def autocast(self):

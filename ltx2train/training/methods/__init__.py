@@ -13,5 +13,6 @@ from ltx2train.training.methods.lora import LoraMethod
 METHODS = {LoraMethod.name: LoraMethod, FullMethod.name: FullMethod}
 
 
-def build_method(cfg, spec):
-    return METHODS[cfg.train.method](cfg, spec)
+def build_method(cfg, spec, frozen: str | None = None):
+    """``frozen``: a regex of module names the strategy never trains (no adapter there; frozen under full)."""
+    return METHODS[cfg.train.method](cfg, spec, frozen=frozen)

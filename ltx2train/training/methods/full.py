@@ -3,6 +3,7 @@ the forward runs in ``train.mixed_precision``; exported as ``transformer.safeten
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -17,19 +18,20 @@ class FullMethod:
     name = "full"
     export_file = EXPORT_FILE
 
-    def __init__(self, cfg, spec):
-        self.cfg, self.spec = cfg, spec
+    def __init__(self, cfg, spec, frozen: str | None = None):
+        self.cfg, self.spec, self.frozen = cfg, spec, frozen
 
     def describe(self) -> str:
-        return "full fine-tuning of the transformer"
+        return "full fine-tuning of the transformer" + (" (the audio branch frozen: it does not run)" if self.frozen else "")
 
     def apply(self, transformer: torch.nn.Module, log, fresh: bool = True) -> None:
-        transformer.requires_grad_(True)
-        for p in transformer.parameters():
+        """Every weight float32 and trained, except those of modules matching ``frozen`` (the strategy's)."""
+        for name, p in transformer.named_parameters():
+            p.requires_grad_(not (self.frozen and re.fullmatch(self.frozen, name)))
             p.data = p.data.float()
 
     def signature(self) -> dict[str, str]:
-        return {"method": self.name, "base_variant": self.spec.name}
+        return {"method": self.name, "base_variant": self.spec.name, **({"frozen": self.frozen} if self.frozen else {})}
 
     def trainable_names(self, model: torch.nn.Module) -> set[str]:
         return set(model.state_dict())

@@ -14,13 +14,15 @@ ADAPTER = "default"
 EXPORT_FILE = "lora.safetensors"
 
 
-def add_lora(transformer: torch.nn.Module, lora_cfg) -> list[torch.nn.Parameter]:
-    """PEFT LoRA on ``lora_cfg.target_modules``; adapter weights kept in float32 whatever the base dtype."""
+def add_lora(transformer: torch.nn.Module, lora_cfg, exclude: str | None = None) -> list[torch.nn.Parameter]:
+    """PEFT LoRA on ``lora_cfg.target_modules`` except modules whose full name matches ``exclude``; adapter
+    weights kept in float32 whatever the base dtype."""
     from peft import LoraConfig
 
     transformer.requires_grad_(False)
     config = LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-                        target_modules=list(lora_cfg.target_modules), init_lora_weights=True)
+                        target_modules=list(lora_cfg.target_modules), init_lora_weights=True,
+                        exclude_modules=exclude)
     try:
         transformer.add_adapter(config, adapter_name=ADAPTER)
     except ValueError as exc:
@@ -36,15 +38,16 @@ class LoraMethod:
     name = "lora"
     export_file = EXPORT_FILE
 
-    def __init__(self, cfg, spec):
-        self.cfg, self.spec = cfg, spec
+    def __init__(self, cfg, spec, frozen: str | None = None):
+        self.cfg, self.spec, self.frozen = cfg, spec, frozen
 
     def describe(self) -> str:
-        return f"LoRA rank {self.cfg.lora.rank} on {list(self.cfg.lora.target_modules)}"
+        where = " (none on the audio branch: it does not run)" if self.frozen else ""
+        return f"LoRA rank {self.cfg.lora.rank} on {list(self.cfg.lora.target_modules)}{where}"
 
     def apply(self, transformer: torch.nn.Module, log, fresh: bool = True) -> None:
         """Adapters on the frozen transformer; on a fresh run (not a resume) filled from ``lora.init_from``."""
-        add_lora(transformer, self.cfg.lora)
+        add_lora(transformer, self.cfg.lora, exclude=self.frozen)
         if fresh and self.cfg.lora.init_from:
             self.load_export(transformer, Path(self.cfg.lora.init_from), require_all=False,
                              source=f"lora.init_from {self.cfg.lora.init_from}")
@@ -53,7 +56,8 @@ class LoraMethod:
     def signature(self) -> dict[str, str]:
         lora = self.cfg.lora
         return {"method": self.name, "base_variant": self.spec.name, "rank": str(lora.rank),
-                "target_modules": json.dumps(list(lora.target_modules))}
+                "target_modules": json.dumps(list(lora.target_modules)),
+                **({"excluded_modules": self.frozen} if self.frozen else {})}
 
     def trainable_names(self, model: torch.nn.Module) -> set[str]:
         """State-dict names of what is trained and saved: the adapters."""

@@ -1,18 +1,52 @@
 """Training strategies: how a cached batch becomes transformer inputs, targets and loss masks.
 
-A new training mode (image-to-video, IC-LoRA, video-only) is a new strategy, not an ``if`` in the loop.
-Each strategy has ``name``, ``inputs(batch, context, generator=None, sigma=None) -> StepInputs`` and
-``loss(video_pred, audio_pred, inputs) -> (total, parts)``.
+A training mode is a preset of per-modality roles and conditions (``composed.py``, ``conditions.py``), not a
+class of its own and not an ``if`` in the loop. A strategy has ``name``, ``inputs(batch, context, generator=None,
+sigma=None) -> StepInputs``, ``loss(video_pred, audio_pred, inputs) -> (total, parts)`` and ``frozen_modules``
+(what no step trains: the method leaves it alone).
 """
 
 from __future__ import annotations
 
-from ltx2train.training.strategies.t2av import StepInputs, TextToAudioVideo, pack_audio, pack_video
+from ltx2train.training.strategies.composed import PRESETS, Preset, Strategy
+from ltx2train.training.strategies.tokens import StepInputs, pack_audio, pack_video
 
-STRATEGIES = {TextToAudioVideo.name: TextToAudioVideo}
+__all__ = ["PRESETS", "Preset", "StepInputs", "Strategy", "build_strategy", "check_strategy", "pack_audio",
+           "pack_video", "preset_of"]
 
-__all__ = ["STRATEGIES", "StepInputs", "TextToAudioVideo", "build_strategy", "pack_audio", "pack_video"]
+
+def preset_of(strategy_cfg) -> Preset:
+    """``strategy.name``'s preset with ``strategy.video`` / ``strategy.audio`` where they are set."""
+    base = PRESETS[strategy_cfg.name]
+    return Preset(strategy_cfg.video or base.video, strategy_cfg.audio or base.audio, base.first_frame,
+                  base.reference)
 
 
-def build_strategy(cfg):
-    return TextToAudioVideo(cfg.objective, fps=cfg.data.fps)
+def check_strategy(cfg, settings: dict) -> None:
+    """What the strategy needs from the cache (its ``settings``), refused before any weight loads."""
+    preset, name = preset_of(cfg.strategy), cfg.strategy.name
+    if preset.audio != "none" and not settings["with_audio"]:
+        raise ValueError(f"strategy {name} has audio {preset.audio}, but {cfg.data.cache_dir} was prepared with "
+                         "data.with_audio=false: prepare with audio, or set strategy.audio=none (video only)")
+    extras = set(settings.get("extras", "").split(","))
+    if preset.reference and "reference" not in extras:
+        raise ValueError(f"strategy {name} needs reference latents, but {cfg.data.cache_dir} has none: prepare "
+                         "with data.extras including reference")
+    if cfg.strategy.caption_dropout > 0 and "empty_prompt" not in extras:
+        raise ValueError(f"strategy.caption_dropout needs the empty prompt, but {cfg.data.cache_dir} has none: "
+                         "prepare with data.extras including empty_prompt")
+
+
+def build_strategy(cfg, dataset=None, transformer=None) -> Strategy:
+    """The recipe's strategy. ``dataset`` (a CachedDataset) gives the empty prompt and the reference downscale;
+    ``transformer`` (unwrapped) its video RoPE and audio width, where the strategy needs them."""
+    st = cfg.strategy
+    settings = dataset.settings if dataset is not None else {}
+    needs_empty = st.caption_dropout > 0
+    return Strategy(
+        st.name, preset_of(st), cfg.objective, fps=cfg.data.fps, caption_dropout=st.caption_dropout,
+        first_frame_probability=st.first_frame_probability, independent_sigma=st.independent_sigma,
+        empty_prompt=dataset.empty_prompt() if needs_empty and dataset is not None else None,
+        reference_downscale=settings.get("reference_downscale", 0),
+        rope=getattr(transformer, "rope", None),
+        audio_channels=transformer.config.audio_in_channels if transformer is not None else None)

@@ -1,0 +1,334 @@
+"""``LTX2AudioVideoPipeline``: DiffSynth-Studio's LTX-2 call surface on diffusers' LTX-2 pipelines.
+
+A DiffSynth user changes one import::
+
+    from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline, write_video_audio
+    pipe = LTX2AudioVideoPipeline.from_pretrained("models/LTX-2", "models/gemma-3-12b-it-qat-q4_0-unquantized",
+                                                  stage2_lora="models/ltx-2-19b-distilled-lora-384.safetensors")
+    video, audio = pipe("a cat plays the piano", seed=0, use_two_stage_pipeline=True)
+    write_video_audio(video, audio, "out.mp4", fps=24, audio_sample_rate=pipe.audio_sample_rate)
+
+Each denoising stage runs diffusers' ``LTX2Pipeline`` (text to audio+video) or ``LTX2InContextPipeline``
+(frame conditions for image-to-video and IC-LoRA reference videos; it is ``LTX2ConditionPipeline`` plus
+references) around the same modules, with ``output_type="latent"``; our glue does what diffusers leaves to
+the caller: the seed's sigma schedules (:mod:`~ltx2train.inference.schedules`), the ×2 latent upsample
+between stages (``LTX2LatentUpsamplePipeline``), the stage-2 LoRA attached only for stage 2, tiled decode.
+
+Outputs, as the seed's: ``video`` is a list of ``num_frames`` RGB ``PIL.Image`` s; ``audio`` a float32 CPU
+tensor ``(channels, samples)`` at ``pipe.audio_sample_rate`` (the vocoder's rate: 24 kHz for LTX-2).
+Guidance is the seed's: one ``cfg_scale`` for video and audio, no STG, no modality guidance, no rescale.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ltx2train.inference import ltx2_inputs as inputs
+from ltx2train.inference.schedules import STAGE2_SIGMAS, passthrough_scheduler, stage1_sigmas
+
+STAGE2_ADAPTER = "stage2"
+DEFAULT_STAGE2_LORA_STRENGTH = 0.8  # the seed's ``stage2_lora_strength``
+
+
+class LTX2AudioVideoPipeline:
+    """Modules in memory + the seed's ``__call__``. Build it with :meth:`from_pretrained`."""
+
+    def __init__(self, *, transformer, connectors, video_vae, audio_vae, vocoder, text_encoder, family: str,
+                 upsampler=None, stage2_lora=None, stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH,
+                 max_sequence_length: int = 1024, use_cross_timestep: bool = True):
+        from ltx2train.inference.pipeline import _match_vocoder_input_dtype
+
+        self.transformer, self.connectors = transformer, connectors
+        self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
+        self.text_encoder, self.upsampler, self.family = text_encoder, upsampler, family
+        self.stage2_lora = stage2_lora  # a path or a LoraFile, attached only during stage 2
+        self.stage2_lora_strength = stage2_lora_strength
+        self.max_sequence_length = max_sequence_length
+        # diffusers' default, and what ltx2train trains with (objective.use_cross_timestep)
+        self.use_cross_timestep = use_cross_timestep
+        _match_vocoder_input_dtype(vocoder)
+
+    @classmethod
+    def from_pretrained(cls, checkpoint, text_encoder, *, variant=None, upscaler=None, stage2_lora=None,
+                        torch_dtype=torch.bfloat16, device=None, distilled=False,
+                        stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH, max_sequence_length: int = 1024):
+        """Every component from ``checkpoint`` (repackaged directory or official single file) through the project's
+        strict loader; Gemma from the ``text_encoder`` directory. ``upscaler``: the x2 spatial upscaler file
+        (default: the one beside the checkpoint, if any). ``stage2_lora``: the stage-2 distilled LoRA file."""
+        from ltx2train.models.loading import load_component
+        from ltx2train.models.specs import load_variant
+        from ltx2train.models.text_encoder import load_text_encoder
+
+        checkpoint = Path(checkpoint)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        spec = load_variant(variant or identify_variant(checkpoint, distilled))
+
+        def load(name, dtype=torch_dtype, path=checkpoint):
+            return load_component(spec, name, path, dtype=dtype, device=device, distilled=distilled)
+
+        if stage2_lora is not None and not Path(stage2_lora).is_file():
+            raise FileNotFoundError(f"stage2_lora: {stage2_lora} is not a file")
+        return cls(
+            transformer=load("transformer"), connectors=load("connectors"), video_vae=load("video_vae"),
+            audio_vae=load("audio_vae"), vocoder=load("vocoder", torch.float32),
+            text_encoder=load_text_encoder(text_encoder, dtype=torch_dtype, device=device,
+                                           max_sequence_length=max_sequence_length),
+            upsampler=_load_upsampler(load, checkpoint, upscaler), family=spec.family, stage2_lora=stage2_lora,
+            stage2_lora_strength=stage2_lora_strength, max_sequence_length=max_sequence_length,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def audio_sample_rate(self) -> int:
+        """The rate of the returned audio (the vocoder's output rate)."""
+        return int(self.vocoder.config.output_sampling_rate)
+
+    def load_lora(self, path, scale: float = 1.0, adapter_name: str = "default") -> dict[str, int]:
+        """Attach a LoRA (any dialect, e.g. an IC-LoRA) to the transformer and connectors for every stage."""
+        from ltx2train.models.adapters import apply_lora
+
+        return apply_lora(self.transformer, path, family=self.family, connectors=self.connectors,
+                          adapter_name=adapter_name, scale=scale)
+
+    def clear_lora(self) -> None:
+        """Remove every LoRA: the modules are the base weights again."""
+        for module in (self.transformer, self.connectors):
+            if getattr(module, "peft_config", None):
+                module.unload_lora()
+
+    @torch.no_grad()
+    def __call__(self, prompt, negative_prompt="", cfg_scale=3.0, input_images=None, input_images_indexes=[0],  # noqa: B006
+                 input_images_strength=1.0, denoising_strength=1.0, seed=None, rand_device="cpu", height=512,
+                 width=768, num_frames=121, frame_rate=24, num_inference_steps=40, tiled=True, tile_size_in_pixels=512,
+                 tile_overlap_in_pixels=128, tile_size_in_frames=128, tile_overlap_in_frames=24,
+                 use_two_stage_pipeline=False, use_distilled_pipeline=False, in_context_videos=None,
+                 in_context_downsample_factor=2, progress_bar_cmd=tqdm):
+        """One clip: ``(video, audio)``, see the module docstring. The distilled pipeline uses its fixed 8-step
+        schedule (``num_inference_steps`` and ``denoising_strength`` do not apply) and no guidance."""
+        tiles = (tile_size_in_pixels, tile_overlap_in_pixels, tile_size_in_frames, tile_overlap_in_frames)
+        mode = inputs.check_call(
+            self, prompt=prompt, cfg_scale=cfg_scale, height=height, width=width, num_frames=num_frames,
+            frame_rate=frame_rate, num_inference_steps=num_inference_steps, denoising_strength=denoising_strength,
+            input_images=input_images, input_images_indexes=input_images_indexes,
+            input_images_strength=input_images_strength, in_context_videos=in_context_videos,
+            in_context_downsample_factor=in_context_downsample_factor, use_two_stage_pipeline=use_two_stage_pipeline,
+            use_distilled_pipeline=use_distilled_pipeline, tiles=tiles)
+        self._set_tiling(tiled, *tiles)
+        generator = None if seed is None else torch.Generator(rand_device).manual_seed(seed)
+        cfg = 1.0 if use_distilled_pipeline else float(cfg_scale)
+        images = _image_conditions(input_images, input_images_indexes, input_images_strength)
+        references = _references(in_context_videos, num_frames)
+        run = dict(num_frames=num_frames, frame_rate=float(frame_rate), generator=generator,
+                   progress_bar_cmd=progress_bar_cmd, in_context_downsample_factor=in_context_downsample_factor)
+        sigmas = stage1_sigmas(num_inference_steps, denoising_strength, use_distilled_pipeline)
+        video_latents, audio_latents = self.denoise(
+            self._encode(prompt, negative_prompt if cfg > 1 else None), cfg, sigmas, height=mode.stage1_height,
+            width=mode.stage1_width, conditions=images, references=references, **run)
+        if mode.two_stage:
+            video_latents, audio_latents = self.refine(prompt, video_latents, audio_latents, height=height,
+                                                       width=width, conditions=images,
+                                                       with_lora=not use_distilled_pipeline, **run)
+        return self.decode(video_latents, audio_latents)
+
+    def denoise(self, text: dict, cfg: float, sigmas, *, height, width, num_frames, frame_rate, generator,
+                conditions=(), references=(), in_context_downsample_factor=1, latents=None, audio_latents=None,
+                noise_scale=1.0, progress_bar_cmd=tqdm) -> tuple[torch.Tensor, torch.Tensor]:
+        """One denoising stage through diffusers: latents in the VAEs' units, ``(B, C, F, H, W)`` and
+        ``(B, C, L, mel)``. ``latents``/``audio_latents``: a start, noised to ``noise_scale``."""
+        conditioned = bool(conditions) or bool(references)
+        pipe = self._diffusers_pipeline(conditioned)
+        extra = dict(conditions=list(conditions) or None, reference_conditions=list(references) or None,
+                     reference_downscale_factor=in_context_downsample_factor) if conditioned else {}
+        with _progress(progress_bar_cmd, len(sigmas)) as on_step:
+            video, audio = pipe(
+                **text, **extra, height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
+                num_inference_steps=len(sigmas), sigmas=list(sigmas), guidance_scale=cfg, audio_guidance_scale=cfg,
+                stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0,
+                guidance_rescale=0.0, audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None,
+                noise_scale=noise_scale, generator=generator, latents=latents, audio_latents=audio_latents,
+                use_cross_timestep=self.use_cross_timestep, output_type="latent", return_dict=False,
+                callback_on_step_end=on_step, max_sequence_length=self.max_sequence_length)
+        return video, audio
+
+    def refine(self, prompt, video_latents, audio_latents, *, height, width, conditions, with_lora, **run):
+        """Stage 2: x2 latent upsample, then the stage-2 schedule at full size (no guidance, no references),
+        with the stage-2 LoRA attached for the stage only; image conditions are applied again at full size."""
+        from diffusers.pipelines.ltx2 import LTX2LatentUpsamplePipeline
+
+        upsample = LTX2LatentUpsamplePipeline(vae=self.video_vae, latent_upsampler=self.upsampler)
+        upsample.set_progress_bar_config(disable=True)
+        video_latents = upsample(latents=video_latents.to(self.upsampler.dtype), latents_normalized=False,
+                                 output_type="latent", return_dict=False)[0]
+        run.pop("in_context_downsample_factor", None)
+        with self._stage2_adapter(with_lora):
+            return self.denoise(self._encode(prompt, None), 1.0, STAGE2_SIGMAS, height=height, width=width,
+                                conditions=conditions, latents=video_latents, audio_latents=audio_latents,
+                                noise_scale=STAGE2_SIGMAS[0], **run)
+
+    def decode(self, video_latents: torch.Tensor, audio_latents: torch.Tensor):
+        """VAE-unit latents -> (list of PIL frames, (channels, samples) float32 CPU audio)."""
+        from diffusers.video_processor import VideoProcessor
+
+        pixels = self.video_vae.decode(video_latents.to(self.video_vae.dtype), None, return_dict=False)[0]
+        video = VideoProcessor(vae_scale_factor=inputs.SPATIAL).postprocess_video(pixels, output_type="pil")[0]
+        mel = self.audio_vae.decode(audio_latents.to(self.audio_vae.dtype), return_dict=False)[0]
+        audio = self.vocoder(mel)[0].float().cpu()  # (channels, samples)
+        return video, audio
+
+    def _encode(self, prompt: str, negative_prompt: str | None) -> dict:
+        """Gemma hidden states through the project's text encoder (the training cache's text format)."""
+        dtype, device = next(self.connectors.parameters()).dtype, self.device
+        out = {}
+        for key, text in (("", prompt), ("negative_", negative_prompt)):
+            if text is None:
+                continue
+            encoded = self.text_encoder.encode([text], max_sequence_length=self.max_sequence_length)
+            out[f"{key}prompt_embeds"] = encoded.hidden_states.to(device, dtype)
+            out[f"{key}prompt_attention_mask"] = encoded.attention_mask.to(device)
+        return out
+
+    def _diffusers_pipeline(self, conditioned: bool):
+        """``LTX2Pipeline`` or ``LTX2InContextPipeline`` around our modules (no copies), pass-through scheduler."""
+        from diffusers import LTX2Pipeline
+        from diffusers.pipelines.ltx2 import LTX2InContextPipeline
+
+        cls = LTX2InContextPipeline if conditioned else LTX2Pipeline
+        pipe = cls(scheduler=passthrough_scheduler(), vae=self.video_vae, audio_vae=self.audio_vae, text_encoder=None,
+                   tokenizer=None, connectors=self.connectors, transformer=self.transformer, vocoder=self.vocoder)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _set_tiling(self, tiled: bool, tile, overlap, frames, frame_overlap) -> None:
+        from ltx2train.memory.tiling import enable_vae_tiling
+
+        if tiled:
+            enable_vae_tiling(self.video_vae, tile, overlap, frames, frame_overlap)
+        else:
+            self.video_vae.disable_tiling()
+            self.video_vae.use_framewise_encoding = self.video_vae.use_framewise_decoding = False
+
+    @contextmanager
+    def _stage2_adapter(self, enabled: bool):
+        """The stage-2 LoRA on top of whatever adapters are active, removed afterwards without a trace."""
+        if not enabled:
+            yield
+            return
+        from ltx2train.models.adapters import apply_lora
+
+        modules = (self.transformer, self.connectors)
+        saved = [(_active_adapters(m), {n: p.requires_grad for n, p in m.named_parameters()}) for m in modules]
+        try:
+            apply_lora(self.transformer, self.stage2_lora, family=self.family, connectors=self.connectors,
+                       adapter_name=STAGE2_ADAPTER, scale=self.stage2_lora_strength)
+            for module, (active, _) in zip(modules, saved):
+                if STAGE2_ADAPTER in getattr(module, "peft_config", {}):
+                    module.set_adapter([*active, STAGE2_ADAPTER])
+            yield
+        finally:
+            for module, (active, grads) in zip(modules, saved):
+                _remove_adapter(module, STAGE2_ADAPTER, active)
+                for name, param in module.named_parameters():
+                    param.requires_grad_(grads.get(name, param.requires_grad))
+
+
+def _active_adapters(module) -> list[str]:
+    if not getattr(module, "peft_config", None):
+        return []
+    active = module.active_adapters()
+    return [active] if isinstance(active, str) else list(active)
+
+
+def _remove_adapter(module, name: str, restore_active: list[str]) -> None:
+    """Delete adapter ``name``; with no adapter left, remove PEFT's wrappers too (the module's own state dict)."""
+    if name not in getattr(module, "peft_config", {}):
+        return
+    module.delete_adapters(name)
+    if not getattr(module, "peft_config", None):
+        module.unload_lora()
+    elif restore_active:
+        module.set_adapter(restore_active)
+
+
+@contextmanager
+def _progress(progress_bar_cmd, steps: int):
+    """A diffusers step callback that advances ``progress_bar_cmd(range(steps))`` (the seed's progress hook)."""
+    ticks = iter(progress_bar_cmd(range(steps)))
+
+    def on_step(pipe, i, t, callback_kwargs):
+        next(ticks, None)
+        return {}
+
+    try:
+        yield on_step
+    finally:
+        for _ in ticks:  # let a tqdm bar finish and close
+            pass
+
+
+def _image_conditions(input_images, indexes, strength) -> list:
+    """Seed frame indexes -> diffusers frame conditions. Index 0 replaces the first latent frame; any other
+    index is a keyframe of the latent frame holding that pixel frame, ``1 + (index - 1) // 8`` (the seed's map),
+    placed by diffusers at that latent frame's first pixel frame."""
+    from diffusers.pipelines.ltx2 import LTX2VideoCondition
+
+    if not input_images:
+        return []
+    return [LTX2VideoCondition(frames=inputs.to_pil(image), index=0 if index == 0 else 1 + (index - 1) // 8,
+                               strength=float(strength))
+            for image, index in zip(input_images, indexes)]
+
+
+def _references(in_context_videos, num_frames) -> list:
+    """IC-LoRA reference videos as diffusers reference conditions (fully clean tokens: timestep 0)."""
+    from diffusers.pipelines.ltx2 import LTX2ReferenceCondition
+
+    return [LTX2ReferenceCondition(frames=inputs.in_context_frames(video, num_frames), strength=1.0)
+            for video in in_context_videos or ()]
+
+
+def _load_upsampler(load, checkpoint: Path, upscaler):
+    """The x2 spatial upscaler: the given path, else the file beside the checkpoint; None if there is none."""
+    if upscaler is not None:
+        return load("spatial_upsampler", path=Path(upscaler))
+    try:
+        return load("spatial_upsampler", path=checkpoint if checkpoint.is_dir() else checkpoint.parent)
+    except FileNotFoundError:
+        return None
+
+
+def identify_variant(checkpoint, distilled: bool = False) -> str:
+    """The shipped variant whose transformer keys and shapes the checkpoint holds (header read only)."""
+    from ltx2train.models.identify import identify_components
+    from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE
+    from ltx2train.models.loading import read_safetensors_header
+
+    path = checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        path = checkpoint / (DISTILLED_TRANSFORMER_FILE if distilled else "transformer.safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"variant: cannot identify {checkpoint} (no {path.name}); pass variant=NAME")
+    entries, _ = read_safetensors_header(path)
+    found = identify_components({key: entry.shape for key, entry in entries.items()})["variant"]
+    if found is None:
+        raise ValueError(f"variant: {path} matches no shipped variant; pass variant=NAME or a variant JSON file")
+    return found
+
+
+def write_video_audio(video, audio, path, fps, audio_sample_rate) -> Path:
+    """mp4 with h264 video and AAC audio; ``video``: PIL frames or an (F, H, W, 3) array (uint8, or float in
+    [0, 1]); ``audio``: ``(channels, samples)`` in [-1, 1] or None. Written to a temp name, then renamed."""
+    from ltx2train.data.media import write_video_with_audio
+
+    frames = np.stack([inputs.to_rgb_array(frame, f"video[{i}]") for i, frame in enumerate(video)])
+    if audio is not None:
+        audio = torch.as_tensor(audio).detach().float().cpu().clamp(-1.0, 1.0)
+        audio = (audio if audio.ndim == 2 else audio.reshape(1, -1)).numpy()
+    return write_video_with_audio(path, frames, fps, audio, audio_sample_rate)
