@@ -239,8 +239,23 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from ltx2train.inference.sample import sample
 
     cfg = _load(args, ("model.checkpoint", "model.text_encoder"))
-    paths, _ = sample(cfg, lora=args.lora, prompts=args.prompt, seed=args.seed, transformer=args.transformer,
-                      output_dir=args.output or f"{cfg.train.output_dir}/sample", lora_scale=args.lora_scale)
+    loras, output = args.lora or [], args.output or f"{cfg.train.output_dir}/sample"
+    scales = args.lora_scale or [1.0] * len(loras)
+    seed_pipeline = args.two_stage or args.distilled_pipeline or args.low_vram or args.stage2_lora or args.upscaler
+    if seed_pipeline:
+        if args.transformer:
+            raise ValueError("--transformer: a fine-tuned transformer samples through the validation pipeline; drop "
+                             "--two-stage / --distilled-pipeline / --low-vram / --stage2-lora / --upscaler")
+        from ltx2train.inference.sample import sample_with_pipeline
+
+        paths = sample_with_pipeline(
+            cfg, loras=loras, lora_scales=scales, prompts=args.prompt, seed=args.seed, output_dir=output,
+            image=args.image, reference_video=args.reference_video, two_stage=args.two_stage,
+            distilled=args.distilled_pipeline, upscaler=args.upscaler, stage2_lora=args.stage2_lora,
+            low_vram=args.low_vram)
+    else:
+        paths, _ = sample(cfg, lora=loras, prompts=args.prompt, seed=args.seed, transformer=args.transformer,
+                          output_dir=output, lora_scale=scales, image=args.image, reference_video=args.reference_video)
     for path in paths:
         print(path)
     return 0
@@ -374,10 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="base model (or a fine-tuned transformer) + LoRA -> mp4 through the "
                             "inference pipeline")
     _add_recipe(sample)
-    sample.add_argument("--lora", help="LoRA .safetensors (any dialect), e.g. a checkpoint's lora.safetensors")
+    sample.add_argument("--lora", action="append", help="LoRA .safetensors (any dialect), e.g. a checkpoint's "
+                        "lora.safetensors; repeatable: the LoRAs apply together")
     sample.add_argument("--transformer", help="a fully fine-tuned transformer instead of model.checkpoint's: a "
                         "checkpoint directory (train.method=full) or its transformer.safetensors")
-    sample.add_argument("--lora-scale", type=float, default=1.0)
+    sample.add_argument("--lora-scale", type=float, action="append",
+                        help="strength of each --lora, in order (default 1.0 each)")
+    sample.add_argument("--image", help="every prompt's first frame (image-to-video, strategy i2av)")
+    sample.add_argument("--reference-video", help="every prompt's reference video (IC-LoRA, strategy ic_lora)")
+    seed = sample.add_argument_group("through LTX2AudioVideoPipeline (the seed's pipeline) instead of validation's")
+    seed.add_argument("--two-stage", action="store_true", help="half size, x2 upscaler, stage 2 with --stage2-lora")
+    seed.add_argument("--distilled-pipeline", action="store_true", help="the distilled model's fixed 8-step schedule")
+    seed.add_argument("--upscaler", help="the x2 spatial upscaler file (default: the one beside model.checkpoint)")
+    seed.add_argument("--stage2-lora", help="the stage-2 distilled LoRA (two-stage)")
+    seed.add_argument("--low-vram", action="store_true", help="FP8 storage and block swap of the transformer")
     sample.add_argument("--prompt", action="append", help="prompt (repeatable; default: the recipe's validation prompts)")
     sample.add_argument("--seed", type=int, help="default: validation.seed")
     sample.add_argument("--output", help="directory for the mp4 files (default: <train.output_dir>/sample)")

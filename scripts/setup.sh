@@ -12,6 +12,9 @@ DS_BUILD_OPS=0 pip install -q -e ".[test,deepspeed,memory]"
 # Lightricks' reference implementation, test-only: its declared deps include torchaudio (no CPU build
 # here); the modules the parity tests use do not need it.
 python -c "import ltx_core" 2>/dev/null || pip install -q --no-deps "ltx-core==1.0.0"
+# Lightricks' ltx-pipelines, test-only: the inference tests compare our sigma schedules with its constants.
+python -c "import importlib.util as u, sys; sys.exit(u.find_spec('ltx_pipelines') is None)" 2>/dev/null || \
+  pip install -q --no-deps "ltx-pipelines==1.0.0"
 # DiffSynth-Studio, test-only: its LoRA loader is one of the consumers the LoRA tests load our files with.
 python -c "import importlib.util as u, sys; sys.exit(u.find_spec('diffsynth') is None)" 2>/dev/null || \
   pip install -q --no-deps "diffsynth==2.1.12"

@@ -89,7 +89,7 @@ def transformer_inputs(root, tmp_path, seed=0) -> dict:
 def transformer_outputs(transformer, kwargs, **extra):
     """(video, audio) predictions in eval mode."""
     transformer.eval()
-    return transformer(**kwargs, **extra)
+    return transformer(**{**kwargs, **extra})
 
 
 def read_trained_state(checkpoint) -> dict:

@@ -229,3 +229,20 @@ def test_a_bf16_lora_never_upcasts_the_frozen_base(tiny_workspace, tmp_path, bac
     assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
     lora = load_file(str(ckpt.checkpoint_dir(out, 2) / ckpt.LORA_FILE))
     assert {v.dtype for v in lora.values()} == {torch.float32}
+
+
+@pytest.mark.parametrize("backend", ["ddp", "fsdp2"])
+def test_full_fine_tuning_of_a_video_only_strategy_under_two_processes(tiny_workspace, tmp_path, backend):
+    """strategy t2v freezes the audio branch under full fine-tuning: the wrapped model then holds trained and
+    frozen parameters together, and every trained one gets a gradient (DDP would stop otherwise)."""
+    out = tmp_path / "t2v"
+    proc = _train(tiny_workspace, out, ["train.method=full", "strategy.name=t2v", f"distributed.backend={backend}",
+                                        "optimizer.lr=1e-3"])
+    assert "the audio branch frozen" in proc.stdout and "trained to step 4" in proc.stdout
+    trained = load_file(str(ckpt.checkpoint_dir(out, 4) / "transformer.safetensors"))
+    base = load_component("tiny", "transformer", tiny_config(tiny_workspace, out).model.checkpoint)
+    from ltx2train.models.keys import build_key_map
+
+    original = build_key_map("transformer", base, "2.0").convert_to_original(base.state_dict())
+    changed = {k for k, v in trained.items() if not torch.equal(v, original[k].to(v.dtype))}
+    assert any(".attn1." in k for k in changed) and not any("audio" in k for k in changed)

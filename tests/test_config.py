@@ -254,6 +254,12 @@ def test_every_shipped_recipe_loads_and_names_its_method_and_backend():
         assert cfg.train.method in ("lora", "full") and cfg.distributed.backend in ("ddp", "fsdp2", "deepspeed"), recipe
     full = load_config(RECIPES / "t2av_full.yaml")
     assert (full.train.method, full.distributed.backend) == ("full", "fsdp2")
+    for mode in ("t2av", "t2v", "i2av", "ic"):  # each mode's recipe: its strategy, the cache extras it needs
+        cfg = load_config(RECIPES / f"{mode}_lora.yaml")
+        assert cfg.strategy.name == {"ic": "ic_lora"}.get(mode, mode) and cfg.train.method == "lora"
+    assert "first_frame" in load_config(RECIPES / "i2av_lora.yaml").data.extras
+    ic = load_config(RECIPES / "ic_lora.yaml")
+    assert "reference" in ic.data.extras and len(ic.validation.reference_videos) == len(ic.validation.prompts)
 
 
 def test_backend_options_belong_to_their_backend():

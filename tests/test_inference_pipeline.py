@@ -117,6 +117,35 @@ def test_distilled_pipeline_uses_fixed_schedule_without_cfg(pipe, calls):
     assert all(batch == 1 for _, batch, _, _ in calls)  # cfg_scale ignored: no negative pass
 
 
+def _ltx_pipelines_constants():
+    """ltx-pipelines' ``utils/constants.py`` (test-only install), loaded alone: the package's ``__init__`` imports
+    every pipeline, and with them torchaudio."""
+    import importlib.util
+
+    found = importlib.util.find_spec("ltx_pipelines")
+    if found is None:
+        pytest.skip("ltx-pipelines is not installed (scripts/setup.sh installs it)")
+    path = Path(found.submodule_search_locations[0]) / "utils" / "constants.py"
+    spec = importlib.util.spec_from_file_location("ltx_pipelines_constants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_schedules_are_lightricks_ltx_pipelines_schedules():
+    """The regular schedule equals ltx-core's ``LTX2Scheduler`` as ltx-pipelines calls it (no latent: the
+    4096-token shift) within float32 rounding (5e-7 measured); the distilled and stage-2 sigmas are its constants."""
+    from ltx_core.components.schedulers import LTX2Scheduler
+
+    constants = _ltx_pipelines_constants()
+    for steps in (2, 8, 30, 40):
+        official = LTX2Scheduler().execute(steps=steps)
+        assert float(official[-1]) == 0.0
+        torch.testing.assert_close(torch.tensor(ltx2_sigmas(steps)), official[:-1], rtol=0, atol=1e-6)
+    assert [*DISTILLED_SIGMAS, 0.0] == constants.DISTILLED_SIGMA_VALUES
+    assert [*STAGE2_SIGMAS, 0.0] == constants.STAGE_2_DISTILLED_SIGMA_VALUES
+
+
 def _encoded_image(pipe, image):
     """The VAE latent of ``image`` as diffusers conditions on it (H.264 CRF 33 re-compression first)."""
     from diffusers.pipelines.ltx2.utils import DEFAULT_IMAGE_CRF, apply_image_conditioning_crf
@@ -261,3 +290,53 @@ def test_two_stage_refused_without_upscaler_or_lora(pipe, tiny_workspace, tmp_pa
             pipe(PROMPT, height=128, width=128, num_frames=9, use_two_stage_pipeline=True, **QUIET)
     finally:
         pipe.stage2_lora = lora
+
+
+def test_low_vram_stores_fp8_swaps_every_block_and_stays_close(pipe, tiny_workspace, tmp_path):
+    """``low_vram``: the transformer, connectors and Gemma in FP8 and every block swapped from host memory; the
+    clip stays close to the full-precision one (FP8 rounding of tiny random weights), a LoRA loads onto it (its
+    adapters placed on the device) and unloads back to the exact low-VRAM output."""
+    from ltx2train.memory.fp8 import fp8_layers
+
+    checkpoint, gemma = _paths(tiny_workspace)
+    low = LTX2AudioVideoPipeline.from_pretrained(checkpoint, gemma, torch_dtype=torch.float32, device="cpu",
+                                                 max_sequence_length=32, low_vram=True)
+    assert fp8_layers(low.transformer) and fp8_layers(low.connectors) and fp8_layers(low.text_encoder.model)
+    swap = low.transformer.block_swap
+    assert swap.swapped == list(range(low.transformer.config.num_layers))
+    video, audio = pipe(PROMPT, seed=0, **SMALL)
+    swap.events.clear()
+    low_video, low_audio = low(PROMPT, seed=0, **SMALL)
+    assert swap.events and not any(swap.is_resident(i) for i in swap.swapped)  # copied per block, all dropped
+    frames = lambda v: np.stack([np.asarray(f, dtype=np.float32) / 255 for f in v])  # noqa: E731
+    error = np.abs(frames(low_video) - frames(video)).mean()
+    assert 0 < error < 0.05, error  # measured 0.01-0.02
+    low.load_lora(_stage2_lora(low.transformer, tmp_path / "lora.safetensors"), 1.0)
+    with_lora, _ = low(PROMPT, seed=0, **SMALL)
+    assert not np.array_equal(frames(with_lora), frames(low_video))
+    low.clear_lora()
+    again, again_audio = low(PROMPT, seed=0, **SMALL)
+    assert np.array_equal(frames(again), frames(low_video)) and torch.equal(again_audio, low_audio)
+
+
+def test_sample_command_runs_the_seed_pipeline_two_stage(tiny_workspace, tmp_path, capsys):
+    """``ltx2train sample --two-stage --stage2-lora``: the recipe's validation size, through
+    LTX2AudioVideoPipeline; the mp4 has the asked size (stage 1 ran at half of it). A fine-tuned transformer
+    is refused with what to drop."""
+    from ltx2train import cli
+    from ltx2train.config import save_config
+    from ltx2train.models.loading import load_component
+
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["validation.height=64", "validation.width=128",
+                                                         "validation.num_frames=9", "validation.steps=2"])
+    recipe = save_config(cfg, tmp_path / "recipe.yaml")
+    lora = _stage2_lora(load_component("tiny", "transformer", cfg.model.checkpoint), tmp_path / "stage2.safetensors")
+    code = cli.main(["sample", str(recipe), "--two-stage", "--stage2-lora", str(lora), "--prompt", PROMPT,
+                     "--output", str(tmp_path / "out")])
+    assert code == 0
+    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (128, 64) and container.streams.audio
+    code = cli.main(["sample", str(recipe), "--distilled-pipeline", "--transformer", str(tmp_path)])
+    assert code == 2 and "--transformer" in capsys.readouterr().err

@@ -30,7 +30,8 @@ def extras(tiny_workspace, tmp_path_factory):
     for i, row in enumerate(rows):
         row["video"], row["ref"] = str(data / row["video"]), str(data / rows[(i + 1) % len(rows)]["video"])
     (root / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    overrides = [f"data.metadata={root / 'meta.jsonl'}", f"data.cache_dir={root / 'cache'}", *EXTRAS]
+    overrides = [f"data.metadata={root / 'meta.jsonl'}", f"data.cache_dir={root / 'cache'}", *EXTRAS,
+                 "validation.prompts=[]"]  # i2av and ic_lora validate only with a condition per prompt
     report = prepare(tiny_config(tiny_workspace, root / "unused", overrides))
     assert len(report.encoded) == 4
     return root, overrides
@@ -198,7 +199,8 @@ def test_strategy_needs_are_checked_before_weights_load(extras, tiny_workspace, 
 
     plain = CachedDataset(tiny_config(tiny_workspace, tmp_path / "r").data.cache_dir).settings
     with pytest.raises(ValueError, match="needs reference latents.*data.extras including reference"):
-        check_strategy(tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=ic_lora", *EXTRAS]), plain)
+        check_strategy(tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=ic_lora", *EXTRAS,
+                                                                   "validation.prompts=[]"]), plain)
     no_audio = {**plain, "with_audio": False}
     with pytest.raises(ValueError, match="audio given.*with_audio=false.*strategy.audio=none"):
         check_strategy(tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=a2v"]), no_audio)
@@ -207,7 +209,9 @@ def test_strategy_needs_are_checked_before_weights_load(extras, tiny_workspace, 
                          (["strategy.caption_dropout=0.1"], "caption_dropout.*empty_prompt to data.extras"),
                          (["strategy.name=ic_lora"], "ic_lora: needs the reference"),
                          (["strategy.audio=silent"], "strategy.audio"),
-                         (["strategy.first_frame_probability=2"], "first_frame_probability: must be in")):
+                         (["strategy.first_frame_probability=2"], "first_frame_probability: must be in"),
+                         (["strategy.name=i2av"], "validation.images: strategy.name=i2av .* one per prompt"),
+                         (["validation.images=[a.png]"], "validation.images: one per prompt \\(2 prompt")):
         with pytest.raises(ConfigError, match=message):
             load_config(RECIPE, [f"model.checkpoint={tmp_path}", *bad])
 
@@ -241,3 +245,37 @@ def test_every_strategy_trains_and_its_checkpoint_reloads(extras, tiny_workspace
             assert any(".attn1." in n for n in changed), name
             if PRESETS[name].audio == "none":  # frozen: bit-identical to the base
                 assert not any(".audio_attn1." in n for n in changed), name
+
+
+@pytest.mark.parametrize("name", ["i2av", "ic_lora"])
+def test_conditioned_validation_and_sample_reproduce_each_other(extras, tiny_workspace, tmp_path, name):
+    """i2av validates from an image, ic_lora from a reference video (LTX2InContextPipeline); ``sample`` with the
+    checkpoint's LoRA and the same condition reproduces the in-training clip bit for bit, and the condition
+    matters (another one gives another clip)."""
+    import numpy as np
+    from PIL import Image
+
+    from ltx2train.data.media import read_video_frames
+    from ltx2train.inference.sample import sample
+    from ltx2train.training.trainer import Trainer
+
+    root, overrides = extras
+    clips = sorted((tiny_workspace / "data" / "clips").glob("*.mp4"))
+    first, other = (read_video_frames(c, 1, 24.0)[0].numpy() for c in clips[:2])
+    Image.fromarray(first).save(tmp_path / "first.png")
+    Image.fromarray(other).save(tmp_path / "other.png")
+    condition = {"i2av": ("validation.images", tmp_path / "first.png", tmp_path / "other.png"),
+                 "ic_lora": ("validation.reference_videos", clips[0], clips[1])}[name]
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [
+        *overrides, f"strategy.name={name}", "train.max_steps=2", "validation.at_start=false",
+        "validation.prompts=[a red circle moves right]", f"{condition[0]}=[{condition[1]}]", "validation.steps=2",
+        "validation.height=64", "validation.width=64", "validation.num_frames=9", "validation.loss_sigmas=[]",
+        "optimizer.warmup_steps=0", "optimizer.lr=1e-2", "lora.init_from=null"])
+    result = Trainer(cfg, log=lambda _: None).train()
+    in_training = result.last_validation[0]
+    key = "image" if name == "i2av" else "reference_video"
+    lora = result.checkpoint / "lora.safetensors"
+    _, again = sample(cfg, lora=lora, output_dir=tmp_path / "s", **{key: str(condition[1])})
+    assert np.array_equal(again[0].video, in_training.video) and torch.equal(again[0].audio, in_training.audio)
+    _, changed = sample(cfg, lora=lora, output_dir=tmp_path / "o", **{key: str(condition[2])})
+    assert not np.array_equal(changed[0].video, in_training.video)

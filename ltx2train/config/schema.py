@@ -390,9 +390,14 @@ class ValidationConfig:
             clips with fixed noise at exactly these sigmas, logged at every validation. Unlike the training
             loss it is deterministic, so its curve shows learning without sampling noise; empty disables it.
         loss_clips: how many cached clips (the first ones) the validation loss uses.
+        images: one image per prompt (or none): the sample's first frame, as ``strategy.name=i2av`` trains.
+        reference_videos: one video per prompt (or none): the reference an IC-LoRA (``strategy.name=ic_lora``)
+            transforms, read over the sample's frames and encoded at 1 / ``data.reference_downscale`` of its size.
     """
 
     prompts: List[str] = field(default_factory=list)  # empty = no validation
+    images: List[str] = field(default_factory=list)  # i2av: the first frame of each prompt's sample
+    reference_videos: List[str] = field(default_factory=list)  # ic_lora: each prompt's reference video
     seed: int = 42  # sampling seed
     every: int = 250  # 0 = only at the end (if prompts given)
     at_start: bool = False  # also validate before training

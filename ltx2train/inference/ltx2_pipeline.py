@@ -52,14 +52,22 @@ class LTX2AudioVideoPipeline:
         # diffusers' default, and what ltx2train trains with (objective.use_cross_timestep)
         self.use_cross_timestep = use_cross_timestep
         _match_vocoder_input_dtype(vocoder)
+        from ltx2train.inference.loras import LoraStack
+
+        self.loras = LoraStack(transformer, connectors, family)  # every LoRA of every call, stage 2's too
 
     @classmethod
     def from_pretrained(cls, checkpoint, text_encoder, *, variant=None, upscaler=None, stage2_lora=None,
                         torch_dtype=torch.bfloat16, device=None, distilled=False,
-                        stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH, max_sequence_length: int = 1024):
+                        stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH, max_sequence_length: int = 1024,
+                        low_vram: bool = False, swap_blocks: int | None = None):
         """Every component from ``checkpoint`` (repackaged directory or official single file) through the project's
         strict loader; Gemma from the ``text_encoder`` directory. ``upscaler``: the x2 spatial upscaler file
-        (default: the one beside the checkpoint, if any). ``stage2_lora``: the stage-2 distilled LoRA file."""
+        (default: the one beside the checkpoint, if any). ``stage2_lora``: the stage-2 distilled LoRA file.
+
+        ``low_vram``: the transformer, the text connectors and Gemma stored in FP8 (computed in ``torch_dtype``),
+        each filled on the host first, and ``swap_blocks`` transformer blocks (default: all) kept in host memory
+        and brought to the device one block ahead of use (``ltx2train.memory``); decode is tiled anyway."""
         from ltx2train.models.loading import load_component
         from ltx2train.models.specs import load_variant
         from ltx2train.models.text_encoder import load_text_encoder
@@ -67,17 +75,20 @@ class LTX2AudioVideoPipeline:
         checkpoint = Path(checkpoint)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         spec = load_variant(variant or identify_variant(checkpoint, distilled))
+        host = torch.device("cpu") if low_vram else device
 
-        def load(name, dtype=torch_dtype, path=checkpoint):
-            return load_component(spec, name, path, dtype=dtype, device=device, distilled=distilled)
+        def load(name, dtype=torch_dtype, path=checkpoint, on=device):
+            return load_component(spec, name, path, dtype=dtype, device=on, distilled=distilled)
 
         if stage2_lora is not None and not Path(stage2_lora).is_file():
             raise FileNotFoundError(f"stage2_lora: {stage2_lora} is not a file")
+        modules = dict(transformer=load("transformer", on=host), connectors=load("connectors", on=host),
+                       text_encoder=load_text_encoder(text_encoder, dtype=torch_dtype, device=host,
+                                                      max_sequence_length=max_sequence_length))
+        if low_vram:
+            _store_low_vram(modules, torch_dtype, device, swap_blocks)
         return cls(
-            transformer=load("transformer"), connectors=load("connectors"), video_vae=load("video_vae"),
-            audio_vae=load("audio_vae"), vocoder=load("vocoder", torch.float32),
-            text_encoder=load_text_encoder(text_encoder, dtype=torch_dtype, device=device,
-                                           max_sequence_length=max_sequence_length),
+            **modules, video_vae=load("video_vae"), audio_vae=load("audio_vae"), vocoder=load("vocoder", torch.float32),
             upsampler=_load_upsampler(load, checkpoint, upscaler), family=spec.family, stage2_lora=stage2_lora,
             stage2_lora_strength=stage2_lora_strength, max_sequence_length=max_sequence_length,
         )
@@ -91,18 +102,22 @@ class LTX2AudioVideoPipeline:
         """The rate of the returned audio (the vocoder's output rate)."""
         return int(self.vocoder.config.output_sampling_rate)
 
-    def load_lora(self, path, scale: float = 1.0, adapter_name: str = "default") -> dict[str, int]:
-        """Attach a LoRA (any dialect, e.g. an IC-LoRA) to the transformer and connectors for every stage."""
-        from ltx2train.models.adapters import apply_lora
+    def load_lora(self, path, scale: float = 1.0, adapter_name: str | None = None) -> str:
+        """Attach a LoRA (any dialect: a trained one, an IC-LoRA, a camera-control LoRA) at ``scale`` for every
+        stage, beside those already loaded; returns its name (:class:`~ltx2train.inference.loras.LoraStack`)."""
+        return self._placed(self.loras.load(path, scale, adapter_name))
 
-        return apply_lora(self.transformer, path, family=self.family, connectors=self.connectors,
-                          adapter_name=adapter_name, scale=scale)
+    def _placed(self, name: str) -> str:
+        """Adapters on the device: PEFT makes them beside their base layer, which block swap keeps on the host."""
+        if getattr(self.transformer, "block_swap", None) is not None:
+            for param_name, param in self.transformer.named_parameters():
+                if "lora_" in param_name and param.device != self.device:
+                    param.data = param.data.to(self.device)
+        return name
 
     def clear_lora(self) -> None:
-        """Remove every LoRA: the modules are the base weights again."""
-        for module in (self.transformer, self.connectors):
-            if getattr(module, "peft_config", None):
-                module.unload_lora()
+        """Unload every LoRA: the modules are exactly the base model again."""
+        self.loras.clear()
 
     @torch.no_grad()
     def __call__(self, prompt, negative_prompt="", cfg_scale=3.0, input_images=None, input_images_indexes=[0],  # noqa: B006
@@ -217,44 +232,16 @@ class LTX2AudioVideoPipeline:
 
     @contextmanager
     def _stage2_adapter(self, enabled: bool):
-        """The stage-2 LoRA on top of whatever adapters are active, removed afterwards without a trace."""
+        """The stage-2 LoRA beside whatever LoRAs are loaded, for stage 2 only: unloaded afterwards without a
+        trace (the stack restores the modules' layers and flags)."""
         if not enabled:
             yield
             return
-        from ltx2train.models.adapters import apply_lora
-
-        modules = (self.transformer, self.connectors)
-        saved = [(_active_adapters(m), {n: p.requires_grad for n, p in m.named_parameters()}) for m in modules]
+        name = self._placed(self.loras.load(self.stage2_lora, self.stage2_lora_strength, name=STAGE2_ADAPTER))
         try:
-            apply_lora(self.transformer, self.stage2_lora, family=self.family, connectors=self.connectors,
-                       adapter_name=STAGE2_ADAPTER, scale=self.stage2_lora_strength)
-            for module, (active, _) in zip(modules, saved):
-                if STAGE2_ADAPTER in getattr(module, "peft_config", {}):
-                    module.set_adapter([*active, STAGE2_ADAPTER])
             yield
         finally:
-            for module, (active, grads) in zip(modules, saved):
-                _remove_adapter(module, STAGE2_ADAPTER, active)
-                for name, param in module.named_parameters():
-                    param.requires_grad_(grads.get(name, param.requires_grad))
-
-
-def _active_adapters(module) -> list[str]:
-    if not getattr(module, "peft_config", None):
-        return []
-    active = module.active_adapters()
-    return [active] if isinstance(active, str) else list(active)
-
-
-def _remove_adapter(module, name: str, restore_active: list[str]) -> None:
-    """Delete adapter ``name``; with no adapter left, remove PEFT's wrappers too (the module's own state dict)."""
-    if name not in getattr(module, "peft_config", {}):
-        return
-    module.delete_adapters(name)
-    if not getattr(module, "peft_config", None):
-        module.unload_lora()
-    elif restore_active:
-        module.set_adapter(restore_active)
+            self.loras.unload(name)
 
 
 @contextmanager
@@ -292,6 +279,25 @@ def _references(in_context_videos, num_frames) -> list:
 
     return [LTX2ReferenceCondition(frames=inputs.in_context_frames(video, num_frames), strength=1.0)
             for video in in_context_videos or ()]
+
+
+def _store_low_vram(modules: dict, dtype: torch.dtype, device: torch.device, swap_blocks: int | None) -> None:
+    """FP8 storage of the transformer, connectors and Gemma (loaded on the host), then: Gemma and the connectors
+    to ``device``, the transformer's last ``swap_blocks`` blocks (default all) swapped from host memory."""
+    from ltx2train.memory.fp8 import store_fp8
+    from ltx2train.memory.offload import enable_block_swap
+
+    transformer, connectors, text_encoder = modules["transformer"], modules["connectors"], modules["text_encoder"]
+    store_fp8(transformer, "transformer", compute_dtype=dtype)
+    store_fp8(connectors, "connectors", compute_dtype=dtype)
+    store_fp8(text_encoder.model, "text_encoder", compute_dtype=dtype)
+    connectors.to(device)
+    text_encoder.model.to(device)
+    blocks = len(transformer.transformer_blocks) if swap_blocks is None else swap_blocks
+    if blocks:
+        transformer.block_swap = enable_block_swap(transformer, blocks, device)  # places the rest on the device
+    else:
+        transformer.to(device)
 
 
 def _load_upsampler(load, checkpoint: Path, upscaler):

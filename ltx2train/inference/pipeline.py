@@ -29,11 +29,15 @@ def build_scheduler():
     return FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift_terminal=0.1)
 
 
-def build_pipeline(*, transformer, connectors, video_vae, audio_vae, vocoder, text_encoder=None, tokenizer=None):
-    """``LTX2Pipeline`` around existing modules: no weights are copied or reloaded."""
+def build_pipeline(*, transformer, connectors, video_vae, audio_vae, vocoder, text_encoder=None, tokenizer=None,
+                   conditioned: bool = False):
+    """``LTX2Pipeline`` around existing modules: no weights are copied or reloaded. ``conditioned``: diffusers'
+    ``LTX2InContextPipeline`` (``LTX2ConditionPipeline`` plus IC-LoRA references), for samples conditioned on an
+    image or a reference video."""
     from diffusers import LTX2Pipeline
+    from diffusers.pipelines.ltx2 import LTX2InContextPipeline
 
-    pipe = LTX2Pipeline(
+    pipe = (LTX2InContextPipeline if conditioned else LTX2Pipeline)(
         scheduler=build_scheduler(),
         vae=video_vae,
         audio_vae=audio_vae,
@@ -81,8 +85,10 @@ def generate(
     stg_blocks: list[int] | None = (29,),
     modality_scale: float = 3.0,
     guidance_rescale: float = 0.7,
+    conditions: dict | None = None,
 ) -> GeneratedClip:
     """One clip from Gemma hidden states ``(1, T, D)`` with a fixed seed (CPU generator: device-independent).
+    ``conditions``: :func:`condition_kwargs` for a ``conditioned`` pipeline (first frame, reference video).
 
     Guidance defaults are ``LTX2Pipeline``'s (STG on block 29, LTX-2 19B's recommendation).
     """
@@ -122,6 +128,7 @@ def generate(
         output_type="np",
         return_dict=False,
         **kwargs,
+        **(conditions or {}),
     )
     return GeneratedClip(
         video=np.asarray(video[0], dtype=np.float32),
@@ -129,6 +136,20 @@ def generate(
         sample_rate=int(pipe.vocoder.config.output_sampling_rate),
         fps=fps,
     )
+
+
+def condition_kwargs(image=None, reference=None, reference_downscale: int = 1) -> dict:
+    """``LTX2InContextPipeline`` arguments for a first-frame ``image`` (PIL; i2av: latent frame 0 given clean)
+    and a ``reference`` video (PIL frames; IC-LoRA: clean tokens at 1 / ``reference_downscale`` of the size)."""
+    from diffusers.pipelines.ltx2 import LTX2ReferenceCondition, LTX2VideoCondition
+
+    kwargs = {}
+    if image is not None:
+        kwargs["conditions"] = [LTX2VideoCondition(frames=image, index=0, strength=1.0)]
+    if reference is not None:
+        kwargs["reference_conditions"] = [LTX2ReferenceCondition(frames=reference, strength=1.0)]
+        kwargs["reference_downscale_factor"] = reference_downscale
+    return kwargs
 
 
 def write_clip(clip: GeneratedClip, path: str | Path) -> Path:

@@ -14,38 +14,101 @@ import torch
 from ltx2train.inference.pipeline import GeneratedClip, write_clip
 
 
-def sample(cfg, *, lora: str | Path | None, prompts: list[str] | None = None, seed: int | None = None,
-           output_dir: str | Path, lora_scale: float = 1.0,
-           transformer: str | Path | None = None) -> tuple[list[Path], list[GeneratedClip]]:
+def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = None, seed: int | None = None,
+           output_dir: str | Path, lora_scale: float | list = 1.0, transformer: str | Path | None = None,
+           image: str | None = None, reference_video: str | None = None) -> tuple[list[Path], list[GeneratedClip]]:
     """``transformer``: another transformer than ``model.checkpoint``'s (a fully fine-tuned one: a checkpoint
-    directory or its ``transformer.safetensors``); ``lora``: a LoRA file of any dialect on top."""
-    from ltx2train.models.adapters import apply_lora
+    directory or its ``transformer.safetensors``); ``lora``: LoRA files of any dialect on top (one or a list, with
+    ``lora_scale`` one strength or one per file); ``image`` / ``reference_video``: every prompt's first frame
+    (i2av) / reference video (IC-LoRA) instead of the recipe's ``validation.images`` / ``reference_videos``."""
+    from ltx2train.inference.loras import LoraStack
     from ltx2train.models.loading import load_component
     from ltx2train.models.specs import load_variant, torch_dtype
     from ltx2train.models.text_encoder import load_text_encoder
-    from ltx2train.inference.sampler import PromptSampler, encode_prompts
+    from ltx2train.inference.sampler import PromptSampler, encode_prompts, read_conditions
 
     spec = load_variant(cfg.model.variant)
     dtype = torch_dtype(cfg.model.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    validation = cfg.validation if seed is None else dataclasses.replace(cfg.validation, seed=seed)
-    prompts = list(prompts or validation.prompts)
-    if not prompts:
-        raise ValueError("no prompt: pass --prompt or set validation.prompts in the recipe")
+    validation = _validation(cfg.validation, prompts, seed, image, reference_video)
+    prompts = validation.prompts
+    conditions = read_conditions(validation, cfg.data.reference_downscale)
     load = lambda name, d=dtype: load_component(spec, name, cfg.model.checkpoint, dtype=d, device=device,  # noqa: E731
                                                 distilled=cfg.model.distilled)
     connectors = load("connectors")
     transformer = load("transformer") if transformer is None else load_component(
         spec, "transformer", Path(transformer), dtype=dtype, device=device)
-    if lora is not None:
-        apply_lora(transformer, lora, family=spec.family, connectors=connectors, scale=lora_scale)
+    loras = [] if lora is None else [lora] if isinstance(lora, (str, Path)) else list(lora)
+    scales = list(lora_scale) if isinstance(lora_scale, (list, tuple)) else [lora_scale] * len(loras)
+    if len(scales) != len(loras):
+        raise ValueError(f"--lora-scale: one per --lora ({len(loras)}), got {len(scales)}")
+    stack = LoraStack(transformer, connectors, spec.family)
+    for path, scale in zip(loras, scales):
+        stack.load(path, scale)
     text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device=device,
                                      max_sequence_length=cfg.data.max_sequence_length)
     encoded = encode_prompts(text_encoder, prompts, validation.negative_prompt, cfg.data.max_sequence_length)
     del text_encoder
     sampler = PromptSampler(validation, encoded, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
-                                vocoder=load("vocoder", torch.float32), samples_dir=output_dir)
+                                vocoder=load("vocoder", torch.float32), samples_dir=output_dir,
+                                conditions=conditions)
     clips = sampler.sample(transformer, connectors)
     paths = [write_clip(clip, Path(output_dir) / f"sample_seed{validation.seed}_prompt{i}.mp4")
              for i, clip in enumerate(clips)]
     return paths, clips
+
+
+def _validation(validation, prompts, seed, image, reference_video):
+    """The recipe's validation settings with the command line's prompts, seed and conditions."""
+    prompts = list(prompts or validation.prompts)
+    if not prompts:
+        raise ValueError("no prompt: pass --prompt or set validation.prompts in the recipe")
+    changes = {"prompts": prompts}
+    if seed is not None:
+        changes["seed"] = seed
+    for key, value in (("images", image), ("reference_videos", reference_video)):
+        if value is not None:
+            changes[key] = [value] * len(prompts)
+        elif getattr(validation, key) and len(getattr(validation, key)) != len(prompts):
+            changes[key] = []  # the recipe's belong to its own prompts
+    return dataclasses.replace(validation, **changes)
+
+
+def sample_with_pipeline(cfg, *, loras: list, lora_scales: list[float], prompts: list[str] | None, seed: int | None,
+                         output_dir: str | Path, image: str | None = None, reference_video: str | None = None,
+                         two_stage: bool = False, distilled: bool = False, upscaler: str | None = None,
+                         stage2_lora: str | None = None, low_vram: bool = False) -> list[Path]:
+    """``sample`` through :class:`~ltx2train.inference.ltx2_pipeline.LTX2AudioVideoPipeline` (the seed's
+    surface: two-stage with the upscaler and the stage-2 LoRA, the distilled schedule, low VRAM), with the
+    recipe's validation size, steps, guidance scale and negative prompt."""
+    from PIL import Image
+
+    from ltx2train.data.media import read_video_frames
+    from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline, write_video_audio
+    from ltx2train.models.specs import torch_dtype
+
+    v = _validation(cfg.validation, prompts, seed, image, reference_video)
+    if len(lora_scales) != len(loras):
+        raise ValueError(f"--lora-scale: one per --lora ({len(loras)}), got {len(lora_scales)}")
+    pipe = LTX2AudioVideoPipeline.from_pretrained(
+        cfg.model.checkpoint, cfg.model.text_encoder, variant=cfg.model.variant, distilled=cfg.model.distilled,
+        torch_dtype=torch_dtype(cfg.model.dtype), upscaler=upscaler, stage2_lora=stage2_lora, low_vram=low_vram,
+        max_sequence_length=cfg.data.max_sequence_length)
+    for path, scale in zip(loras, lora_scales):
+        pipe.load_lora(path, scale)
+    paths = []
+    for i, prompt in enumerate(v.prompts):
+        conditions = {}
+        if v.images:
+            conditions["input_images"] = [Image.open(v.images[i]).convert("RGB")]
+        if v.reference_videos:
+            frames = read_video_frames(v.reference_videos[i], v.num_frames, v.fps).numpy()
+            conditions["in_context_videos"] = [[Image.fromarray(f) for f in frames]]
+            conditions["in_context_downsample_factor"] = cfg.data.reference_downscale
+        video, audio = pipe(prompt, negative_prompt=v.negative_prompt, cfg_scale=v.guidance_scale, seed=v.seed,
+                            height=v.height, width=v.width, num_frames=v.num_frames, frame_rate=v.fps,
+                            num_inference_steps=v.steps, use_two_stage_pipeline=two_stage,
+                            use_distilled_pipeline=distilled, **conditions)
+        paths.append(write_video_audio(video, audio, Path(output_dir) / f"sample_seed{v.seed}_prompt{i}.mp4", v.fps,
+                                       pipe.audio_sample_rate))
+    return paths

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ltx2train.inference.pipeline import GeneratedClip, build_pipeline, generate, write_clip
+from ltx2train.inference.pipeline import GeneratedClip, build_pipeline, condition_kwargs, generate, write_clip
 
 
 @dataclass
@@ -56,22 +56,52 @@ def preserved_training_state(*modules: torch.nn.Module):
                 p.requires_grad_(grad[name])
 
 
+def read_conditions(cfg, reference_downscale: int = 1) -> list[dict]:
+    """Per validation prompt, the pipeline arguments of what it is conditioned on besides the text
+    (``validation.images``: the first frame; ``validation.reference_videos``: read over the sample's frames at its
+    fps), read once. A file that cannot be read is named with its key."""
+    from PIL import Image
+
+    from ltx2train.data.media import MediaError, read_video_frames
+
+    conditions = [{} for _ in cfg.prompts]
+    for i, path in enumerate(cfg.images):
+        try:
+            image = Image.open(path).convert("RGB")
+        except OSError as exc:
+            raise MediaError(f"validation.images[{i}]: cannot read {path} ({exc})") from None
+        conditions[i] = condition_kwargs(image=image)
+    for i, path in enumerate(cfg.reference_videos):
+        try:
+            frames = read_video_frames(path, cfg.num_frames, cfg.fps)
+        except (MediaError, OSError) as exc:
+            raise MediaError(f"validation.reference_videos[{i}]: {exc}") from None
+        reference = [Image.fromarray(frame) for frame in frames.numpy()]
+        conditions[i] = {**conditions[i], **condition_kwargs(reference=reference, reference_downscale=reference_downscale)}
+    return conditions
+
+
 class PromptSampler:
-    def __init__(self, cfg, prompts: EncodedPrompts, *, video_vae, audio_vae, vocoder, samples_dir: str | Path):
+    """``conditions``: per prompt, :func:`read_conditions`' pipeline arguments (empty: text only)."""
+
+    def __init__(self, cfg, prompts: EncodedPrompts, *, video_vae, audio_vae, vocoder, samples_dir: str | Path,
+                 conditions: list[dict] | None = None):
         self.cfg = cfg  # ValidationConfig
         self.prompts = prompts
         self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
         self.samples_dir = Path(samples_dir)
+        self.conditions = conditions or [{} for _ in prompts.prompts]
 
     def sample(self, transformer: torch.nn.Module, connectors: torch.nn.Module) -> list[GeneratedClip]:
         cfg = self.cfg
-        pipe = build_pipeline(transformer=transformer, connectors=connectors, video_vae=self.video_vae,
-                              audio_vae=self.audio_vae, vocoder=self.vocoder)
+        pipes = {conditioned: build_pipeline(transformer=transformer, connectors=connectors, video_vae=self.video_vae,
+                                             audio_vae=self.audio_vae, vocoder=self.vocoder, conditioned=conditioned)
+                 for conditioned in {bool(c) for c in self.conditions}}
         clips = []
         with preserved_training_state(transformer, connectors):
             for i in range(len(self.prompts.prompts)):
                 clips.append(generate(
-                    pipe,
+                    pipes[bool(self.conditions[i])],
                     self.prompts.hidden_states[i : i + 1],
                     self.prompts.attention_mask[i : i + 1],
                     negative_prompt_embeds=self.prompts.negative_hidden_states,
@@ -79,7 +109,7 @@ class PromptSampler:
                     seed=cfg.seed, height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps,
                     steps=cfg.steps, guidance_scale=cfg.guidance_scale, audio_guidance_scale=cfg.audio_guidance_scale,
                     stg_scale=cfg.stg_scale, stg_blocks=list(cfg.stg_blocks), modality_scale=cfg.modality_scale,
-                    guidance_rescale=cfg.guidance_rescale,
+                    guidance_rescale=cfg.guidance_rescale, conditions=self.conditions[i],
                 ))
         return clips
 

@@ -48,6 +48,9 @@ def _inject(module: torch.nn.Module, state: Mapping[str, torch.Tensor], alphas, 
     from peft.utils import set_peft_model_state_dict
 
     module.add_adapter(_lora_config(state, alphas), adapter_name=adapter_name)
+    for name, p in module.named_parameters():  # PEFT makes adapters in their base layer's dtype: not in float8
+        if f".{adapter_name}." in name and p.dtype == torch.float8_e4m3fn:
+            p.data = torch.zeros_like(p.data, dtype=torch.float32)
     param = next(module.parameters())
     state = {k: v.to(device=param.device, dtype=torch.float32 if param.dtype == torch.float8_e4m3fn else param.dtype)
              for k, v in state.items()}

@@ -195,8 +195,10 @@ def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path, st
     ``memory.fp8_frozen`` is stored in FP8 on the host before it goes to the device."""
     if not cfg.validation.prompts:
         return None
-    from ltx2train.inference.sampler import PromptSampler, encode_prompts
+    from ltx2train.inference.sampler import PromptSampler, encode_prompts, read_conditions
     from ltx2train.models.text_encoder import load_text_encoder
+
+    conditions = read_conditions(cfg.validation, cfg.data.reference_downscale)  # a bad file fails before Gemma loads
 
     fp8 = "text_encoder" in cfg.memory.fp8_frozen
     text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device="cpu" if fp8 else device,
@@ -211,7 +213,8 @@ def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path, st
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return PromptSampler(cfg.validation, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
-                         vocoder=load("vocoder", torch.float32), samples_dir=output_dir / "samples")
+                         vocoder=load("vocoder", torch.float32), samples_dir=output_dir / "samples",
+                         conditions=conditions)
 
 
 def resume_candidates(cfg) -> list[Path]:
