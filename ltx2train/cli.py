@@ -243,9 +243,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     scales = args.lora_scale or [1.0] * len(loras)
     seed_pipeline = args.two_stage or args.distilled_pipeline or args.low_vram or args.stage2_lora or args.upscaler
     if seed_pipeline:
-        if args.transformer:
-            raise ValueError("--transformer: a fine-tuned transformer samples through the validation pipeline; drop "
-                             "--two-stage / --distilled-pipeline / --low-vram / --stage2-lora / --upscaler")
+        for given, flag in ((args.transformer, "--transformer"), (args.audio, "--audio"), (args.video, "--video")):
+            if given:
+                raise ValueError(f"{flag}: samples through the validation pipeline only; drop --two-stage / "
+                                 "--distilled-pipeline / --low-vram / --stage2-lora / --upscaler")
         from ltx2train.inference.sample import sample_with_pipeline
 
         paths = sample_with_pipeline(
@@ -255,7 +256,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             low_vram=args.low_vram)
     else:
         paths, _ = sample(cfg, lora=loras, prompts=args.prompt, seed=args.seed, transformer=args.transformer,
-                          output_dir=output, lora_scale=scales, image=args.image, reference_video=args.reference_video)
+                          output_dir=output, lora_scale=scales, image=args.image, reference_video=args.reference_video,
+                          audio=args.audio, video=args.video)
     for path in paths:
         print(path)
     return 0
@@ -397,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="strength of each --lora, in order (default 1.0 each)")
     sample.add_argument("--image", help="every prompt's first frame (image-to-video, strategy i2av)")
     sample.add_argument("--reference-video", help="every prompt's reference video (IC-LoRA, strategy ic_lora)")
+    sample.add_argument("--audio", help="every prompt's given audio, an audio or video file (strategy a2v)")
+    sample.add_argument("--video", help="every prompt's given video (strategy v2a)")
     seed = sample.add_argument_group("through LTX2AudioVideoPipeline (the seed's pipeline) instead of validation's")
     seed.add_argument("--two-stage", action="store_true", help="half size, x2 upscaler, stage 2 with --stage2-lora")
     seed.add_argument("--distilled-pipeline", action="store_true", help="the distilled model's fixed 8-step schedule")

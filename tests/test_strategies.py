@@ -247,11 +247,12 @@ def test_every_strategy_trains_and_its_checkpoint_reloads(extras, tiny_workspace
                 assert not any(".audio_attn1." in n for n in changed), name
 
 
-@pytest.mark.parametrize("name", ["i2av", "ic_lora"])
+@pytest.mark.parametrize("name", ["i2av", "ic_lora", "a2v", "v2a"])
 def test_conditioned_validation_and_sample_reproduce_each_other(extras, tiny_workspace, tmp_path, name):
-    """i2av validates from an image, ic_lora from a reference video (LTX2InContextPipeline); ``sample`` with the
-    checkpoint's LoRA and the same condition reproduces the in-training clip bit for bit, and the condition
-    matters (another one gives another clip)."""
+    """i2av validates from an image, ic_lora from a reference video (LTX2InContextPipeline), a2v from a given
+    audio and v2a from a given video (LTX2Pipeline with the given modality clean at timestep 0); ``sample``
+    with the checkpoint's LoRA and the same condition reproduces the in-training clip bit for bit, and the
+    condition matters (another one gives another clip)."""
     import numpy as np
     from PIL import Image
 
@@ -265,7 +266,8 @@ def test_conditioned_validation_and_sample_reproduce_each_other(extras, tiny_wor
     Image.fromarray(first).save(tmp_path / "first.png")
     Image.fromarray(other).save(tmp_path / "other.png")
     condition = {"i2av": ("validation.images", tmp_path / "first.png", tmp_path / "other.png"),
-                 "ic_lora": ("validation.reference_videos", clips[0], clips[1])}[name]
+                 "ic_lora": ("validation.reference_videos", clips[0], clips[1]),
+                 "a2v": ("validation.audios", clips[0], clips[1]), "v2a": ("validation.videos", clips[0], clips[1])}[name]
     cfg = tiny_config(tiny_workspace, tmp_path / "run", [
         *overrides, f"strategy.name={name}", "train.max_steps=2", "validation.at_start=false",
         "validation.prompts=[a red circle moves right]", f"{condition[0]}=[{condition[1]}]", "validation.steps=2",
@@ -273,9 +275,46 @@ def test_conditioned_validation_and_sample_reproduce_each_other(extras, tiny_wor
         "optimizer.warmup_steps=0", "optimizer.lr=1e-2", "lora.init_from=null"])
     result = Trainer(cfg, log=lambda _: None).train()
     in_training = result.last_validation[0]
-    key = "image" if name == "i2av" else "reference_video"
+    key = {"i2av": "image", "ic_lora": "reference_video", "a2v": "audio", "v2a": "video"}[name]
     lora = result.checkpoint / "lora.safetensors"
     _, again = sample(cfg, lora=lora, output_dir=tmp_path / "s", **{key: str(condition[1])})
     assert np.array_equal(again[0].video, in_training.video) and torch.equal(again[0].audio, in_training.audio)
     _, changed = sample(cfg, lora=lora, output_dir=tmp_path / "o", **{key: str(condition[2])})
     assert not np.array_equal(changed[0].video, in_training.video)
+    if name in ("a2v", "v2a"):  # the generated modality follows the given one, which the clip carries as given
+        import dataclasses
+
+        generated = (lambda c: c.video) if name == "a2v" else (lambda c: c.audio.numpy())  # noqa: E731
+        given = (lambda c: c.audio.numpy()) if name == "a2v" else (lambda c: c.video)  # noqa: E731
+        assert not np.array_equal(generated(changed[0]), generated(in_training))
+        assert not np.array_equal(given(changed[0]), given(in_training))
+        free = dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, audios=[], videos=[]))
+        _, alone = sample(free, lora=lora, output_dir=tmp_path / "t")  # nothing given: both generated
+        assert not np.array_equal(generated(alone[0]), generated(in_training))
+
+
+def test_a_given_modality_reaches_the_transformer_clean_at_timestep_zero(extras, tiny_workspace, tmp_path):
+    from ltx2train.inference.given import given_modality
+
+    root, overrides = extras
+    cfg, dataset, transformer, strategy, context = _setup(tiny_workspace, tmp_path, overrides)
+    batch = dataset.collate([dataset[0]])
+    kw = strategy.inputs(batch, context, generator=_generators(1)).model_kwargs
+    audio, video = pack_audio(batch["audio_latents"]), pack_video(batch["video_latents"])
+    seen = []
+    for given in ({"audio": audio}, {"video": video}):
+        with given_modality(transformer, **given):
+            handle = transformer.register_forward_pre_hook(lambda m, a, k: seen.append(dict(k)), with_kwargs=True)
+            with torch.no_grad():
+                transformer(**{**kw, "hidden_states": torch.cat([kw["hidden_states"]] * 2),  # a CFG batch
+                               **{k: torch.cat([kw[k]] * 2) for k in ("audio_hidden_states", "encoder_hidden_states",
+                                  "audio_encoder_hidden_states", "encoder_attention_mask",
+                                  "audio_encoder_attention_mask", "timestep", "audio_timestep", "sigma",
+                                  "audio_sigma")}})
+            handle.remove()
+    a2v, v2a = seen
+    assert torch.equal(a2v["audio_hidden_states"], torch.cat([audio] * 2)) and (a2v["audio_timestep"] == 0).all()
+    assert (a2v["audio_sigma"] == 0).all() and torch.equal(a2v["timestep"], torch.cat([kw["timestep"]] * 2))
+    assert torch.equal(v2a["hidden_states"], torch.cat([video] * 2)) and (v2a["timestep"] == 0).all()
+    assert (v2a["sigma"] == 0).all() and torch.equal(v2a["audio_timestep"], torch.cat([kw["audio_timestep"]] * 2))
+    assert not transformer._forward_pre_hooks  # the hook is gone after the block

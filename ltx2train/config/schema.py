@@ -393,11 +393,16 @@ class ValidationConfig:
         images: one image per prompt (or none): the sample's first frame, as ``strategy.name=i2av`` trains.
         reference_videos: one video per prompt (or none): the reference an IC-LoRA (``strategy.name=ic_lora``)
             transforms, read over the sample's frames and encoded at 1 / ``data.reference_downscale`` of its size.
+        audios: one file per prompt (or none) whose audio is given, as ``strategy.name=a2v`` trains: the sample's
+            video is generated to it.
+        videos: one video per prompt (or none), given, as ``strategy.name=v2a`` trains: the audio is generated.
     """
 
     prompts: List[str] = field(default_factory=list)  # empty = no validation
     images: List[str] = field(default_factory=list)  # i2av: the first frame of each prompt's sample
     reference_videos: List[str] = field(default_factory=list)  # ic_lora: each prompt's reference video
+    audios: List[str] = field(default_factory=list)  # a2v: each prompt's given audio (an audio or video file)
+    videos: List[str] = field(default_factory=list)  # v2a: each prompt's given video
     seed: int = 42  # sampling seed
     every: int = 250  # 0 = only at the end (if prompts given)
     at_start: bool = False  # also validate before training

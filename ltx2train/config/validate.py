@@ -265,13 +265,15 @@ def _validation(c: _Checks, cfg: Config) -> None:
     c.need(0.0 <= v.guidance_rescale <= 1.0, f"validation.guidance_rescale: must be in [0, 1], got {v.guidance_rescale}")
     c.need(all(0.0 < x < 1.0 for x in v.loss_sigmas), f"validation.loss_sigmas: each must be in (0, 1), got {v.loss_sigmas}")
     c.at_least("validation.loss_clips", v.loss_clips, 1)
-    for key, needed_by in (("images", "i2av"), ("reference_videos", "ic_lora")):
+    for key, needed_by in (("images", "i2av"), ("reference_videos", "ic_lora"), ("audios", "a2v"), ("videos", "v2a")):
         given = getattr(v, key)
         c.need(not given or len(given) == len(v.prompts),
                f"validation.{key}: one per prompt ({len(v.prompts)} prompt(s)), got {len(given)}")
         c.need(not v.prompts or given or cfg.strategy.name != needed_by,
                f"validation.{key}: strategy.name={needed_by} samples each validation prompt from its own "
                f"{key[:-1].replace('_', ' ')}: give one per prompt (or no validation.prompts)")
+    c.need(not (v.audios and v.videos), "validation: audios (a2v) and videos (v2a) cannot both be given: one "
+           "modality is generated")
 
 
 def _tracker(c: _Checks, cfg: Config) -> None:

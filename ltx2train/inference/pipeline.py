@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ltx2train.inference.given import decode_audio_tokens, given_modality, keep_video
+
 
 @dataclass
 class GeneratedClip:
@@ -88,7 +90,8 @@ def generate(
     conditions: dict | None = None,
 ) -> GeneratedClip:
     """One clip from Gemma hidden states ``(1, T, D)`` with a fixed seed (CPU generator: device-independent).
-    ``conditions``: :func:`condition_kwargs` for a ``conditioned`` pipeline (first frame, reference video).
+    ``conditions``: :func:`condition_kwargs` for a ``conditioned`` pipeline (first frame, reference video), and
+    ``given_video`` / ``given_audio`` clean tokens (v2a / a2v, ``inference/given.py``).
 
     Guidance defaults are ``LTX2Pipeline``'s (STG on block 29, LTX-2 19B's recommendation).
     """
@@ -102,14 +105,42 @@ def generate(
             negative_prompt_embeds=negative_prompt_embeds.to(device, dtype),
             negative_prompt_attention_mask=negative_prompt_attention_mask.to(device),
         )
+    conditions = dict(conditions or {})
+    given_video, given_audio = conditions.pop("given_video", None), conditions.pop("given_audio", None)
+    if given_video is not None:
+        conditions["callback_on_step_end"] = keep_video(given_video)
+    _check_stg(pipe, stg_scale, stg_blocks)
+    with given_modality(pipe.transformer, video=given_video, audio=given_audio):
+        video, audio = _call(pipe, prompt_embeds.to(device, dtype), prompt_attention_mask.to(device), kwargs,
+                             conditions, height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
+                             guidance_scale=guidance_scale, audio_guidance_scale=audio_guidance_scale,
+                             stg_scale=stg_scale, stg_blocks=stg_blocks, modality_scale=modality_scale,
+                             guidance_rescale=guidance_rescale, seed=seed)
+    audio = audio[0].float().cpu()
+    if given_audio is not None:  # what the given tokens sound like, decoded as the pipeline decodes its own
+        audio = decode_audio_tokens(pipe.audio_vae, pipe.vocoder, given_audio)
+    return GeneratedClip(
+        video=np.asarray(video[0], dtype=np.float32),
+        audio=audio,
+        sample_rate=int(pipe.vocoder.config.output_sampling_rate),
+        fps=fps,
+    )
+
+
+def _check_stg(pipe, stg_scale: float, stg_blocks) -> None:
     if stg_scale > 0:
         num_layers = pipe.transformer.config.num_layers
         bad = [b for b in stg_blocks or () if not 0 <= b < num_layers]
         if bad or not stg_blocks:
             raise ValueError(f"STG blocks {list(stg_blocks or [])} are not blocks of this {num_layers}-block transformer")
-    video, audio = pipe(
-        prompt_embeds=prompt_embeds.to(device, dtype),
-        prompt_attention_mask=prompt_attention_mask.to(device),
+
+
+def _call(pipe, prompt_embeds, prompt_attention_mask, kwargs, conditions, *, height, width, num_frames, fps, steps,
+          guidance_scale, audio_guidance_scale, stg_scale, stg_blocks, modality_scale, guidance_rescale, seed):
+    """The diffusers pipeline call of :func:`generate` (np video, waveform audio)."""
+    return pipe(
+        prompt_embeds=prompt_embeds,
+        prompt_attention_mask=prompt_attention_mask,
         height=height,
         width=width,
         num_frames=num_frames,
@@ -128,13 +159,7 @@ def generate(
         output_type="np",
         return_dict=False,
         **kwargs,
-        **(conditions or {}),
-    )
-    return GeneratedClip(
-        video=np.asarray(video[0], dtype=np.float32),
-        audio=audio[0].float().cpu(),
-        sample_rate=int(pipe.vocoder.config.output_sampling_rate),
-        fps=fps,
+        **conditions,
     )
 
 

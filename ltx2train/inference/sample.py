@@ -16,11 +16,13 @@ from ltx2train.inference.pipeline import GeneratedClip, write_clip
 
 def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = None, seed: int | None = None,
            output_dir: str | Path, lora_scale: float | list = 1.0, transformer: str | Path | None = None,
-           image: str | None = None, reference_video: str | None = None) -> tuple[list[Path], list[GeneratedClip]]:
+           image: str | None = None, reference_video: str | None = None, audio: str | None = None,
+           video: str | None = None) -> tuple[list[Path], list[GeneratedClip]]:
     """``transformer``: another transformer than ``model.checkpoint``'s (a fully fine-tuned one: a checkpoint
     directory or its ``transformer.safetensors``); ``lora``: LoRA files of any dialect on top (one or a list, with
     ``lora_scale`` one strength or one per file); ``image`` / ``reference_video``: every prompt's first frame
-    (i2av) / reference video (IC-LoRA) instead of the recipe's ``validation.images`` / ``reference_videos``."""
+    (i2av) / reference video (IC-LoRA) instead of the recipe's ``validation.images`` / ``reference_videos``;
+    ``audio`` / ``video``: every prompt's given audio (a2v) / video (v2a)."""
     from ltx2train.inference.loras import LoraStack
     from ltx2train.models.loading import load_component
     from ltx2train.models.specs import load_variant, torch_dtype
@@ -30,7 +32,7 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     spec = load_variant(cfg.model.variant)
     dtype = torch_dtype(cfg.model.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    validation = _validation(cfg.validation, prompts, seed, image, reference_video)
+    validation = _validation(cfg.validation, prompts, seed, image, reference_video, audio, video)
     prompts = validation.prompts
     conditions = read_conditions(validation, cfg.data.reference_downscale)
     load = lambda name, d=dtype: load_component(spec, name, cfg.model.checkpoint, dtype=d, device=device,  # noqa: E731
@@ -58,7 +60,7 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     return paths, clips
 
 
-def _validation(validation, prompts, seed, image, reference_video):
+def _validation(validation, prompts, seed, image, reference_video, audio=None, video=None):
     """The recipe's validation settings with the command line's prompts, seed and conditions."""
     prompts = list(prompts or validation.prompts)
     if not prompts:
@@ -66,7 +68,7 @@ def _validation(validation, prompts, seed, image, reference_video):
     changes = {"prompts": prompts}
     if seed is not None:
         changes["seed"] = seed
-    for key, value in (("images", image), ("reference_videos", reference_video)):
+    for key, value in (("images", image), ("reference_videos", reference_video), ("audios", audio), ("videos", video)):
         if value is not None:
             changes[key] = [value] * len(prompts)
         elif getattr(validation, key) and len(getattr(validation, key)) != len(prompts):

@@ -78,7 +78,28 @@ def read_conditions(cfg, reference_downscale: int = 1) -> list[dict]:
             raise MediaError(f"validation.reference_videos[{i}]: {exc}") from None
         reference = [Image.fromarray(frame) for frame in frames.numpy()]
         conditions[i] = {**conditions[i], **condition_kwargs(reference=reference, reference_downscale=reference_downscale)}
+    for key, paths in (("given_audio", cfg.audios), ("given_video", cfg.videos)):
+        for i, path in enumerate(paths):  # encoded by the sampler, which holds the VAEs
+            if not Path(path).is_file():
+                raise MediaError(f"validation.{key[6:]}s[{i}]: {path} does not exist")
+            conditions[i][key] = Path(path)
     return conditions
+
+
+def encode_given(conditions: list[dict], cfg, video_vae, audio_vae) -> list[dict]:
+    """The given audio / video files of :func:`read_conditions` as their clean tokens at the sample's size."""
+    from ltx2train.inference.given import encode_given_audio, encode_given_video
+
+    encoded = []
+    for c in conditions:
+        c = dict(c)
+        if isinstance(c.get("given_audio"), Path):
+            c["given_audio"] = encode_given_audio(audio_vae, c["given_audio"], cfg.num_frames, cfg.fps)
+        if isinstance(c.get("given_video"), Path):
+            c["given_video"] = encode_given_video(video_vae, c["given_video"], cfg.height, cfg.width, cfg.num_frames,
+                                                  cfg.fps)
+        encoded.append(c)
+    return encoded
 
 
 class PromptSampler:
@@ -90,18 +111,22 @@ class PromptSampler:
         self.prompts = prompts
         self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
         self.samples_dir = Path(samples_dir)
-        self.conditions = conditions or [{} for _ in prompts.prompts]
+        self.conditions = encode_given(conditions or [{} for _ in prompts.prompts], cfg, video_vae, audio_vae)
+
+    def _conditioned(self, i: int) -> bool:
+        """Prompt ``i`` needs ``LTX2InContextPipeline`` (an image or a reference video)."""
+        return bool(set(self.conditions[i]) - {"given_audio", "given_video"})
 
     def sample(self, transformer: torch.nn.Module, connectors: torch.nn.Module) -> list[GeneratedClip]:
         cfg = self.cfg
         pipes = {conditioned: build_pipeline(transformer=transformer, connectors=connectors, video_vae=self.video_vae,
                                              audio_vae=self.audio_vae, vocoder=self.vocoder, conditioned=conditioned)
-                 for conditioned in {bool(c) for c in self.conditions}}
+                 for conditioned in {self._conditioned(i) for i in range(len(self.conditions))}}
         clips = []
         with preserved_training_state(transformer, connectors):
             for i in range(len(self.prompts.prompts)):
                 clips.append(generate(
-                    pipes[bool(self.conditions[i])],
+                    pipes[self._conditioned(i)],
                     self.prompts.hidden_states[i : i + 1],
                     self.prompts.attention_mask[i : i + 1],
                     negative_prompt_embeds=self.prompts.negative_hidden_states,

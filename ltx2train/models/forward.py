@@ -13,6 +13,16 @@ import torch
 TIMESTEP_SCALE = 1000.0  # LTX2VideoTransformer3DModel's timestep_scale_multiplier
 
 
+def pack_video(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, F, H, W) -> (B, F*H*W, C): one token per latent position (patch size 1), as ``LTX2Pipeline`` packs."""
+    return latents.flatten(2, 4).transpose(1, 2)
+
+
+def pack_audio(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, L, M) -> (B, L, C*M): all mel bins of one latent frame form a token."""
+    return latents.transpose(1, 2).flatten(2, 3)
+
+
 @dataclass
 class VideoTokens:
     tokens: torch.Tensor  # (B, N_video, C) noisy latents, packed with patch size 1

@@ -9,7 +9,8 @@ sigma=None) -> StepInputs``, ``loss(video_pred, audio_pred, inputs) -> (total, p
 from __future__ import annotations
 
 from ltx2train.training.strategies.composed import PRESETS, Preset, Strategy
-from ltx2train.training.strategies.tokens import StepInputs, pack_audio, pack_video
+from ltx2train.models.forward import pack_audio, pack_video
+from ltx2train.training.strategies.tokens import StepInputs
 
 __all__ = ["PRESETS", "Preset", "StepInputs", "Strategy", "build_strategy", "check_strategy", "pack_audio",
            "pack_video", "preset_of"]

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ltx2train.models.forward import AudioTokens, VideoTokens, transformer_kwargs
+from ltx2train.models.forward import AudioTokens, VideoTokens, pack_audio, pack_video, transformer_kwargs
 from ltx2train.training.objective import masked_mse, masked_mse_per_sample, noisy_and_target, sample_sigmas
 from ltx2train.training.strategies.conditions import (Absent, Draws, FirstFrame, Given, ModalityTokens, Reference,
                                                       StepState)
-from ltx2train.training.strategies.tokens import StepInputs, draw_noise, pack_audio, pack_video
+from ltx2train.training.strategies.tokens import StepInputs, draw_noise
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ltx2train.training.strategies.tokens import pack_audio, pack_video
+from ltx2train.models.forward import pack_audio, pack_video
 
 
 @dataclass

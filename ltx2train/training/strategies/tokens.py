@@ -1,4 +1,4 @@
-"""Latents as tokens, the noise a step draws, and the inputs a strategy hands the loop."""
+"""The noise a step draws, and the inputs a strategy hands the loop."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ import torch
 from ltx2train.training.objective import sample_sigmas
 
 
-def pack_video(latents: torch.Tensor) -> torch.Tensor:
-    """(B, C, F, H, W) -> (B, F*H*W, C): one token per latent position (patch size 1)."""
-    return latents.flatten(2, 4).transpose(1, 2)
-
-
-def pack_audio(latents: torch.Tensor) -> torch.Tensor:
-    """(B, C, L, M) -> (B, L, C*M): all mel bins of one latent frame form a token."""
-    return latents.transpose(1, 2).flatten(2, 3)
 
 
 @dataclass
