@@ -340,3 +340,36 @@ def test_sample_command_runs_the_seed_pipeline_two_stage(tiny_workspace, tmp_pat
         assert (stream.width, stream.height) == (128, 64) and container.streams.audio
     code = cli.main(["sample", str(recipe), "--distilled-pipeline", "--transformer", str(tmp_path)])
     assert code == 2 and "--transformer" in capsys.readouterr().err
+
+
+def test_diffsynth_model_configs_load_the_same_pipeline(pipe, tiny_workspace, tmp_path, monkeypatch):
+    """DiffSynth's ``from_pretrained(model_configs=..., tokenizer_config=...)`` call, unchanged but for the
+    import, on files laid out as DiffSynth downloads them (``$DIFFSYNTH_MODEL_BASE_PATH/<model_id>/``): the same
+    pipeline, the same clip. A file that is not there says where it was looked for; nothing is downloaded."""
+    from ltx2train.inference.ltx2_pipeline import ModelConfig
+    from ltx2train.models.layout import SPLIT_FILES
+
+    checkpoint, gemma = _paths(tiny_workspace)
+    base = tmp_path / "models"
+    (base / "DiffSynth-Studio").mkdir(parents=True)
+    (base / "google").mkdir()
+    (base / "DiffSynth-Studio" / "LTX-2-Repackage").symlink_to(checkpoint)
+    (base / "google" / "gemma-3").symlink_to(gemma)
+    monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(base))
+    repackage = "DiffSynth-Studio/LTX-2-Repackage"
+    configs = [ModelConfig(model_id="google/gemma-3", origin_file_pattern="model*.safetensors"),
+               *[ModelConfig(model_id=repackage, origin_file_pattern=f.filename) for f in SPLIT_FILES],
+               ModelConfig(model_id=repackage, origin_file_pattern="ltx-2-spatial-upscaler-x2-1.0.safetensors")]
+    other = LTX2AudioVideoPipeline.from_pretrained(torch_dtype=torch.float32, device="cpu", model_configs=configs,
+                                                   tokenizer_config=ModelConfig(model_id="google/gemma-3"),
+                                                   max_sequence_length=32)
+    assert other.upsampler is not None
+    video, audio = pipe(PROMPT, seed=0, **SMALL)
+    again, again_audio = other(PROMPT, seed=0, **SMALL)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(video, again))
+    assert torch.equal(audio, again_audio)
+    with pytest.raises(FileNotFoundError, match=r"nobody/none.*does not download"):
+        LTX2AudioVideoPipeline.from_pretrained(model_configs=[ModelConfig(model_id="nobody/none",
+                                                                          origin_file_pattern="x.safetensors")])
+    with pytest.raises(ValueError, match="found 0 LTX-2 checkpoints"):
+        LTX2AudioVideoPipeline.from_pretrained(model_configs=configs[:1])

@@ -2,11 +2,20 @@
 
 A DiffSynth user changes one import::
 
-    from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline, write_video_audio
+    from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline, ModelConfig, write_video_audio
     pipe = LTX2AudioVideoPipeline.from_pretrained("models/LTX-2", "models/gemma-3-12b-it-qat-q4_0-unquantized",
                                                   stage2_lora="models/ltx-2-19b-distilled-lora-384.safetensors")
     video, audio = pipe("a cat plays the piano", seed=0, use_two_stage_pipeline=True)
     write_video_audio(video, audio, "out.mp4", fps=24, audio_sample_rate=pipe.audio_sample_rate)
+
+or DiffSynth's own call, unchanged (``ModelConfig`` from this module; the files must be on disk)::
+
+    pipe = LTX2AudioVideoPipeline.from_pretrained(torch_dtype=torch.bfloat16, device="cuda", model_configs=[
+        ModelConfig(model_id="google/gemma-3-12b-it-qat-q4_0-unquantized", origin_file_pattern="model-*.safetensors"),
+        ModelConfig(model_id="DiffSynth-Studio/LTX-2-Repackage", origin_file_pattern="transformer.safetensors"), ...],
+        tokenizer_config=ModelConfig(model_id="google/gemma-3-12b-it-qat-q4_0-unquantized"),
+        stage2_lora_config=ModelConfig(model_id="Lightricks/LTX-2",
+                                       origin_file_pattern="ltx-2-19b-distilled-lora-384.safetensors"))
 
 Each denoising stage runs diffusers' ``LTX2Pipeline`` (text to audio+video) or ``LTX2InContextPipeline``
 (frame conditions for image-to-video and IC-LoRA reference videos; it is ``LTX2ConditionPipeline`` plus
@@ -29,7 +38,10 @@ import torch
 from tqdm import tqdm
 
 from ltx2train.inference import ltx2_inputs as inputs
+from ltx2train.inference.model_configs import ModelConfig
 from ltx2train.inference.schedules import STAGE2_SIGMAS, passthrough_scheduler, stage1_sigmas
+
+__all__ = ["LTX2AudioVideoPipeline", "ModelConfig", "identify_variant", "write_video_audio"]  # ModelConfig: DiffSynth's
 
 STAGE2_ADAPTER = "stage2"
 DEFAULT_STAGE2_LORA_STRENGTH = 0.8  # the seed's ``stage2_lora_strength``
@@ -57,18 +69,33 @@ class LTX2AudioVideoPipeline:
         self.loras = LoraStack(transformer, connectors, family)  # every LoRA of every call, stage 2's too
 
     @classmethod
-    def from_pretrained(cls, checkpoint, text_encoder, *, variant=None, upscaler=None, stage2_lora=None,
+    def from_pretrained(cls, checkpoint=None, text_encoder=None, *, variant=None, upscaler=None, stage2_lora=None,
                         torch_dtype=torch.bfloat16, device=None, distilled=False,
                         stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH, max_sequence_length: int = 1024,
-                        low_vram: bool = False, swap_blocks: int | None = None):
+                        low_vram: bool = False, swap_blocks: int | None = None, model_configs=None,
+                        tokenizer_config=None, stage2_lora_config=None, vram_limit=None):
         """Every component from ``checkpoint`` (repackaged directory or official single file) through the project's
         strict loader; Gemma from the ``text_encoder`` directory. ``upscaler``: the x2 spatial upscaler file
         (default: the one beside the checkpoint, if any). ``stage2_lora``: the stage-2 distilled LoRA file.
 
         ``low_vram``: the transformer, the text connectors and Gemma stored in FP8 (computed in ``torch_dtype``),
         each filled on the host first, and ``swap_blocks`` transformer blocks (default: all) kept in host memory
-        and brought to the device one block ahead of use (``ltx2train.memory``); decode is tiled anyway."""
+        and brought to the device one block ahead of use (``ltx2train.memory``); decode is tiled anyway.
+
+        DiffSynth's form works too: ``model_configs`` / ``tokenizer_config`` / ``stage2_lora_config`` as
+        :class:`~ltx2train.inference.model_configs.ModelConfig` lists (files on disk; ``vram_limit`` is ignored)."""
         from ltx2train.models.loading import load_component
+
+        if model_configs is not None:
+            from ltx2train.inference.model_configs import resolve
+
+            found = resolve(model_configs, tokenizer_config)
+            checkpoint, text_encoder, distilled = found["checkpoint"], found["text_encoder"], found["distilled"]
+            upscaler = upscaler or found["upscaler"]
+            if stage2_lora_config is not None:
+                stage2_lora = stage2_lora_config.files()[0]
+        if checkpoint is None or text_encoder is None:
+            raise ValueError("from_pretrained: give checkpoint and text_encoder, or DiffSynth's model_configs")
         from ltx2train.models.specs import load_variant
         from ltx2train.models.text_encoder import load_text_encoder
 
