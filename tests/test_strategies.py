@@ -203,7 +203,8 @@ def test_strategy_needs_are_checked_before_weights_load(extras, tiny_workspace, 
                                                                    "validation.prompts=[]"]), plain)
     no_audio = {**plain, "with_audio": False}
     with pytest.raises(ValueError, match="audio given.*with_audio=false.*strategy.audio=none"):
-        check_strategy(tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=a2v"]), no_audio)
+        check_strategy(tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=a2v", "validation.prompts=[]"]),
+                       no_audio)
     check_strategy(tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=t2v"]), no_audio)  # video only: fine
     for bad, message in ((["strategy.name=i2v"], "strategy.name.*i2av"),
                          (["strategy.caption_dropout=0.1"], "caption_dropout.*empty_prompt to data.extras"),
