@@ -12,6 +12,8 @@ from pathlib import Path
 def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.target == "memory":
         return _inspect_memory(args)
+    if args.target.endswith((".yaml", ".yml")):
+        return _inspect_recipe(args)
     if args.overrides or args.world_size is not None:
         raise ValueError(f"inspect {args.target}: key=value overrides and --world-size go with 'inspect memory' only")
     if args.target == "variant":
@@ -37,6 +39,21 @@ def _inspect_memory(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(format_estimate(estimate, cfg, args.name))
+    return 0
+
+
+def _inspect_recipe(args: argparse.Namespace) -> int:
+    """The resolved recipe, its caches' buckets, the tokens per step and the memory estimate."""
+    from ltx2train.config import load_config
+    from ltx2train.recipe_report import format_report, recipe_report
+
+    cfg = load_config(args.target, [args.name, *args.overrides] if args.name else args.overrides)
+    report = recipe_report(cfg, world_size=args.world_size or int(os.environ.get("WORLD_SIZE", "1")))
+    if args.json:
+        json.dump(report, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_report(report, args.target))
     return 0
 
 
@@ -319,12 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "or LTX-2 component weights (component, variant, missing keys). "
                              "inspect variant NAME: every original key of a shipped variant with its shape. "
                              "inspect memory RECIPE [key=value ...]: the per-GPU memory estimate of training it "
-                             "(from the variant spec; no weights needed).")
-    inspect.add_argument("target", help="a .safetensors file, or the word 'variant' or 'memory'")
+                             "(from the variant spec; no weights needed). "
+                             "inspect RECIPE [key=value ...]: the resolved config, each dataset's cache (clips per "
+                             "bucket, rejects), the tokens per step and the memory estimate.")
+    inspect.add_argument("target", help="a .safetensors file, a recipe .yaml, or the word 'variant' or 'memory'")
     inspect.add_argument("name", nargs="?", help="with 'variant': ltx2-19b, ltx2.3-22b, tiny or a variant JSON file; "
                          "with 'memory': a recipe YAML")
-    inspect.add_argument("overrides", nargs="*", metavar="key=value", help="with 'memory': recipe overrides")
-    inspect.add_argument("--world-size", type=int, help="with 'memory': processes (default: $WORLD_SIZE or 1)")
+    inspect.add_argument("overrides", nargs="*", metavar="key=value", help="with a recipe: its overrides")
+    inspect.add_argument("--world-size", type=int, help="with a recipe: processes (default: $WORLD_SIZE or 1)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=_cmd_inspect)
 

@@ -114,3 +114,28 @@ def test_the_exit_file_carries_the_code_and_the_processes_exit_0_unless_they_cra
     monkeypatch.delenv("LTX2TRAIN_EXIT_FILE")
     assert cli.main(["prepare", "recipes/t2av_lora.yaml", "--shard", "2/2"]) == 2  # without the file: the code
     assert "--shard '2/2': INDEX must be in 0..COUNT-1" in capsys.readouterr().err
+
+
+def test_inspect_recipe_shows_config_buckets_tokens_and_memory(tiny_workspace, tmp_path, capsys):
+    """``inspect RECIPE``: the resolved config, the cache's clips per bucket and rejects, the tokens one step
+    feeds the transformer (64x64x9 at the tiny VAE's 8x32x32: 2x2x2 video tokens), the memory estimate; a
+    dataset not prepared yet says how to prepare it."""
+    from conftest import tiny_config
+    from ltx2train import cli
+    from ltx2train.config import save_config
+
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["data.batch_size=2", "train.gradient_accumulation_steps=3"])
+    recipe = save_config(cfg, tmp_path / "recipe.yaml")
+    assert cli.main(["inspect", str(recipe), "--json", "--world-size", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (dataset,) = report["datasets"]
+    assert dataset["prepared"] and dataset["buckets"] == {"64x64x9": 6} and dataset["rejected"] == 0
+    tokens = report["tokens"]
+    assert tokens["clips_per_step"] == 12 and tokens["buckets"]["64x64x9"]["video"] == 8
+    assert tokens["buckets"]["64x64x9"]["video_per_step"] == 96
+    assert report["memory"]["total_bytes"] > 0 and report["config"]["data"]["batch_size"] == 2
+    assert cli.main(["inspect", str(recipe), f"data.cache_dir={tmp_path / 'none'}"]) == 0
+    text = capsys.readouterr().out
+    assert "not prepared (run `ltx2train prepare" in text and "resolved config:" in text and "memory:" in text
+    assert cli.main(["inspect", str(recipe), "train.max_stpes=3"]) == 2  # a wrong key: the usual error
+    assert "did you mean 'train.max_steps'" in capsys.readouterr().err
