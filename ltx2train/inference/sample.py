@@ -40,12 +40,8 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     connectors = load("connectors")
     transformer = load("transformer") if transformer is None else load_component(
         spec, "transformer", Path(transformer), dtype=dtype, device=device)
-    loras = [] if lora is None else [lora] if isinstance(lora, (str, Path)) else list(lora)
-    scales = list(lora_scale) if isinstance(lora_scale, (list, tuple)) else [lora_scale] * len(loras)
-    if len(scales) != len(loras):
-        raise ValueError(f"--lora-scale: one per --lora ({len(loras)}), got {len(scales)}")
     stack = LoraStack(transformer, connectors, spec.family)
-    for path, scale in zip(loras, scales):
+    for path, scale in _lora_pairs(lora, lora_scale):
         stack.load(path, scale)
     text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device=device,
                                      max_sequence_length=cfg.data.max_sequence_length)
@@ -58,6 +54,15 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     paths = [write_clip(clip, Path(output_dir) / f"sample_seed{validation.seed}_prompt{i}.mp4")
              for i, clip in enumerate(clips)]
     return paths, clips
+
+
+def _lora_pairs(lora, lora_scale) -> list[tuple]:
+    """(file, strength) per LoRA: ``lora`` one file or a list, ``lora_scale`` one strength or one per file."""
+    loras = [] if lora is None else [lora] if isinstance(lora, (str, Path)) else list(lora)
+    scales = list(lora_scale) if isinstance(lora_scale, (list, tuple)) else [lora_scale] * len(loras)
+    if len(scales) != len(loras):
+        raise ValueError(f"--lora-scale: one per --lora ({len(loras)}), got {len(scales)}")
+    return list(zip(loras, scales))
 
 
 def _validation(validation, prompts, seed, image, reference_video, audio=None, video=None):
@@ -83,29 +88,25 @@ def sample_with_pipeline(cfg, *, loras: list, lora_scales: list[float], prompts:
     """``sample`` through :class:`~ltx2train.inference.ltx2_pipeline.LTX2AudioVideoPipeline` (the seed's
     surface: two-stage with the upscaler and the stage-2 LoRA, the distilled schedule, low VRAM), with the
     recipe's validation size, steps, guidance scale and negative prompt."""
-    from PIL import Image
-
-    from ltx2train.data.media import read_video_frames
     from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline, write_video_audio
+    from ltx2train.inference.sampler import read_image, read_reference
     from ltx2train.models.specs import torch_dtype
 
     v = _validation(cfg.validation, prompts, seed, image, reference_video)
-    if len(lora_scales) != len(loras):
-        raise ValueError(f"--lora-scale: one per --lora ({len(loras)}), got {len(lora_scales)}")
+    pairs = _lora_pairs(loras, lora_scales)
     pipe = LTX2AudioVideoPipeline.from_pretrained(
         cfg.model.checkpoint, cfg.model.text_encoder, variant=cfg.model.variant, distilled=cfg.model.distilled,
         torch_dtype=torch_dtype(cfg.model.dtype), upscaler=upscaler, stage2_lora=stage2_lora, low_vram=low_vram,
         max_sequence_length=cfg.data.max_sequence_length)
-    for path, scale in zip(loras, lora_scales):
+    for path, scale in pairs:
         pipe.load_lora(path, scale)
     paths = []
     for i, prompt in enumerate(v.prompts):
         conditions = {}
         if v.images:
-            conditions["input_images"] = [Image.open(v.images[i]).convert("RGB")]
+            conditions["input_images"] = [read_image(i, v.images[i])]
         if v.reference_videos:
-            frames = read_video_frames(v.reference_videos[i], v.num_frames, v.fps).numpy()
-            conditions["in_context_videos"] = [[Image.fromarray(f) for f in frames]]
+            conditions["in_context_videos"] = [read_reference(i, v.reference_videos[i], v)]
             conditions["in_context_downsample_factor"] = cfg.data.reference_downscale
         video, audio = pipe(prompt, negative_prompt=v.negative_prompt, cfg_scale=v.guidance_scale, seed=v.seed,
                             height=v.height, width=v.width, num_frames=v.num_frames, frame_rate=v.fps,

@@ -56,27 +56,42 @@ def preserved_training_state(*modules: torch.nn.Module):
                 p.requires_grad_(grad[name])
 
 
-def read_conditions(cfg, reference_downscale: int = 1) -> list[dict]:
-    """Per validation prompt, the pipeline arguments of what it is conditioned on besides the text
-    (``validation.images``: the first frame; ``validation.reference_videos``: read over the sample's frames at its
-    fps), read once. A file that cannot be read is named with its key."""
+def read_image(i: int, path):
+    """``validation.images[i]`` as an RGB PIL image; a file that cannot be read is named with its key."""
+    from PIL import Image
+
+    from ltx2train.data.media import MediaError
+
+    try:
+        return Image.open(path).convert("RGB")
+    except OSError as exc:
+        raise MediaError(f"validation.images[{i}]: cannot read {path} ({exc})") from None
+
+
+def read_reference(i: int, path, cfg) -> list:
+    """``validation.reference_videos[i]`` over the sample's frames at its fps, as RGB PIL frames."""
     from PIL import Image
 
     from ltx2train.data.media import MediaError, read_video_frames
 
+    try:
+        frames = read_video_frames(path, cfg.num_frames, cfg.fps)
+    except (MediaError, OSError) as exc:
+        raise MediaError(f"validation.reference_videos[{i}]: {exc}") from None
+    return [Image.fromarray(frame) for frame in frames.numpy()]
+
+
+def read_conditions(cfg, reference_downscale: int = 1) -> list[dict]:
+    """Per validation prompt, the pipeline arguments of what it is conditioned on besides the text
+    (``validation.images``: the first frame; ``validation.reference_videos``: read over the sample's frames at its
+    fps), read once."""
+    from ltx2train.data.media import MediaError
+
     conditions = [{} for _ in cfg.prompts]
     for i, path in enumerate(cfg.images):
-        try:
-            image = Image.open(path).convert("RGB")
-        except OSError as exc:
-            raise MediaError(f"validation.images[{i}]: cannot read {path} ({exc})") from None
-        conditions[i] = condition_kwargs(image=image)
+        conditions[i] = condition_kwargs(image=read_image(i, path))
     for i, path in enumerate(cfg.reference_videos):
-        try:
-            frames = read_video_frames(path, cfg.num_frames, cfg.fps)
-        except (MediaError, OSError) as exc:
-            raise MediaError(f"validation.reference_videos[{i}]: {exc}") from None
-        reference = [Image.fromarray(frame) for frame in frames.numpy()]
+        reference = read_reference(i, path, cfg)
         conditions[i] = {**conditions[i], **condition_kwargs(reference=reference, reference_downscale=reference_downscale)}
     for key, paths in (("given_audio", cfg.audios), ("given_video", cfg.videos)):
         for i, path in enumerate(paths):  # encoded by the sampler, which holds the VAEs
