@@ -185,7 +185,9 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ltx2train.demo import run_demo
 
-    run_demo(args.output, args.overrides)
+    from ltx2train.utils.progress import console
+
+    run_demo(args.output, args.overrides, log=console)
     return 0
 
 
@@ -241,8 +243,10 @@ def _prepare_one(cfg, source, shard, overwrite: bool) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from ltx2train.training.trainer import Trainer
 
+    from ltx2train.utils.progress import console
+
     cfg = _load(args, ("model.checkpoint", "data.cache_dir", "lora.init_from"))
-    result = Trainer(cfg).train()
+    result = Trainer(cfg, log=console).train()
     if result.interrupted:
         if result.main:
             print(f"stopped by {result.interrupted} at step {result.step}; checkpoint: {result.checkpoint}")
@@ -326,9 +330,19 @@ def _add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.max_steps=100")
 
 
+def _common() -> argparse.ArgumentParser:
+    """Flags every command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars or progress lines (warnings, errors "
+                        "and the result still print)")
+    common.add_argument("--debug", action="store_true", help="show the traceback of a user error (a bad recipe, "
+                        "key or file), not only its message")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltx2train", description="Fine-tune LTX-2 audio-video models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = _Subcommands(parser.add_subparsers(dest="command", required=True), _common())
 
     inspect = sub.add_parser("inspect", help="what a safetensors file is, a shipped variant's layout, or the memory a "
                              "recipe needs per GPU",
@@ -385,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(func=_cmd_prepare)
 
     data = sub.add_parser("data", help="dataset tools: scan a folder, validate metadata, prepare the cache")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
+    data_sub = _Subcommands(data.add_subparsers(dest="data_command", required=True), _common())
     scan = data_sub.add_parser("scan", help="metadata.jsonl from a folder of clips with sidecar NAME.txt captions")
     scan.add_argument("directory")
     scan.add_argument("--output", help="metadata file to write (default: DIRECTORY/metadata.jsonl)")
@@ -433,6 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Subcommands:
+    """``add_parser`` with the common flags on every command."""
+
+    def __init__(self, subparsers, common: argparse.ArgumentParser):
+        self.subparsers, self.common = subparsers, common
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        return self.subparsers.add_parser(name, parents=[self.common], **kwargs)
+
+
 def _quiet_library_progress_bars() -> None:
     """The command prints its own progress; per-file loading bars of transformers would drown it."""
     try:
@@ -443,13 +467,25 @@ def _quiet_library_progress_bars() -> None:
         pass
 
 
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def _message(exc: BaseException) -> str:
+    """The user's error in words: a KeyError's ``str`` is its quoted key; a file error names the file."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(exc):
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return str(exc)
+
+
 EXIT_CODES = {0: "completed", 1: "crashed", 2: "user error", 3: "stopped with a checkpoint",
               4: "some rows rejected", 5: "nothing kept"}
 EXIT_FILE_VARIABLE = "LTX2TRAIN_EXIT_FILE"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 2 a user error (bad recipe, key, file; no traceback), 3 stopped by a signal after
+    """Exit codes: 0 done, 2 a user error (bad recipe, key, file; no traceback unless ``--debug``), 3 stopped by a signal after
     writing a checkpoint (resume by running the same command again), 1 a crash; ``prepare``: 4 some rows
     rejected (the rest cached), 5 nothing kept.
 
@@ -457,14 +493,21 @@ def main(argv: list[str] | None = None) -> int:
     ``--kill-on-bad-exit`` then kills the other nodes, perhaps before the main process is done), set
     ``LTX2TRAIN_EXIT_FILE``: the global main process writes its code there as JSON, and every process exits 0
     for every code above but a crash (1) -- launch/slurm/train.sbatch reads the file."""
+    from ltx2train.utils.progress import set_quiet
+
     args = build_parser().parse_args(argv)
+    set_quiet(getattr(args, "quiet", False))
     if args.command != "inspect":
         _quiet_library_progress_bars()
     code = 1
     try:
         code = args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"ltx2train: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        if getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exc()
+        print(f"ltx2train: error: {_message(exc)}", file=sys.stderr)
         code = 2
     finally:
         reported = _write_exit_file(args.command, code)

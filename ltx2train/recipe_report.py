@@ -4,29 +4,6 @@ memory estimate. Nothing is loaded but the recipe, the caches' manifests and the
 
 from __future__ import annotations
 
-from collections import Counter
-from pathlib import Path
-
-
-def _datasets(cfg) -> list[dict]:
-    """Per dataset: its cache, clips per bucket, rejected rows (or that it is not prepared yet)."""
-    from ltx2train.config import dataset_sources
-    from ltx2train.data.cache import REJECTS, read_manifest
-
-    out = []
-    for source in dataset_sources(cfg.data):
-        cache_dir = Path(source.cache_dir)
-        manifest = read_manifest(cache_dir)
-        rejects = cache_dir / REJECTS
-        entry = {"metadata": str(source.metadata), "cache_dir": str(cache_dir), "prepared": manifest is not None,
-                 "repeats": source.repeats, "weight": source.weight}
-        if manifest is not None:
-            entry["buckets"] = dict(sorted(Counter(s["bucket"] for s in manifest["samples"]).items()))
-            entry["clips"] = len(manifest["samples"])
-            entry["rejected"] = len(rejects.read_text().splitlines()) if rejects.is_file() else 0
-        out.append(entry)
-    return out
-
 
 def _token_budget(cfg, buckets: list[str], world_size: int) -> dict:
     """Tokens per clip of each bucket, and per optimizer step (batch x accumulation x processes)."""
@@ -51,7 +28,9 @@ def recipe_report(cfg, world_size: int = 1) -> dict:
     from ltx2train.data.buckets import from_config
     from ltx2train.memory.estimate import estimate_memory
 
-    datasets = _datasets(cfg)
+    from ltx2train.data.cache import dataset_statistics
+
+    datasets = dataset_statistics(cfg)
     cached = sorted({b for d in datasets for b in d.get("buckets", {})})
     buckets = cached or [b.name for b in from_config(cfg.data)]
     estimate = estimate_memory(cfg, world_size=world_size, prepare=False)

@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 pip install -q --upgrade pip 2>/dev/null || true
 python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
-DS_BUILD_OPS=0 pip install -q -e ".[test,deepspeed,memory]"
+DS_BUILD_OPS=0 pip install -q -e ".[test,deepspeed,memory,tensorboard]"
 # Lightricks' reference implementation, test-only: its declared deps include torchaudio (no CPU build
 # here); the modules the parity tests use do not need it.
 python -c "import ltx_core" 2>/dev/null || pip install -q --no-deps "ltx-core==1.0.0"

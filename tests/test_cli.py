@@ -139,3 +139,102 @@ def test_inspect_recipe_shows_config_buckets_tokens_and_memory(tiny_workspace, t
     assert "not prepared (run `ltx2train prepare" in text and "resolved config:" in text and "memory:" in text
     assert cli.main(["inspect", str(recipe), "train.max_stpes=3"]) == 2  # a wrong key: the usual error
     assert "did you mean 'train.max_steps'" in capsys.readouterr().err
+
+
+def test_user_errors_name_key_value_and_choices_without_a_traceback_unless_debug(capsys):
+    from ltx2train import cli
+
+    assert cli.main(["train", "recipes/t2av_lora.yaml", "train.max_stpes=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'train.max_stpes'" in err and "did you mean 'train.max_steps'" in err
+    assert "Traceback" not in err
+    assert cli.main(["train", "recipes/t2av_lora.yaml", "train.method=lorra"]) == 2
+    err = capsys.readouterr().err
+    assert "train.method: expected one of lora | full, got 'lorra'" in err and "did you mean 'lora'" in err
+    assert "Traceback" not in err
+    assert cli.main(["train", "recipes/t2av_lora.yaml", "train.method=lorra", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ConfigError" in err
+    assert err.rstrip().endswith("did you mean 'lora'?")  # the message still closes the output
+
+
+def test_missing_model_files_are_all_listed_where_they_were_expected(tiny_workspace, tmp_path, capsys):
+    from conftest import tiny_config
+    from ltx2train import cli
+    from ltx2train.config import save_config
+
+    empty = tmp_path / "model"
+    empty.mkdir()
+    (empty / "transformer.safetensors").write_bytes(b"")  # present: not listed
+    recipe = save_config(tiny_config(tiny_workspace, tmp_path / "run", [f"model.checkpoint={empty}",
+                                                                          f"model.text_encoder={empty}"]), tmp_path / "r.yaml")
+    assert cli.main(["sample", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "8 model file(s) missing" in err and "Traceback" not in err  # Gemma's *.safetensors: the one present
+    for line in ("connectors: {}/text_encoder_post_modules.safetensors", "video_vae: {}/video_vae_encoder.safetensors",
+                 "video_vae: {}/video_vae_decoder.safetensors", "audio_vae: {}/audio_vae_encoder.safetensors",
+                 "audio_vae: {}/audio_vae_decoder.safetensors", "vocoder: {}/audio_vocoder.safetensors",
+                 "text encoder (Gemma 3): {}/config.json"):
+        assert line.format(empty) in err
+    assert "transformer:" not in err
+    # prepare (into an empty cache): its own files (no transformer, no vocoder), before anything loads
+    assert cli.main(["prepare", str(recipe), f"data.cache_dir={tmp_path / 'cache'}"]) == 2
+    err = capsys.readouterr().err
+    assert "connectors:" in err and "vocoder:" not in err and "text encoder (Gemma 3)" in err
+
+
+def _train_recipe(tiny_workspace, tmp_path, steps=2):
+    from conftest import LORA_TRAIN, tiny_config
+    from ltx2train.config import save_config
+
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [*LORA_TRAIN, f"train.max_steps={steps}",
+                                                         "train.checkpoint_every=0"])
+    return save_config(cfg, tmp_path / "r.yaml")
+
+
+def test_train_prints_a_line_every_log_every_steps_to_a_log_and_nothing_under_quiet(tiny_workspace, tmp_path, capsys):
+    from ltx2train import cli
+
+    recipe = _train_recipe(tiny_workspace, tmp_path)
+    assert cli.main(["train", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]  # train.log_every=1
+    assert all("loss" in line and "steps/s" in line and "samples/s" in line and "ETA" in line for line in lines)
+    assert cli.main(["train", str(_train_recipe(tiny_workspace, tmp_path / "q")), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [line for line in out.splitlines() if line.startswith("trained to step 2")]
+
+
+def test_train_on_a_terminal_shows_a_bar_with_step_loss_rate_and_eta(tiny_workspace, tmp_path):
+    import os
+    import pty
+    import threading
+
+    recipe = _train_recipe(tiny_workspace, tmp_path, steps=3)
+    master, slave = pty.openpty()
+    chunks = []
+    reader = threading.Thread(target=lambda: _drain(master, chunks), daemon=True)
+    reader.start()
+    proc = subprocess.run([sys.executable, "-m", "ltx2train", "train", str(recipe)], stdout=subprocess.PIPE,
+                          stderr=slave, text=True, timeout=300)
+    os.close(slave)
+    reader.join(timeout=10)
+    bar = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, bar
+    assert "train: 100%" in bar and "3/3" in bar and "loss=" in bar and ("step/s" in bar or "s/step" in bar)
+    assert "<00:00" in bar  # tqdm's ETA
+    assert not [line for line in proc.stdout.splitlines() if line.startswith("step ")]  # the bar replaces the lines
+
+
+def _drain(fd, chunks):
+    import os
+
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return
+        if not data:
+            return
+        chunks.append(data)

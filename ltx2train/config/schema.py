@@ -324,7 +324,7 @@ class TrainConfig:
         checkpoint_every: save a checkpoint every N steps; 0 = only at the end.
         keep_last: number of checkpoints kept (older ones are deleted); >= 1.
         resume: ``latest`` (newest checkpoint in output_dir, if any) | ``none`` | a checkpoint directory.
-        log_every: log loss / lr every N steps.
+        log_every: log metrics every N steps (and print a line, when stderr is not a terminal: a log file).
     """
 
     output_dir: str = MISSING  # run directory
@@ -427,14 +427,14 @@ class TrackerConfig:
     """Experiment tracking.
 
     Fields:
-        backend: ``none`` | ``wandb`` | ``tensorboard``.
+        backend: ``none`` | ``wandb`` | ``tensorboard``, or several joined by commas (``wandb,tensorboard``).
         project: tracker project name.
         run_name: run name; ``None`` lets the tracker (or the output dir name) decide.
         entity: wandb entity (team / user); ``None`` = the default one.
         mode: wandb mode: ``online`` | ``offline`` | ``disabled``.
     """
 
-    backend: str = "none"  # none | wandb | tensorboard
+    backend: str = "none"  # none | wandb | tensorboard | wandb,tensorboard
     project: str = "ltx2train"  # project name
     run_name: Optional[str] = None  # run name (None = automatic)
     entity: Optional[str] = None  # wandb entity (None = default)

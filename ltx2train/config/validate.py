@@ -278,7 +278,10 @@ def _validation(c: _Checks, cfg: Config) -> None:
 
 def _tracker(c: _Checks, cfg: Config) -> None:
     tr = cfg.tracker
-    c.choice("tracker.backend", tr.backend, TRACKER_BACKENDS)
+    names = [n.strip() for n in tr.backend.split(",")]
+    for name in names:  # one, or several joined by commas (wandb,tensorboard)
+        c.choice("tracker.backend", name, TRACKER_BACKENDS)
+    c.need("none" not in names or len(names) == 1, f"tracker.backend: 'none' cannot be combined, got {tr.backend!r}")
     c.choice("tracker.mode", tr.mode, WANDB_MODES)
     c.need(bool(tr.project), "tracker.project: must not be empty")
 

@@ -95,6 +95,27 @@ def read_manifest(cache_dir: str | Path) -> dict | None:
     return json.loads(path.read_text())
 
 
+def dataset_statistics(cfg) -> list[dict]:
+    """Per dataset of a recipe: its cache, clips per bucket and rejected rows, or that it is not prepared yet."""
+    from collections import Counter
+
+    from ltx2train.config import dataset_sources
+
+    out = []
+    for source in dataset_sources(cfg.data):
+        cache_dir = Path(source.cache_dir)
+        manifest = read_manifest(cache_dir)
+        rejects = cache_dir / REJECTS
+        entry = {"metadata": str(source.metadata), "cache_dir": str(cache_dir), "prepared": manifest is not None,
+                 "repeats": source.repeats, "weight": source.weight}
+        if manifest is not None:
+            entry["buckets"] = dict(sorted(Counter(s["bucket"] for s in manifest["samples"]).items()))
+            entry["clips"] = len(manifest["samples"])
+            entry["rejected"] = len(rejects.read_text().splitlines()) if rejects.is_file() else 0
+        out.append(entry)
+    return out
+
+
 def check_settings(cache_dir: str | Path, settings: CacheSettings) -> None:
     """A cache made with other settings must not be extended or trained on by mistake."""
     manifest = read_manifest(cache_dir)

@@ -373,3 +373,18 @@ def write_video_with_audio(path: str | Path, frames: torch.Tensor | np.ndarray, 
                 for packet in audio_stream.encode():
                     container.mux(packet)
     return path
+
+
+def write_wav(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
+    """16-bit PCM WAV of ``audio`` (channels, samples) in [-1, 1], written to a temp name then renamed."""
+    import wave
+
+    samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    pcm = (samples.T * 32767.0).round().astype("<i2")  # interleaved
+    with atomic_path(path) as tmp:
+        with wave.open(str(tmp), "wb") as f:
+            f.setnchannels(samples.shape[0])
+            f.setsampwidth(2)
+            f.setframerate(sample_rate)
+            f.writeframes(pcm.tobytes())
+    return Path(path)

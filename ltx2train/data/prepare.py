@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from ltx2train.data.media import (
 )
 from ltx2train.data.metadata import ClipRecord, Columns, read_metadata
 from ltx2train.models.text_encoder import project_text
+from ltx2train.utils.progress import on_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -370,6 +370,11 @@ def prepare(
         if rank == 0:
             cache.remove_cache(cache_dir)
         barrier()
+    from ltx2train.models.loading import require_model_files
+
+    # every file prepare reads (the cache's producer fingerprints them first), listed before one loads
+    require_model_files(cfg.model.checkpoint, ["connectors", "video_vae"] + (["audio_vae"] if cfg.data.with_audio
+                                                                              else []), text_encoder=cfg.model.text_encoder)
     made_by = producer(cfg)
     cache.check_settings(cache_dir, settings)
     cache.check_producer(cache_dir, made_by)
@@ -451,7 +456,7 @@ def _encode(cache_dir: Path, encoders, records, settings, report: PrepareReport,
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    bar = tqdm(records, desc=f"prepare {cache_dir.name}", unit="clip", disable=not sys.stderr.isatty(),
+    bar = tqdm(records, desc=f"prepare {cache_dir.name}", unit="clip", disable=not on_terminal(),
                dynamic_ncols=True)
     with logging_redirect_tqdm():
         for record in bar:

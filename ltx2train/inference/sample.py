@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ltx2train.inference.pipeline import GeneratedClip, write_clip
+from ltx2train.utils.progress import progress
 
 
 def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = None, seed: int | None = None,
@@ -24,12 +25,15 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     (i2av) / reference video (IC-LoRA) instead of the recipe's ``validation.images`` / ``reference_videos``;
     ``audio`` / ``video``: every prompt's given audio (a2v) / video (v2a)."""
     from ltx2train.inference.loras import LoraStack
-    from ltx2train.models.loading import load_component
+    from ltx2train.models.loading import load_component, require_model_files
     from ltx2train.models.specs import load_variant, torch_dtype
     from ltx2train.models.text_encoder import load_text_encoder
     from ltx2train.inference.sampler import PromptSampler, encode_prompts, read_conditions
 
     spec = load_variant(cfg.model.variant)
+    require_model_files(cfg.model.checkpoint, ["connectors", "video_vae", "audio_vae", "vocoder"]
+                        + ([] if transformer else ["transformer"]), distilled=cfg.model.distilled,
+                        text_encoder=cfg.model.text_encoder)
     dtype = torch_dtype(cfg.model.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     validation = _validation(cfg.validation, prompts, seed, image, reference_video, audio, video)
@@ -101,7 +105,7 @@ def sample_with_pipeline(cfg, *, loras: list, lora_scales: list[float], prompts:
     for path, scale in pairs:
         pipe.load_lora(path, scale)
     paths = []
-    for i, prompt in enumerate(v.prompts):
+    for i, prompt in enumerate(progress(v.prompts, desc="sample", unit="clip")):
         conditions = {}
         if v.images:
             conditions["input_images"] = [read_image(i, v.images[i])]

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ltx2train.inference.pipeline import GeneratedClip, build_pipeline, condition_kwargs, generate, write_clip
+from ltx2train.utils.progress import progress
 
 
 @dataclass
@@ -139,7 +140,7 @@ class PromptSampler:
                  for conditioned in {self._conditioned(i) for i in range(len(self.conditions))}}
         clips = []
         with preserved_training_state(transformer, connectors):
-            for i in range(len(self.prompts.prompts)):
+            for i in progress(range(len(self.prompts.prompts)), desc="sample", unit="clip"):
                 clips.append(generate(
                     pipes[self._conditioned(i)],
                     self.prompts.hidden_states[i : i + 1],

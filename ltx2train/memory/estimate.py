@@ -273,7 +273,7 @@ class LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
         return sum(n for n, t in self._live.values() if t == tag)
 
 
-def _fake_parameters(module: torch.nn.Module, mode) -> torch.nn.Module:
+def fake_parameters(module: torch.nn.Module, mode) -> torch.nn.Module:
     """Parameters and buffers as fake CPU tensors of the same shapes and dtypes (no memory)."""
     with mode:
         for sub in module.modules():
@@ -287,7 +287,7 @@ def _fake_parameters(module: torch.nn.Module, mode) -> torch.nn.Module:
     return module
 
 
-def _fake_mode():
+def fake_mode():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     return FakeTensorMode(allow_non_fake_inputs=True)
@@ -348,11 +348,11 @@ def simulate_step(cfg, spec, precision: Precision, tokens: Tokens) -> StepActiva
     import time
 
     started = time.perf_counter()
-    mode = _fake_mode()
+    mode = fake_mode()
     weights, blocks = precision.gathered or None, min(2, spec.config["num_layers"])
     module = build_transformer(cfg, spec, frozen=weights or precision.frozen, trained=weights or precision.trained,
                                fp8=False, num_layers=blocks)
-    module = _fake_parameters(module, mode).train()
+    module = fake_parameters(module, mode).train()
     if cfg.train.gradient_checkpointing:
         module.enable_gradient_checkpointing()
     with mode:
@@ -395,11 +395,11 @@ def _in_backward() -> bool:
 def simulate_inference(cfg, spec, precision: Precision, tokens: Tokens) -> int:
     """Peak bytes (inputs and activations, not the weights) of a no-grad forward of the one-block transformer, in
     the module's dtype without autocast (the validation pipeline's way): activations do not pile up over blocks."""
-    mode = _fake_mode()
+    mode = fake_mode()
     weights = precision.gathered or None
     module = build_transformer(cfg, spec, frozen=weights or precision.frozen, trained=weights or precision.trained,
                                fp8=False)
-    module = _fake_parameters(module, mode).eval()
+    module = fake_parameters(module, mode).eval()
     with mode:
         kwargs = step_inputs(module, tokens, module.dtype)
     given = [t for t in kwargs.values() if isinstance(t, torch.Tensor)]
@@ -412,9 +412,9 @@ def simulate_inference(cfg, spec, precision: Precision, tokens: Tokens) -> int:
 def simulate_vae(spec, dtype: torch.dtype, shape: tuple, *, decode: bool, tiled: bool) -> int:
     """Peak bytes (input and activations, not the weights) of the video VAE's decode (or encode) of one ``shape``
     tensor, tiled as ``memory.tiled_vae`` tiles it."""
-    mode = _fake_mode()
+    mode = fake_mode()
     vae = spec.build(meta=True).to(dtype)
-    vae = _fake_parameters(vae, mode).eval()
+    vae = fake_parameters(vae, mode).eval()
     if tiled:
         from ltx2train.memory.tiling import enable_vae_tiling
 

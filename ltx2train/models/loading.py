@@ -86,6 +86,43 @@ def _resolve_source(path: Path, component: str, distilled: bool) -> _Source:
     return _Source("split", tuple(path / n for n in names))
 
 
+def missing_model_files(checkpoint: str | Path, components: list[str], *, distilled: bool = False,
+                        text_encoder: str | Path | None = None) -> list[str]:
+    """Each file a command needs that is not where it is expected, as ``component: path``: the repackaged files
+    of ``components`` in the ``checkpoint`` directory (a single file or a diffusers directory is checked by the
+    loader), and Gemma's config, tokenizer and weights in ``text_encoder``."""
+    path, missing = Path(checkpoint), []
+    if not path.exists():
+        missing.append(f"model.checkpoint: {path} (a repackaged directory or the official .safetensors file)")
+    elif path.is_dir():
+        for component in components:
+            if _diffusers_dir(path, component) is not None:
+                continue
+            names = [f.filename for f in split_files_for(component)]
+            if component == "transformer" and distilled:
+                names = [DISTILLED_TRANSFORMER_FILE]
+            missing += [f"{component}: {path / n}" for n in names if not (path / n).is_file()]
+    if text_encoder is not None:
+        gemma = Path(text_encoder)
+        wanted = {"config.json": (gemma / "config.json").is_file(),
+                  "tokenizer.json or tokenizer.model": any((gemma / n).is_file() for n in ("tokenizer.json", "tokenizer.model")),
+                  "*.safetensors": gemma.is_dir() and any(gemma.glob("*.safetensors"))}
+        missing += [f"text encoder (Gemma 3): {gemma / name}" for name, ok in wanted.items() if not ok]
+    return missing
+
+
+def require_model_files(checkpoint: str | Path, components: list[str], *, distilled: bool = False,
+                        text_encoder: str | Path | None = None) -> None:
+    """``missing_model_files``, raised as one error that lists them all."""
+    missing = missing_model_files(checkpoint, components, distilled=distilled, text_encoder=text_encoder)
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} model file(s) missing:\n" + "\n".join(f"  - {m}" for m in missing) +
+            "\nPoint model.checkpoint at the repackaged directory (transformer.safetensors, "
+            "text_encoder_post_modules.safetensors, video/audio VAE and vocoder files) or the official single file, "
+            "and model.text_encoder at the Gemma 3 directory")
+
+
 _SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,

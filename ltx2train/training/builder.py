@@ -27,7 +27,7 @@ from ltx2train.config import dataset_sources
 from ltx2train.data.cache import CachedDataset, check_producer
 from ltx2train.data.prepare import producer, settings_from_config
 from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, format_bytes, redraw_lora_init, store_fp8
-from ltx2train.models.loading import load_component
+from ltx2train.models.loading import load_component, require_model_files
 from ltx2train.models.specs import load_variant, torch_dtype
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.backends import build_backend, state
@@ -73,6 +73,10 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
             f"--mixed_precision); the recipe's train.mixed_precision={cfg.train.mixed_precision!r} is what runs")
     seed_everything(cfg.train.seed)  # the same adapter initialisation on every rank (FSDP2 shards each rank's own)
     spec = load_variant(cfg.model.variant)
+    samples = bool(cfg.validation.prompts)  # validation samples need the decoders, the vocoder and Gemma
+    require_model_files(cfg.model.checkpoint, ["transformer", "connectors"] + (
+        ["video_vae", "audio_vae", "vocoder"] if samples else []), distilled=cfg.model.distilled,
+        text_encoder=cfg.model.text_encoder if samples else None)
     output_dir = Path(cfg.train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if backend.is_main:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +25,9 @@ from ltx2train.training.builder import build, describe
 from ltx2train.training.data import BucketBatchSampler
 from ltx2train.training.objective import SigmaBucketLoss
 from ltx2train.training.signals import StopRequest
-from ltx2train.training.tracking import Tracker
+from ltx2train.training.throughput import Throughput
+from ltx2train.training.tracking import Tracker, data_statistics
+from ltx2train.utils.progress import StepBar, format_duration
 
 @dataclass
 class TrainResult:
@@ -58,8 +59,6 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
-        from ltx2train.config import config_to_dict
-
         cfg = self.cfg
         self.run = run = build(cfg, self.log)
         if not run.backend.is_main:  # console lines once, from the main process
@@ -74,9 +73,28 @@ class Trainer:
         self.loader = self._build_loader(start_batch=self.step * cfg.train.gradient_accumulation_steps)
         if run.rng is not None:  # last: building the loader draws from the global RNG
             ckpt.set_rng_state(run.rng)
-        self.tracker = Tracker(cfg.tracker, self.output_dir, config_to_dict(cfg) if run.backend.is_main else {},
-                               enabled=run.backend.is_main, resume_step=self.step)
+        self.tracker = self._build_tracker()
+        self.throughput = self._build_throughput()
         self.log(describe(run))
+
+    def _build_tracker(self) -> Tracker:
+        from ltx2train.config import config_to_dict
+        from ltx2train.data.cache import dataset_statistics
+
+        main, cfg = self.backend.is_main, self.cfg
+        return Tracker(cfg.tracker, self.output_dir, config_to_dict(cfg) if main else {}, enabled=main,
+                       resume_step=self.step, data=data_statistics(dataset_statistics(cfg)) if main else None)
+
+    def _build_throughput(self) -> Throughput:
+        """FLOPs are counted (for TFLOP/s and MFU) where the device's peak is known: a GPU of the table in
+        training/flops.py, or any device with $LTX2TRAIN_PEAK_TFLOPS."""
+        from ltx2train.training.flops import peak_flops, step_flops
+
+        cfg, peak = self.cfg, peak_flops(self.device)
+        spec = self.run.spec.component("transformer")
+        flops_of = (lambda b, v, a, t: step_flops(cfg, spec, batch=b, video=v, audio=a, text=t, fps=cfg.data.fps)) \
+            if peak else None
+        return Throughput(flops_of, peak)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -134,6 +152,7 @@ class Trainer:
         for i, batch in enumerate(batches):
             inputs = self.strategy.inputs(batch, self.frozen_text_context, generator=self.noise_generators(batch))
             self._cast_inputs(inputs)
+            self.throughput.micro_batch(inputs.model_kwargs)
             with backend.accumulating(self.transformer, last=i == accum - 1):
                 with backend.autocast(), offload_activations(self.cfg.memory.activation_offload):
                     video_pred, audio_pred = self.transformer(**inputs.model_kwargs)
@@ -167,36 +186,59 @@ class Trainer:
                              main=self.backend.is_main)
         if self.validates and cfg.validation.at_start and self.step == 0:
             self._validate(result)
-        started, window = time.perf_counter(), []
-        while self.step < cfg.train.max_steps:
-            batches = [next(self.loader) for _ in range(cfg.train.gradient_accumulation_steps)]
-            metrics = self.train_step(batches)
-            self.step += 1
-            window.append(metrics["loss"])
-            result.losses.append((self.step, metrics["loss"]))
-            if not math.isfinite(metrics["loss"]):
-                raise FloatingPointError(f"loss is {metrics['loss']} at step {self.step}; last checkpoint: {result.checkpoint}")
-            last = self.step == cfg.train.max_steps
-            if last or self.step % cfg.train.log_every == 0:
-                rate = len(window) / (time.perf_counter() - started)
-                self.tracker.log({**metrics, **self._bucket_metrics(), "steps_per_s": rate,
-                                  "peak_memory_mb": peak_memory_mb(self.device)}, self.step)
-                self.log(f"step {self.step:>6}/{cfg.train.max_steps}  loss {sum(window) / len(window):.4f}  "
-                         f"(video {metrics['video_loss']:.4f}, audio {metrics['audio_loss']:.4f})  "
-                         f"lr {metrics['lr']:.2e}  {rate:.2f} steps/s")
-                started, window = time.perf_counter(), []
-            stopping = self._any_process(stop.requested)
-            if last or stopping or (cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0):
-                result.checkpoint = self.save_checkpoint()
-            if stopping:
-                result.interrupted = stop.signal_name or "stop request"
-                self.log(f"[ltx2train] {result.interrupted} at step {self.step}: checkpoint written; "
-                         "run the same command again to resume")
-                break
-            if self.validates and (last or (cfg.validation.every and self.step % cfg.validation.every == 0)):
-                self._validate(result)
+        bar, window = StepBar(cfg.train.max_steps, self.step, self.log, enabled=self.backend.is_main), []
+        log, self.log = self.log, bar.write  # lines go above the bar
+        try:
+            while self.step < cfg.train.max_steps:
+                self._one_step(result, window, bar)
+                if self._after_step(result, stop, bar):
+                    break
+        finally:
+            bar.close()
+            self.log = log
         result.step = self.step
         return result
+
+    def _one_step(self, result: TrainResult, window: list[float], bar: StepBar) -> None:
+        cfg = self.cfg
+        batches = [next(self.loader) for _ in range(cfg.train.gradient_accumulation_steps)]
+        metrics = self.train_step(batches)
+        self.step += 1
+        self.throughput.step()
+        window.append(metrics["loss"])
+        result.losses.append((self.step, metrics["loss"]))
+        bar.update(metrics["loss"])
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(f"loss is {metrics['loss']} at step {self.step}; last checkpoint: {result.checkpoint}")
+        if self.step == cfg.train.max_steps or self.step % cfg.train.log_every == 0:
+            rates = self.throughput.metrics(lambda t: self.backend.reduce(t, op="sum"), self.world_size)
+            self.tracker.log({**metrics, **self._bucket_metrics(), **rates,
+                              "peak_memory_mb": peak_memory_mb(self.device)}, self.step)
+            if bar.bar is None:  # a terminal has the bar; a log file gets a line every log_every steps
+                eta = format_duration(self.throughput.eta_s(cfg.train.max_steps - self.step))
+                bar.write(f"step {self.step:>6}/{cfg.train.max_steps}  loss {sum(window) / len(window):.4f}  "
+                          f"(video {metrics['video_loss']:.4f}, audio {metrics['audio_loss']:.4f})  "
+                          f"lr {metrics['lr']:.2e}  {rates['steps_per_s']:.2f} steps/s  "
+                          f"{rates['samples_per_s']:.2f} samples/s  ETA {eta}")
+            window.clear()
+
+    def _after_step(self, result: TrainResult, stop: "StopRequest", bar: StepBar) -> bool:
+        """Checkpoint, stop and validation after a step; True when the run stops here."""
+        cfg = self.cfg
+        last = self.step == cfg.train.max_steps
+        stopping = self._any_process(stop.requested)
+        if last or stopping or (cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0):
+            with self.throughput.paused():  # throughput counts training only
+                result.checkpoint = self.save_checkpoint()
+        if stopping:
+            result.interrupted = stop.signal_name or "stop request"
+            bar.write(f"[ltx2train] {result.interrupted} at step {self.step}: checkpoint written; "
+                      "run the same command again to resume")
+            return True
+        if self.validates and (last or (cfg.validation.every and self.step % cfg.validation.every == 0)):
+            with self.throughput.paused():
+                self._validate(result)
+        return False
 
     def _any_process(self, flag: bool) -> bool:
         """True on every process if it is true on one (so that all ranks checkpoint and stop together)."""
@@ -259,7 +301,7 @@ class Trainer:
                 paths, clips = self.validation_sampler.run(self.step, transformer, self.connectors)
                 result.samples.extend(paths)
                 result.last_validation = clips
-                self.tracker.log_videos(paths, self.validation_sampler.prompts.prompts, self.step)
+                self.tracker.log_clips(paths, clips, self.validation_sampler.prompts.prompts, self.step)
                 self.log(f"[ltx2train] validation samples: {', '.join(str(p) for p in paths)}")
             elif self.validation_sampler is not None:
                 self.validation_sampler.sample(transformer, self.connectors)
