@@ -1,18 +1,25 @@
-"""One LoRA training step of the LTX-2 transformer at real sizes: time and peak memory, with gradient
-checkpointing on vs off, measured side by side in one run (ratios printed; nothing asserted).
+"""P4: one training step of the LTX-2 transformer at real sizes -- step time, tokens/s, MFU and peak memory --
+for LoRA (rank 32) and full fine-tuning, with and without the FP8 base, gradient checkpointing and block swap,
+measured side by side in one run (ratios to the first mode printed; nothing asserted). Absolute figures only from
+a GPU (print them with the GPU and the date).
 
 Random weights with the shipped production config (no download); the step is the trainer's: connectors on
 cached Gemma states, the t2av strategy (shifted logit-normal sigma, per-token timesteps), bf16 autocast,
-masked video + audio losses, backward, AdamW on the LoRA parameters.
+masked video + audio losses, backward, AdamW. Each mode builds its own transformer (FP8 and block swap change
+it): ``bf16`` (nothing), ``ckpt`` (gradient checkpointing), ``fp8`` (the frozen base stored in float8,
+``memory/fp8.py``), ``swapN`` (the last N blocks in host memory, ``memory/offload.py``), joined with ``+``.
+MFU counts model FLOPs from the architecture and the token counts (``training/flops.py``) over the GPU's dense
+bf16 peak.
 
     python benchmarks/train_step.py --variant ltx2-19b --height 512 --width 768 --frames 121   # GPU
-    python benchmarks/train_step.py --variant tiny --height 64 --width 64 --frames 9             # CPU smoke
+    python benchmarks/train_step.py --variant tiny --height 64 --width 64 --frames 9 --text-tokens 32   # CPU smoke
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -23,6 +30,8 @@ from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training.optim import build_optimizer
 from ltx2train.training.strategies import PRESETS, Strategy
 from ltx2train.training.methods.lora import add_lora
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def build(spec, name: str, device: str, dtype: torch.dtype, layers: int | None) -> torch.nn.Module:
@@ -92,6 +101,51 @@ def measure(transformer, connectors, batch, strategy, optimizer, device: str, st
     return sum(times) / len(times), peak
 
 
+MODES = "bf16,ckpt,fp8+ckpt,fp8+ckpt+swap24"
+
+
+def build_mode(spec, mode: str, method: str, args, device: str):
+    """The transformer for one mode, and its trained parameters."""
+    from ltx2train.memory.fp8 import store_fp8
+    from ltx2train.memory.offload import enable_block_swap
+
+    parts = mode.split("+")
+    swap = next((int(p[4:]) for p in parts if p.startswith("swap")), 0)
+    fp8 = "fp8" in parts
+    if fp8 and method == "full":
+        raise ValueError("fp8 stores a frozen base: LoRA only")
+    dtype = torch.float32 if method == "full" else torch.bfloat16  # full: float32 master weights under autocast
+    transformer = build(spec, "transformer", "cpu" if swap or fp8 else device, dtype, args.layers)
+    if fp8:
+        store_fp8(transformer, "transformer", compute_dtype=torch.bfloat16)
+    if method == "lora":
+        params = add_lora(transformer, LoRAConfig(rank=args.rank, alpha=args.rank))
+    else:
+        params = list(transformer.requires_grad_(True).parameters())
+    if "ckpt" in parts:
+        transformer.enable_gradient_checkpointing()
+    if swap:
+        enable_block_swap(transformer, swap, device, trained_on_host=method == "full")
+    elif fp8:
+        transformer.to(device)
+    return transformer.train(), params
+
+
+def step_flops_of(spec_name: str, method: str, args, tokens: dict) -> int:
+    from ltx2train.config import load_config
+    from ltx2train.models.specs import load_variant
+    from ltx2train.training.flops import step_flops
+
+    cfg = load_config(REPO / "recipes" / "t2av_lora.yaml", [f"model.variant={spec_name}", f"train.method={method}",
+                                                             f"lora.rank={args.rank}"])
+    spec = load_variant(spec_name).component("transformer")
+    if args.layers:
+        from ltx2train.models.specs import ComponentSpec
+
+        spec = ComponentSpec(spec.name, spec.class_name, {**spec.config, "num_layers": args.layers})
+    return step_flops(cfg, spec, batch=args.batch, video=tokens["video"], audio=tokens["audio"], text=args.text_tokens)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="ltx2-19b")
@@ -105,40 +159,46 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--modes", default="checkpointing,no-checkpointing")
+    parser.add_argument("--methods", default="lora,full")
+    parser.add_argument("--modes", default=MODES, help=f"comma-separated (default {MODES})")
     args = parser.parse_args()
 
+    from ltx2train.training.flops import peak_flops
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    peak = peak_flops(torch.device(device))
     spec = load_variant(args.variant)
-    t0 = time.perf_counter()
-    transformer = build(spec, "transformer", device, torch.bfloat16, args.layers)
     connectors = build(spec, "connectors", device, torch.bfloat16, None)
-    params = add_lora(transformer, LoRAConfig(rank=args.rank, alpha=args.rank))
-    n_base = sum(p.numel() for p in transformer.parameters()) - sum(p.numel() for p in params)
-    print(f"{spec.name}: {n_base / 1e9:.2f}B base + {sum(p.numel() for p in params) / 1e6:.1f}M LoRA parameters "
-          f"on {device} (built in {time.perf_counter() - t0:.0f}s)")
     batch = batch_for(spec, args, device)
-    tokens = batch["video_latents"][0, 0].numel()
-    print(f"clip {args.width}x{args.height}x{args.frames}: {tokens} video tokens, {batch['audio_latents'].shape[2]} audio "
-          f"tokens, {args.text_tokens} text tokens, batch {args.batch}")
+    tokens = {"video": batch["video_latents"][0, 0].numel(), "audio": batch["audio_latents"].shape[2]}
+    print(f"P4 on {name}, {time.strftime('%Y-%m-%d')}: {spec.name}"
+          f"{f' ({args.layers} blocks)' if args.layers else ''}, clip {args.width}x{args.height}x{args.frames}: "
+          f"{tokens['video']} video + {tokens['audio']} audio + {args.text_tokens} text tokens, batch {args.batch}")
     strategy = Strategy("t2av", PRESETS["t2av"], ObjectiveConfig(), fps=args.fps)
-    optimizer = build_optimizer(params, OptimizerConfig())
-    results = {}
-    for mode in args.modes.split(","):
-        if mode == "checkpointing":
-            transformer.enable_gradient_checkpointing()
-        else:
-            transformer.disable_gradient_checkpointing()
-        transformer.train()
-        try:
-            results[mode] = measure(transformer, connectors, batch, strategy, optimizer, device, args.steps, args.warmup)
-            print(f"  {mode:>17}: {results[mode][0]:.3f} s/step, peak {results[mode][1]:.1f} GiB")
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            print(f"  {mode:>17}: out of memory")
-    if len(results) == 2:
-        (t_on, m_on), (t_off, m_off) = results["checkpointing"], results["no-checkpointing"]
-        print(f"checkpointing / none: time x{t_on / t_off:.2f}, peak memory x{m_on / m_off:.2f}")
+    for method in args.methods.split(","):
+        flops = step_flops_of(str(args.variant), method, args, tokens)
+        first = None
+        for mode in args.modes.split(","):
+            try:
+                transformer, params = build_mode(spec, mode, method, args, device)
+                optimizer = build_optimizer(params, OptimizerConfig())
+                seconds, peak_gib = measure(transformer, connectors, batch, strategy, optimizer, device, args.steps,
+                                            args.warmup)
+            except (torch.OutOfMemoryError, ValueError) as exc:
+                print(f"  {method:>4} {mode:>22}: {'out of memory' if isinstance(exc, torch.OutOfMemoryError) else exc}")
+                transformer = optimizer = None
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            first = first or seconds
+            mfu = f"MFU {flops / seconds / peak:.1%}" if peak else f"{flops / seconds / 1e12:.3g} TFLOP/s"
+            memory = f"peak {peak_gib:.1f} GiB" if device == "cuda" else "peak memory: GPU only"
+            print(f"  {method:>4} {mode:>22}: {seconds:.3f} s/step (x{seconds / first:.2f}), "
+                  f"{tokens['video'] * args.batch / seconds:,.0f} video tokens/s, {mfu}, {memory}")
+            del transformer, optimizer
+            if device == "cuda":
+                torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

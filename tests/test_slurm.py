@@ -138,7 +138,9 @@ def test_the_prepare_array_writes_the_cache_of_one_prepare_and_a_rerun_skips_fin
     for sample in theirs["samples"]:
         a = load_file(str(tmp_path / "cache" / sample["file"]))
         b = load_file(str(Path(single.data.cache_dir) / sample["file"]))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert a.keys() == b.keys()
+        for k in a:  # the jobs run 1 thread, the reference prepare torch's default: reductions may round differently
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=f"{sample['file']}: {k}")
 
     logs = array("again")
     assert [re.search(r"(\d+) encoded, (\d+) already cached", text).groups() for text in logs] == [("0", "3")] * 2

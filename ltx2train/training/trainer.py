@@ -65,6 +65,7 @@ class Trainer:
             self.log = lambda _: None
         self.backend, self.method, self.strategy = run.backend, run.method, run.strategy
         self.transformer, self.connectors, self.optimizer = run.transformer, run.connectors, run.optimizer
+        self.transformer.train()  # once: validation restores every module's mode (a train() per step walks them all)
         self.lr_scheduler, self.weight_dtype, self.step = run.lr_scheduler, run.weight_dtype, run.step
         self.device, self.rank, self.world_size = run.backend.device, run.backend.rank, run.backend.world_size
         self.validation_sampler, self.validation_clips = run.validation_sampler, run.validation_clips
@@ -147,8 +148,7 @@ class Trainer:
 
     def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         backend, accum = self.backend, len(batches)
-        self.transformer.train()
-        totals: dict[str, float] = {"loss": 0.0, "video_loss": 0.0, "audio_loss": 0.0, "sigma": 0.0}
+        losses, sigmas, per_sample = [], [], []
         for i, batch in enumerate(batches):
             inputs = self.strategy.inputs(batch, self.frozen_text_context, generator=self.noise_generators(batch))
             self._cast_inputs(inputs)
@@ -158,19 +158,26 @@ class Trainer:
                     video_pred, audio_pred = self.transformer(**inputs.model_kwargs)
                     loss, parts = self.strategy.loss(video_pred, audio_pred, inputs)
                 backend.backward(loss / accum)
-            totals["loss"] += loss.item() / accum
-            totals["video_loss"] += parts["video_loss"].item() / accum
-            totals["audio_loss"] += parts["audio_loss"].item() / accum
-            totals["sigma"] += inputs.sigma.mean().item() / accum
-            self.bucket_loss.add(inputs.sigma, parts["per_sample"].cpu())
+            losses.append(torch.stack([loss.detach(), parts["video_loss"], parts["audio_loss"]]).float())
+            sigmas.append(inputs.sigma.float().cpu())
+            per_sample.append(parts["per_sample"].float())
         grad_norm = backend.step(self.optimizer, self.run.params, self.cfg.optimizer.max_grad_norm)
-        if grad_norm is not None:
-            totals["grad_norm"] = grad_norm
         self.lr_scheduler.step()
-        totals["lr"] = self.lr_scheduler.get_last_lr()[0]
-        reduced = backend.reduce(torch.tensor([totals["loss"], totals["video_loss"], totals["audio_loss"]]))
-        totals["loss"], totals["video_loss"], totals["audio_loss"] = reduced.tolist()
-        return totals
+        return self._step_metrics(losses, torch.cat(sigmas), per_sample, grad_norm)
+
+    def _step_metrics(self, losses: list[torch.Tensor], sigmas: torch.Tensor, per_sample: list[torch.Tensor],
+                      grad_norm) -> dict[str, float]:
+        """The step's values, read from the device once per optimizer step: a host sync per micro-batch would
+        drain the GPU's queue between micro-batches. Losses are averaged over micro-batches and processes."""
+        mean = self.backend.reduce(torch.stack(losses).mean(0))
+        norm = torch.as_tensor(math.nan if grad_norm is None else grad_norm, dtype=torch.float32)
+        values = torch.cat([mean, norm.to(mean.device).reshape(1), *(t.to(mean.device) for t in per_sample)]).cpu()
+        self.bucket_loss.add(sigmas, values[4:])
+        metrics = {"loss": values[0].item(), "video_loss": values[1].item(), "audio_loss": values[2].item(),
+                   "sigma": sigmas.mean().item(), "lr": self.lr_scheduler.get_last_lr()[0]}
+        if grad_norm is not None:
+            metrics["grad_norm"] = values[3].item()
+        return metrics
 
     def train(self) -> TrainResult:
         with StopRequest() as stop:  # from the start: a stop asked during setup is honoured after the first step

@@ -67,9 +67,10 @@ class DDPBackend(state.DCPState):
     def backward(self, loss: torch.Tensor) -> None:
         self.accelerator.backward(loss)
 
-    def step(self, optimizer, params, max_grad_norm: float) -> float | None:
-        """Clip (if ``max_grad_norm`` > 0), step, zero the gradients; the total gradient norm before clipping."""
-        norm = float(self.accelerator.clip_grad_norm_(params, max_grad_norm)) if max_grad_norm > 0 else None
+    def step(self, optimizer, params, max_grad_norm: float) -> torch.Tensor | None:
+        """Clip (if ``max_grad_norm`` > 0), step, zero the gradients; the total gradient norm before clipping, left
+        on the device (the trainer reads it with the step's other values, in one sync)."""
+        norm = self.accelerator.clip_grad_norm_(params, max_grad_norm).detach() if max_grad_norm > 0 else None
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return norm

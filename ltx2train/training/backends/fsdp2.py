@@ -85,11 +85,11 @@ class FSDP2Backend(state.DCPState, TorchCollectives):
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
-    def step(self, optimizer, params, max_grad_norm: float) -> float | None:
+    def step(self, optimizer, params, max_grad_norm: float) -> torch.Tensor | None:
         norm = None
         if max_grad_norm > 0:
             total = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)
+            norm = (total.full_tensor() if hasattr(total, "full_tensor") else total).detach()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return norm
