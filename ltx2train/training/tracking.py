@@ -156,5 +156,11 @@ class Tracker:
             writer.flush()
 
     def finish(self) -> None:
+        """Close every tracker; with W&B, also wait for its service to write the run out (``wandb.teardown``:
+        its atexit hook is not reliable under multiprocessing, and an offline run is complete only after it)."""
         for tracker in self.trackers:
             tracker.finish()
+        if self.tracker("wandb") is not None:
+            import wandb
+
+            wandb.teardown()
