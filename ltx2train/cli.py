@@ -85,7 +85,7 @@ def _describe(report: dict) -> str:
         return f"LoRA ({report['dialect']}), {report['modules']} modules"
     if report["kind"] == "components":
         names = ", ".join(c["component"] for c in report["components"])
-        return f"LTX-2 weights, variant {report['variant']}: {names}"
+        return f"{report['version']} weights, variant {report['variant']}: {names}"
     return "not an LTX-2 component or LoRA file known to ltx2train"
 
 
@@ -187,7 +187,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from ltx2train.utils.progress import console
 
-    run_demo(args.output, args.overrides, log=console)
+    run_demo(args.output, args.overrides, log=console, variant=args.variant)
     return 0
 
 
@@ -386,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="tiny model + synthetic clips: prepare -> train LoRA -> checkpoint -> sample")
     demo.add_argument("--output", default="outputs/demo", help="output directory (default: outputs/demo)")
+    demo.add_argument("--variant", help="the tiny architecture to run: tiny (LTX-2, the default), tiny-2.3 (LTX-2.3)")
     demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of recipes/demo.yaml")
     demo.set_defaults(func=_cmd_demo)
 

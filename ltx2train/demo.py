@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
 
 
-def demo_config(output: Path, overrides: Sequence[str] = ()):
+def demo_config(output: Path, overrides: Sequence[str] = (), variant: str | None = None):
     from ltx2train.config import load_config
 
     if not RECIPE.is_file():
@@ -27,11 +27,14 @@ def demo_config(output: Path, overrides: Sequence[str] = ()):
         f"data.metadata={output / 'data' / 'metadata.jsonl'}",
         f"data.cache_dir={output / 'cache'}",
         f"train.output_dir={output / 'run'}",
+        *([f"model.variant={variant}"] if variant else []),
     ]
     return load_config(RECIPE, [*paths, *overrides])
 
 
-def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (), log: Callable[[str], None] = print) -> dict:
+def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (), log: Callable[[str], None] = print,
+             variant: str | None = None) -> dict:
+    """The demo on ``variant`` (``tiny``, ``tiny-2.3``...: a tiny variant of each architecture; default: the recipe's)."""
     from ltx2train.data.prepare import prepare
     from ltx2train.data.synthetic import make_synthetic_dataset
     from ltx2train.inference.sample import sample
@@ -39,15 +42,15 @@ def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (),
     from ltx2train.training.trainer import Trainer
 
     output = Path(output).resolve()
-    cfg = demo_config(output, overrides)  # validates the recipe and overrides before any work
+    cfg = demo_config(output, overrides, variant)  # validates the recipe and overrides before any work
     timings, start = {}, time.perf_counter()
     if not (output / "model" / "gemma" / "config.json").is_file():
-        write_tiny_checkpoint(output / "model")
+        write_tiny_checkpoint(output / "model", variant=cfg.model.variant)
     if not Path(cfg.data.metadata).is_file():
         make_synthetic_dataset(output / "data", num_frames=cfg.data.num_frames, fps=cfg.data.fps,
                                height=cfg.data.height, width=cfg.data.width)
     timings["model+data"] = time.perf_counter() - start
-    log(f"[demo] tiny LTX-2 in {output / 'model'}, synthetic clips in {output / 'data'}")
+    log(f"[demo] {cfg.model.variant} LTX-2 in {output / 'model'}, synthetic clips in {output / 'data'}")
 
     t = time.perf_counter()
     shutil.rmtree(cfg.data.cache_dir, ignore_errors=True)  # the demo's cache is rebuilt (well under a second)

@@ -27,15 +27,15 @@ def _deterministic():
     yield
 
 
-@pytest.fixture(scope="session")
-def tiny_workspace(tmp_path_factory):
-    """The demo's inputs, made once: tiny LTX-2 + Gemma on disk, 6 synthetic clips, their prepared cache."""
+def make_workspace(root: Path, variant: str) -> Path:
+    """The demo's inputs for ``variant``: the tiny model + Gemma on disk, 6 synthetic clips, their prepared cache.
+    ``tiny_config`` on the workspace trains that variant."""
     from ltx2train.data.prepare import prepare
     from ltx2train.data.synthetic import make_synthetic_dataset
     from ltx2train.models.tiny import write_tiny_checkpoint
 
-    root = tmp_path_factory.mktemp("tiny_workspace")
-    write_tiny_checkpoint(root / "model")
+    write_tiny_checkpoint(root / "model", variant=variant)
+    (root / "VARIANT").write_text(variant)
     make_synthetic_dataset(root / "data", num_clips=6, num_frames=9, fps=24.0, height=64, width=64)
     cfg = tiny_config(root, root / "unused_run")
     report = prepare(cfg)
@@ -43,10 +43,25 @@ def tiny_workspace(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory):
+    """The tiny LTX-2 (2.0) workspace, made once."""
+    return make_workspace(tmp_path_factory.mktemp("tiny_workspace"), "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny23_workspace(tmp_path_factory):
+    """The tiny LTX-2.3 workspace (gated attention, prompt AdaLN, per-modality text projections, BWE vocoder)."""
+    return make_workspace(tmp_path_factory.mktemp("tiny23_workspace"), "tiny-2.3")
+
+
 def tiny_config(root, output_dir, overrides=()):
+    """The demo recipe on a workspace (its variant), writing to ``output_dir``."""
     from ltx2train.demo import demo_config
 
-    cfg = demo_config(Path(root), [f"train.output_dir={output_dir}", *overrides])
+    marker = Path(root) / "VARIANT"
+    variant = marker.read_text() if marker.is_file() else None
+    cfg = demo_config(Path(root), [f"train.output_dir={output_dir}", *overrides], variant)
     return cfg
 
 
@@ -76,11 +91,12 @@ def transformer_inputs(root, tmp_path, seed=0) -> dict:
     from ltx2train.training.strategies import build_strategy
 
     cfg = tiny_config(root, tmp_path / "unused")
-    connectors = load_component("tiny", "connectors", cfg.model.checkpoint)
+    connectors = load_component(cfg.model.variant, "connectors", cfg.model.checkpoint)
     dataset = CachedDataset(cfg.data.cache_dir)
     batch = dataset.collate([dataset[0]])
     with torch.no_grad():
-        context = connect_text(connectors, ProjectedText(batch["text_video"], None, batch["text_attention_mask"]))
+        projected = ProjectedText(batch["text_video"], batch.get("text_audio"), batch["text_attention_mask"])
+        context = connect_text(connectors, projected)
     strategy = build_strategy(cfg)
     return strategy.inputs(batch, context, generator=torch.Generator().manual_seed(seed)).model_kwargs
 

@@ -202,6 +202,11 @@ class LoRAConfig:
             without ``.alpha``, diffusers, DiffSynth, Lightricks' trainer): at step 0 the model acts as with that
             file in its own consumer. Its ranks must equal ``rank`` and its modules be among ``target_modules``.
             Ignored when resuming from a checkpoint.
+        gate_logits: also adapt LTX-2.3's attention gates (``to_gate_logits``: one logit per head, ``2 * sigmoid``
+            scales each head's output). Off by default: a gate LoRA can switch whole heads off or saturate them, the
+            failure other trainers report as quality that degrades after a few hundred steps and NaN gate weights
+            that render black video. Naming ``to_gate_logits`` in ``target_modules`` is refused; this is the switch.
+            LTX-2.0 has no gates (an error there).
     """
 
     rank: int = 32  # adapter rank
@@ -209,6 +214,7 @@ class LoRAConfig:
     dropout: float = 0.0  # adapter-input dropout in [0, 1)
     target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])  # suffixes
     init_from: Optional[str] = None  # LoRA file to start from (any dialect); null: start from zero
+    gate_logits: bool = False  # LTX-2.3+: also adapt the attention gates (to_gate_logits); off by default
 
 
 @dataclass

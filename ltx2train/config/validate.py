@@ -165,6 +165,21 @@ def _lora(c: _Checks, cfg: Config) -> None:
     c.need(0.0 <= lo.dropout < 1.0, f"lora.dropout: must be in [0, 1), got {lo.dropout}")
     c.need(len(lo.target_modules) > 0 and all(s.strip() for s in lo.target_modules),
            f"lora.target_modules: must be a non-empty list of module names, got {lo.target_modules!r}")
+    from ltx2train.models.adapters import GATE_LOGITS
+
+    gates = [m for m in lo.target_modules if m.split(".")[-1] == GATE_LOGITS]
+    c.need(not gates, f"lora.target_modules: {gates[0] if gates else ''} are LTX-2.3's attention gates, which a LoRA "
+           "adapts only when asked: remove it from the list and set lora.gate_logits=true")
+    if lo.gate_logits and not c.errors:
+        c.need(_has_gates(cfg.model.variant), f"lora.gate_logits=true: model.variant {cfg.model.variant} has no "
+               "gated attention (LTX-2.0); set lora.gate_logits=false")
+
+
+def _has_gates(variant: str) -> bool:
+    from ltx2train.models.specs import load_variant
+
+    config = load_variant(variant).component("transformer").config
+    return bool(config.get("gated_attn") or config.get("audio_gated_attn"))
 
 
 def _optimizer(c: _Checks, cfg: Config) -> None:

@@ -125,6 +125,7 @@ def check_settings(cache_dir: str | Path, settings: CacheSettings) -> None:
         raise ValueError(f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train writes format "
                          f"{FORMAT_VERSION}: use another data.cache_dir or delete this one")
     old = manifest.get("settings", {})
+    _check_variant(cache_dir, manifest, settings.variant)
     diffs = [f"{k}: cache has {old.get(k)!r}, recipe has {v!r}" for k, v in asdict(settings).items() if old.get(k) != v]
     if diffs:
         raise ValueError(
@@ -133,15 +134,36 @@ def check_settings(cache_dir: str | Path, settings: CacheSettings) -> None:
         )
 
 
+def _check_variant(cache_dir, manifest: dict, variant: str) -> None:
+    """A cache prepared for one model variant (version, size) is never read for another."""
+    made_for = manifest.get("settings", {}).get("variant")
+    if made_for != variant:
+        raise ValueError(f"cache {cache_dir} was prepared for {_version(made_for)}, but the recipe's model.variant is "
+                         f"{_version(variant)}: latents and text features of one LTX-2 model do not fit another. "
+                         "Prepare a cache for this model: `ltx2train prepare RECIPE` into another data.cache_dir, or "
+                         "`ltx2train prepare RECIPE --overwrite` to rebuild this one")
+
+
+def _version(variant: str | None) -> str:
+    """``tiny-2.3 (LTX-2.3)``: a variant with its version, when the variant is known here."""
+    from ltx2train.models.specs import load_variant
+
+    try:
+        return f"{variant} (LTX-{load_variant(variant).family})"
+    except (ValueError, OSError, TypeError):
+        return repr(variant)
+
+
 def check_producer(cache_dir: str | Path, producer: dict[str, str]) -> None:
-    """The cache's latents came from these weights (``produced_by``: component -> fingerprint; the code version
-    is recorded, not compared)."""
+    """The cache's latents came from this model variant and these weights (``produced_by``: ``variant``, its
+    ``version``, component -> fingerprint; the code version is recorded, not compared)."""
     manifest = read_manifest(cache_dir)
     if manifest is None:
         return
+    _check_variant(cache_dir, manifest, producer["variant"])
     made = manifest.get("produced_by", {})
     diffs = [f"{k}: cache {made.get(k)}, recipe {v}" for k, v in producer.items()
-             if k != "ltx2train" and made.get(k) != v]
+             if k not in ("ltx2train", "variant", "version") and made.get(k) != v]
     if diffs:
         raise ValueError(f"cache {cache_dir} was made with other weights ({'; '.join(diffs)}): use another "
                          "data.cache_dir, or rebuild this one with `ltx2train prepare RECIPE --overwrite`")

@@ -70,14 +70,17 @@ def settings_from_config(cfg) -> cache.CacheSettings:
 
 
 def producer(cfg, text_encoder: bool = True) -> dict[str, str]:
-    """What the cache's tensors come from: the code version, and the fingerprint of each frozen component
-    (``models.loading.tensor_fingerprint``: names, shapes and first bytes of its tensors)."""
+    """What the cache's tensors come from: the code version, the model variant and its version, and the fingerprint
+    of each frozen component (``models.loading.tensor_fingerprint``: names, shapes and first bytes of its tensors)."""
     from importlib.metadata import version
 
     from ltx2train.models.loading import component_fingerprint, tensor_fingerprint
 
     components = ["video_vae", *(["audio_vae"] if cfg.data.with_audio else []), "connectors"]
-    out = {"ltx2train": version("ltx2train")}
+    from ltx2train.models.specs import load_variant
+
+    out = {"ltx2train": version("ltx2train"), "variant": cfg.model.variant,
+           "version": f"LTX-{load_variant(cfg.model.variant).family}"}
     out.update({c: component_fingerprint(cfg.model.checkpoint, c) for c in components})
     if text_encoder:
         out["text_encoder"] = tensor_fingerprint(sorted(Path(cfg.model.text_encoder).glob("*.safetensors")))
@@ -371,10 +374,12 @@ def prepare(
             cache.remove_cache(cache_dir)
         barrier()
     from ltx2train.models.loading import require_model_files
+    from ltx2train.models.specs import load_variant
 
     # every file prepare reads (the cache's producer fingerprints them first), listed before one loads
     require_model_files(cfg.model.checkpoint, ["connectors", "video_vae"] + (["audio_vae"] if cfg.data.with_audio
-                                                                              else []), text_encoder=cfg.model.text_encoder)
+                                                                              else []), text_encoder=cfg.model.text_encoder,
+                        variant=load_variant(cfg.model.variant))
     made_by = producer(cfg)
     cache.check_settings(cache_dir, settings)
     cache.check_producer(cache_dir, made_by)

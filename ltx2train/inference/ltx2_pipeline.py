@@ -339,20 +339,13 @@ def _load_upsampler(load, checkpoint: Path, upscaler):
 
 def identify_variant(checkpoint, distilled: bool = False) -> str:
     """The shipped variant whose transformer keys and shapes the checkpoint holds (header read only)."""
-    from ltx2train.models.identify import identify_components
-    from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE
-    from ltx2train.models.loading import read_safetensors_header
+    from ltx2train.models.version import detect_checkpoint
 
-    path = checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        path = checkpoint / (DISTILLED_TRANSFORMER_FILE if distilled else "transformer.safetensors")
-    if not path.is_file():
-        raise FileNotFoundError(f"variant: cannot identify {checkpoint} (no {path.name}); pass variant=NAME")
-    entries, _ = read_safetensors_header(path)
-    found = identify_components({key: entry.shape for key, entry in entries.items()})["variant"]
-    if found is None:
-        raise ValueError(f"variant: {path} matches no shipped variant; pass variant=NAME or a variant JSON file")
-    return found
+    found = detect_checkpoint(checkpoint, distilled)
+    if found.variant is None:
+        raise ValueError(f"variant: {checkpoint} matches no shipped variant (closest: {found.closest}, "
+                         f"{found.version}); pass variant=NAME or a variant JSON file")
+    return found.variant
 
 
 def write_video_audio(video, audio, path, fps, audio_sample_rate) -> Path:

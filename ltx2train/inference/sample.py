@@ -33,7 +33,7 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     spec = load_variant(cfg.model.variant)
     require_model_files(cfg.model.checkpoint, ["connectors", "video_vae", "audio_vae", "vocoder"]
                         + ([] if transformer else ["transformer"]), distilled=cfg.model.distilled,
-                        text_encoder=cfg.model.text_encoder)
+                        text_encoder=cfg.model.text_encoder, variant=spec)
     dtype = torch_dtype(cfg.model.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     validation = _validation(cfg.validation, prompts, seed, image, reference_video, audio, video)

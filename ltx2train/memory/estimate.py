@@ -157,13 +157,12 @@ def build_transformer(cfg, spec, *, frozen: torch.dtype, trained: torch.dtype, f
             p.data = p.data.to(trained)
         return module
     from accelerate import init_empty_weights
-    from peft import LoraConfig
+
+    from ltx2train.models.adapters import training_lora_config
 
     module.requires_grad_(False)
-    lora = cfg.lora
     with init_empty_weights():
-        module.add_adapter(LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                      target_modules=list(lora.target_modules), init_lora_weights=True))
+        module.add_adapter(training_lora_config(cfg.lora))
     for name, p in module.named_parameters():
         if "lora_" in name:
             p.data = p.data.to(trained)

@@ -21,6 +21,24 @@ from ltx2train.models.keys import build_key_map, lora_module_to_diffusers, lora_
 from ltx2train.models.lora_files import LoraFile, LoraModule, from_state_dict, read_lora, to_state_dict
 
 
+GATE_LOGITS = "to_gate_logits"  # LTX-2.3's per-head attention gate projection (2 * sigmoid scales each head)
+
+
+def lora_targets(lora_cfg) -> list[str]:
+    """The module-name suffixes a training LoRA adapts: ``lora.target_modules``, plus the attention gates only with
+    ``lora.gate_logits``."""
+    return [*lora_cfg.target_modules, *([GATE_LOGITS] if lora_cfg.gate_logits else [])]
+
+
+def training_lora_config(lora_cfg, exclude: str | None = None):
+    """PEFT's ``LoraConfig`` for a recipe's ``lora`` section (zero-initialised B: the model starts as the base);
+    modules whose full name matches ``exclude`` get no adapter."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                      target_modules=lora_targets(lora_cfg), init_lora_weights=True, exclude_modules=exclude)
+
+
 def _lora_config(state: Mapping[str, torch.Tensor], alphas: Mapping[str, float]):
     from peft import LoraConfig
 

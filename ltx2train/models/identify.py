@@ -51,7 +51,7 @@ def inspect_file(path: str | Path) -> dict:
 
 def identify_components(shapes: dict[str, tuple[int, ...]]) -> dict:
     """Match a file's keys and shapes against the shipped variants; the best match wins."""
-    from ltx2train.models.specs import list_variants
+    from ltx2train.models.specs import list_variants, load_variant
 
     def score(variant):
         layout = _layout(variant)
@@ -73,7 +73,7 @@ def identify_components(shapes: dict[str, tuple[int, ...]]) -> dict:
             "missing": sorted(expected - set(shapes)),
             "wrong_shape": sorted(k for k in expected & set(shapes) if tuple(layout[k][1]) != shapes[k]),
         })
-    return {"kind": "components", "variant": best, "components": components,
+    return {"kind": "components", "variant": best, "version": f"LTX-{load_variant(best).family}", "components": components,
             "extra_keys": sorted(k for k in shapes if k not in layout)}
 
 

@@ -56,6 +56,11 @@ SPLIT_FILES: tuple[SplitFile, ...] = (
 DISTILLED_TRANSFORMER_FILE = "transformer_distilled.safetensors"
 # Default file names of the x2 spatial upscalers (the upscaler is always its own, unprefixed file).
 UPSCALER_FILES = ("ltx-2-spatial-upscaler-x2-1.0.safetensors", "ltx-2.3-spatial-upscaler-x2-1.0.safetensors")
+
+
+def upscaler_file(family: str) -> str:
+    """The x2 upscaler's file name as Lightricks publishes it for a version (``2.0``: LTX-2's, ``2.3``...)."""
+    return UPSCALER_FILES[0] if family == "2.0" else f"ltx-{family}-spatial-upscaler-x2-1.0.safetensors"
 # Components that go into the official single file (the upscaler never does).
 SINGLE_FILE_COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder")
 

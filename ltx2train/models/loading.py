@@ -50,7 +50,7 @@ class _Source:
     config: dict | None = None  # diffusers config.json for kind == "diffusers"
 
 
-def _diffusers_dir(path: Path, component: str) -> Path | None:
+def diffusers_dir(path: Path, component: str) -> Path | None:
     for candidate in (path / component, path):
         if (candidate / "config.json").is_file() and list(candidate.glob("diffusion_pytorch_model*.safetensors")):
             return candidate
@@ -65,7 +65,7 @@ def _resolve_source(path: Path, component: str, distilled: bool) -> _Source:
             raise CheckpointError(f"{component}: {path} is not a .safetensors file (only safetensors are loaded)")
         kind = "upscaler" if component == "spatial_upsampler" else "single"
         return _Source(kind, (path,))
-    ddir = _diffusers_dir(path, component)
+    ddir = diffusers_dir(path, component)
     if ddir is not None:
         files = sorted(ddir.glob("diffusion_pytorch_model*.safetensors"))
         return _Source("diffusers", tuple(files), json.loads((ddir / "config.json").read_text()))
@@ -96,7 +96,7 @@ def missing_model_files(checkpoint: str | Path, components: list[str], *, distil
         missing.append(f"model.checkpoint: {path} (a repackaged directory or the official .safetensors file)")
     elif path.is_dir():
         for component in components:
-            if _diffusers_dir(path, component) is not None:
+            if diffusers_dir(path, component) is not None:
                 continue
             names = [f.filename for f in split_files_for(component)]
             if component == "transformer" and distilled:
@@ -112,8 +112,9 @@ def missing_model_files(checkpoint: str | Path, components: list[str], *, distil
 
 
 def require_model_files(checkpoint: str | Path, components: list[str], *, distilled: bool = False,
-                        text_encoder: str | Path | None = None) -> None:
-    """``missing_model_files``, raised as one error that lists them all."""
+                        text_encoder: str | Path | None = None, variant: VariantSpec | None = None) -> None:
+    """``missing_model_files``, raised as one error that lists them all; with ``variant``, the files must also be
+    that variant's version and size (:func:`ltx2train.models.version.check_version`), checked from their headers."""
     missing = missing_model_files(checkpoint, components, distilled=distilled, text_encoder=text_encoder)
     if missing:
         raise FileNotFoundError(
@@ -121,6 +122,10 @@ def require_model_files(checkpoint: str | Path, components: list[str], *, distil
             "\nPoint model.checkpoint at the repackaged directory (transformer.safetensors, "
             "text_encoder_post_modules.safetensors, video/audio VAE and vocoder files) or the official single file, "
             "and model.text_encoder at the Gemma 3 directory")
+    if variant is not None:
+        from ltx2train.models.version import check_version  # reads headers through this module
+
+        check_version(checkpoint, variant, components, distilled=distilled)
 
 
 _SAFETENSORS_DTYPES = {

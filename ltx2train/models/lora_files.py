@@ -157,7 +157,17 @@ def read_lora(path: str | Path) -> LoraFile:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"LoRA {path} is not a readable safetensors file: {exc}") from None
+    require_finite(state, f"LoRA {path}")
     return from_state_dict(state, metadata, source=str(path))
+
+
+def require_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    """A LoRA with a NaN or infinite weight renders black or noise frames in every consumer: refused, by tensor."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{what}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {', '.join(bad[:3])}); "
+                         "the file is unusable. Take an earlier checkpoint's LoRA (lower the learning rate, keep "
+                         "lora.gate_logits off on LTX-2.3)")
 
 
 # --- writing ------------------------------------------------------------------------------------------

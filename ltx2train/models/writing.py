@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from ltx2train.models.keys import base_state_dict, build_key_map
-from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE, SINGLE_FILE_COMPONENTS, SPLIT_FILES
+from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE, SINGLE_FILE_COMPONENTS, SPLIT_FILES, upscaler_file
 from ltx2train.models.loading import PASSTHROUGH_ATTR, SAFETENSORS_DTYPE_NAMES
 from ltx2train.utils.atomic import atomic_path
 
@@ -90,14 +90,15 @@ def save_repackaged(
 ) -> list[Path]:
     """Write the given components as repackaged split files (original keys) into ``out_dir``.
 
-    ``spatial_upsampler`` is written as ``ltx-2-spatial-upscaler-x2-1.0.safetensors`` (unprefixed).
+    ``spatial_upsampler`` is written unprefixed under its published name (``ltx-2-spatial-upscaler-x2-1.0.safetensors``,
+    ``ltx-2.3-spatial-upscaler-x2-1.0.safetensors``).
     """
     out_dir = Path(out_dir)
     written = []
     for component, module in modules.items():
         state = original_state_dict(component, module, family)
         if component == "spatial_upsampler":
-            written.append(save_upscaler(module, out_dir / "ltx-2-spatial-upscaler-x2-1.0.safetensors", family,
+            written.append(save_upscaler(module, out_dir / upscaler_file(family), family,
                                          variant_name=variant_name))
             continue
         files = [f for f in SPLIT_FILES if f.component == component]

@@ -76,7 +76,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     samples = bool(cfg.validation.prompts)  # validation samples need the decoders, the vocoder and Gemma
     require_model_files(cfg.model.checkpoint, ["transformer", "connectors"] + (
         ["video_vae", "audio_vae", "vocoder"] if samples else []), distilled=cfg.model.distilled,
-        text_encoder=cfg.model.text_encoder if samples else None)
+        text_encoder=cfg.model.text_encoder if samples else None, variant=spec)
     output_dir = Path(cfg.train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if backend.is_main:

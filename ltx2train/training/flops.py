@@ -76,9 +76,10 @@ def step_flops(cfg, spec, *, batch: int, video: int, audio: int, text: int, fps:
     tokens (the transformer's own sequence lengths, conditioning tokens included) for the recipe ``cfg`` and the
     transformer's ``spec``. Counted once per token count."""
     from ltx2train.memory.estimate import Tokens
+    from ltx2train.models.adapters import lora_targets
 
     tokens = Tokens(batch, 1, 1, video, audio, text, fps)
-    key = (cfg.train.method, tuple(cfg.lora.target_modules), cfg.lora.rank, spec.name, str(spec.config), tokens)
+    key = (cfg.train.method, tuple(lora_targets(cfg.lora)), cfg.lora.rank, spec.name, str(spec.config), tokens)
     if key not in _COUNTED:
         _register_cpu_attention()
         with _quiet():

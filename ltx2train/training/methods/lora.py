@@ -7,7 +7,13 @@ from pathlib import Path
 
 import torch
 
-from ltx2train.models.adapters import adapter_state_from_lora, export_lora, load_into_adapter
+from ltx2train.models.adapters import (
+    adapter_state_from_lora,
+    export_lora,
+    load_into_adapter,
+    lora_targets,
+    training_lora_config,
+)
 from ltx2train.models.lora_files import read_lora, to_state_dict
 
 ADAPTER = "default"
@@ -17,16 +23,11 @@ EXPORT_FILE = "lora.safetensors"
 def add_lora(transformer: torch.nn.Module, lora_cfg, exclude: str | None = None) -> list[torch.nn.Parameter]:
     """PEFT LoRA on ``lora_cfg.target_modules`` except modules whose full name matches ``exclude``; adapter
     weights kept in float32 whatever the base dtype."""
-    from peft import LoraConfig
-
     transformer.requires_grad_(False)
-    config = LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-                        target_modules=list(lora_cfg.target_modules), init_lora_weights=True,
-                        exclude_modules=exclude)
     try:
-        transformer.add_adapter(config, adapter_name=ADAPTER)
+        transformer.add_adapter(training_lora_config(lora_cfg, exclude), adapter_name=ADAPTER)
     except ValueError as exc:
-        raise ValueError(f"lora.target_modules={list(lora_cfg.target_modules)} match no transformer module: {exc}") from exc
+        raise ValueError(f"lora.target_modules={lora_targets(lora_cfg)} match no transformer module: {exc}") from exc
     params = [p for n, p in transformer.named_parameters() if "lora_" in n]
     for p in params:
         p.data = p.data.float()
@@ -43,7 +44,7 @@ class LoraMethod:
 
     def describe(self) -> str:
         where = " (none on the audio branch: it does not run)" if self.frozen else ""
-        return f"LoRA rank {self.cfg.lora.rank} on {list(self.cfg.lora.target_modules)}{where}"
+        return f"LoRA rank {self.cfg.lora.rank} on {lora_targets(self.cfg.lora)}{where}"
 
     def apply(self, transformer: torch.nn.Module, log, fresh: bool = True) -> None:
         """Adapters on the frozen transformer; on a fresh run (not a resume) filled from ``lora.init_from``."""
@@ -56,7 +57,7 @@ class LoraMethod:
     def signature(self) -> dict[str, str]:
         lora = self.cfg.lora
         return {"method": self.name, "base_variant": self.spec.name, "rank": str(lora.rank),
-                "target_modules": json.dumps(list(lora.target_modules)),
+                "target_modules": json.dumps(lora_targets(lora)),
                 **({"excluded_modules": self.frozen} if self.frozen else {})}
 
     def trainable_names(self, model: torch.nn.Module) -> set[str]:
@@ -69,7 +70,7 @@ class LoraMethod:
         lora = export_lora(model, adapter_name=ADAPTER, state=state)
         meta = {**metadata, "format": "ltx2train-lora", "lora_format": "official", "alpha_handling": "folded",
                 "rank": str(self.cfg.lora.rank), "alpha": str(self.cfg.lora.alpha),
-                "target_modules": json.dumps(list(self.cfg.lora.target_modules))}
+                "target_modules": json.dumps(lora_targets(self.cfg.lora))}
         return {EXPORT_FILE: (to_state_dict(lora, "official", dtype=torch.float32), meta)}
 
     def load_export(self, model: torch.nn.Module, path: Path, *, require_all: bool = True, source: str = "") -> None:

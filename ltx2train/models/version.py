@@ -1,0 +1,123 @@
+"""Which LTX-2 version a checkpoint is, read from what it holds, and the check against ``model.variant``.
+
+A checkpoint's version is its key set and shapes: LTX-2.3 adds gated attention (``to_gate_logits``), the prompt
+AdaLN and 9-row modulation tables to the DiT, per-modality text projections to the connectors and another VAE
+decoder topology; sizes tell 22B from a tiny model. Only safetensors headers are read. The check runs before any
+weight loads, so a 2.3 file under ``model.variant: ltx2-19b`` (or the reverse) is one clear error naming both,
+never a strict-loading failure deep in a component, and never a silently mis-built model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE, owner_of, split_files_for
+from ltx2train.models.loading import CheckpointError, diffusers_dir, read_safetensors_header
+from ltx2train.models.specs import VariantSpec, list_variants, load_variant
+
+Shapes = dict[str, tuple[int, ...]]
+
+
+class VersionMismatchError(CheckpointError):
+    """The checkpoint holds another LTX-2 version (or size) than the recipe's ``model.variant``."""
+
+
+@dataclass(frozen=True)
+class Detected:
+    """The shipped variant a component's tensors match exactly (None if none does) and the closest one."""
+
+    component: str
+    variant: str | None  # exact match: every key and shape
+    closest: str  # the shipped variant sharing most keys and shapes
+    family: str  # the closest variant's family: "2.0", "2.3"
+
+    @property
+    def version(self) -> str:
+        return f"LTX-{self.family}"
+
+
+def _layout_of(spec: VariantSpec, component: str) -> Shapes:
+    from ltx2train.models.keys import build_key_map, original_keys_with_shapes
+
+    module = spec.component(component).build(meta=True)
+    return original_keys_with_shapes(build_key_map(component, module, spec.family), module)
+
+
+@lru_cache(maxsize=None)
+def _shipped_layout(variant: str, component: str) -> Shapes:
+    return _layout_of(load_variant(variant), component)
+
+
+def component_shapes(checkpoint: str | Path, component: str, distilled: bool = False) -> Shapes | None:
+    """The original keys and shapes ``checkpoint`` holds for ``component`` (headers only), or None for a diffusers
+    directory (its ``config.json`` builds the module) or a component that is not there."""
+    path = Path(checkpoint)
+    if path.is_file():
+        entries, _ = read_safetensors_header(path)
+        return {k: e.shape for k, e in entries.items() if owner_of(k) == component} or None
+    if not path.is_dir() or diffusers_dir(path, component) is not None:
+        return None
+    names = [f.filename for f in split_files_for(component)]
+    if component == "transformer" and distilled:
+        names = [DISTILLED_TRANSFORMER_FILE]
+    shapes: Shapes = {}
+    for name in names:
+        if not (path / name).is_file():
+            return None
+        entries, _ = read_safetensors_header(path / name)
+        shapes.update({k: e.shape for k, e in entries.items()})
+    return shapes
+
+
+def detect(component: str, shapes: Shapes) -> Detected:
+    """The shipped variant whose ``component`` has exactly these keys and shapes, else the closest one."""
+    def common(variant: str) -> int:
+        layout = _shipped_layout(variant, component)
+        return sum(1 for k, s in shapes.items() if layout.get(k) == tuple(s))
+
+    variants = list_variants()
+    exact = [v for v in variants if _shipped_layout(v, component) == {k: tuple(s) for k, s in shapes.items()}]
+    closest = exact[0] if exact else max(variants, key=common)
+    return Detected(component, exact[0] if exact else None, closest, load_variant(closest).family)
+
+
+def detect_checkpoint(checkpoint: str | Path, distilled: bool = False) -> Detected:
+    """The version of a checkpoint's transformer (a repackaged directory or an official single file)."""
+    shapes = component_shapes(checkpoint, "transformer", distilled)
+    if shapes is None:
+        raise FileNotFoundError(f"{checkpoint}: no transformer weights to identify (a repackaged directory with "
+                                "transformer.safetensors, or the official single file)")
+    return detect("transformer", shapes)
+
+
+def check_version(checkpoint: str | Path, spec: VariantSpec, components: Iterable[str], distilled: bool = False) -> None:
+    """Every listed component of ``checkpoint`` has exactly the keys and shapes of ``spec``'s, or one error says
+    which version the file is, which the recipe asks for, and what to set."""
+    for component in components:
+        shapes = component_shapes(checkpoint, component, distilled)
+        if shapes is None:
+            continue
+        expected = _layout_of(spec, component) if spec.name not in list_variants() else \
+            _shipped_layout(spec.name, component)
+        if {k: tuple(s) for k, s in shapes.items()} == expected:
+            continue
+        raise VersionMismatchError(_mismatch_message(checkpoint, spec, detect(component, shapes), shapes, expected))
+
+
+def _mismatch_message(checkpoint, spec: VariantSpec, found: Detected, shapes: Shapes, expected: Shapes) -> str:
+    asked = f"model.variant is {spec.name} (LTX-{spec.family})"
+    if found.variant is not None:
+        recipes = f" (recipes/ltx{found.family}_*.yaml are made for it)" if found.family != "2.0" else ""
+        return (f"model.checkpoint {checkpoint}: its {found.component} weights are {found.version} ({found.variant}), "
+                f"but {asked}: set model.variant={found.variant}{recipes}")
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(shapes) & set(expected) if tuple(shapes[k]) != expected[k])
+    parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+             (("missing", missing), ("unexpected", unexpected), ("with another shape", wrong)) if v]
+    return (f"model.checkpoint {checkpoint}: its {found.component} matches no shipped variant and not {asked}: "
+            f"{', '.join(parts)}. The closest shipped variant is {found.closest} ({found.version}); a file of another "
+            f"size needs a variant JSON of its own (model.variant=PATH.json)")
