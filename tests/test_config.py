@@ -260,6 +260,11 @@ def test_every_shipped_recipe_loads_and_names_its_method_and_backend():
     assert "first_frame" in load_config(RECIPES / "i2av_lora.yaml").data.extras
     ic = load_config(RECIPES / "ic_lora.yaml")
     assert "reference" in ic.data.extras and len(ic.validation.reference_videos) == len(ic.validation.prompts)
+    for name in ("t2av_lora", "t2av_full", "i2av_lora", "ic_lora"):  # the LTX-2.3 twins: the same but the model
+        ours, theirs = load_config(RECIPES / f"ltx2.3_{name}.yaml"), load_config(RECIPES / f"{name}.yaml")
+        assert (ours.model.variant, theirs.model.variant) == ("ltx2.3-22b", "ltx2-19b")
+        assert (ours.strategy, ours.train.method, ours.data.extras) == (theirs.strategy, theirs.train.method,
+                                                                        theirs.data.extras)
 
 
 def test_backend_options_belong_to_their_backend():
@@ -272,8 +277,10 @@ def test_backend_options_belong_to_their_backend():
             load_config(T2AV, overrides)
 
 
-def test_the_reference_recipe_documents_every_field():
-    """recipes/t2av_lora.yaml is the commented reference: every schema key appears in it, nothing else."""
+@pytest.mark.parametrize("name", ["t2av_lora.yaml", "ltx2.3_t2av_lora.yaml"])
+def test_the_reference_recipe_documents_every_field(name):
+    """recipes/t2av_lora.yaml (and its LTX-2.3 twin) is the commented reference: every schema key appears in it,
+    nothing else."""
     import yaml
 
     from ltx2train.config.keys import LEAVES
@@ -282,9 +289,9 @@ def test_the_reference_recipe_documents_every_field():
         for key, value in data.items():
             yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
 
-    text = (RECIPES / "t2av_lora.yaml").read_text()
+    text = (RECIPES / name).read_text()
     assert sorted(leaves(yaml.safe_load(text))) == sorted(LEAVES)
-    assert load_config(RECIPES / "t2av_lora.yaml").data.crop == "center"
+    assert load_config(RECIPES / name).data.crop == "center"
     # data.datasets is [] there; the commented example just above it shows an entry with every DatasetSource field
     lines = text.splitlines()
     end = lines.index("  datasets: []")

@@ -358,7 +358,7 @@ def test_a_cache_of_other_weights_is_refused_and_overwrite_rebuilds_it(tiny_work
     cfg = _workspace_copy(tiny_workspace, tmp_path)
     prepare(cfg)
     made = cache.read_manifest(cfg.data.cache_dir)["produced_by"]
-    assert sorted(made) == ["audio_vae", "connectors", "ltx2train", "text_encoder", "video_vae"]
+    assert sorted(made) == ["audio_vae", "connectors", "ltx2train", "text_encoder", "variant", "version", "video_vae"]
     other = write_tiny_checkpoint(tmp_path / "other_model", seed=1)
     swapped = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
                                                              f"model.checkpoint={other}"])

@@ -100,11 +100,21 @@ def merge_lora(lora: LoraFile, base: str | Path, output: str | Path, *, dtype: t
         stored = tensors[key][2]
         return dtype if (dtype is not None and stored.is_floating_point) else stored
 
-    metadata = {"format": "pt", "writer": "ltx2train", "merged_lora_modules": str(len(targets)), **_lora_meta(lora)}
+    metadata = {"format": "pt", "writer": "ltx2train", **_base_version(tensors),
+                "merged_lora_modules": str(len(targets)), **_lora_meta(lora)}
     for path, keys in plan.items():
         if keys:
             paths.insert(0, stream_safetensors(path, [(k, out_dtype(k), tensors[k][1]) for k in keys], produce, metadata))
     return MergeResult(paths, len(targets), len(tensors) - len(targets))
+
+
+def _base_version(tensors: dict) -> dict[str, str]:
+    """The base's ``model_version`` header entry (Lightricks' version field), carried into the merged files."""
+    for path in sorted({entry[0] for entry in tensors.values()}):
+        version = read_safetensors_header(Path(path))[1].get("model_version")
+        if version:
+            return {"model_version": version}
+    return {}
 
 
 def _lora_meta(lora: LoraFile) -> dict[str, str]:

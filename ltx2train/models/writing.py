@@ -71,8 +71,10 @@ def original_state_dict(component: str, module: torch.nn.Module, family: str) ->
     return key_map.convert_to_original(base_state_dict(module), getattr(module, PASSTHROUGH_ATTR, None))
 
 
-def _metadata(variant_name: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
-    meta = {"format": "pt", "writer": "ltx2train"}
+def _metadata(variant_name: str | None, extra: Mapping[str, str] | None, family: str) -> dict[str, str]:
+    """The header metadata of a written component file: ``model_version`` is where Lightricks' files carry the
+    version (ltx-pipelines picks its LTX-2.3 defaults from it), ``ltx2train_variant`` the variant it was built as."""
+    meta = {"format": "pt", "writer": "ltx2train", "model_version": family}
     if variant_name:
         meta["ltx2train_variant"] = variant_name
     meta.update(extra or {})
@@ -107,7 +109,7 @@ def save_repackaged(
         for split in files:
             name = DISTILLED_TRANSFORMER_FILE if (component == "transformer" and distilled_transformer) else split.filename
             part = {k: v for k, v in state.items() if split.holds(k)}
-            written.append(save_safetensors_atomic(part, out_dir / name, _metadata(variant_name, metadata)))
+            written.append(save_safetensors_atomic(part, out_dir / name, _metadata(variant_name, metadata, family)))
     return written
 
 
@@ -125,12 +127,12 @@ def save_single_file(
         if component not in SINGLE_FILE_COMPONENTS:
             raise ValueError(f"{component!r} does not belong in the official single file (write it separately)")
         tensors.update(original_state_dict(component, module, family))
-    meta = _metadata(variant_name, metadata)
+    meta = _metadata(variant_name, metadata, family)
     meta.setdefault("ltx2train_components", json.dumps(sorted(modules)))
     return save_safetensors_atomic(tensors, path, meta)
 
 
 def save_upscaler(module: torch.nn.Module, path: str | Path, family: str, *, variant_name: str | None = None) -> Path:
     return save_safetensors_atomic(
-        original_state_dict("spatial_upsampler", module, family), path, _metadata(variant_name, None)
+        original_state_dict("spatial_upsampler", module, family), path, _metadata(variant_name, None, family)
     )
