@@ -83,6 +83,18 @@ def trained_lora(tiny_workspace, tmp_path_factory):
     return cfg, result.checkpoint
 
 
+@pytest.fixture(scope="session")
+def trained_lora23(tiny23_workspace, tmp_path_factory):
+    """``trained_lora`` on the tiny LTX-2.3 (same recipe: 6 steps, alpha != rank, checkpoints at 3 and 6)."""
+    from ltx2train.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("lora23_run")
+    cfg = tiny_config(tiny23_workspace, out, [*LORA_TRAIN, "train.max_steps=6", "train.checkpoint_every=3",
+                                              "train.keep_last=5"])
+    result = Trainer(cfg, log=lambda _: None).train()
+    return cfg, result.checkpoint
+
+
 def transformer_inputs(root, tmp_path, seed=0) -> dict:
     """Fixed transformer inputs (one cached clip, fixed noise and sigma) for comparing model outputs."""
     from ltx2train.data.cache import CachedDataset
