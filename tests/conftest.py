@@ -55,6 +55,12 @@ def tiny23_workspace(tmp_path_factory):
     return make_workspace(tmp_path_factory.mktemp("tiny23_workspace"), "tiny-2.3")
 
 
+@pytest.fixture(scope="session")
+def tiny25_workspace(tmp_path_factory):
+    """The tiny LTX-2.5 workspace (2.3 without video feed-forward biases, keyframe embedding, tiny Gemma 4)."""
+    return make_workspace(tmp_path_factory.mktemp("tiny25_workspace"), "tiny-2.5")
+
+
 def tiny_config(root, output_dir, overrides=()):
     """The demo recipe on a workspace (its variant), writing to ``output_dir``."""
     from ltx2train.demo import demo_config

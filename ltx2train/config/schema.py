@@ -48,18 +48,20 @@ class ModelConfig:
     """Which LTX-2 model to fine-tune and where its weights live.
 
     Fields:
-        variant: shipped variant name (``ltx2-19b``, ``ltx2.3-22b``, ``tiny``) or the path of a
-            variant JSON file (same format as ``ltx2train/models/variants/*.json``).
+        variant: shipped variant name (``ltx2-19b``, ``ltx2.3-22b``, ``ltx2.5``; ``tiny``, ``tiny-2.3``,
+            ``tiny-2.5``) or the path of a variant JSON file (same format as ``ltx2train/models/variants/*.json``).
+            The checkpoint's version is read from its files and must be this variant's.
         checkpoint: the weights: a directory of split component files, the official single
             ``.safetensors`` file, or a diffusers-layout directory.  Required.
-        text_encoder: local Gemma 3 directory (``config.json`` + tokenizer + weights).  Required.
+        text_encoder: local Gemma directory (``config.json`` + tokenizer + weights): Gemma 3 12B for LTX-2 and
+            2.3, LTX's Gemma 4 12B for 2.5.  Required.
         distilled: load the distilled transformer file of a split directory instead of the dev one.
         dtype: storage dtype of the frozen weights: ``float32`` | ``bfloat16`` | ``float16``.
     """
 
-    variant: str = "ltx2-19b"  # shipped variant name (ltx2-19b, ltx2.3-22b, tiny) or a variant JSON path
+    variant: str = "ltx2-19b"  # shipped variant (ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5) or a JSON path
     checkpoint: str = MISSING  # split-file dir, official single file, or diffusers dir
-    text_encoder: str = MISSING  # local Gemma 3 directory (config.json + tokenizer)
+    text_encoder: str = MISSING  # local Gemma directory (config.json + tokenizer): Gemma 3 (2.0, 2.3), Gemma 4 (2.5)
     distilled: bool = False  # use the distilled transformer file of a split dir
     dtype: str = "bfloat16"  # storage dtype of frozen weights: float32 | bfloat16 | float16
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from ltx2train.inference import ltx2_inputs as inputs
 from ltx2train.inference.model_configs import ModelConfig
 from ltx2train.inference.schedules import STAGE2_SIGMAS, passthrough_scheduler, stage1_sigmas
+from ltx2train.models.forward import first_frame_marked
 
 __all__ = ["LTX2AudioVideoPipeline", "ModelConfig", "identify_variant", "write_video_audio"]  # ModelConfig: DiffSynth's
 
@@ -189,7 +190,7 @@ class LTX2AudioVideoPipeline:
         pipe = self._diffusers_pipeline(conditioned)
         extra = dict(conditions=list(conditions) or None, reference_conditions=list(references) or None,
                      reference_downscale_factor=in_context_downsample_factor) if conditioned else {}
-        with _progress(progress_bar_cmd, len(sigmas)) as on_step:
+        with _progress(progress_bar_cmd, len(sigmas)) as on_step, first_frame_marked(self.transformer):
             video, audio = pipe(
                 **text, **extra, height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
                 num_inference_steps=len(sigmas), sigmas=list(sigmas), guidance_scale=cfg, audio_guidance_scale=cfg,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ltx2train.inference.given import decode_audio_tokens, given_modality, keep_video
+from ltx2train.models.forward import first_frame_marked
 
 
 @dataclass
@@ -110,7 +111,7 @@ def generate(
     if given_video is not None:
         conditions["callback_on_step_end"] = keep_video(given_video)
     _check_stg(pipe, stg_scale, stg_blocks)
-    with given_modality(pipe.transformer, video=given_video, audio=given_audio):
+    with given_modality(pipe.transformer, video=given_video, audio=given_audio), first_frame_marked(pipe.transformer):
         video, audio = _call(pipe, prompt_embeds.to(device, dtype), prompt_attention_mask.to(device), kwargs,
                              conditions, height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
                              guidance_scale=guidance_scale, audio_guidance_scale=audio_guidance_scale,

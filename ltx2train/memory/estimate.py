@@ -26,7 +26,7 @@ applied there (PEFT adapters, float32 trained weights), and the counts below fol
   end of the forward (recomputation, gradients of activations) is paid once. Tokens: video (F - 1) / 8 + 1 x H / 32 x W / 32,
   audio 25 per second, text ``data.max_sequence_length``. Activation offload moves what autograd saves to the host.
 - Validation: a no-grad forward at the validation size (CFG doubles the batch) and the video VAE decode, simulated
-  the same way; prepare (its own command): Gemma 3 and the VAE encode of the largest bucket.
+  the same way; prepare (its own command): Gemma and the VAE encode of the largest bucket.
 
 The simulation runs PyTorch's CPU kernels: on a GPU the attention kernel (flash / memory-efficient) saves the same
 tensors (q, k, v, output, logsumexp), and allocator rounding and CUDA workspaces are not counted.
@@ -451,31 +451,51 @@ GEMMA3_12B = {  # google/gemma-3-12b-it (the LTX-2 text encoder), used when mode
 }
 
 
-def gemma_config(cfg, connectors_config: dict):
-    """Gemma 3's config: ``model.text_encoder/config.json`` if it is there; otherwise Gemma 3 12B for a variant
-    whose connectors take its 49 x 3840 hidden states, or the tiny stand-in ``models/tiny.py`` writes."""
+# LTX-2.5's text encoder, LTX's fine-tuned Gemma 4 12B: 48 layers of width 3840, 5 sliding-window layers (256-wide
+# heads, 8 KV heads) to each global one (512-wide heads, keys equal values, 1 KV head). Public figures (Lightricks'
+# ltx-core encoder configurator, third-party ports); the MLP width is Gemma 3 12B's, assumed.
+GEMMA4_12B_TEXT = dict(vocab_size=262144, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=256, global_head_dim=512,
+                       num_global_key_value_heads=1, attention_k_eq_v=True)
+
+
+def gemma_config(cfg, spec):
+    """The text encoder's config: ``model.text_encoder/config.json`` if it is there; otherwise the 12B Gemma of the
+    variant's kind (Gemma 3 for LTX-2 and 2.3, Gemma 4 for 2.5) when its connectors take 49 x 3840 hidden states,
+    or the tiny stand-in ``models/tiny.py`` writes."""
     from pathlib import Path
 
-    from transformers import AutoConfig, Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
+    from transformers import AutoConfig
 
     path = Path(cfg.model.text_encoder)
     if (path / "config.json").is_file():
         return AutoConfig.from_pretrained(path, local_files_only=True), str(path / "config.json")
-    hidden, layers = connectors_config["caption_channels"], connectors_config["text_proj_in_factor"] - 1
+    connectors = spec.component("connectors").config
+    hidden, layers = connectors["caption_channels"], connectors["text_proj_in_factor"] - 1
+    if (hidden, layers) == (3840, 48) and spec.text_encoder == "gemma4_unified":
+        from transformers import Gemma4UnifiedConfig, Gemma4UnifiedTextConfig
+
+        return Gemma4UnifiedConfig(text_config=Gemma4UnifiedTextConfig(**GEMMA4_12B_TEXT).to_dict()), \
+            "Gemma 4 12B (built in)"
     if (hidden, layers) == (3840, 48):
+        from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
+
         return Gemma3Config(text_config=Gemma3TextConfig(**GEMMA3_12B["text_config"]),
                             vision_config=SiglipVisionConfig(**GEMMA3_12B["vision_config"]),
                             mm_tokens_per_image=GEMMA3_12B["mm_tokens_per_image"]), "Gemma 3 12B (built in)"
     from ltx2train.models.tiny import build_tiny_gemma
 
-    return build_tiny_gemma(hidden_size=hidden, num_layers=layers).config, "the tiny Gemma stand-in"
+    return build_tiny_gemma(hidden_size=hidden, num_layers=layers, kind=spec.text_encoder).config, \
+        "the tiny Gemma stand-in"
 
 
 def gemma_bytes(config, dtype: torch.dtype, fp8: bool) -> int:
+    import transformers
     from accelerate import init_empty_weights
-    from transformers import Gemma3ForConditionalGeneration, Gemma3TextModel
 
-    cls = Gemma3ForConditionalGeneration if config.model_type == "gemma3" else Gemma3TextModel
+    from ltx2train.models.text_encoder import GEMMA_CLASSES
+
+    cls = getattr(transformers, GEMMA_CLASSES[config.model_type])
     with init_empty_weights():
         model = cls(config)
     model.tie_weights()
@@ -677,7 +697,7 @@ def _prepare_parts(cfg, spec, bucket: str, notes: list) -> dict:
     from ltx2train.models.specs import torch_dtype
 
     dtype, fp8 = torch_dtype(cfg.model.dtype), set(cfg.memory.fp8_frozen)
-    config, source = gemma_config(cfg, spec.component("connectors").config)
+    config, source = gemma_config(cfg, spec)
     notes.append(f"prepare: Gemma 3 from {source}")
     b = Bucket.parse(bucket)
     vae = spec.component("video_vae")

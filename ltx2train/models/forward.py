@@ -6,6 +6,7 @@ the call, so that a diffusers signature change is one edit here, not one per str
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,12 +41,32 @@ class AudioTokens:
     sigma: torch.Tensor  # (B,) noise level
 
 
+def uses_keyframes(transformer: torch.nn.Module) -> bool:
+    """LTX-2.5's keyframe absolute position embedding: a learned vector added to the tokens of keyframes."""
+    return bool(getattr(transformer.config, "use_keyframes_abs_pos_embedding", False))
+
+
+def keyframes_mask(batch: int, num_tokens: int, frame_tokens: int, device=None) -> torch.Tensor:
+    """(B, N_video, 1): 1 on the first latent frame's ``frame_tokens`` tokens, 0 on later frames and on appended
+    (reference) tokens. Lightricks' ltx-core marks the first latent frame so at every inference step whatever the
+    condition; training and our inference mark it the same way (ltx-trainer passes no mask, diffusers' plain
+    ``LTX2Pipeline`` neither: both then run 2.5 without its embedding)."""
+    mask = torch.zeros(batch, num_tokens, 1, device=device)
+    mask[:, :frame_tokens] = 1.0
+    return mask
+
+
 def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_sigma: torch.Tensor, *,
-                       use_cross_timestep: bool, device, isolate_modalities: bool = False) -> dict:
+                       use_cross_timestep: bool, device, isolate_modalities: bool = False,
+                       keyframes: bool = False) -> dict:
     """``sample_sigma`` (B,) is the video's noise level, which drives the audio-video cross-attention
     modulation (``sigma``/``audio_sigma``); ``context`` holds the connectors' video/audio text context.
     ``isolate_modalities``: no audio-video cross-attention (a video-only step: the audio tokens then reach
-    nothing of the video)."""
+    nothing of the video). ``keyframes`` (LTX-2.5): the first latent frame is marked (:func:`keyframes_mask`)."""
+    marks = {}
+    if keyframes:
+        batch, num_tokens = video.tokens.shape[:2]
+        marks["video_keyframes_mask"] = keyframes_mask(batch, num_tokens, video.height * video.width, device)
     scaled = lambda t: (t * TIMESTEP_SCALE).to(device)  # noqa: E731
     return dict(
         hidden_states=video.tokens.to(device),
@@ -67,4 +88,27 @@ def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_s
         isolate_modalities=isolate_modalities,
         return_dict=False,
         **({} if video.coords is None else {"video_coords": video.coords.to(device)}),
+        **marks,
     )
+
+
+@contextmanager
+def first_frame_marked(transformer: torch.nn.Module):
+    """While active, every forward of an LTX-2.5 ``transformer`` that is given no ``video_keyframes_mask`` (diffusers'
+    pipelines pass none) gets the first latent frame marked, as in training; other versions are left alone."""
+    if not uses_keyframes(transformer):
+        yield
+        return
+
+    def hook(module, args, kwargs):
+        if kwargs.get("video_keyframes_mask") is None:
+            tokens = kwargs["hidden_states"]
+            kwargs["video_keyframes_mask"] = keyframes_mask(tokens.shape[0], tokens.shape[1],
+                                                            kwargs["height"] * kwargs["width"], tokens.device)
+        return args, kwargs
+
+    handle = transformer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -54,13 +54,17 @@ SPLIT_FILES: tuple[SplitFile, ...] = (
     SplitFile("audio_vocoder.safetensors", "vocoder"),
 )
 DISTILLED_TRANSFORMER_FILE = "transformer_distilled.safetensors"
-# Default file names of the x2 spatial upscalers (the upscaler is always its own, unprefixed file).
-UPSCALER_FILES = ("ltx-2-spatial-upscaler-x2-1.0.safetensors", "ltx-2.3-spatial-upscaler-x2-1.0.safetensors")
+# The x2 spatial upscalers' file names as Lightricks publishes them, per version (always its own, unprefixed file).
+_UPSCALER_BY_FAMILY = {"2.0": "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+                       "2.3": "ltx-2.3-spatial-upscaler-x2-1.0.safetensors",
+                       "2.5": "ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors"}
+UPSCALER_FILES = tuple(_UPSCALER_BY_FAMILY.values())
 
 
 def upscaler_file(family: str) -> str:
-    """The x2 upscaler's file name as Lightricks publishes it for a version (``2.0``: LTX-2's, ``2.3``...)."""
-    return UPSCALER_FILES[0] if family == "2.0" else f"ltx-{family}-spatial-upscaler-x2-1.0.safetensors"
+    """The x2 upscaler's published file name for a version (``2.0``: LTX-2's, ``2.3``, ``2.5``)."""
+    return _UPSCALER_BY_FAMILY[family]
+
 # Components that go into the official single file (the upscaler never does).
 SINGLE_FILE_COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder")
 

@@ -125,7 +125,7 @@ def require_model_files(checkpoint: str | Path, components: list[str], *, distil
     if variant is not None:
         from ltx2train.models.version import check_version  # reads headers through this module
 
-        check_version(checkpoint, variant, components, distilled=distilled)
+        check_version(checkpoint, variant, components, distilled=distilled, text_encoder=text_encoder)
 
 
 _SAFETENSORS_DTYPES = {

@@ -1,7 +1,7 @@
 """Variant specs: the diffusers constructor configs of every LTX-2 component, shipped as data.
 
-A *variant* (``ltx2-19b``, ``ltx2.3-22b``, ``tiny``) is a JSON file in ``variants/`` naming, per
-component, the diffusers class and its config. Nothing is fetched from a hub: offline clusters and
+A *variant* (``ltx2-19b``, ``ltx2.3-22b``, ``ltx2.5`` and the tiny ``tiny``, ``tiny-2.3``, ``tiny-2.5``) is a JSON
+file in ``variants/`` naming, per component, the diffusers class and its config, and the text encoder's kind. Nothing is fetched from a hub: offline clusters and
 tests build every module from these files.
 """
 
@@ -61,12 +61,22 @@ class ComponentSpec:
         return module
 
 
+FAMILIES = ("2.0", "2.3", "2.5")  # LTX-2, LTX-2.3, LTX-2.5
+# The text encoder's transformers ``model_type``: Gemma 3 12B (LTX-2, 2.3), LTX's fine-tuned Gemma 4 12B (LTX-2.5)
+TEXT_ENCODERS = ("gemma3", "gemma4_unified")
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     name: str
-    family: str  # "2.0" (LTX-2) or "2.3" (LTX-2.3): selects key-mapping rules
+    family: str  # "2.0" (LTX-2), "2.3" (LTX-2.3), "2.5" (LTX-2.5): selects key-mapping rules
     description: str
     components: dict[str, ComponentSpec] = field(default_factory=dict)
+    text_encoder: str = "gemma3"  # the Gemma whose stacked hidden states the text projection takes
+
+    @property
+    def version(self) -> str:
+        return f"LTX-{self.family}"
 
     def component(self, name: str) -> ComponentSpec:
         if name not in self.components:
@@ -97,8 +107,12 @@ def load_variant(name_or_path: str | Path) -> VariantSpec:
         if name not in list_variants():
             raise ValueError(f"unknown variant {name!r}; shipped variants: {', '.join(list_variants())}")
         data = json.loads((resources.files("ltx2train.models") / "variants" / f"{name}.json").read_text())
-    if data.get("family") not in ("2.0", "2.3"):
-        raise ValueError(f"variant {data.get('name')!r}: family must be '2.0' or '2.3', got {data.get('family')!r}")
+    if data.get("family") not in FAMILIES:
+        raise ValueError(f"variant {data.get('name')!r}: family must be one of {', '.join(FAMILIES)}, got "
+                         f"{data.get('family')!r}")
+    if data.get("text_encoder", "gemma3") not in TEXT_ENCODERS:
+        raise ValueError(f"variant {data.get('name')!r}: text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got "
+                         f"{data.get('text_encoder')!r}")
     components = {
         comp: ComponentSpec(comp, entry["class"], dict(entry["config"]))
         for comp, entry in data["components"].items()
@@ -106,7 +120,8 @@ def load_variant(name_or_path: str | Path) -> VariantSpec:
     unknown = set(components) - set(COMPONENTS)
     if unknown:
         raise ValueError(f"variant {data['name']!r}: unknown components {sorted(unknown)}; expected {COMPONENTS}")
-    return VariantSpec(data["name"], data["family"], data.get("description", ""), components)
+    return VariantSpec(data["name"], data["family"], data.get("description", ""), components,
+                       data.get("text_encoder", "gemma3"))
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

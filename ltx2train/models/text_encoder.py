@@ -1,4 +1,4 @@
-"""Gemma 3 text encoding: prompts -> stacked hidden states -> projected features -> video/audio context.
+"""Gemma text encoding (Gemma 3 for LTX-2 and 2.3, LTX's Gemma 4 for 2.5): prompts -> stacked hidden states -> projected features -> video/audio context.
 
 ``LTX2TextConnectors`` does two things: a frozen *feature extractor* (per-layer normalisation of the
 stacked Gemma states ``(B, T, hidden * (layers + 1))`` and the ``text_proj_in`` projection; in the original
@@ -35,7 +35,7 @@ class TextContext:
 
 
 class GemmaTextEncoder:
-    """A Gemma 3 model (``Gemma3ForConditionalGeneration`` or text-only) with its tokenizer."""
+    """A Gemma model (Gemma 3 or 4, the multimodal checkpoint or text-only) with its tokenizer."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH):
         self.model = model
@@ -72,6 +72,24 @@ class GemmaTextEncoder:
         return TextEmbeddings(stacked.flatten(2, 3), attention_mask)
 
 
+# transformers ``model_type`` -> the class loaded: the multimodal checkpoint or its text-only model
+GEMMA_CLASSES = {"gemma3": "Gemma3ForConditionalGeneration", "gemma3_text": "Gemma3TextModel",
+                 "gemma4_unified": "Gemma4UnifiedForConditionalGeneration",
+                 "gemma4_unified_text": "Gemma4UnifiedTextModel"}
+
+
+def gemma_kind(path: str | Path) -> str | None:
+    """The Gemma family of a text-encoder directory (``gemma3``, ``gemma4_unified``; text-only models count as their
+    family), from its ``config.json``; None when there is none."""
+    import json
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    model_type = json.loads(config.read_text()).get("model_type", "")
+    return model_type.removesuffix("_text")
+
+
 def _text_config(config):
     return getattr(config, "text_config", None) or config
 
@@ -89,18 +107,17 @@ def load_text_encoder(
     (``Gemma3ForConditionalGeneration``) and text-only Gemma 3 checkpoints. Only the language model's
     hidden states are used; the vision tower is loaded as part of the checkpoint but never run.
     """
-    from transformers import AutoConfig, AutoTokenizer, Gemma3ForConditionalGeneration, Gemma3TextModel
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"text encoder: {path} is not a transformers model directory (no config.json)")
     config = AutoConfig.from_pretrained(path, local_files_only=True)
-    if config.model_type == "gemma3":
-        cls = Gemma3ForConditionalGeneration
-    elif config.model_type == "gemma3_text":
-        cls = Gemma3TextModel
-    else:
-        raise ValueError(f"text encoder: {path} holds a {config.model_type!r} model, expected Gemma 3")
+    if config.model_type not in GEMMA_CLASSES:
+        raise ValueError(f"text encoder: {path} holds a {config.model_type!r} model, expected Gemma 3 (LTX-2, 2.3) "
+                         "or LTX's Gemma 4 (LTX-2.5)")
+    cls = getattr(transformers, GEMMA_CLASSES[config.model_type])
     model = cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
     model = model.to(device).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -80,35 +80,44 @@ def build_tiny_tokenizer():
     )
 
 
-def build_tiny_gemma(hidden_size: int = 32, num_layers: int = 2, seed: int = 0) -> torch.nn.Module:
-    """A ``Gemma3ForConditionalGeneration`` (the class of the real text encoder) with tiny dimensions."""
+def build_tiny_gemma(hidden_size: int = 32, num_layers: int = 2, seed: int = 0, kind: str = "gemma3") -> torch.nn.Module:
+    """The class of the real text encoder with tiny dimensions: ``Gemma3ForConditionalGeneration`` (LTX-2, 2.3) or
+    ``Gemma4UnifiedForConditionalGeneration`` (``kind="gemma4_unified"``, LTX-2.5's Gemma 4)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = (_tiny_gemma4 if kind == "gemma4_unified" else _tiny_gemma3)(hidden_size, num_layers).eval()
+    finally:
+        torch.random.set_rng_state(state)
+    return model
+
+
+_TINY_TEXT = dict(intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
+                  max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+
+
+def _tiny_gemma3(hidden_size: int, num_layers: int) -> torch.nn.Module:
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
 
-    text_config = Gemma3TextConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        sliding_window=16,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-    )
+    text_config = Gemma3TextConfig(vocab_size=len(TINY_VOCAB), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                                   **{**_TINY_TEXT, "intermediate_size": 2 * hidden_size})
     vision_config = SiglipVisionConfig(
         hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8
     )
     config = Gemma3Config(text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = Gemma3ForConditionalGeneration(config).eval()
-    finally:
-        torch.random.set_rng_state(state)
-    return model
+    return Gemma3ForConditionalGeneration(config)
+
+
+def _tiny_gemma4(hidden_size: int, num_layers: int) -> torch.nn.Module:
+    """Gemma 4's layer pattern in small: sliding-window layers, the last one global with its own head width."""
+    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration, Gemma4UnifiedTextConfig
+
+    layer_types = ["sliding_attention"] * (num_layers - 1) + ["full_attention"]
+    text_config = Gemma4UnifiedTextConfig(vocab_size=len(TINY_VOCAB), hidden_size=hidden_size,
+                                          num_hidden_layers=num_layers, layer_types=layer_types, global_head_dim=32,
+                                          num_global_key_value_heads=1,
+                                          **{**_TINY_TEXT, "intermediate_size": 2 * hidden_size})
+    return Gemma4UnifiedForConditionalGeneration(Gemma4UnifiedConfig(text_config=text_config.to_dict()))
 
 
 def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, variant: str = "tiny") -> Path:
@@ -122,7 +131,7 @@ def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, variant: str = "ti
     connectors_cfg = spec.component("connectors").config
     gemma_dir = out_dir / "gemma"
     gemma = build_tiny_gemma(hidden_size=connectors_cfg["caption_channels"],
-                             num_layers=connectors_cfg["text_proj_in_factor"] - 1, seed=seed)
+                             num_layers=connectors_cfg["text_proj_in_factor"] - 1, seed=seed, kind=spec.text_encoder)
     gemma.save_pretrained(gemma_dir, safe_serialization=True)
     build_tiny_tokenizer().save_pretrained(gemma_dir)
     return out_dir

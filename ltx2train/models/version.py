@@ -2,13 +2,15 @@
 
 A checkpoint's version is its key set and shapes: LTX-2.3 adds gated attention (``to_gate_logits``), the prompt
 AdaLN and 9-row modulation tables to the DiT, per-modality text projections to the connectors and another VAE
-decoder topology; sizes tell 22B from a tiny model. Only safetensors headers are read. The check runs before any
+decoder topology; LTX-2.5 drops the video feed-forward biases and adds the keyframe position embedding (and reads
+Gemma 4, told by the text encoder's ``config.json``); sizes tell 22B from a tiny model. Only safetensors headers are read. The check runs before any
 weight loads, so a 2.3 file under ``model.variant: ltx2-19b`` (or the reverse) is one clear error naming both,
 never a strict-loading failure deep in a component, and never a silently mis-built model.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +34,7 @@ class Detected:
     component: str
     variant: str | None  # exact match: every key and shape
     closest: str  # the shipped variant sharing most keys and shapes
-    family: str  # the closest variant's family: "2.0", "2.3"
+    family: str  # the closest variant's family: "2.0", "2.3", "2.5"
 
     @property
     def version(self) -> str:
@@ -40,13 +42,20 @@ class Detected:
 
 
 def _layout_of(spec: VariantSpec, component: str) -> Shapes:
-    from ltx2train.models.keys import build_key_map, original_keys_with_shapes
-
-    module = spec.component(component).build(meta=True)
-    return original_keys_with_shapes(build_key_map(component, module, spec.family), module)
+    """A variant's component: every original key with its shape (built on the meta device once per config)."""
+    part = spec.component(component)
+    return _layout(component, part.class_name, json.dumps(part.config, sort_keys=True), spec.family)
 
 
 @lru_cache(maxsize=None)
+def _layout(component: str, class_name: str, config: str, family: str) -> Shapes:
+    from ltx2train.models.keys import build_key_map, original_keys_with_shapes
+    from ltx2train.models.specs import ComponentSpec
+
+    module = ComponentSpec(component, class_name, json.loads(config)).build(meta=True)
+    return original_keys_with_shapes(build_key_map(component, module, family), module)
+
+
 def _shipped_layout(variant: str, component: str) -> Shapes:
     return _layout_of(load_variant(variant), component)
 
@@ -93,18 +102,35 @@ def detect_checkpoint(checkpoint: str | Path, distilled: bool = False) -> Detect
     return detect("transformer", shapes)
 
 
-def check_version(checkpoint: str | Path, spec: VariantSpec, components: Iterable[str], distilled: bool = False) -> None:
-    """Every listed component of ``checkpoint`` has exactly the keys and shapes of ``spec``'s, or one error says
-    which version the file is, which the recipe asks for, and what to set."""
-    for component in components:
+def check_version(checkpoint: str | Path, spec: VariantSpec, components: Iterable[str], distilled: bool = False,
+                  text_encoder: str | Path | None = None) -> None:
+    """Every listed component of ``checkpoint`` has exactly the keys and shapes of ``spec``'s, and the text encoder
+    is the Gemma the variant reads, or one error says which version the file is, which the recipe asks for, and what
+    to set."""
+    # the transformer first, whenever it is there: it alone tells LTX-2.3 from 2.5 (their other parts are alike)
+    for component in dict.fromkeys(("transformer", *components)):
         shapes = component_shapes(checkpoint, component, distilled)
         if shapes is None:
             continue
-        expected = _layout_of(spec, component) if spec.name not in list_variants() else \
-            _shipped_layout(spec.name, component)
+        expected = _layout_of(spec, component)
         if {k: tuple(s) for k, s in shapes.items()} == expected:
             continue
         raise VersionMismatchError(_mismatch_message(checkpoint, spec, detect(component, shapes), shapes, expected))
+    _check_text_encoder(text_encoder, spec)
+
+
+def _check_text_encoder(text_encoder, spec: VariantSpec) -> None:
+    from ltx2train.models.text_encoder import gemma_kind
+
+    kind = gemma_kind(text_encoder) if text_encoder is not None else None
+    if kind is not None and kind != spec.text_encoder:
+        raise VersionMismatchError(
+            f"model.text_encoder {text_encoder} is a {_GEMMA_NAMES.get(kind, kind)} model, but model.variant "
+            f"{spec.name} ({spec.version}) reads {_GEMMA_NAMES[spec.text_encoder]}: point model.text_encoder at that "
+            "model's directory")
+
+
+_GEMMA_NAMES = {"gemma3": "Gemma 3 (LTX-2, LTX-2.3)", "gemma4_unified": "Gemma 4 (LTX-2.5's fine-tuned Gemma 4 12B)"}
 
 
 def _mismatch_message(checkpoint, spec: VariantSpec, found: Detected, shapes: Shapes, expected: Shapes) -> str:

@@ -9,7 +9,7 @@ sigma=None) -> StepInputs``, ``loss(video_pred, audio_pred, inputs) -> (total, p
 from __future__ import annotations
 
 from ltx2train.training.strategies.composed import PRESETS, Preset, Strategy
-from ltx2train.models.forward import pack_audio, pack_video
+from ltx2train.models.forward import pack_audio, pack_video, uses_keyframes
 from ltx2train.training.strategies.tokens import StepInputs
 
 __all__ = ["PRESETS", "Preset", "StepInputs", "Strategy", "build_strategy", "check_strategy", "pack_audio",
@@ -50,4 +50,12 @@ def build_strategy(cfg, dataset=None, transformer=None) -> Strategy:
         empty_prompt=dataset.empty_prompt() if needs_empty and dataset is not None else None,
         reference_downscale=settings.get("reference_downscale", 0),
         rope=getattr(transformer, "rope", None),
-        audio_channels=transformer.config.audio_in_channels if transformer is not None else None)
+        audio_channels=transformer.config.audio_in_channels if transformer is not None else None,
+        keyframes=uses_keyframes(transformer) if transformer is not None else _variant_keyframes(cfg))
+
+
+def _variant_keyframes(cfg) -> bool:
+    """Without a built transformer: whether the recipe's variant has LTX-2.5's keyframe embedding."""
+    from ltx2train.models.specs import load_variant
+
+    return bool(load_variant(cfg.model.variant).component("transformer").config.get("use_keyframes_abs_pos_embedding"))

@@ -45,8 +45,10 @@ AUDIO_MODULES = (r"(transformer_blocks\.\d+\.(audio_[a-z_0-9]+|video_to_audio_[a
 class Strategy:
     def __init__(self, name: str, preset: Preset, objective_cfg, fps: float, *, caption_dropout: float = 0.0,
                  first_frame_probability: float = 1.0, independent_sigma: bool = False,
-                 empty_prompt: dict | None = None, reference_downscale: int = 0, rope=None, audio_channels=None):
+                 empty_prompt: dict | None = None, reference_downscale: int = 0, rope=None, audio_channels=None,
+                 keyframes: bool = False):
         self.name, self.preset, self.cfg, self.fps = name, preset, objective_cfg, fps
+        self.keyframes = keyframes  # LTX-2.5: the first latent frame marked for its keyframe embedding
         self.caption_dropout, self.independent_sigma, self.empty_prompt = caption_dropout, independent_sigma, empty_prompt
         self.conditions: list = []
         if preset.video == "given":
@@ -148,7 +150,7 @@ class Strategy:
             VideoTokens(video_in, video.sigma, frames, height, width, self.fps, coords=state.video_coords),
             AudioTokens(audio_in, audio.sample_sigma), context, video.sample_sigma,
             use_cross_timestep=self.cfg.use_cross_timestep, device=device,
-            isolate_modalities=state.isolate_modalities)
+            isolate_modalities=state.isolate_modalities, keyframes=self.keyframes)
         n = frames * height * width  # the clip's own tokens; appended ones are not predicted
         return StepInputs(model_kwargs, video_target[:, :n].to(device), audio_target.to(device),
                           video.loss_mask[:, :n].to(device), audio.loss_mask.to(device),
