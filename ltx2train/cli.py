@@ -85,7 +85,8 @@ def _describe(report: dict) -> str:
         return f"LoRA ({report['dialect']}), {report['modules']} modules"
     if report["kind"] == "components":
         names = ", ".join(c["component"] for c in report["components"])
-        return f"{report['version']} weights, variant {report['variant']}: {names}"
+        alike = f" (the same layout as {', '.join(report['same_layout'])})" if report.get("same_layout") else ""
+        return f"{report['version']} weights, variant {report['variant']}{alike}: {names}"
     return "not an LTX-2 component or LoRA file known to ltx2train"
 
 

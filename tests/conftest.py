@@ -11,6 +11,7 @@ VARIANT_REFERENCE = {
     # variant -> (file, tag of the main checkpoint, tag of the x2 upscaler)
     "ltx2-19b": ("ltx2_19b_original_keys.json", "ltx2-19b", "ltx2-spatial-upscaler-x2-1.0"),
     "ltx2.3-22b": ("ltx23_22b_original_keys.json", "ltx2.3-22b", "ltx2.3-spatial-upscaler-x2-1.0"),
+    "ltx2.5": ("ltx25_22b_original_keys.json", "ltx2.5-22b", "ltx2.5-spatial-upscaler-x2-1.0"),  # see its README
 }
 
 

@@ -24,12 +24,12 @@ def _meta_maps(variant_name):
 
 
 def test_shipped_variants():
-    assert {"ltx2-19b", "ltx2.3-22b", "tiny"} <= set(list_variants())
+    assert {"ltx2-19b", "ltx2.3-22b", "ltx2.5", "tiny", "tiny-2.3", "tiny-2.5"} <= set(list_variants())
     for name in list_variants():
         assert set(load_variant(name).components) == set(COMPONENTS)
 
 
-@pytest.mark.parametrize("variant_name", ["ltx2-19b", "ltx2.3-22b"])
+@pytest.mark.parametrize("variant_name", ["ltx2-19b", "ltx2.3-22b", "ltx2.5"])
 def test_specs_match_reference_layout(variant_name):
     """Meta-built diffusers modules, mapped to original names: exactly the keys and shapes of the real files."""
     main_ref, upscaler_ref = load_reference(variant_name)
@@ -56,7 +56,7 @@ def test_ltx23_keys_that_diffusers_single_file_converters_miss():
     assert v["vae.decoder.up_blocks.8.res_blocks.1.conv2.conv.bias"] == "decoder.up_blocks.3.resnets.1.conv2.conv.bias"
 
 
-@pytest.mark.parametrize("variant_name", ["ltx2-19b", "ltx2.3-22b"])
+@pytest.mark.parametrize("variant_name", ["ltx2-19b", "ltx2.3-22b", "ltx2.5"])
 def test_round_trip_names_and_shapes_on_meta(variant_name):
     for name, (module, key_map) in _meta_maps(variant_name).items():
         state = module.state_dict()

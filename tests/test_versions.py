@@ -333,3 +333,90 @@ def test_25_validation_and_sample_mark_the_first_latent_frame(tiny25_workspace, 
     monkeypatch.setattr(pipeline, "_call", spy)
     sample(tiny_config(tiny25_workspace, tmp_path, ["validation.steps=2"]), lora=None, output_dir=tmp_path)
     assert seen and all(m is not None and m[:, :4].all() and not m[:, 4:].any() for m in seen)  # a 2x2 latent frame
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["2.3", "2.5"])
+def test_full_fine_tuning_under_fsdp2_on_two_processes(request, tmp_path, version):
+    """Full fine-tuning, sharded over 2 processes (FSDP2, gloo): the same losses and weights as one process with
+    the whole global batch; the export loads strictly as the version's transformer; the version's own parameters
+    (2.3's attention gates, 2.5's keyframe embedding) are trained."""
+    from test_backends import COMMON, _losses, _train
+
+    root = workspace(request, version)
+    full = ["train.method=full", "optimizer.lr=1e-3"]
+    _train(root, tmp_path / "fsdp2", [*full, "distributed.backend=fsdp2"])
+    one = tiny_config(root, tmp_path / "one", [*COMMON, *full, "data.batch_size=2"])
+    Trainer(one, log=QUIET).train()
+    assert [loss for _, loss in _losses(tmp_path / "fsdp2")] == pytest.approx(
+        [loss for _, loss in _losses(tmp_path / "one")], rel=1e-5)
+    variant = VARIANTS[version]
+    sharded = load_component(variant, "transformer", ckpt.checkpoint_dir(tmp_path / "fsdp2", 4))  # strict
+    single = load_component(variant, "transformer", ckpt.checkpoint_dir(tmp_path / "one", 4))
+    base = load_component(variant, "transformer", one.model.checkpoint)
+    for (name, param), ref in zip(sharded.named_parameters(), single.parameters()):
+        torch.testing.assert_close(param, ref, rtol=1e-4, atol=1e-6, msg=name)
+    own = "to_gate_logits" if version == "2.3" else "keyframes_abs_pos_embedding"
+    changed = [n for n, p in sharded.named_parameters() if not torch.equal(p, base.get_parameter(n))]
+    assert any(own in n for n in changed)
+
+
+# ------------------------------------------------------------------------------------------ LTX-2.5's release layout
+def _release_layout(variant: str) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Per release file, the keys and shapes our variant's modules give it (built on the meta device)."""
+    from ltx2train.models.keys import original_keys_with_shapes
+    from ltx2train.models.layout import RELEASE_FILES
+
+    spec, files = load_variant(variant), {}
+    for component, part in spec.components.items():
+        module = part.build(meta=True)
+        for key, shape in original_keys_with_shapes(build_key_map(component, module, spec.family), module).items():
+            entry = next(e for e in RELEASE_FILES if component in e.components and e.distilled is not True
+                         and e.key_in_file(key) is not None)
+            files.setdefault(entry.name, {})[entry.key_in_file(key)] = tuple(shape)
+    return files
+
+
+def test_the_25_release_files_hold_the_published_keys():
+    """LTX-2.5 ships a file per part, each with its own key prefixes: ours, mapped from the diffusers modules of
+    ``ltx2.5``, are exactly the published files' keys and shapes (tests/data/reference/ltx25_22b_official_files.json),
+    and every one of those keys maps back to a diffusers parameter."""
+    published = json.loads((REFERENCE / "ltx25_22b_official_files.json").read_text())
+    ours = _release_layout("ltx2.5")
+    assert sorted(ours) == sorted(published)
+    for name, keys in published.items():
+        assert ours[name] == {k: tuple(v) for k, v in keys.items()}, name
+
+
+def test_a_25_release_directory_loads_prepares_and_trains(tiny25_workspace, tmp_path):
+    from ltx2train.data.prepare import prepare
+    from ltx2train.models.writing import save_release
+
+    split = tiny25_workspace / "model"
+    modules = {c: load_component("tiny-2.5", c, split) for c in load_variant("tiny-2.5").components}
+    release = tmp_path / "LTX-2.5"
+    written = save_release(modules, release, "2.5", variant_name="tiny-2.5")
+    assert {p.relative_to(release).as_posix() for p in written} == set(_release_layout("tiny-2.5"))
+    assert detect_checkpoint(release).variant == "tiny-2.5"
+    from ltx2train.models.identify import inspect_file
+
+    for path in written:  # `inspect FILE` knows each file: its parts, complete, and (by its header) the version
+        report = inspect_file(path)
+        assert report["version"] == "LTX-2.5" and not report["extra_keys"], path
+        assert all(not c["missing"] and c["file_layout"].startswith("release file") for c in report["components"])
+    for component, module in modules.items():
+        again = load_component("tiny-2.5", component, release)  # strict: every key, shape and file
+        assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), module.state_dict().values()))
+    shutil.copytree(split / "gemma", release / "gemma")
+    cfg = tiny_config(tiny25_workspace, tmp_path / "run", [f"model.checkpoint={release}", "validation.prompts=[]",
+                                                           f"model.text_encoder={release / 'gemma'}",
+                                                           f"data.cache_dir={tmp_path / 'cache'}",
+                                                           "train.max_steps=2", "validation.every=0",
+                                                           "validation.at_start=false"])
+    report = prepare(cfg)
+    assert len(report.encoded) == 6
+    ours, theirs = (json.loads((Path(d) / "manifest.json").read_text())["produced_by"]
+                    for d in (cfg.data.cache_dir, tiny_config(tiny25_workspace, tmp_path).data.cache_dir))
+    assert {k: ours[k] for k in ("video_vae", "audio_vae", "connectors")} == \
+        {k: theirs[k] for k in ("video_vae", "audio_vae", "connectors")}  # the same weights, whatever the layout
+    assert Trainer(cfg, log=QUIET).train().step == 2

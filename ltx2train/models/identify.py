@@ -42,15 +42,30 @@ def inspect_file(path: str | Path) -> dict:
     entries, metadata = read_safetensors_header(path)
     if entries and all(LORA_KEY.match(k) for k in entries):
         return inspect_lora(read_lora(path), path)
-    shapes = {k: tuple(e.shape) for k, e in entries.items()}
-    report = identify_components(shapes)
+    release = release_file_named(path)
+    prefix = release.prefix if release else ""
+    shapes = {prefix + k: tuple(e.shape) for k, e in entries.items()}
+    report = identify_components(shapes, release, version_hint=metadata.get("model_version"))
     report.update(path=str(path), tensors=len(shapes), metadata=metadata,
                   dtypes=dict(Counter(e.dtype for e in entries.values())))
     return report
 
 
-def identify_components(shapes: dict[str, tuple[int, ...]]) -> dict:
-    """Match a file's keys and shapes against the shipped variants; the best match wins."""
+def release_file_named(path: Path):
+    """The entry of ``layout.RELEASE_FILES`` a file's name (with its folder) is, if any."""
+    from fnmatch import fnmatch
+
+    from ltx2train.models.layout import RELEASE_FILES
+
+    name = f"{path.parent.name}/{path.name}"
+    return next((e for e in RELEASE_FILES if fnmatch(name, e.pattern)), None)
+
+
+def identify_components(shapes: dict[str, tuple[int, ...]], release=None, version_hint: str | None = None) -> dict:
+    """Match a file's keys and shapes against the shipped variants; the best match wins (``same_layout``: the other
+    variants whose parts in this file are alike, e.g. LTX-2.3's and 2.5's VAEs). ``release``: the release file it is
+    (its keys already brought to the original names). ``version_hint``: the file's ``model_version`` header entry,
+    which picks among variants alike in this file (Lightricks' files carry it, "2.3.0")."""
     from ltx2train.models.specs import list_variants, load_variant
 
     def score(variant):
@@ -66,14 +81,23 @@ def identify_components(shapes: dict[str, tuple[int, ...]]) -> dict:
     components = []
     for component in present:
         expected = _expected_keys(component, layout, shapes)
+        if release is not None:
+            expected = {k for k in expected if release.key_in_file(k) is not None}
         components.append({
             "component": component,
-            "file_layout": _file_layout(component, shapes),
+            "file_layout": f"release file {release.name}" if release else _file_layout(component, shapes),
             "tensors": sum(1 for k in shapes if k in expected),
             "missing": sorted(expected - set(shapes)),
             "wrong_shape": sorted(k for k in expected & set(shapes) if tuple(layout[k][1]) != shapes[k]),
         })
-    return {"kind": "components", "variant": best, "version": f"LTX-{load_variant(best).family}", "components": components,
+    alike = [v for v in list_variants() if v != best and score(v) == matched and
+             {k for k in shapes if k in _layout(v)} == {k for k in shapes if k in layout}]
+    hinted = [v for v in alike if version_hint and version_hint.startswith(load_variant(v).family)]
+    if hinted and not version_hint.startswith(load_variant(best).family):
+        alike = [best, *(v for v in alike if v != hinted[0])]
+        best = hinted[0]
+    return {"kind": "components", "variant": best, "version": f"LTX-{load_variant(best).family}",
+            "same_layout": alike, "components": components,
             "extra_keys": sorted(k for k in shapes if k not in layout)}
 
 

@@ -65,6 +65,73 @@ def upscaler_file(family: str) -> str:
     """The x2 upscaler's published file name for a version (``2.0``: LTX-2's, ``2.3``, ``2.5``)."""
     return _UPSCALER_BY_FAMILY[family]
 
+@dataclass(frozen=True)
+class ReleaseFile:
+    """One file of a release shipped as a file per part (LTX-2.5: ``Lightricks/LTX-2.5``), found by ``pattern`` under
+    the checkpoint directory; ``name`` is the published one. It holds the original keys that start with one of
+    ``holds``; ``prefix`` is what its keys lack of those names (the video VAE file's are bare ``encoder.*``...)."""
+
+    name: str
+    components: tuple[str, ...]  # the components with keys in it (a component may span several files)
+    holds: tuple[str, ...]
+    prefix: str = ""
+    distilled: bool | None = None  # True / False: only for the distilled / dev transformer; None: both
+
+    @property
+    def pattern(self) -> str:
+        folder, _, _ = self.name.rpartition("/")
+        return f"{folder}/*{_RELEASE_PATTERNS[self.name]}*.safetensors"
+
+    def key_in_file(self, original_key: str) -> str | None:
+        """The name ``original_key`` has in this file, or None if the file does not hold it."""
+        if not original_key.startswith(self.holds):
+            return None
+        return original_key[len(self.prefix):] if self.prefix else original_key
+
+
+_TRANSFORMER_25 = "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors"
+_DISTILLED_25 = "diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safetensors"
+_TEXT_PROJECTION_25 = "text_encoders/gemma4-12b-with-proj-ltx-2.5-bf16.safetensors"
+_VIDEO_VAE_25 = "vae/ltx-2.5-video-vae-conv-bf16.safetensors"
+_AUDIO_VAE_25 = "vae/ltx-2.5-audio-vae-bf16.safetensors"
+_UPSCALER_25 = "latent_upscale_models/ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors"
+_RELEASE_PATTERNS = {_TRANSFORMER_25: "-dev-transformer", _DISTILLED_25: "-distilled-transformer",
+                     _TEXT_PROJECTION_25: "-with-proj-", _VIDEO_VAE_25: "-video-vae-conv",
+                     _AUDIO_VAE_25: "-audio-vae", _UPSCALER_25: "-spatial-upscaler"}
+
+# LTX-2.5's release (tests/data/reference/ltx25_22b_official_files.json lists each file's keys): the transformer
+# file holds the DiT and both text connectors, the Gemma 4 file the text projection next to Gemma's own weights,
+# the audio VAE file the vocoder too. (Its other video VAE file, the diffusion decoder, is not read.)
+RELEASE_FILES: tuple[ReleaseFile, ...] = (
+    ReleaseFile(_TRANSFORMER_25, ("transformer", "connectors"), (DIT_PREFIX,), distilled=False),
+    ReleaseFile(_DISTILLED_25, ("transformer",), (DIT_PREFIX,), distilled=True),
+    ReleaseFile(_TEXT_PROJECTION_25, ("connectors",), ("text_embedding_projection.",)),
+    ReleaseFile(_VIDEO_VAE_25, ("video_vae",), ("vae.",), prefix="vae."),
+    ReleaseFile(_AUDIO_VAE_25, ("audio_vae", "vocoder"), ("audio_vae.", "vocoder.")),
+    ReleaseFile(_UPSCALER_25, ("spatial_upsampler",), ("",)),
+)
+
+
+def is_release_dir(path) -> bool:
+    """A directory in the one-file-per-part release layout (its transformer under ``diffusion_models/``)."""
+    return any(path.glob("diffusion_models/*-transformer*.safetensors"))
+
+
+def release_files_for(path, component: str, distilled: bool = False) -> list[tuple[ReleaseFile, object]]:
+    """(entry, file path) of each release file holding keys of ``component``, where present; the dev transformer
+    file still gives the connectors of a distilled run."""
+    found = []
+    for entry in RELEASE_FILES:
+        if component not in entry.components:
+            continue
+        if entry.distilled is not None and component == "transformer" and entry.distilled != distilled:
+            continue
+        matches = sorted(path.glob(entry.pattern))
+        if matches:
+            found.append((entry, matches[0]))
+    return found
+
+
 # Components that go into the official single file (the upscaler never does).
 SINGLE_FILE_COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder")
 

@@ -6,6 +6,8 @@ Sources, detected from the path:
 - a directory of repackaged split files (``transformer.safetensors``, ``video_vae_encoder.safetensors``...);
 - a diffusers-format directory (``<component>/config.json`` + ``diffusion_pytorch_model*.safetensors``,
   or a model directory with ``config.json`` directly);
+- a release shipped as one file per part (LTX-2.5's ``diffusion_models/``, ``text_encoders/``, ``vae/``,
+  ``latent_upscale_models/``: ``layout.RELEASE_FILES``), each file's keys brought to the original names;
 - for the spatial upscaler, its own unprefixed file (or a directory holding it).
 
 Modules are created with parameters on the meta device, then every tensor is read from disk, cast and
@@ -28,8 +30,11 @@ import torch
 from ltx2train.models.keys import ComponentKeyMap, build_key_map, original_keys_with_shapes
 from ltx2train.models.layout import (
     DISTILLED_TRANSFORMER_FILE,
+    RELEASE_FILES,
     UPSCALER_FILES,
+    is_release_dir,
     owner_of,
+    release_files_for,
     split_files_for,
 )
 from ltx2train.models.specs import ComponentSpec, VariantSpec, load_variant
@@ -45,9 +50,13 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class _Source:
-    kind: str  # "single", "split", "diffusers", "upscaler"
+    kind: str  # "single", "split", "release", "diffusers", "upscaler"
     files: tuple[Path, ...]
     config: dict | None = None  # diffusers config.json for kind == "diffusers"
+    prefixes: tuple[str, ...] = ()  # per file: what its keys lack of the original names ("release" files)
+
+    def prefix(self, path: Path) -> str:
+        return self.prefixes[self.files.index(path)] if self.prefixes else ""
 
 
 def diffusers_dir(path: Path, component: str) -> Path | None:
@@ -69,6 +78,12 @@ def _resolve_source(path: Path, component: str, distilled: bool) -> _Source:
     if ddir is not None:
         files = sorted(ddir.glob("diffusion_pytorch_model*.safetensors"))
         return _Source("diffusers", tuple(files), json.loads((ddir / "config.json").read_text()))
+    if is_release_dir(path):
+        found = release_files_for(path, component, distilled)
+        if not found:
+            raise FileNotFoundError(f"{component}: no file of it in the release directory {path} (looked for "
+                                    f"{', '.join(e.pattern for e in RELEASE_FILES if component in e.components)})")
+        return _Source("release", tuple(f for _, f in found), prefixes=tuple(e.prefix for e, _ in found))
     if component == "spatial_upsampler":
         found = [path / name for name in UPSCALER_FILES if (path / name).is_file()]
         if not found:
@@ -97,6 +112,11 @@ def missing_model_files(checkpoint: str | Path, components: list[str], *, distil
     elif path.is_dir():
         for component in components:
             if diffusers_dir(path, component) is not None:
+                continue
+            if is_release_dir(path):
+                if not release_files_for(path, component, distilled):
+                    missing.append(f"{component}: {path}/" + " or ".join(
+                        e.pattern for e in RELEASE_FILES if component in e.components))
                 continue
             names = [f.filename for f in split_files_for(component)]
             if component == "transformer" and distilled:
@@ -184,14 +204,16 @@ def _read_tensor(f, entry: _Entry, key: str, path: Path) -> torch.Tensor:
 FINGERPRINT_BYTES = 256  # of each tensor: enough to tell one set of weights from another
 
 
-def tensor_fingerprint(files, keep=lambda key: True) -> str:
+def tensor_fingerprint(files, keep=lambda key: True, prefixes: tuple[str, ...] = ()) -> str:
     """The identity of a set of weights, independent of file layout: sha256 over each kept tensor's name,
     dtype, shape and first bytes, in name order (a split file and the official single file holding the same
-    tensors give the same fingerprint; other weights give another)."""
+    tensors give the same fingerprint; other weights give another). ``prefixes``: per file, what its keys lack of
+    the original names."""
     digest, found = hashlib.sha256(), {}
-    for path in files:
+    for i, path in enumerate(files):
         entries, _ = read_safetensors_header(Path(path))
-        found.update({key: (Path(path), entry) for key, entry in entries.items() if keep(key)})
+        prefix = prefixes[i] if prefixes else ""
+        found.update({prefix + key: (Path(path), entry) for key, entry in entries.items() if keep(prefix + key)})
     for key in sorted(found):
         path, entry = found[key]
         with open(path, "rb") as f:
@@ -204,7 +226,24 @@ def tensor_fingerprint(files, keep=lambda key: True) -> str:
 def component_fingerprint(checkpoint: str | Path, component: str, distilled: bool = False) -> str:
     """:func:`tensor_fingerprint` of one component of a checkpoint (its own tensors in an official single file)."""
     source = _resolve_source(Path(checkpoint), component, distilled)
-    return tensor_fingerprint(source.files, keep=lambda key: _is_ours(key, component, source))
+    return tensor_fingerprint(source.files, keep=lambda key: _is_ours(key, component, source), prefixes=source.prefixes)
+
+
+def checkpoint_shapes(checkpoint: str | Path, component: str, distilled: bool = False) -> dict[str, tuple[int, ...]] | None:
+    """The original keys and shapes ``checkpoint`` holds for ``component`` (headers only, any layout but diffusers'),
+    or None for a diffusers directory (its ``config.json`` builds the module) or a component that is not there."""
+    try:
+        source = _resolve_source(Path(checkpoint), component, distilled)
+    except (FileNotFoundError, CheckpointError):
+        return None
+    if source.kind == "diffusers":
+        return None
+    shapes = {}
+    for path in source.files:
+        prefix = source.prefix(path)
+        shapes.update({prefix + k: e.shape for k, e in read_safetensors_header(path)[0].items()
+                       if _is_ours(prefix + k, component, source)})
+    return shapes or None
 
 
 def _expected_shapes(module: torch.nn.Module, key_map: ComponentKeyMap | None) -> dict[str, tuple[int, ...]]:
@@ -216,8 +255,8 @@ def _expected_shapes(module: torch.nn.Module, key_map: ComponentKeyMap | None) -
 
 def _is_ours(key: str, component: str, source: _Source) -> bool:
     """Does a key found in the file belong to this component (so it must be known to the key map)?"""
-    if source.kind == "single":
-        return owner_of(key) == component
+    if source.kind in ("single", "release"):
+        return owner_of(key) == component or (source.kind == "release" and component == "spatial_upsampler")
     return True  # split, upscaler and diffusers files hold one component only
 
 
@@ -230,7 +269,8 @@ def _read_tensors(
 ) -> dict[str, torch.Tensor]:
     """Read exactly the expected tensors, checking names and shapes from the headers before loading any."""
     where: dict[str, Path] = {}
-    headers = {path: read_safetensors_header(path)[0] for path in source.files}
+    headers = {path: {source.prefix(path) + k: e for k, e in read_safetensors_header(path)[0].items()}
+               for path in source.files}
     for path, entries in headers.items():
         for key, entry in entries.items():
             if not _is_ours(key, component, source):

@@ -16,8 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE, owner_of, split_files_for
-from ltx2train.models.loading import CheckpointError, diffusers_dir, read_safetensors_header
+from ltx2train.models.loading import CheckpointError, checkpoint_shapes
 from ltx2train.models.specs import VariantSpec, list_variants, load_variant
 
 Shapes = dict[str, tuple[int, ...]]
@@ -61,24 +60,8 @@ def _shipped_layout(variant: str, component: str) -> Shapes:
 
 
 def component_shapes(checkpoint: str | Path, component: str, distilled: bool = False) -> Shapes | None:
-    """The original keys and shapes ``checkpoint`` holds for ``component`` (headers only), or None for a diffusers
-    directory (its ``config.json`` builds the module) or a component that is not there."""
-    path = Path(checkpoint)
-    if path.is_file():
-        entries, _ = read_safetensors_header(path)
-        return {k: e.shape for k, e in entries.items() if owner_of(k) == component} or None
-    if not path.is_dir() or diffusers_dir(path, component) is not None:
-        return None
-    names = [f.filename for f in split_files_for(component)]
-    if component == "transformer" and distilled:
-        names = [DISTILLED_TRANSFORMER_FILE]
-    shapes: Shapes = {}
-    for name in names:
-        if not (path / name).is_file():
-            return None
-        entries, _ = read_safetensors_header(path / name)
-        shapes.update({k: e.shape for k, e in entries.items()})
-    return shapes
+    """What ``checkpoint`` holds of ``component``: original keys and shapes, from the headers (``loading``)."""
+    return checkpoint_shapes(checkpoint, component, distilled)
 
 
 def detect(component: str, shapes: Shapes) -> Detected:

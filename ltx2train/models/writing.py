@@ -16,7 +16,13 @@ import torch
 from safetensors.torch import save_file
 
 from ltx2train.models.keys import base_state_dict, build_key_map
-from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE, SINGLE_FILE_COMPONENTS, SPLIT_FILES, upscaler_file
+from ltx2train.models.layout import (
+    DISTILLED_TRANSFORMER_FILE,
+    RELEASE_FILES,
+    SINGLE_FILE_COMPONENTS,
+    SPLIT_FILES,
+    upscaler_file,
+)
 from ltx2train.models.loading import PASSTHROUGH_ATTR, SAFETENSORS_DTYPE_NAMES
 from ltx2train.utils.atomic import atomic_path
 
@@ -74,7 +80,7 @@ def original_state_dict(component: str, module: torch.nn.Module, family: str) ->
 def _metadata(variant_name: str | None, extra: Mapping[str, str] | None, family: str) -> dict[str, str]:
     """The header metadata of a written component file: ``model_version`` is where Lightricks' files carry the
     version (ltx-pipelines picks its LTX-2.3 defaults from it), ``ltx2train_variant`` the variant it was built as."""
-    meta = {"format": "pt", "writer": "ltx2train", "model_version": family}
+    meta = {"format": "pt", "writer": "ltx2train", "model_version": f"{family}.0"}  # as Lightricks writes it: "2.3.0"
     if variant_name:
         meta["ltx2train_variant"] = variant_name
     meta.update(extra or {})
@@ -136,3 +142,23 @@ def save_upscaler(module: torch.nn.Module, path: str | Path, family: str, *, var
     return save_safetensors_atomic(
         original_state_dict("spatial_upsampler", module, family), path, _metadata(variant_name, None, family)
     )
+
+
+def save_release(
+    modules: Mapping[str, torch.nn.Module],
+    out_dir: str | Path,
+    family: str,
+    *,
+    variant_name: str | None = None,
+) -> list[Path]:
+    """Write components in the one-file-per-part release layout (``layout.RELEASE_FILES``: LTX-2.5's), each key under
+    the name its file gives it; the text projection goes into the text-encoder file, alone."""
+    files: dict[str, dict[str, torch.Tensor]] = {}
+    for component, module in modules.items():
+        for key, value in original_state_dict(component, module, family).items():
+            entry = next(e for e in RELEASE_FILES if component in e.components and e.distilled is not True
+                         and e.key_in_file(key) is not None)
+            files.setdefault(entry.name, {})[entry.key_in_file(key)] = value
+    out_dir = Path(out_dir)
+    return [save_safetensors_atomic(tensors, out_dir / name, _metadata(variant_name, None, family))
+            for name, tensors in files.items()]
