@@ -10,10 +10,11 @@ The LoRA is trained with alpha != rank (scale 3), so a consumer that drops or do
   file ``diffsynth/utils/lora/general.py`` (it imports only torch) is loaded from the installed wheel by path;
 - ComfyUI cannot be installed here: its rule is restated from its source and applied (see the test).
 
-Every consumer test runs on three LoRAs (the ``reference`` fixture's params): ``2.0`` (``trained_lora``, the tiny
+Every consumer test runs on four LoRAs (the ``reference`` fixture's params): ``2.0`` (``trained_lora``, the tiny
 LTX-2.0), ``2.3`` (``trained_lora23``, the same recipe on the tiny LTX-2.3: the same 50 module names, on a model
-with gated attention) and ``2.3-gates`` (trained here on the tiny LTX-2.3 with ``lora.gate_logits`` and the prompt
-AdaLN linears as extra targets: the modules only 2.3 has). What each consumer does with the 2.3-only modules,
+with gated attention), ``2.3-gates`` (trained here on the tiny LTX-2.3 with ``lora.gate_logits`` and the prompt
+AdaLN linears as extra targets: the modules only 2.3 has) and ``2.5`` (the recipe on the tiny LTX-2.5, whose video
+feed-forward layers have no bias and whose keyframe embedding is not a LoRA target). What each consumer does with the 2.3-only modules,
 read from its source:
 
 - diffusers: ``_convert_non_diffusers_ltx2_lora_to_diffusers`` (loaders/lora_conversion_utils.py) strips
@@ -28,8 +29,8 @@ read from its source:
   their rules are therefore applied to the diffusers modules seen under their checkpoint names
   (:func:`_checkpoint_named`). Applied by name to the diffusers module itself, DiffSynth would skip
   ``prompt_adaln_single.linear`` silently — a fact of that wrong set-up, not of DiffSynth.
-- Every module name ltx2train writes is a module of the published checkpoint (``ltx2-19b`` / ``ltx2.3-22b`` key
-  lists in tests/data/reference), the names all four consumers match against.
+- Every module name ltx2train writes is a module of the published checkpoint (``ltx2-19b`` / ``ltx2.3-22b`` /
+  ``ltx2.5`` key lists in tests/data/reference), the names all four consumers match against.
 """
 
 import importlib.util
@@ -57,7 +58,18 @@ CASES = {
     "2.3": ("trained_lora23", "tiny23_workspace", 50, "ltx2.3-22b"),
     # + 2 blocks x 6 attentions' to_gate_logits + prompt_adaln_single.linear + audio_prompt_adaln_single.linear
     "2.3-gates": ("trained_lora23_gates", "tiny23_workspace", 64, "ltx2.3-22b"),
+    "2.5": ("trained_lora25", "tiny25_workspace", 50, "ltx2.5"),  # the video ff.net.0.proj has no bias here
 }
+
+
+@pytest.fixture(scope="module")
+def trained_lora25(tiny25_workspace, tmp_path_factory):
+    """The ``trained_lora23`` recipe on the tiny LTX-2.5."""
+    from ltx2train.training.trainer import Trainer
+
+    cfg = tiny_config(tiny25_workspace, tmp_path_factory.mktemp("lora25_run"), [
+        *LORA_TRAIN, "train.max_steps=6", "train.checkpoint_every=3", "train.keep_last=5"])
+    return cfg, Trainer(cfg, log=lambda _: None).train().checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -241,9 +253,9 @@ def test_comfyui_rule_gives_our_outputs_with_and_without_alpha(reference, tmp_pa
         _assert_outputs(transformer_outputs(model, kwargs), expected)
 
 
-@pytest.mark.parametrize("lora_fixture", ["trained_lora23", "trained_lora23_gates"])
-def test_lora23_round_trips_in_every_format_to_the_same_effective_weights(lora_fixture, request, tmp_path):
-    """``test_every_format_round_trips_to_the_same_effective_weights`` (test_lora_files.py) on LTX-2.3 LoRAs,
+@pytest.mark.parametrize("lora_fixture", ["trained_lora23", "trained_lora23_gates", "trained_lora25"])
+def test_23_and_25_loras_round_trip_in_every_format_to_the_same_effective_weights(lora_fixture, request, tmp_path):
+    """``test_every_format_round_trips_to_the_same_effective_weights`` (test_lora_files.py) on LTX-2.3 and 2.5 LoRAs,
     gates and prompt AdaLN included: each format reads back to the same W + (alpha/r) B A per module."""
     _, path = request.getfixturevalue(lora_fixture)
     source = read_lora(path / ckpt.LORA_FILE)

@@ -19,22 +19,26 @@ EXTRAS = ["data.reference_video_column=ref", "data.extras=[first_frame,reference
           "data.reference_downscale=2"]
 
 
-@pytest.fixture(scope="module")
-def extras(tiny_workspace, tmp_path_factory):
-    """The demo clips, each with the next one as its reference video, prepared with every extra."""
+def _prepare_extras(workspace, root):
+    """The workspace's clips, each with the next one as its reference video, prepared with every extra."""
     from ltx2train.data.prepare import prepare
 
-    root = tmp_path_factory.mktemp("strategies")
-    data = tiny_workspace / "data"
+    data = workspace / "data"
     rows = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines()][:4]
     for i, row in enumerate(rows):
         row["video"], row["ref"] = str(data / row["video"]), str(data / rows[(i + 1) % len(rows)]["video"])
     (root / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     overrides = [f"data.metadata={root / 'meta.jsonl'}", f"data.cache_dir={root / 'cache'}", *EXTRAS,
                  "validation.prompts=[]"]  # i2av and ic_lora validate only with a condition per prompt
-    report = prepare(tiny_config(tiny_workspace, root / "unused", overrides))
+    report = prepare(tiny_config(workspace, root / "unused", overrides))
     assert len(report.encoded) == 4
     return root, overrides
+
+
+@pytest.fixture(scope="module")
+def extras(tiny_workspace, tmp_path_factory):
+    """The tiny LTX-2 workspace's clips prepared with every extra."""
+    return _prepare_extras(tiny_workspace, tmp_path_factory.mktemp("strategies"))
 
 
 def _setup(tiny_workspace, tmp_path, overrides, strategy_overrides=()):
@@ -219,29 +223,46 @@ def test_strategy_needs_are_checked_before_weights_load(extras, tiny_workspace, 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_every_strategy_trains_and_its_checkpoint_reloads(extras, tiny_workspace, tmp_path, method):
+    _train_every_strategy(tiny_workspace, extras[1], tmp_path, method)
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.5"])
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_every_strategy_trains_on_every_version(request, tmp_path, method, version):
+    """Every mode, LoRA and full fine-tuning, on the tiny LTX-2.3 and LTX-2.5 (the support matrix's cells)."""
+    workspace = request.getfixturevalue({"2.3": "tiny23_workspace", "2.5": "tiny25_workspace"}[version])
+    (tmp_path / "extras").mkdir()
+    _, overrides = _prepare_extras(workspace, tmp_path / "extras")
+    _train_every_strategy(workspace, overrides, tmp_path, method)
+
+
+def _train_every_strategy(workspace, overrides, tmp_path, method):
+    """Each strategy trains 3 steps (finite losses) and its checkpoint reloads: a LoRA with adapters on the audio
+    stream exactly when audio runs, a full fine-tune that changed the video stream and left a frozen audio branch."""
     from ltx2train.models.adapters import apply_lora
+    from ltx2train.models.specs import load_variant
     from ltx2train.training import checkpoint as ckpt
     from ltx2train.training.trainer import Trainer
 
-    root, overrides = extras
     for name in PRESETS:
         out = tmp_path / f"{name}_{method}"
-        cfg = tiny_config(tiny_workspace, out, [
+        cfg = tiny_config(workspace, out, [
             *overrides, f"strategy.name={name}", f"train.method={method}", "train.max_steps=3", "train.log_every=1",
             "validation.at_start=false", "validation.prompts=[]", "validation.loss_sigmas=[0.5]",
             "strategy.caption_dropout=0.3", "optimizer.warmup_steps=0", "optimizer.lr=1e-3"])
+        variant = cfg.model.variant
         result = Trainer(cfg, log=lambda _: None).train()
         assert result.step == 3 and all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses), name
         checkpoint = ckpt.checkpoint_dir(out, 3)
         if method == "lora":
-            reloaded = load_component("tiny", "transformer", cfg.model.checkpoint)
-            counts = apply_lora(reloaded, checkpoint / "lora.safetensors", family="2.0")
+            reloaded = load_component(variant, "transformer", cfg.model.checkpoint)
+            counts = apply_lora(reloaded, checkpoint / "lora.safetensors", family=load_variant(variant).family)
             assert counts["transformer"] > 0, name
             audio = [n for n, _ in reloaded.named_parameters() if "lora_" in n and ".audio_attn1." in n]
             assert bool(audio) == (PRESETS[name].audio != "none"), name
         else:
-            trained = load_component("tiny", "transformer", checkpoint)  # strict: every key
-            base = load_component("tiny", "transformer", cfg.model.checkpoint)
+            trained = load_component(variant, "transformer", checkpoint)  # strict: every key
+            base = load_component(variant, "transformer", cfg.model.checkpoint)
             changed = {n for (n, p), q in zip(trained.named_parameters(), base.parameters()) if not torch.equal(p, q)}
             assert any(".attn1." in n for n in changed), name
             if PRESETS[name].audio == "none":  # frozen: bit-identical to the base

@@ -451,9 +451,9 @@ GEMMA3_12B = {  # google/gemma-3-12b-it (the LTX-2 text encoder), used when mode
 }
 
 
-# LTX-2.5's text encoder, LTX's fine-tuned Gemma 4 12B: 48 layers of width 3840, 5 sliding-window layers (256-wide
-# heads, 8 KV heads) to each global one (512-wide heads, keys equal values, 1 KV head). Public figures (Lightricks'
-# ltx-core encoder configurator, third-party ports); the MLP width is Gemma 3 12B's, assumed.
+# LTX-2.5's text encoder, LTX's fine-tuned Gemma 4 12B: 48 layers of width 3840 (MLP 15360), 5 sliding-window layers
+# (256-wide heads, 8 KV heads) to each global one (512-wide heads, keys equal values, 1 KV head): the figures of its
+# file's header as published third-party captures show it (tests/data/reference/README.md).
 GEMMA4_12B_TEXT = dict(vocab_size=262144, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
                        num_attention_heads=16, num_key_value_heads=8, head_dim=256, global_head_dim=512,
                        num_global_key_value_heads=1, attention_k_eq_v=True)
@@ -692,13 +692,13 @@ def _validation_parts(cfg, spec, precision: Precision, parts: dict) -> None:
 
 
 def _prepare_parts(cfg, spec, bucket: str, notes: list) -> dict:
-    """``ltx2train prepare`` (its own processes): Gemma 3 + the text projection, then the VAEs encoding clips."""
+    """``ltx2train prepare`` (its own processes): Gemma + the text projection, then the VAEs encoding clips."""
     from ltx2train.data.buckets import Bucket
     from ltx2train.models.specs import torch_dtype
 
     dtype, fp8 = torch_dtype(cfg.model.dtype), set(cfg.memory.fp8_frozen)
     config, source = gemma_config(cfg, spec)
-    notes.append(f"prepare: Gemma 3 from {source}")
+    notes.append(f"prepare: the text encoder from {source}")
     b = Bucket.parse(bucket)
     vae = spec.component("video_vae")
     return {
@@ -810,7 +810,7 @@ PART_LABELS = {
     "optimizer_step_temp": "optimizer step temporaries",
     "validation_forward": "validation denoising forward",
     "validation_decode": "validation video decode",
-    "prepare_text_encoder": "prepare: Gemma 3 + text projection",
+    "prepare_text_encoder": "prepare: Gemma + text projection",
     "prepare_text_forward": "prepare: Gemma hidden states + logits",
     "prepare_vae": "prepare: video + audio VAE",
     "prepare_encode": "prepare: video encode",

@@ -55,10 +55,12 @@ class ComponentSpec:
         ``load_state_dict(..., assign=True)`` without ever existing twice in memory.
         """
         cls = _diffusers_class(self.class_name)
-        ctx = _init_empty_parameters() if meta else contextlib.nullcontext()
-        with ctx:
-            module = cls.from_config(dict(self.config))
-        return module
+        if not meta:
+            return cls.from_config(dict(self.config))
+        # accelerate creates each parameter (drawing its initial values) before moving it to the meta device:
+        # a meta build must not move the global RNG, or what a run draws next would depend on what was built before
+        with torch.random.fork_rng(devices=[]), _init_empty_parameters():
+            return cls.from_config(dict(self.config))
 
 
 FAMILIES = ("2.0", "2.3", "2.5")  # LTX-2, LTX-2.3, LTX-2.5
