@@ -18,7 +18,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         raise ValueError(f"inspect {args.target}: key=value overrides and --world-size go with 'inspect memory' only")
     if args.target == "variant":
         if not args.name:
-            raise ValueError("inspect variant: name a variant (ltx2-19b, ltx2.3-22b, tiny) or a variant JSON file")
+            raise ValueError("inspect variant: name a variant (ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5) "
+                             "or a variant JSON file")
         return _inspect_variant(args.name, args.json)
     if args.name:
         raise ValueError(f"inspect {args.target}: unexpected argument {args.name!r}")
@@ -176,8 +177,8 @@ def _prod(shape) -> int:
 def _cmd_tiny(args: argparse.Namespace) -> int:
     from ltx2train.inference.smoke import run_tiny
 
-    result = run_tiny(args.output, seed=args.seed)
-    print(f"tiny LTX-2 written to {result['model_dir']} (repackaged layout + upscaler + gemma/) "
+    result = run_tiny(args.output, seed=args.seed, variant=args.variant)
+    print(f"{args.variant} LTX-2 written to {result['model_dir']} (repackaged layout + upscaler + gemma/) "
           f"in {result['write_s']:.1f}s; reloaded strictly in {result['load_s']:.1f}s")
     print(f"sample (LTX2Pipeline, h264 + AAC): {result['sample']} in {result['sample_s']:.1f}s")
     return 0
@@ -355,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "inspect RECIPE [key=value ...]: the resolved config, each dataset's cache (clips per "
                              "bucket, rejects), the tokens per step and the memory estimate.")
     inspect.add_argument("target", help="a .safetensors file, a recipe .yaml, or the word 'variant' or 'memory'")
-    inspect.add_argument("name", nargs="?", help="with 'variant': ltx2-19b, ltx2.3-22b, tiny or a variant JSON file; "
+    inspect.add_argument("name", nargs="?", help="with 'variant': ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5 "
+                         "or a variant JSON file; "
                          "with 'memory': a recipe YAML")
     inspect.add_argument("overrides", nargs="*", metavar="key=value", help="with a recipe: its overrides")
     inspect.add_argument("--world-size", type=int, help="with a recipe: processes (default: $WORLD_SIZE or 1)")
@@ -383,11 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("tiny", help="write the tiny random-weight LTX-2, reload it and render a sample mp4")
     tiny.add_argument("--output", default="outputs/tiny", help="output directory (default: outputs/tiny)")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--variant", default="tiny", choices=("tiny", "tiny-2.3", "tiny-2.5"),
+                      help="the architecture: tiny (LTX-2), tiny-2.3, tiny-2.5")
     tiny.set_defaults(func=_cmd_tiny)
 
     demo = sub.add_parser("demo", help="tiny model + synthetic clips: prepare -> train LoRA -> checkpoint -> sample")
     demo.add_argument("--output", default="outputs/demo", help="output directory (default: outputs/demo)")
-    demo.add_argument("--variant", help="the tiny architecture to run: tiny (LTX-2, the default), tiny-2.3 (LTX-2.3)")
+    demo.add_argument("--variant", choices=("tiny", "tiny-2.3", "tiny-2.5"),
+                      help="the tiny architecture to run: tiny (LTX-2, the default), tiny-2.3 (LTX-2.3), tiny-2.5 (LTX-2.5)")
     demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of recipes/demo.yaml")
     demo.set_defaults(func=_cmd_demo)
 

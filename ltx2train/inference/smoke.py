@@ -37,14 +37,14 @@ def render_clip(pipe, prompt: str, out_path: str | Path, *, height=64, width=64,
     return write_clip(clip, out_path)
 
 
-def run_tiny(output: str | Path, seed: int = 0) -> dict:
+def run_tiny(output: str | Path, seed: int = 0, variant: str = "tiny") -> dict:
     from ltx2train.models.tiny import write_tiny_checkpoint
 
     output = Path(output)
     t0 = time.perf_counter()
-    write_tiny_checkpoint(output / "model", seed=seed)
+    write_tiny_checkpoint(output / "model", seed=seed, variant=variant)
     t1 = time.perf_counter()
-    pipe = build_pipeline("tiny", output / "model", output / "model" / "gemma")
+    pipe = build_pipeline(variant, output / "model", output / "model" / "gemma")
     t2 = time.perf_counter()
     mp4 = render_clip(pipe, "a red circle moving left with a rising tone", output / "samples" / "tiny.mp4", seed=seed)
     t3 = time.perf_counter()
