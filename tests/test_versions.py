@@ -48,7 +48,8 @@ def run(request, tmp_path_factory):
 
 def test_the_tiny_23_model_has_the_23_structure():
     """Every LTX-2.3 module kind of the 22B layout is in tiny-2.3 and nothing else: the reference key list with
-    block indices dropped equals tiny-2.3's (transformer, connectors, vocoder, audio VAE); both ways through the key map."""
+    block indices dropped equals tiny-2.3's (transformer, connectors, vocoder, audio VAE); both ways through the key
+    map."""
     reference = json.loads((REFERENCE / "ltx23_22b_original_keys.json").read_text())["ltx2.3-22b"]
     strip = lambda keys: {re.sub(r"\.\d+\.", ".N.", re.sub(r"\.\d+\.", ".N.", k)) for k in keys}  # noqa: E731
     spec = load_variant("tiny-2.3")
@@ -75,7 +76,8 @@ def test_the_tiny_25_model_is_the_23_one_without_video_ff_biases_and_with_the_ke
         assert load_variant(tiny).text_encoder == load_variant(real).text_encoder
     k23, k25 = keys("tiny-2.3"), keys("tiny-2.5")
     assert set(k25) - set(k23) == {"keyframes_abs_pos_embedding"}
-    assert set(k23) - set(k25) == {f"transformer_blocks.{i}.ff.{m}.bias" for i in range(2) for m in ("net.0.proj", "net.2")}
+    video_ff_biases = {f"transformer_blocks.{i}.ff.{m}.bias" for i in range(2) for m in ("net.0.proj", "net.2")}
+    assert set(k23) - set(k25) == video_ff_biases
     assert load_variant("tiny-2.5").text_encoder == "gemma4_unified"
 
 
@@ -99,9 +101,9 @@ def test_written_files_carry_the_version_ltx_pipelines_reads(tiny23_workspace, t
     for the files we write."""
     from test_inference_pipeline import _ltx_pipelines_constants
 
-    constants = _ltx_pipelines_constants()
-    assert constants.detect_params(str(tiny23_workspace / "model" / "transformer.safetensors")) == constants.LTX_2_3_PARAMS
-    assert constants.detect_params(str(tiny_workspace / "model" / "transformer.safetensors")) == constants.LTX_2_PARAMS
+    constants, name = _ltx_pipelines_constants(), "transformer.safetensors"
+    assert constants.detect_params(str(tiny23_workspace / "model" / name)) == constants.LTX_2_3_PARAMS
+    assert constants.detect_params(str(tiny_workspace / "model" / name)) == constants.LTX_2_PARAMS
 
 
 def test_the_23_recipes_validate_as_ltx_pipelines_runs_23():

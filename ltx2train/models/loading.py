@@ -229,7 +229,8 @@ def component_fingerprint(checkpoint: str | Path, component: str, distilled: boo
     return tensor_fingerprint(source.files, keep=lambda key: _is_ours(key, component, source), prefixes=source.prefixes)
 
 
-def checkpoint_shapes(checkpoint: str | Path, component: str, distilled: bool = False) -> dict[str, tuple[int, ...]] | None:
+def checkpoint_shapes(checkpoint: str | Path, component: str,
+                      distilled: bool = False) -> dict[str, tuple[int, ...]] | None:
     """The original keys and shapes ``checkpoint`` holds for ``component`` (headers only, any layout but diffusers'),
     or None for a diffusers directory (its ``config.json`` builds the module) or a component that is not there."""
     try:

@@ -80,7 +80,8 @@ def build_tiny_tokenizer():
     )
 
 
-def build_tiny_gemma(hidden_size: int = 32, num_layers: int = 2, seed: int = 0, kind: str = "gemma3") -> torch.nn.Module:
+def build_tiny_gemma(hidden_size: int = 32, num_layers: int = 2, seed: int = 0,
+                     kind: str = "gemma3") -> torch.nn.Module:
     """The class of the real text encoder with tiny dimensions: ``Gemma3ForConditionalGeneration`` (LTX-2, 2.3) or
     ``Gemma4UnifiedForConditionalGeneration`` (``kind="gemma4_unified"``, LTX-2.5's Gemma 4)."""
     state = torch.random.get_rng_state()

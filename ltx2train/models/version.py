@@ -3,8 +3,8 @@
 A checkpoint's version is its key set and shapes: LTX-2.3 adds gated attention (``to_gate_logits``), the prompt
 AdaLN and 9-row modulation tables to the DiT, per-modality text projections to the connectors and another VAE
 decoder topology; LTX-2.5 drops the video feed-forward biases and adds the keyframe position embedding (and reads
-Gemma 4, told by the text encoder's ``config.json``); sizes tell 22B from a tiny model. Only safetensors headers are read. The check runs before any
-weight loads, so a 2.3 file under ``model.variant: ltx2-19b`` (or the reverse) is one clear error naming both,
+Gemma 4, told by the text encoder's ``config.json``); sizes tell 22B from a tiny model. Only safetensors headers are
+read. The check runs before any weight loads, so a 2.3 file under ``model.variant: ltx2-19b`` (or the reverse) is one clear error naming both,
 never a strict-loading failure deep in a component, and never a silently mis-built model.
 """
 
