@@ -78,28 +78,24 @@ LORA_TRAIN = ["validation.at_start=false", "validation.every=0", "validation.pro
               "lora.target_modules=[to_q,to_k,to_v,to_out.0,ff.net.0.proj]"]
 
 
-@pytest.fixture(scope="session")
-def trained_lora(tiny_workspace, tmp_path_factory):
+def train_lora(workspace, out, extra=()) -> tuple:
     """A tiny LoRA trained 6 steps with alpha != rank (checkpoints at 3 and 6): (config, last checkpoint)."""
     from ltx2train.training.trainer import Trainer
 
-    out = tmp_path_factory.mktemp("lora_run")
-    cfg = tiny_config(tiny_workspace, out, [*LORA_TRAIN, "train.max_steps=6", "train.checkpoint_every=3",
-                                            "train.keep_last=5"])
-    result = Trainer(cfg, log=lambda _: None).train()
-    return cfg, result.checkpoint
+    cfg = tiny_config(workspace, out, [*LORA_TRAIN, "train.max_steps=6", "train.checkpoint_every=3",
+                                       "train.keep_last=5", *extra])
+    return cfg, Trainer(cfg, log=lambda _: None).train().checkpoint
+
+
+@pytest.fixture(scope="session")
+def trained_lora(tiny_workspace, tmp_path_factory):
+    return train_lora(tiny_workspace, tmp_path_factory.mktemp("lora_run"))
 
 
 @pytest.fixture(scope="session")
 def trained_lora23(tiny23_workspace, tmp_path_factory):
-    """``trained_lora`` on the tiny LTX-2.3 (same recipe: 6 steps, alpha != rank, checkpoints at 3 and 6)."""
-    from ltx2train.training.trainer import Trainer
-
-    out = tmp_path_factory.mktemp("lora23_run")
-    cfg = tiny_config(tiny23_workspace, out, [*LORA_TRAIN, "train.max_steps=6", "train.checkpoint_every=3",
-                                              "train.keep_last=5"])
-    result = Trainer(cfg, log=lambda _: None).train()
-    return cfg, result.checkpoint
+    """``trained_lora`` on the tiny LTX-2.3."""
+    return train_lora(tiny23_workspace, tmp_path_factory.mktemp("lora23_run"))
 
 
 def transformer_inputs(root, tmp_path, seed=0) -> dict:

@@ -40,8 +40,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import (LORA_ALPHA, LORA_RANK, LORA_TRAIN, load_reference, tiny_config, transformer_inputs,
-                      transformer_outputs)
+from conftest import LORA_ALPHA, LORA_RANK, load_reference, train_lora, transformer_inputs, transformer_outputs
 from ltx2train.export.lora import export_lora_file
 from ltx2train.models.adapters import apply_lora
 from ltx2train.models.keys import build_key_map
@@ -65,24 +64,16 @@ CASES = {
 @pytest.fixture(scope="module")
 def trained_lora25(tiny25_workspace, tmp_path_factory):
     """The ``trained_lora23`` recipe on the tiny LTX-2.5."""
-    from ltx2train.training.trainer import Trainer
-
-    cfg = tiny_config(tiny25_workspace, tmp_path_factory.mktemp("lora25_run"), [
-        *LORA_TRAIN, "train.max_steps=6", "train.checkpoint_every=3", "train.keep_last=5"])
-    return cfg, Trainer(cfg, log=lambda _: None).train().checkpoint
+    return train_lora(tiny25_workspace, tmp_path_factory.mktemp("lora25_run"))
 
 
 @pytest.fixture(scope="module")
 def trained_lora23_gates(tiny23_workspace, tmp_path_factory):
     """The ``trained_lora23`` recipe with LTX-2.3's own modules adapted too: the attention gates
     (``lora.gate_logits``) and the prompt AdaLN linears."""
-    from ltx2train.training.trainer import Trainer
-
-    out = tmp_path_factory.mktemp("lora23_gates_run")
-    cfg = tiny_config(tiny23_workspace, out, [
-        *LORA_TRAIN, "lora.gate_logits=true", "train.max_steps=6", "train.checkpoint_every=3", "train.keep_last=5",
+    return train_lora(tiny23_workspace, tmp_path_factory.mktemp("lora23_gates_run"), [
+        "lora.gate_logits=true",
         "lora.target_modules=[to_q,to_k,to_v,to_out.0,ff.net.0.proj,prompt_adaln.linear,audio_prompt_adaln.linear]"])
-    return cfg, Trainer(cfg, log=lambda _: None).train().checkpoint
 
 
 @pytest.fixture(scope="module", params=list(CASES))

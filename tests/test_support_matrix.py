@@ -37,8 +37,8 @@ ROWS = {
     "fsdp2, 2 processes: LoRA / full": ((_BACKENDS_20,), *_same(
         _BACKENDS, "test_versions::test_full_fine_tuning_under_fsdp2_on_two_processes")),
     "DeepSpeed ZeRO-2, 2 processes: LoRA": ((_BACKENDS_20,), *_same(_BACKENDS)),
-    "DeepSpeed ZeRO-2, 2 processes: full": ((_BACKENDS_20,), (), ()),
-    "DeepSpeed ZeRO-3 + optimizer offload, 2 processes: LoRA": ((_BACKENDS_20,), (), ()),
+    "DeepSpeed ZeRO-2, 2 processes: full": ((_BACKENDS_20,), *_same(_BACKENDS)),
+    "DeepSpeed ZeRO-3 + optimizer offload, 2 processes: LoRA": ((_BACKENDS_20,), *_same(_BACKENDS)),
     "FP8 frozen base + block swap: LoRA": (
         ("test_memory_fp8::test_a_lora_trains_over_an_fp8_base_that_never_changes",
          "test_memory_offload::test_training_with_block_swap_and_activation_offload_matches_training_without"),

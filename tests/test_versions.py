@@ -425,11 +425,12 @@ def test_a_25_release_directory_loads_prepares_and_trains(tiny25_workspace, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, backend", [("lora", "ddp"), ("lora", "fsdp2"), ("lora", "zero2"), ("full", "ddp")])
+@pytest.mark.parametrize("method, backend", [("lora", "ddp"), ("lora", "fsdp2"), ("lora", "zero2"), ("lora", "zero3_offload"),
+                                             ("full", "ddp"), ("full", "zero2")])
 @pytest.mark.parametrize("version", ["2.3", "2.5"])
 def test_each_backend_on_two_processes(request, tmp_path, version, method, backend):
-    """2 processes (gloo) under ddp, FSDP2 and DeepSpeed ZeRO-2 train what one process with the whole global batch
-    trains (losses to 1e-5, the export to float rounding)."""
+    """2 processes (gloo) under ddp, FSDP2, DeepSpeed ZeRO-2 and ZeRO-3 with optimizer offload train what one process
+    with the whole global batch trains (losses to 1e-5, the export to float rounding)."""
     from test_backends import BACKENDS, COMMON, _losses, _train
 
     root = workspace(request, version)
@@ -453,7 +454,7 @@ def test_a_lora_over_an_fp8_base_with_block_swap_trains(request, tmp_path, versi
     cfg = tiny_config(root, tmp_path, ["validation.at_start=false", "validation.every=0", "validation.prompts=[]",
                                        "train.max_steps=3", "train.gradient_checkpointing=true",
                                        "memory.fp8_frozen=[transformer,connectors]", "memory.block_swap=1",
-                                       "model.dtype=bfloat16", "train.mixed_precision=bf16"])
+                                       "model.dtype=bfloat16"])
     trainer = Trainer(cfg, log=QUIET)
     result = trainer.train()
     assert result.step == 3 and all(np.isfinite(loss) for _, loss in result.losses)

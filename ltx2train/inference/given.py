@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import torch
 
 from ltx2train.data.media import read_audio, read_video_frames, fit_frames
+from ltx2train.models.forward import call_hook
 
 
 def _repeat(tokens: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -33,7 +34,7 @@ def given_modality(transformer: torch.nn.Module, *, video: torch.Tensor | None =
         yield
         return
 
-    def hook(module, args, kwargs):
+    def give(kwargs):
         timestep = kwargs["timestep"]
         sigma = kwargs.get("sigma") if kwargs.get("sigma") is not None else timestep
         audio_timestep = kwargs.get("audio_timestep") if kwargs.get("audio_timestep") is not None else timestep
@@ -45,13 +46,9 @@ def given_modality(transformer: torch.nn.Module, *, video: torch.Tensor | None =
             kwargs["hidden_states"] = _repeat(video, kwargs["hidden_states"])
             timestep, sigma = torch.zeros_like(timestep), torch.zeros_like(sigma)
         kwargs.update(timestep=timestep, sigma=sigma, audio_timestep=audio_timestep, audio_sigma=audio_sigma)
-        return args, kwargs
 
-    handle = transformer.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
+    with call_hook(transformer, give):
         yield
-    finally:
-        handle.remove()
 
 
 def keep_video(video: torch.Tensor):

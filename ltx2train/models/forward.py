@@ -93,6 +93,21 @@ def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_s
 
 
 @contextmanager
+def call_hook(transformer: torch.nn.Module, hook):
+    """While active, ``hook(kwargs)`` edits the keyword arguments of every forward of ``transformer`` (how a
+    diffusers pipeline's transformer call is changed without forking the pipeline)."""
+    def pre_hook(module, args, kwargs):
+        hook(kwargs)
+        return args, kwargs
+
+    handle = transformer.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
 def first_frame_marked(transformer: torch.nn.Module):
     """While active, every forward of an LTX-2.5 ``transformer`` that is given no ``video_keyframes_mask`` (diffusers'
     pipelines pass none) gets the first latent frame marked, as in training; other versions are left alone."""
@@ -100,15 +115,11 @@ def first_frame_marked(transformer: torch.nn.Module):
         yield
         return
 
-    def hook(module, args, kwargs):
+    def mark(kwargs):
         if kwargs.get("video_keyframes_mask") is None:
             tokens = kwargs["hidden_states"]
             kwargs["video_keyframes_mask"] = keyframes_mask(tokens.shape[0], tokens.shape[1],
                                                             kwargs["height"] * kwargs["width"], tokens.device)
-        return args, kwargs
 
-    handle = transformer.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
+    with call_hook(transformer, mark):
         yield
-    finally:
-        handle.remove()
