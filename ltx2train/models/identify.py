@@ -25,14 +25,11 @@ CONSUMERS = ("diffusers", "ltx-core", "DiffSynth", "ComfyUI")
 @lru_cache(maxsize=None)
 def _layout(variant: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Original key -> (component, shape) for every component of a shipped variant (built on meta)."""
-    from ltx2train.models.keys import iter_component_maps, original_keys_with_shapes
     from ltx2train.models.specs import load_variant
+    from ltx2train.models.version import shipped_layout
 
-    out = {}
-    for name, module, key_map in iter_component_maps(load_variant(variant)):
-        for key, shape in original_keys_with_shapes(key_map, module).items():
-            out[key] = (name, shape)
-    return out
+    return {key: (name, shape) for name in load_variant(variant).components
+            for key, shape in shipped_layout(variant, name).items()}
 
 
 def inspect_file(path: str | Path) -> dict:

@@ -141,7 +141,7 @@ def require_model_files(checkpoint: str | Path, components: list[str], *, distil
             f"{len(missing)} model file(s) missing:\n" + "\n".join(f"  - {m}" for m in missing) +
             "\nPoint model.checkpoint at the repackaged directory (transformer.safetensors, "
             "text_encoder_post_modules.safetensors, video/audio VAE and vocoder files) or the official single file, "
-            "and model.text_encoder at the Gemma 3 directory")
+            "(or LTX-2.5's release directory), and model.text_encoder at the Gemma directory")
     if variant is not None:
         from ltx2train.models.version import check_version  # reads headers through this module
 

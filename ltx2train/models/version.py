@@ -4,8 +4,8 @@ A checkpoint's version is its key set and shapes: LTX-2.3 adds gated attention (
 AdaLN and 9-row modulation tables to the DiT, per-modality text projections to the connectors and another VAE
 decoder topology; LTX-2.5 drops the video feed-forward biases and adds the keyframe position embedding (and reads
 Gemma 4, told by the text encoder's ``config.json``); sizes tell 22B from a tiny model. Only safetensors headers are
-read. The check runs before any weight loads, so a 2.3 file under ``model.variant: ltx2-19b`` (or the reverse) is one clear error naming both,
-never a strict-loading failure deep in a component, and never a silently mis-built model.
+read. The check runs before any weight loads, so a 2.3 file under ``model.variant: ltx2-19b`` (or the reverse) is one
+clear error naming both, never a strict-loading failure deep in a component, and never a silently mis-built model.
 """
 
 from __future__ import annotations
@@ -55,30 +55,26 @@ def _layout(component: str, class_name: str, config: str, family: str) -> Shapes
     return original_keys_with_shapes(build_key_map(component, module, family), module)
 
 
-def _shipped_layout(variant: str, component: str) -> Shapes:
+def shipped_layout(variant: str, component: str) -> Shapes:
+    """A shipped variant's component: every original key with its shape."""
     return _layout_of(load_variant(variant), component)
-
-
-def component_shapes(checkpoint: str | Path, component: str, distilled: bool = False) -> Shapes | None:
-    """What ``checkpoint`` holds of ``component``: original keys and shapes, from the headers (``loading``)."""
-    return checkpoint_shapes(checkpoint, component, distilled)
 
 
 def detect(component: str, shapes: Shapes) -> Detected:
     """The shipped variant whose ``component`` has exactly these keys and shapes, else the closest one."""
     def common(variant: str) -> int:
-        layout = _shipped_layout(variant, component)
+        layout = shipped_layout(variant, component)
         return sum(1 for k, s in shapes.items() if layout.get(k) == tuple(s))
 
     variants = list_variants()
-    exact = [v for v in variants if _shipped_layout(v, component) == {k: tuple(s) for k, s in shapes.items()}]
+    exact = [v for v in variants if shipped_layout(v, component) == {k: tuple(s) for k, s in shapes.items()}]
     closest = exact[0] if exact else max(variants, key=common)
     return Detected(component, exact[0] if exact else None, closest, load_variant(closest).family)
 
 
 def detect_checkpoint(checkpoint: str | Path, distilled: bool = False) -> Detected:
     """The version of a checkpoint's transformer (a repackaged directory or an official single file)."""
-    shapes = component_shapes(checkpoint, "transformer", distilled)
+    shapes = checkpoint_shapes(checkpoint, "transformer", distilled)
     if shapes is None:
         raise FileNotFoundError(f"{checkpoint}: no transformer weights to identify (a repackaged directory with "
                                 "transformer.safetensors, or the official single file)")
@@ -92,7 +88,7 @@ def check_version(checkpoint: str | Path, spec: VariantSpec, components: Iterabl
     to set."""
     # the transformer first, whenever it is there: it alone tells LTX-2.3 from 2.5 (their other parts are alike)
     for component in dict.fromkeys(("transformer", *components)):
-        shapes = component_shapes(checkpoint, component, distilled)
+        shapes = checkpoint_shapes(checkpoint, component, distilled)
         if shapes is None:
             continue
         expected = _layout_of(spec, component)
