@@ -115,7 +115,8 @@ _GEMMA_NAMES = {"gemma3": "Gemma 3 (LTX-2, LTX-2.3)", "gemma4_unified": "Gemma 4
 def _mismatch_message(checkpoint, spec: VariantSpec, found: Detected, shapes: Shapes, expected: Shapes) -> str:
     asked = f"model.variant is {spec.name} (LTX-{spec.family})"
     if found.variant is not None:
-        recipes = f" (recipes/ltx{found.family}_*.yaml are made for it)" if found.family != "2.0" else ""
+        real = found.family != "2.0" and not found.variant.startswith("tiny")
+        recipes = f" (recipes/ltx{found.family}_*.yaml are made for it)" if real else ""
         return (f"model.checkpoint {checkpoint}: its {found.component} weights are {found.version} ({found.variant}), "
                 f"but {asked}: set model.variant={found.variant}{recipes}")
     missing = sorted(set(expected) - set(shapes))
