@@ -57,6 +57,9 @@ ROWS = {
     "`export` formats official / official-alpha / diffusers": (
         ("test_lora_files::test_every_format_round_trips_to_the_same_effective_weights",),
         *_same("test_lora_consumers::test_23_and_25_loras_round_trip_in_every_format_to_the_same_effective_weights")),
+    "`export --merge` into the base (its own layout)": (
+        ("test_lora_files::test_merged_weights_reproduce_base_plus_lora_in_both_layouts",),
+        *_same("test_versions::test_a_lora_merges_into_the_versions_layout")),
     "another version's checkpoint or cache refused": (
         *(("test_versions::test_a_checkpoint_of_another_version_is_refused_naming_both",
            "test_versions::test_a_cache_of_another_version_is_refused_with_how_to_prepare"),) * 3,),

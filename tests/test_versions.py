@@ -475,3 +475,33 @@ def test_checking_a_version_leaves_the_random_state_alone(tiny23_workspace):
     torch.manual_seed(0)
     check_version(tiny23_workspace / "model", load_variant("tiny-2.3"), ["transformer", "connectors", "video_vae"])
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.5"])
+def test_a_lora_merges_into_the_versions_layout(request, tmp_path, version):
+    """``export --merge``: into LTX-2.3's repackaged directory and LTX-2.5's release layout, the transformer file
+    merged (W + B·A), every other file copied through; the merged model is the base with the LoRA applied."""
+    from conftest import train_lora, transformer_inputs, transformer_outputs
+    from ltx2train.models.adapters import apply_lora
+    from ltx2train.models.writing import save_release
+
+    root, variant = workspace(request, version), VARIANTS[version]
+    base_dir, transformer_file = root / "model", "transformer.safetensors"
+    if version == "2.5":
+        modules = {c: load_component(variant, c, base_dir) for c in load_variant(variant).components}
+        base_dir, transformer_file = tmp_path / "LTX-2.5", "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors"
+        save_release(modules, base_dir, "2.5")
+    _, checkpoint = train_lora(root, tmp_path / "lora")
+    lora = checkpoint / ckpt.LORA_FILE
+    merged = tmp_path / "merged"
+    assert cli.main(["export", str(lora), "--merge", str(base_dir), "--output", str(merged)]) == 0
+    written = {p.relative_to(merged).as_posix() for p in merged.rglob("*.safetensors")}
+    assert transformer_file in written
+    for name in written - {transformer_file}:
+        assert (merged / name).read_bytes() == (base_dir / name).read_bytes(), name
+    kwargs = transformer_inputs(root, tmp_path)
+    ours = transformer_outputs(load_component(variant, "transformer", merged), kwargs)
+    base = load_component(variant, "transformer", base_dir)
+    apply_lora(base, lora, family=version)
+    for got, expected in zip(ours, transformer_outputs(base, kwargs)):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

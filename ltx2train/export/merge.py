@@ -7,7 +7,8 @@ original keys straight from the files (no model is built) and writes one tensor 
 - output ``*.safetensors``: the official single file — every tensor of BASE (a single file or a repackaged
   directory) copied through, the adapted ones merged;
 - output directory: the repackaged layout — ``transformer.safetensors`` (and ``text_encoder_post_modules.safetensors``
-  when the LoRA adapts the connectors) merged, the other component files of BASE copied through.
+  when the LoRA adapts the connectors) merged, the other component files of BASE copied through; from LTX-2.5's
+  release directory, the release layout — its transformer file merged, the other files copied through.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ltx2train.models.keys import DIT_PREFIX
-from ltx2train.models.layout import SPLIT_FILES
+from ltx2train.models.layout import RELEASE_FILES, SPLIT_FILES, is_release_dir, owner_of
 from ltx2train.models.lora_files import LoraFile
 from ltx2train.models.loading import SAFETENSORS_DTYPE_NAMES, read_safetensors_header
 from ltx2train.models.writing import stream_safetensors
@@ -34,21 +35,29 @@ class MergeResult:
     copied: int  # tensors copied through unchanged
 
 
-def _base_tensors(base: Path) -> dict[str, tuple[Path, tuple[int, ...], torch.dtype]]:
-    """Original key -> (file, shape, dtype) for every tensor of BASE (official single file or repackaged dir)."""
+def _base_tensors(base: Path) -> dict[str, tuple[Path, tuple[int, ...], torch.dtype, str]]:
+    """Original key -> (file, shape, dtype, the key's name in that file) for every tensor of BASE: the official
+    single file, a repackaged directory, or LTX-2.5's release directory (a file per part; Gemma's own weights
+    beside the text projection are not LTX-2 components and are left out)."""
     if base.is_file():
-        files = [base]
+        files = [(base, "")]
+    elif base.is_dir() and is_release_dir(base):
+        files = [(path, entry.prefix) for entry in RELEASE_FILES if entry.distilled is not True
+                 for path in sorted(base.glob(entry.pattern))[:1] if "spatial_upsampler" not in entry.components]
     elif base.is_dir():
-        files = [base / f.filename for f in SPLIT_FILES if (base / f.filename).is_file()]
-        if not any(f.name == "transformer.safetensors" for f in files):
-            raise FileNotFoundError(f"--merge {base}: no transformer.safetensors (repackaged layout) in that directory")
+        files = [(base / f.filename, "") for f in SPLIT_FILES if (base / f.filename).is_file()]
+        if not any(f.name == "transformer.safetensors" for f, _ in files):
+            raise FileNotFoundError(f"--merge {base}: no transformer.safetensors (repackaged layout) and no "
+                                    "diffusion_models/*-transformer*.safetensors (LTX-2.5 release) in that directory")
     else:
         raise FileNotFoundError(f"--merge {base} does not exist")
     found = {}
-    for path in files:
+    for path, prefix in files:
         entries, _ = read_safetensors_header(path)
-        for key, entry in entries.items():
-            found.setdefault(key, (path, entry.shape, _DTYPES[entry.dtype]))
+        for name, entry in entries.items():
+            if base.is_dir() and prefix + name and owner_of(prefix + name) is None:
+                continue
+            found.setdefault(prefix + name, (path, entry.shape, _DTYPES[entry.dtype], name))
     return found
 
 
@@ -73,16 +82,7 @@ def merge_lora(lora: LoraFile, base: str | Path, output: str | Path, *, dtype: t
     base, output = Path(base), Path(output)
     tensors = _base_tensors(base)
     targets = _targets(lora, tensors, base)
-    plan, paths = {}, []
-    if output.suffix == ".safetensors":
-        plan[output] = sorted(tensors)
-    else:
-        for split in SPLIT_FILES:
-            keys = sorted(k for k in tensors if split.holds(k))
-            if base.is_file() or any(k in targets for k in keys):
-                plan[output / split.filename] = keys
-            elif keys:
-                paths.append(_copy(tensors[keys[0]][0], output / split.filename))
+    plan, paths = _plan(base, output, tensors, targets)
     readers: dict[Path, object] = {}
 
     def produce(key: str) -> torch.Tensor:
@@ -91,7 +91,7 @@ def merge_lora(lora: LoraFile, base: str | Path, output: str | Path, *, dtype: t
         path = tensors[key][0]
         if path not in readers:
             readers[path] = safe_open(str(path), framework="pt")
-        value = readers[path].get_tensor(key)
+        value = readers[path].get_tensor(tensors[key][3])
         if key in targets:
             value = (value.float() + lora.modules[targets[key]].delta()).to(value.dtype)
         return value
@@ -104,8 +104,37 @@ def merge_lora(lora: LoraFile, base: str | Path, output: str | Path, *, dtype: t
                 "merged_lora_modules": str(len(targets)), **_lora_meta(lora)}
     for path, keys in plan.items():
         if keys:
-            paths.insert(0, stream_safetensors(path, [(k, out_dtype(k), tensors[k][1]) for k in keys], produce, metadata))
+            original = {written: key for key, written in keys}  # the name in the written file -> original key
+            paths.insert(0, stream_safetensors(path, [(w, out_dtype(k), tensors[k][1]) for k, w in keys],
+                                               lambda w, original=original: produce(original[w]), metadata))
     return MergeResult(paths, len(targets), len(tensors) - len(targets))
+
+
+def _plan(base: Path, output: Path, tensors: dict, targets: dict) -> tuple[dict[Path, list], list[Path]]:
+    """Which files are written (output file -> (original key, name written) per tensor) and which are copied
+    through: one official single file, the repackaged layout, or BASE's release layout, a merged file only where
+    the LoRA adapts one of its tensors."""
+    plan, copied = {}, []
+    if output.suffix == ".safetensors":
+        return {output: [(k, k) for k in sorted(tensors)]}, copied
+    if base.is_dir() and is_release_dir(base):
+        for path in sorted({t[0] for t in tensors.values()}):
+            keys = sorted(k for k, t in tensors.items() if t[0] == path)
+            target = output / path.relative_to(base)
+            if any(k in targets for k in keys):
+                plan[target] = [(k, tensors[k][3]) for k in keys]
+            else:
+                copied.append(_copy(path, target))
+        for path in sorted(base.glob("latent_upscale_models/*.safetensors")):
+            copied.append(_copy(path, output / path.relative_to(base)))
+        return plan, copied
+    for split in SPLIT_FILES:
+        keys = sorted(k for k in tensors if split.holds(k))
+        if base.is_file() or any(k in targets for k in keys):
+            plan[output / split.filename] = [(k, k) for k in keys]
+        elif keys:
+            copied.append(_copy(tensors[keys[0]][0], output / split.filename))
+    return plan, copied
 
 
 def _base_version(tensors: dict) -> dict[str, str]:
