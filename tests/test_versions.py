@@ -138,6 +138,17 @@ def test_a_checkpoint_of_another_version_is_refused_naming_both(request, tmp_pat
     assert not (tmp_path / "run").exists()  # refused before any work
 
 
+def test_the_pipeline_refuses_a_checkpoint_of_another_variant(tiny23_workspace, tiny25_workspace):
+    from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline
+
+    with pytest.raises(VersionMismatchError, match=r"weights are LTX-2.3 \(tiny-2.3\), but model.variant is tiny "):
+        LTX2AudioVideoPipeline.from_pretrained(tiny23_workspace / "model", tiny23_workspace / "model" / "gemma",
+                                               variant="tiny", device="cpu")
+    with pytest.raises(VersionMismatchError, match=r"is a Gemma 3 .* tiny-2.5 \(LTX-2.5\) reads Gemma 4"):
+        LTX2AudioVideoPipeline.from_pretrained(tiny25_workspace / "model", tiny23_workspace / "model" / "gemma",
+                                               device="cpu")
+
+
 def test_a_text_encoder_of_another_gemma_is_refused(tiny25_workspace, tiny23_workspace, tmp_path, capsys):
     recipe = save_config(tiny_config(tiny25_workspace, tmp_path / "run",
                                      [f"model.text_encoder={tiny23_workspace / 'model' / 'gemma'}"]),

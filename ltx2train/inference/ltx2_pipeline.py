@@ -99,10 +99,13 @@ class LTX2AudioVideoPipeline:
             raise ValueError("from_pretrained: give checkpoint and text_encoder, or DiffSynth's model_configs")
         from ltx2train.models.specs import load_variant
         from ltx2train.models.text_encoder import load_text_encoder
+        from ltx2train.models.version import check_version
 
         checkpoint = Path(checkpoint)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         spec = load_variant(variant or identify_variant(checkpoint, distilled))
+        check_version(checkpoint, spec, ["transformer", "connectors", "video_vae", "audio_vae", "vocoder"],
+                      distilled=distilled, text_encoder=text_encoder)
         host = torch.device("cpu") if low_vram else device
 
         def load(name, dtype=torch_dtype, path=checkpoint, on=device):
