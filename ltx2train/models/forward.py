@@ -41,9 +41,10 @@ class AudioTokens:
     sigma: torch.Tensor  # (B,) noise level
 
 
-def uses_keyframes(transformer: torch.nn.Module) -> bool:
-    """LTX-2.5's keyframe absolute position embedding: a learned vector added to the tokens of keyframes."""
-    return bool(getattr(transformer.config, "use_keyframes_abs_pos_embedding", False))
+def uses_keyframes(config) -> bool:
+    """LTX-2.5's keyframe absolute position embedding (a learned vector added to the tokens of keyframes), from a
+    transformer's config: a built module's ``.config`` or a variant spec's."""
+    return bool(config.get("use_keyframes_abs_pos_embedding", False))
 
 
 def keyframes_mask(batch: int, num_tokens: int, frame_tokens: int, device=None) -> torch.Tensor:
@@ -111,7 +112,7 @@ def call_hook(transformer: torch.nn.Module, hook):
 def first_frame_marked(transformer: torch.nn.Module):
     """While active, every forward of an LTX-2.5 ``transformer`` that is given no ``video_keyframes_mask`` (diffusers'
     pipelines pass none) gets the first latent frame marked, as in training; other versions are left alone."""
-    if not uses_keyframes(transformer):
+    if not uses_keyframes(transformer.config):
         yield
         return
 

@@ -73,6 +73,13 @@ def identify_components(shapes: dict[str, tuple[int, ...]], release=None, versio
     matched = score(best)
     if matched == 0:
         return {"kind": "unknown", "variant": None, "components": [], "extra_keys": sorted(shapes)[:20]}
+    held = {k for k in shapes if k in _layout(best)}
+    alike = [v for v in list_variants() if v != best and score(v) == matched and
+             {k for k in shapes if k in _layout(v)} == held]
+    hinted = [v for v in alike if version_hint and version_hint.startswith(load_variant(v).family)]
+    if hinted and not version_hint.startswith(load_variant(best).family):
+        alike = [best, *(v for v in alike if v != hinted[0])]
+        best = hinted[0]
     layout = _layout(best)
     present = sorted({layout[k][0] for k in shapes if k in layout})
     components = []
@@ -87,12 +94,6 @@ def identify_components(shapes: dict[str, tuple[int, ...]], release=None, versio
             "missing": sorted(expected - set(shapes)),
             "wrong_shape": sorted(k for k in expected & set(shapes) if tuple(layout[k][1]) != shapes[k]),
         })
-    alike = [v for v in list_variants() if v != best and score(v) == matched and
-             {k for k in shapes if k in _layout(v)} == {k for k in shapes if k in layout}]
-    hinted = [v for v in alike if version_hint and version_hint.startswith(load_variant(v).family)]
-    if hinted and not version_hint.startswith(load_variant(best).family):
-        alike = [best, *(v for v in alike if v != hinted[0])]
-        best = hinted[0]
     return {"kind": "components", "variant": best, "version": f"LTX-{load_variant(best).family}",
             "same_layout": alike, "components": components,
             "extra_keys": sorted(k for k in shapes if k not in layout)}

@@ -51,11 +51,11 @@ def build_strategy(cfg, dataset=None, transformer=None) -> Strategy:
         reference_downscale=settings.get("reference_downscale", 0),
         rope=getattr(transformer, "rope", None),
         audio_channels=transformer.config.audio_in_channels if transformer is not None else None,
-        keyframes=uses_keyframes(transformer) if transformer is not None else _variant_keyframes(cfg))
+        keyframes=uses_keyframes(transformer.config if transformer is not None else _transformer_config(cfg)))
 
 
-def _variant_keyframes(cfg) -> bool:
-    """Without a built transformer: whether the recipe's variant has LTX-2.5's keyframe embedding."""
+def _transformer_config(cfg) -> dict:
+    """Without a built transformer: the recipe's variant's transformer config."""
     from ltx2train.models.specs import load_variant
 
-    return bool(load_variant(cfg.model.variant).component("transformer").config.get("use_keyframes_abs_pos_embedding"))
+    return load_variant(cfg.model.variant).component("transformer").config
