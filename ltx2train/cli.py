@@ -261,6 +261,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from ltx2train.inference.sample import sample
 
+    if args.video_decoder:
+        args.overrides = [*(args.overrides or []), f"validation.video_decoder={args.video_decoder}"]
     cfg = _load(args, ("model.checkpoint", "model.text_encoder"))
     loras, output = args.lora or [], args.output or f"{cfg.train.output_dir}/sample"
     scales = args.lora_scale or [1.0] * len(loras)
@@ -441,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--reference-video", help="every prompt's reference video (IC-LoRA, strategy ic_lora)")
     sample.add_argument("--audio", help="every prompt's given audio, an audio or video file (strategy a2v)")
     sample.add_argument("--video", help="every prompt's given video (strategy v2a)")
+    sample.add_argument("--video-decoder", choices=("conv", "diffusion"),
+                        help="what decodes the video: the VAE's conv decoder, or LTX-2.5's diffusion decoder "
+                        "(default: validation.video_decoder)")
     seed = sample.add_argument_group("through LTX2AudioVideoPipeline (the seed's pipeline) instead of validation's")
     seed.add_argument("--two-stage", action="store_true", help="half size, x2 upscaler, stage 2 with --stage2-lora")
     seed.add_argument("--distilled-pipeline", action="store_true", help="the distilled model's fixed 8-step schedule")

@@ -68,6 +68,10 @@ ROWS = {
     "loading the release's one-file-per-part layout": (None, None, (
         "test_versions::test_a_25_release_directory_loads_prepares_and_trains",
                                                         "test_versions::test_the_25_release_files_hold_the_published_keys")),
+    "diffusion video decoder: validation = `sample`, seed pipeline": (None, None, (
+        "test_diffusion_decoder::test_validation_and_sample_decode_with_the_diffusion_decoder",
+        "test_diffusion_decoder::test_the_seed_pipeline_decodes_with_the_diffusion_decoder",
+        "test_diffusion_decoder::test_the_decoder_loads_from_each_layout_and_decodes_the_same")),
 }
 
 

@@ -378,15 +378,14 @@ def test_full_fine_tuning_under_fsdp2_on_two_processes(request, tmp_path, versio
 def _release_layout(variant: str) -> dict[str, dict[str, tuple[int, ...]]]:
     """Per release file, the keys and shapes our variant's modules give it (built on the meta device)."""
     from ltx2train.models.keys import original_keys_with_shapes
-    from ltx2train.models.layout import RELEASE_FILES
+    from ltx2train.models.layout import release_names
 
     spec, files = load_variant(variant), {}
     for component, part in spec.components.items():
         module = part.build(meta=True)
         for key, shape in original_keys_with_shapes(build_key_map(component, module, spec.family), module).items():
-            entry = next(e for e in RELEASE_FILES if component in e.components and e.distilled is not True
-                         and e.key_in_file(key) is not None)
-            files.setdefault(entry.name, {})[entry.key_in_file(key)] = tuple(shape)
+            for name, key_in_file in release_names(component, key, present=spec.components):
+                files.setdefault(name, {})[key_in_file] = tuple(shape)
     return files
 
 

@@ -70,6 +70,7 @@ ASPECT_RATIOS = (1 / 3, 1 / 2, 9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 16 / 9, 
 CROPS = ("center", "random", "letterbox")
 WINDOWS = ("first", "random", "spread")
 OPTIMIZERS = ("adamw", "adamw8bit")
+VIDEO_DECODERS = ("conv", "diffusion")  # validation.video_decoder
 FP8_COMPONENTS = ("text_encoder", "connectors", "video_vae", "audio_vae", "transformer")
 EXTRAS = ("first_frame", "reference", "empty_prompt")  # what prepare stores beyond latents + text, on request
 
@@ -404,6 +405,9 @@ class ValidationConfig:
         audios: one file per prompt (or none) whose audio is given, as ``strategy.name=a2v`` trains: the sample's
             video is generated to it.
         videos: one video per prompt (or none), given, as ``strategy.name=v2a`` trains: the audio is generated.
+        video_decoder: what decodes the sample's video latents: ``conv`` (the video VAE's decoder) or ``diffusion``
+            (LTX-2.5's diffusion video decoder, ``vae/ltx-2.5-video-vae-bf16.safetensors`` in the release
+            directory, ``video_vae_diffusion_decoder.safetensors`` in a repackaged one; its noise seeded by ``seed``).
     """
 
     prompts: List[str] = field(default_factory=list)  # empty = no validation
@@ -428,6 +432,7 @@ class ValidationConfig:
     negative_prompt: str = ""  # CFG negative prompt
     loss_sigmas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fixed-sigma validation loss
     loss_clips: int = 4  # cached clips in the validation loss
+    video_decoder: str = "conv"  # conv | diffusion (LTX-2.5's diffusion video decoder)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ltx2train.config.schema import (
     SCHEDULERS,
     STRATEGIES,
     TRACKER_BACKENDS,
+    VIDEO_DECODERS,
     WANDB_MODES,
     WINDOWS,
     Config,
@@ -175,10 +176,14 @@ def _lora(c: _Checks, cfg: Config) -> None:
                "gated attention (LTX-2.0); set lora.gate_logits=false")
 
 
-def _has_gates(variant: str) -> bool:
+def _variant(variant: str):
     from ltx2train.models.specs import load_variant
 
-    config = load_variant(variant).component("transformer").config
+    return load_variant(variant)
+
+
+def _has_gates(variant: str) -> bool:
+    config = _variant(variant).component("transformer").config
     return bool(config.get("gated_attn") or config.get("audio_gated_attn"))
 
 
@@ -280,6 +285,12 @@ def _validation(c: _Checks, cfg: Config) -> None:
     c.need(0.0 <= v.guidance_rescale <= 1.0, f"validation.guidance_rescale: must be in [0, 1], got {v.guidance_rescale}")
     c.need(all(0.0 < x < 1.0 for x in v.loss_sigmas), f"validation.loss_sigmas: each must be in (0, 1), got {v.loss_sigmas}")
     c.at_least("validation.loss_clips", v.loss_clips, 1)
+    c.choice("validation.video_decoder", v.video_decoder, VIDEO_DECODERS)
+    if v.video_decoder == "diffusion" and not c.errors:
+        c.need(_variant(cfg.model.variant).has("video_diffusion_decoder"),
+               f"validation.video_decoder=diffusion: model.variant {cfg.model.variant} "
+               f"({_variant(cfg.model.variant).version}) has no diffusion video decoder (LTX-2.5 has one); "
+               "set validation.video_decoder=conv")
     for key, needed_by in (("images", "i2av"), ("reference_videos", "ic_lora"), ("audios", "a2v"), ("videos", "v2a")):
         given = getattr(v, key)
         c.need(not given or len(given) == len(v.prompts),

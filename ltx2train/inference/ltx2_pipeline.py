@@ -53,11 +53,12 @@ class LTX2AudioVideoPipeline:
 
     def __init__(self, *, transformer, connectors, video_vae, audio_vae, vocoder, text_encoder, family: str,
                  upsampler=None, stage2_lora=None, stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH,
-                 max_sequence_length: int = 1024, use_cross_timestep: bool = True):
+                 max_sequence_length: int = 1024, use_cross_timestep: bool = True, video_decoder=None):
         from ltx2train.inference.pipeline import _match_vocoder_input_dtype
 
         self.transformer, self.connectors = transformer, connectors
         self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
+        self.video_decoder = video_decoder  # LTX-2.5's diffusion video decoder, if it decodes instead of the VAE
         self.text_encoder, self.upsampler, self.family = text_encoder, upsampler, family
         self.stage2_lora = stage2_lora  # a path or a LoraFile, attached only during stage 2
         self.stage2_lora_strength = stage2_lora_strength
@@ -74,10 +75,11 @@ class LTX2AudioVideoPipeline:
                         torch_dtype=torch.bfloat16, device=None, distilled=False,
                         stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH, max_sequence_length: int = 1024,
                         low_vram: bool = False, swap_blocks: int | None = None, model_configs=None,
-                        tokenizer_config=None, stage2_lora_config=None, vram_limit=None):
+                        tokenizer_config=None, stage2_lora_config=None, vram_limit=None, video_decoder: str = "conv"):
         """Every component from ``checkpoint`` (repackaged directory or official single file) through the project's
         strict loader; Gemma from the ``text_encoder`` directory. ``upscaler``: the x2 spatial upscaler file
         (default: the one beside the checkpoint, if any). ``stage2_lora``: the stage-2 distilled LoRA file.
+        ``video_decoder``: ``conv`` (the video VAE's decoder) or ``diffusion`` (LTX-2.5's diffusion video decoder).
 
         ``low_vram``: the transformer, the text connectors and Gemma stored in FP8 (computed in ``torch_dtype``),
         each filled on the host first, and ``swap_blocks`` transformer blocks (default: all) kept in host memory
@@ -104,6 +106,11 @@ class LTX2AudioVideoPipeline:
         checkpoint = Path(checkpoint)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         spec = load_variant(variant or identify_variant(checkpoint, distilled))
+        decoders = ("conv", "diffusion") if spec.has("video_diffusion_decoder") else ("conv",)
+        if video_decoder not in decoders:
+            raise ValueError(f"video_decoder={video_decoder!r}: {spec.name} ({spec.version}) decodes with "
+                             f"{' or '.join(map(repr, decoders))}" + ("" if len(decoders) > 1 else
+                                                                      " (LTX-2.5 has a diffusion decoder)"))
         check_version(checkpoint, spec, ["transformer", "connectors", "video_vae", "audio_vae", "vocoder"],
                       distilled=distilled, text_encoder=text_encoder)
         host = torch.device("cpu") if low_vram else device
@@ -122,6 +129,7 @@ class LTX2AudioVideoPipeline:
             **modules, video_vae=load("video_vae"), audio_vae=load("audio_vae"), vocoder=load("vocoder", torch.float32),
             upsampler=_load_upsampler(load, checkpoint, upscaler), family=spec.family, stage2_lora=stage2_lora,
             stage2_lora_strength=stage2_lora_strength, max_sequence_length=max_sequence_length,
+            video_decoder=load("video_diffusion_decoder") if video_decoder == "diffusion" else None,
         )
 
     @property
@@ -182,7 +190,7 @@ class LTX2AudioVideoPipeline:
             video_latents, audio_latents = self.refine(prompt, video_latents, audio_latents, height=height,
                                                        width=width, conditions=images,
                                                        with_lora=not use_distilled_pipeline, **run)
-        return self.decode(video_latents, audio_latents)
+        return self.decode(video_latents, audio_latents, seed)
 
     def denoise(self, text: dict, cfg: float, sigmas, *, height, width, num_frames, frame_rate, generator,
                 conditions=(), references=(), in_context_downsample_factor=1, latents=None, audio_latents=None,
@@ -219,12 +227,18 @@ class LTX2AudioVideoPipeline:
                                 conditions=conditions, latents=video_latents, audio_latents=audio_latents,
                                 noise_scale=STAGE2_SIGMAS[0], **run)
 
-    def decode(self, video_latents: torch.Tensor, audio_latents: torch.Tensor):
-        """VAE-unit latents -> (list of PIL frames, (channels, samples) float32 CPU audio)."""
+    def decode(self, video_latents: torch.Tensor, audio_latents: torch.Tensor, seed: int | None = None):
+        """VAE-unit latents -> (list of PIL frames, (channels, samples) float32 CPU audio); ``seed``: the diffusion
+        video decoder's noise."""
         from diffusers.video_processor import VideoProcessor
 
-        pixels = self.video_vae.decode(video_latents.to(self.video_vae.dtype), None, return_dict=False)[0]
-        video = VideoProcessor(vae_scale_factor=inputs.SPATIAL).postprocess_video(pixels, output_type="pil")[0]
+        if self.video_decoder is not None:
+            from ltx2train.inference.diffusion_decode import decode_video
+
+            video = decode_video(self.video_decoder, video_latents, seed, output_type="pil")[0]
+        else:
+            pixels = self.video_vae.decode(video_latents.to(self.video_vae.dtype), None, return_dict=False)[0]
+            video = VideoProcessor(vae_scale_factor=inputs.SPATIAL).postprocess_video(pixels, output_type="pil")[0]
         mel = self.audio_vae.decode(audio_latents.to(self.audio_vae.dtype), return_dict=False)[0]
         audio = self.vocoder(mel)[0].float().cpu()  # (channels, samples)
         return video, audio

@@ -89,10 +89,12 @@ def generate(
     modality_scale: float = 3.0,
     guidance_rescale: float = 0.7,
     conditions: dict | None = None,
+    video_decoder: torch.nn.Module | None = None,
 ) -> GeneratedClip:
     """One clip from Gemma hidden states ``(1, T, D)`` with a fixed seed (CPU generator: device-independent).
     ``conditions``: :func:`condition_kwargs` for a ``conditioned`` pipeline (first frame, reference video), and
-    ``given_video`` / ``given_audio`` clean tokens (v2a / a2v, ``inference/given.py``).
+    ``given_video`` / ``given_audio`` clean tokens (v2a / a2v, ``inference/given.py``). ``video_decoder``: LTX-2.5's
+    diffusion video decoder instead of the VAE's (``inference/diffusion_decode.py``).
 
     Guidance defaults are ``LTX2Pipeline``'s (STG on block 29, LTX-2 19B's recommendation).
     """
@@ -116,7 +118,9 @@ def generate(
                              conditions, height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
                              guidance_scale=guidance_scale, audio_guidance_scale=audio_guidance_scale,
                              stg_scale=stg_scale, stg_blocks=stg_blocks, modality_scale=modality_scale,
-                             guidance_rescale=guidance_rescale, seed=seed)
+                             guidance_rescale=guidance_rescale, seed=seed, latents_out=video_decoder is not None)
+    if video_decoder is not None:
+        video, audio = _decode_latents(pipe, video_decoder, video, audio, seed)
     audio = audio[0].float().cpu()
     if given_audio is not None:  # what the given tokens sound like, decoded as the pipeline decodes its own
         audio = decode_audio_tokens(pipe.audio_vae, pipe.vocoder, given_audio)
@@ -136,9 +140,20 @@ def _check_stg(pipe, stg_scale: float, stg_blocks) -> None:
             raise ValueError(f"STG blocks {list(stg_blocks or [])} are not blocks of this {num_layers}-block transformer")
 
 
+def _decode_latents(pipe, video_decoder, video_latents, audio_latents, seed: int):
+    """The pipeline's own decode of its latents, the video through ``video_decoder``: (np video, waveforms)."""
+    from ltx2train.inference.diffusion_decode import decode_video
+
+    video = decode_video(video_decoder, video_latents, seed)
+    mel = pipe.audio_vae.decode(audio_latents.to(pipe.audio_vae.dtype), return_dict=False)[0]
+    return video, pipe.vocoder(mel)
+
+
 def _call(pipe, prompt_embeds, prompt_attention_mask, kwargs, conditions, *, height, width, num_frames, fps, steps,
-          guidance_scale, audio_guidance_scale, stg_scale, stg_blocks, modality_scale, guidance_rescale, seed):
-    """The diffusers pipeline call of :func:`generate` (np video, waveform audio)."""
+          guidance_scale, audio_guidance_scale, stg_scale, stg_blocks, modality_scale, guidance_rescale, seed,
+          latents_out: bool = False):
+    """The diffusers pipeline call of :func:`generate` (np video, waveform audio; ``latents_out``: both as the
+    denormalized latents the pipeline would decode)."""
     return pipe(
         prompt_embeds=prompt_embeds,
         prompt_attention_mask=prompt_attention_mask,
@@ -157,7 +172,7 @@ def _call(pipe, prompt_embeds, prompt_attention_mask, kwargs, conditions, *, hei
         guidance_rescale=guidance_rescale,
         audio_guidance_rescale=guidance_rescale,
         generator=torch.Generator().manual_seed(seed),
-        output_type="np",
+        output_type="latent" if latents_out else "np",
         return_dict=False,
         **kwargs,
         **conditions,

@@ -28,15 +28,15 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     from ltx2train.models.loading import load_component, require_model_files
     from ltx2train.models.specs import load_variant, torch_dtype
     from ltx2train.models.text_encoder import load_text_encoder
-    from ltx2train.inference.sampler import PromptSampler, encode_prompts, read_conditions
+    from ltx2train.inference.sampler import build_sampler, decoder_components, encode_prompts, read_conditions
 
     spec = load_variant(cfg.model.variant)
-    require_model_files(cfg.model.checkpoint, ["connectors", "video_vae", "audio_vae", "vocoder"]
+    validation = _validation(cfg.validation, prompts, seed, image, reference_video, audio, video)
+    require_model_files(cfg.model.checkpoint, ["connectors", *decoder_components(validation)]
                         + ([] if transformer else ["transformer"]), distilled=cfg.model.distilled,
                         text_encoder=cfg.model.text_encoder, variant=spec)
     dtype = torch_dtype(cfg.model.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    validation = _validation(cfg.validation, prompts, seed, image, reference_video, audio, video)
     prompts = validation.prompts
     conditions = read_conditions(validation, cfg.data.reference_downscale)
     load = lambda name, d=dtype: load_component(spec, name, cfg.model.checkpoint, dtype=d, device=device,  # noqa: E731
@@ -51,9 +51,7 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
                                      max_sequence_length=cfg.data.max_sequence_length)
     encoded = encode_prompts(text_encoder, prompts, validation.negative_prompt, cfg.data.max_sequence_length)
     del text_encoder
-    sampler = PromptSampler(validation, encoded, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
-                                vocoder=load("vocoder", torch.float32), samples_dir=output_dir,
-                                conditions=conditions)
+    sampler = build_sampler(validation, encoded, load, samples_dir=output_dir, conditions=conditions)
     clips = sampler.sample(transformer, connectors)
     paths = [write_clip(clip, Path(output_dir) / f"sample_seed{validation.seed}_prompt{i}.mp4")
              for i, clip in enumerate(clips)]
@@ -101,7 +99,7 @@ def sample_with_pipeline(cfg, *, loras: list, lora_scales: list[float], prompts:
     pipe = LTX2AudioVideoPipeline.from_pretrained(
         cfg.model.checkpoint, cfg.model.text_encoder, variant=cfg.model.variant, distilled=cfg.model.distilled,
         torch_dtype=torch_dtype(cfg.model.dtype), upscaler=upscaler, stage2_lora=stage2_lora, low_vram=low_vram,
-        max_sequence_length=cfg.data.max_sequence_length)
+        max_sequence_length=cfg.data.max_sequence_length, video_decoder=v.video_decoder)
     for path, scale in pairs:
         pipe.load_lora(path, scale)
     paths = []

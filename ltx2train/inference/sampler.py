@@ -118,14 +118,28 @@ def encode_given(conditions: list[dict], cfg, video_vae, audio_vae) -> list[dict
     return encoded
 
 
+def decoder_components(cfg) -> list[str]:
+    """The components that turn a sample's latents into its clip, for ``cfg`` (ValidationConfig)."""
+    return ["video_vae", "audio_vae", "vocoder"] + (["video_diffusion_decoder"] if cfg.video_decoder == "diffusion"
+                                                     else [])
+
+
+def build_sampler(cfg, prompts: EncodedPrompts, load, *, samples_dir, conditions) -> "PromptSampler":
+    """A :class:`PromptSampler` with its decoders from ``load(component[, dtype])`` (the vocoder in float32)."""
+    return PromptSampler(cfg, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
+                         vocoder=load("vocoder", torch.float32), samples_dir=samples_dir, conditions=conditions,
+                         video_decoder=load("video_diffusion_decoder") if cfg.video_decoder == "diffusion" else None)
+
+
 class PromptSampler:
     """``conditions``: per prompt, :func:`read_conditions`' pipeline arguments (empty: text only)."""
 
     def __init__(self, cfg, prompts: EncodedPrompts, *, video_vae, audio_vae, vocoder, samples_dir: str | Path,
-                 conditions: list[dict] | None = None):
+                 conditions: list[dict] | None = None, video_decoder: torch.nn.Module | None = None):
         self.cfg = cfg  # ValidationConfig
         self.prompts = prompts
         self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
+        self.video_decoder = video_decoder  # LTX-2.5's diffusion video decoder (validation.video_decoder=diffusion)
         self.samples_dir = Path(samples_dir)
         self.conditions = encode_given(conditions or [{} for _ in prompts.prompts], cfg, video_vae, audio_vae)
 
@@ -151,6 +165,7 @@ class PromptSampler:
                     steps=cfg.steps, guidance_scale=cfg.guidance_scale, audio_guidance_scale=cfg.audio_guidance_scale,
                     stg_scale=cfg.stg_scale, stg_blocks=list(cfg.stg_blocks), modality_scale=cfg.modality_scale,
                     guidance_rescale=cfg.guidance_rescale, conditions=self.conditions[i],
+                    video_decoder=self.video_decoder,
                 ))
         return clips
 

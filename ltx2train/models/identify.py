@@ -40,8 +40,7 @@ def inspect_file(path: str | Path) -> dict:
     if entries and all(LORA_KEY.match(k) for k in entries):
         return inspect_lora(read_lora(path), path)
     release = release_file_named(path)
-    prefix = release.prefix if release else ""
-    shapes = {prefix + k: tuple(e.shape) for k, e in entries.items()}
+    shapes = {(release.original_key(k) if release else k): tuple(e.shape) for k, e in entries.items()}
     report = identify_components(shapes, release, version_hint=metadata.get("model_version"))
     report.update(path=str(path), tensors=len(shapes), metadata=metadata,
                   dtypes=dict(Counter(e.dtype for e in entries.values())))
@@ -86,7 +85,8 @@ def identify_components(shapes: dict[str, tuple[int, ...]], release=None, versio
     for component in present:
         expected = _expected_keys(component, layout, shapes)
         if release is not None:
-            expected = {k for k in expected if release.key_in_file(k) is not None}
+            expected = {k for k in expected if release.key_in_file(k) is not None
+                        or release.repeated_key(k) is not None}
         components.append({
             "component": component,
             "file_layout": f"release file {release.name}" if release else _file_layout(component, shapes),

@@ -168,13 +168,43 @@ def _upsampler_to_original(key: str, module: torch.nn.Module) -> str:
     return key
 
 
+# --- LTX-2.5's diffusion video decoder ----------------------------------------------------------
+# Its file (``vae/ltx-2.5-video-vae-bf16.safetensors``) names it bare (``decoder.*``, ``per_channel_statistics.*``);
+# the original names here carry ``diffusion_vae.`` so that every component owns a prefix. Each attention's q, k and v
+# are one fused ``attn.qkv`` Linear there (stacked on dim 0 in that order), three Linears in diffusers.
+DIFFUSION_VAE_PREFIX = "diffusion_vae."
+_DIFFUSION_DECODER_RENAMES = (
+    ("decoder.t_embedder.timestep_embedder.linear_1.", "decoder.t_embedder.mlp.0."),
+    ("decoder.t_embedder.timestep_embedder.linear_2.", "decoder.t_embedder.mlp.2."),
+    (".attn.to_out.0.", ".attn.proj."),
+    (".attn.norm_q.", ".attn.q_norm."),
+    (".attn.norm_k.", ".attn.k_norm."),
+)
+_FUSED_QKV = re.compile(r"^(?P<head>.+\.attn\.)to_(?P<part>[qkv])\.(?P<leaf>weight|bias)$")
+# the file's timestep-type embedding, which neither diffusers nor ltx-core reads: carried verbatim
+_DIFFUSION_DECODER_UNUSED = (DIFFUSION_VAE_PREFIX + "decoder.type_emb",)
+
+
+def _diffusion_decoder_to_original(key: str, module: torch.nn.Module) -> str:
+    if key in _STATISTICS:
+        return DIFFUSION_VAE_PREFIX + _STATISTICS[key]
+    fused = _FUSED_QKV.match(key)
+    if fused:
+        key = f"{fused['head']}qkv.{fused['leaf']}"
+    for diffusers_name, original_name in _DIFFUSION_DECODER_RENAMES:
+        key = key.replace(diffusers_name, original_name)
+    return DIFFUSION_VAE_PREFIX + key
+
+
 @dataclass
 class ComponentKeyMap:
-    """The bijection between one component's diffusers keys and its original checkpoint keys."""
+    """The bijection between one component's diffusers keys and its original checkpoint keys; an original tensor
+    may also be several diffusers tensors stacked on dim 0 (``fused``: a fused qkv Linear)."""
 
     component: str
     to_original: dict[str, str]  # diffusers key -> original key
     passthrough: tuple[str, ...] = ()  # original keys with no diffusers tensor, carried verbatim
+    fused: dict[str, tuple[str, ...]] = field(default_factory=dict)  # original key -> its diffusers parts, in order
     to_diffusers: dict[str, str] = field(init=False)  # original key -> diffusers key
 
     def __post_init__(self) -> None:
@@ -188,10 +218,10 @@ class ComponentKeyMap:
 
     @property
     def original_keys(self) -> set[str]:
-        return set(self.to_diffusers) | set(self.passthrough)
+        return set(self.to_diffusers) | set(self.passthrough) | set(self.fused)
 
     def owns(self, original_key: str) -> bool:
-        return original_key in self.to_diffusers or original_key in self.passthrough
+        return original_key in self.to_diffusers or original_key in self.passthrough or original_key in self.fused
 
     def convert_to_diffusers(
         self, original: Mapping[str, torch.Tensor], source: str = "state dict", strict: bool = True
@@ -205,10 +235,12 @@ class ComponentKeyMap:
         for key, value in original.items():
             if key in self.to_diffusers:
                 converted[self.to_diffusers[key]] = value
+            elif key in self.fused:
+                converted.update(zip(self.fused[key], _unstack(key, value, len(self.fused[key]))))
             elif key in self.passthrough:
                 extra[key] = value
         if strict:
-            missing = sorted(set(self.to_diffusers) - set(original))
+            missing = sorted((set(self.to_diffusers) | set(self.fused)) - set(original))
             if missing:
                 raise KeyMappingError(_missing_message(self.component, missing, source))
         return converted, extra
@@ -217,18 +249,29 @@ class ComponentKeyMap:
         self, diffusers_state: Mapping[str, torch.Tensor], extra: Mapping[str, torch.Tensor] | None = None
     ) -> dict[str, torch.Tensor]:
         out = {}
-        unknown = sorted(set(diffusers_state) - set(self.to_original))
+        parts = {part for group in self.fused.values() for part in group}
+        unknown = sorted(set(diffusers_state) - set(self.to_original) - parts)
         if unknown:
             raise KeyMappingError(
                 f"{self.component}: {len(unknown)} diffusers key(s) have no original name, e.g. {unknown[:5]}"
             )
+        first = {group[0]: key for key, group in self.fused.items()}  # a fused tensor goes where its first part was
         for key, value in diffusers_state.items():
-            out[self.to_original[key]] = value
+            if key in first and all(part in diffusers_state for part in self.fused[first[key]]):
+                out[first[key]] = torch.cat([diffusers_state[part] for part in self.fused[first[key]]])
+            elif key not in parts:
+                out[self.to_original[key]] = value
         for key, value in (extra or {}).items():
             if key not in self.passthrough:
                 raise KeyMappingError(f"{self.component}: unexpected passthrough key {key!r}")
             out[key] = value
         return out
+
+
+def _unstack(key: str, value: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+    if value.shape[0] % parts:
+        raise KeyMappingError(f"fused tensor {key!r}: dim 0 is {value.shape[0]}, not {parts} equal parts")
+    return tuple(part.clone() for part in value.chunk(parts))
 
 
 def _missing_message(component: str, missing: list[str], source: str) -> str:
@@ -242,6 +285,7 @@ _RULES = {
     "audio_vae": _audio_vae_to_original,
     "vocoder": _vocoder_to_original,
     "spatial_upsampler": _upsampler_to_original,
+    "video_diffusion_decoder": _diffusion_decoder_to_original,
 }
 
 
@@ -267,16 +311,25 @@ def build_key_map(component: str, module: torch.nn.Module, family: str = "2.0") 
         rule = _RULES[component]
     else:
         raise ValueError(f"no key mapping for component {component!r}")
-    to_original = {key: rule(key, module) for key in base_state_dict(module)}
+    to_original, fused = {}, {}
+    for key in base_state_dict(module):
+        original = rule(key, module)
+        if component == "video_diffusion_decoder" and _FUSED_QKV.match(key):
+            fused.setdefault(original, []).append(key)  # state-dict order: to_q, to_k, to_v
+        else:
+            to_original[key] = original
     passthrough: tuple[str, ...] = ()
     if component == "video_vae" and family == "2.0":
         passthrough = _VIDEO_VAE_UNUSED_STATISTICS_20
-    return ComponentKeyMap(component, to_original, passthrough)
+    if component == "video_diffusion_decoder":
+        passthrough = _DIFFUSION_DECODER_UNUSED
+    return ComponentKeyMap(component, to_original, passthrough, {k: tuple(v) for k, v in fused.items()})
 
 
 def passthrough_shapes(key_map: ComponentKeyMap, module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    """Shapes of the passthrough tensors (per-channel statistics have the latent channel count)."""
-    if key_map.component == "video_vae":
+    """Shapes of the passthrough tensors (per-channel statistics and the diffusion decoder's type embedding have the
+    latent channel count)."""
+    if key_map.component in ("video_vae", "video_diffusion_decoder"):
         return {k: (module.config.latent_channels,) for k in key_map.passthrough}
     return {}
 
@@ -352,7 +405,11 @@ def original_keys_with_shapes(
     key_map: ComponentKeyMap, module: torch.nn.Module
 ) -> dict[str, tuple[int, ...]]:
     """Every original key of a component with its shape, from a (meta) module: no weights needed."""
-    shapes = {key_map.to_original[k]: tuple(v.shape) for k, v in base_state_dict(module).items()}
+    state = base_state_dict(module)
+    shapes = {key_map.to_original[k]: tuple(v.shape) for k, v in state.items() if k in key_map.to_original}
+    for key, parts in key_map.fused.items():
+        first = tuple(state[parts[0]].shape)
+        shapes[key] = (sum(state[p].shape[0] for p in parts), *first[1:])
     shapes.update(passthrough_shapes(key_map, module))
     return shapes
 

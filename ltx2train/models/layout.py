@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltx2train.models.keys import DIT_PREFIX
+from ltx2train.models.keys import DIFFUSION_VAE_PREFIX, DIT_PREFIX
 
 _CONNECTOR_PREFIXES = (
     "text_embedding_projection.",
@@ -19,6 +19,8 @@ def owner_of(original_key: str) -> str | None:
         return "connectors"
     if original_key.startswith(DIT_PREFIX):
         return "transformer"
+    if original_key.startswith(tuple(DIFFUSION_VAE_PREFIX + p for p in ("decoder.", "per_channel_statistics."))):
+        return "video_diffusion_decoder"  # (the conv encoder's copy in its file, ``encoder.*``, is the video VAE's)
     for prefix, component in (("vae.", "video_vae"), ("audio_vae.", "audio_vae"), ("vocoder.", "vocoder")):
         if original_key.startswith(prefix):
             return component
@@ -52,6 +54,7 @@ SPLIT_FILES: tuple[SplitFile, ...] = (
     SplitFile("audio_vae_encoder.safetensors", "audio_vae", "encoder"),
     SplitFile("audio_vae_decoder.safetensors", "audio_vae", "decoder"),
     SplitFile("audio_vocoder.safetensors", "vocoder"),
+    SplitFile("video_vae_diffusion_decoder.safetensors", "video_diffusion_decoder"),  # LTX-2.5's, where it has one
 )
 DISTILLED_TRANSFORMER_FILE = "transformer_distilled.safetensors"
 # The x2 spatial upscalers' file names as Lightricks publishes them, per version (always its own, unprefixed file).
@@ -76,6 +79,9 @@ class ReleaseFile:
     holds: tuple[str, ...]
     prefix: str = ""
     distilled: bool | None = None  # True / False: only for the distilled / dev transformer; None: both
+    # original keys of another file's part that this file repeats (written with it, never read from it), named in
+    # it without their first segment: the diffusion VAE file carries the conv VAE's encoder as ``encoder.*``
+    repeats: tuple[str, ...] = ()
 
     @property
     def pattern(self) -> str:
@@ -88,20 +94,34 @@ class ReleaseFile:
             return None
         return original_key[len(self.prefix):] if self.prefix else original_key
 
+    def original_key(self, key_in_file: str) -> str:
+        """The original name of a key as this file stores it."""
+        for repeated in self.repeats:
+            head = repeated.partition(".")[0] + "."
+            if (head + key_in_file).startswith(repeated):
+                return head + key_in_file
+        return self.prefix + key_in_file
+
+    def repeated_key(self, original_key: str) -> str | None:
+        """The name a repeated key of another part has in this file, or None if the file does not repeat it."""
+        return original_key.partition(".")[2] if self.repeats and original_key.startswith(self.repeats) else None
+
 
 _TRANSFORMER_25 = "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors"
 _DISTILLED_25 = "diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safetensors"
 _TEXT_PROJECTION_25 = "text_encoders/gemma4-12b-with-proj-ltx-2.5-bf16.safetensors"
 _VIDEO_VAE_25 = "vae/ltx-2.5-video-vae-conv-bf16.safetensors"
+_DIFFUSION_VAE_25 = "vae/ltx-2.5-video-vae-bf16.safetensors"
 _AUDIO_VAE_25 = "vae/ltx-2.5-audio-vae-bf16.safetensors"
 _UPSCALER_25 = "latent_upscale_models/ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors"
 _RELEASE_PATTERNS = {_TRANSFORMER_25: "-dev-transformer", _DISTILLED_25: "-distilled-transformer",
                      _TEXT_PROJECTION_25: "-with-proj-", _VIDEO_VAE_25: "-video-vae-conv",
-                     _AUDIO_VAE_25: "-audio-vae", _UPSCALER_25: "-spatial-upscaler"}
+                     _AUDIO_VAE_25: "-audio-vae", _UPSCALER_25: "-spatial-upscaler",
+                     _DIFFUSION_VAE_25: "-video-vae-bf16"}
 
 # LTX-2.5's release (tests/data/reference/ltx25_22b_official_files.json lists each file's keys): the transformer
 # file holds the DiT and both text connectors, the Gemma 4 file the text projection next to Gemma's own weights,
-# the audio VAE file the vocoder too. (Its other video VAE file, the diffusion decoder, is not read.)
+# the audio VAE file the vocoder too; its other video VAE file holds the diffusion decoder (and repeats the encoder).
 RELEASE_FILES: tuple[ReleaseFile, ...] = (
     ReleaseFile(_TRANSFORMER_25, ("transformer", "connectors"), (DIT_PREFIX,), distilled=False),
     ReleaseFile(_DISTILLED_25, ("transformer",), (DIT_PREFIX,), distilled=True),
@@ -109,7 +129,19 @@ RELEASE_FILES: tuple[ReleaseFile, ...] = (
     ReleaseFile(_VIDEO_VAE_25, ("video_vae",), ("vae.",), prefix="vae."),
     ReleaseFile(_AUDIO_VAE_25, ("audio_vae", "vocoder"), ("audio_vae.", "vocoder.")),
     ReleaseFile(_UPSCALER_25, ("spatial_upsampler",), ("",)),
+    ReleaseFile(_DIFFUSION_VAE_25, ("video_diffusion_decoder",), (DIFFUSION_VAE_PREFIX,), prefix=DIFFUSION_VAE_PREFIX,
+                repeats=("vae.encoder.",)),
 )
+
+
+def release_names(component: str, original_key: str, present=()) -> list[tuple[str, str]]:
+    """(release file, name in it) of an original key: the file it belongs to, then each file of a ``present``
+    component that repeats it."""
+    entry = next(e for e in RELEASE_FILES if component in e.components and e.distilled is not True
+                 and e.key_in_file(original_key) is not None)
+    names = [(entry.name, entry.key_in_file(original_key))]
+    return names + [(e.name, e.repeated_key(original_key)) for e in RELEASE_FILES
+                    if e.repeated_key(original_key) is not None and set(e.components) & set(present)]
 
 
 def is_release_dir(path) -> bool:

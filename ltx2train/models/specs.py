@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
-# Components in the order they appear in the official single file.
-COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder", "spatial_upsampler")
+# Components in the order they appear in the official single file; then the parts a version may add
+# (LTX-2.5's diffusion video decoder: a second decoder for the same latents, used only to decode samples).
+COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder", "spatial_upsampler",
+              "video_diffusion_decoder")
 
 _CLASS_NAMES = {
     "LTX2VideoTransformer3DModel",
@@ -27,6 +29,7 @@ _CLASS_NAMES = {
     "LTX2Vocoder",
     "LTX2VocoderWithBWE",
     "LTX2LatentUpsamplerModel",
+    "LTX2VideoDiffusionDecoderModel",
 }
 
 
@@ -79,6 +82,9 @@ class VariantSpec:
     @property
     def version(self) -> str:
         return f"LTX-{self.family}"
+
+    def has(self, name: str) -> bool:
+        return name in self.components
 
     def component(self, name: str) -> ComponentSpec:
         if name not in self.components:

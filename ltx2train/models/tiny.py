@@ -13,7 +13,7 @@ import torch
 
 from ltx2train.models.keys import build_key_map
 from ltx2train.models.loading import PASSTHROUGH_ATTR
-from ltx2train.models.specs import COMPONENTS, VariantSpec, load_variant
+from ltx2train.models.specs import VariantSpec, load_variant
 
 # A small closed vocabulary: the words of the demo captions, plus specials. Unknown words map to <unk>.
 TINY_VOCAB = (
@@ -37,7 +37,7 @@ def random_components(variant: str | VariantSpec = "tiny", seed: int = 0) -> dic
     torch.manual_seed(seed)
     try:
         modules = {}
-        for name in COMPONENTS:
+        for name in spec.components:
             module = spec.component(name).build(meta=False).eval()
             with torch.no_grad():
                 for param in module.parameters():

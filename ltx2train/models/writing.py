@@ -21,6 +21,7 @@ from ltx2train.models.layout import (
     RELEASE_FILES,
     SINGLE_FILE_COMPONENTS,
     SPLIT_FILES,
+    release_names,
     upscaler_file,
 )
 from ltx2train.models.loading import PASSTHROUGH_ATTR, SAFETENSORS_DTYPE_NAMES
@@ -152,13 +153,13 @@ def save_release(
     variant_name: str | None = None,
 ) -> list[Path]:
     """Write components in the one-file-per-part release layout (``layout.RELEASE_FILES``: LTX-2.5's), each key under
-    the name its file gives it; the text projection goes into the text-encoder file, alone."""
+    the name its file gives it; the text projection goes into the text-encoder file, alone, and the diffusion VAE
+    file repeats the video VAE's encoder, as the release's does."""
     files: dict[str, dict[str, torch.Tensor]] = {}
     for component, module in modules.items():
         for key, value in original_state_dict(component, module, family).items():
-            entry = next(e for e in RELEASE_FILES if component in e.components and e.distilled is not True
-                         and e.key_in_file(key) is not None)
-            files.setdefault(entry.name, {})[entry.key_in_file(key)] = value
+            for name, key_in_file in release_names(component, key, present=modules):
+                files.setdefault(name, {})[key_in_file] = value
     out_dir = Path(out_dir)
     return [save_safetensors_atomic(tensors, out_dir / name, _metadata(variant_name, None, family))
             for name, tensors in files.items()]

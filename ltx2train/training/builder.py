@@ -74,8 +74,9 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     seed_everything(cfg.train.seed)  # the same adapter initialisation on every rank (FSDP2 shards each rank's own)
     spec = load_variant(cfg.model.variant)
     samples = bool(cfg.validation.prompts)  # validation samples need the decoders, the vocoder and Gemma
+    from ltx2train.inference.sampler import decoder_components
     require_model_files(cfg.model.checkpoint, ["transformer", "connectors"] + (
-        ["video_vae", "audio_vae", "vocoder"] if samples else []), distilled=cfg.model.distilled,
+        decoder_components(cfg.validation) if samples else []), distilled=cfg.model.distilled,
         text_encoder=cfg.model.text_encoder if samples else None, variant=spec)
     output_dir = Path(cfg.train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +200,7 @@ def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path, st
     ``memory.fp8_frozen`` is stored in FP8 on the host before it goes to the device."""
     if not cfg.validation.prompts:
         return None
-    from ltx2train.inference.sampler import PromptSampler, encode_prompts, read_conditions
+    from ltx2train.inference.sampler import build_sampler, encode_prompts, read_conditions
     from ltx2train.models.text_encoder import load_text_encoder
 
     conditions = read_conditions(cfg.validation, cfg.data.reference_downscale)  # a bad file fails before Gemma loads
@@ -216,9 +217,7 @@ def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path, st
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return PromptSampler(cfg.validation, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
-                         vocoder=load("vocoder", torch.float32), samples_dir=output_dir / "samples",
-                         conditions=conditions)
+    return build_sampler(cfg.validation, prompts, load, samples_dir=output_dir / "samples", conditions=conditions)
 
 
 def resume_candidates(cfg) -> list[Path]:
