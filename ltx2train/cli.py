@@ -261,14 +261,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from ltx2train.inference.sample import sample
 
-    if args.video_decoder:
-        args.overrides = [*(args.overrides or []), f"validation.video_decoder={args.video_decoder}"]
+    for key, value in (("video_decoder", args.video_decoder), ("num_frames", args.num_frames)):
+        if value and value != "auto":  # the recipe's validation settings, checked as the recipe's are
+            args.overrides = [*(args.overrides or []), f"validation.{key}={value}"]
     cfg = _load(args, ("model.checkpoint", "model.text_encoder"))
     loras, output = args.lora or [], args.output or f"{cfg.train.output_dir}/sample"
     scales = args.lora_scale or [1.0] * len(loras)
     seed_pipeline = args.two_stage or args.distilled_pipeline or args.low_vram or args.stage2_lora or args.upscaler
     if seed_pipeline:
-        for given, flag in ((args.transformer, "--transformer"), (args.audio, "--audio"), (args.video, "--video")):
+        for given, flag in ((args.transformer, "--transformer"), (args.audio, "--audio"), (args.video, "--video"),
+                            (args.num_frames == "auto", "--num-frames auto")):
             if given:
                 raise ValueError(f"{flag}: samples through the validation pipeline only; drop --two-stage / "
                                  "--distilled-pipeline / --low-vram / --stage2-lora / --upscaler")
@@ -282,7 +284,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     else:
         paths, _ = sample(cfg, lora=loras, prompts=args.prompt, seed=args.seed, transformer=args.transformer,
                           output_dir=output, lora_scale=scales, image=args.image, reference_video=args.reference_video,
-                          audio=args.audio, video=args.video)
+                          audio=args.audio, video=args.video, num_frames="auto" if args.num_frames == "auto" else None)
     for path in paths:
         print(path)
     return 0
@@ -443,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--reference-video", help="every prompt's reference video (IC-LoRA, strategy ic_lora)")
     sample.add_argument("--audio", help="every prompt's given audio, an audio or video file (strategy a2v)")
     sample.add_argument("--video", help="every prompt's given video (strategy v2a)")
+    sample.add_argument("--num-frames", help="the clips' length (8k+1 frames; default: validation.num_frames), or "
+                        "auto: each prompt's own, from LTX-2.5's duration head")
     sample.add_argument("--video-decoder", choices=("conv", "diffusion"),
                         help="what decodes the video: the VAE's conv decoder, or LTX-2.5's diffusion decoder "
                         "(default: validation.video_decoder)")

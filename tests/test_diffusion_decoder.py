@@ -159,3 +159,68 @@ def test_the_diffusion_decoder_is_refused_where_the_version_has_none(tiny23_work
     cfg = tiny_config(tiny25_workspace, tmp_path / "run", [f"model.checkpoint={model}", "validation.video_decoder=diffusion"])
     with pytest.raises(FileNotFoundError, match="video_diffusion_decoder: .*video_vae_diffusion_decoder.safetensors"):
         sample(cfg, lora=None, output_dir=tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------ the duration head
+def test_the_duration_head_maps_its_fused_pooler_both_ways():
+    head = random_components("tiny-2.5")["duration_head"]
+    key_map = build_key_map("duration_head", head, "2.5")
+    state = base_state_dict(head)
+    original = key_map.convert_to_original(state)
+    in_proj = original["duration_head.attention_pooler.cross_attn.in_proj_weight"]
+    assert torch.equal(in_proj, torch.cat([state[f"attention_pooler.to_{p}.weight"] for p in "qkv"]))
+    assert "duration_head.attention_pooler.cross_attn.out_proj.bias" in original and len(original) == 15
+    again, _ = key_map.convert_to_diffusers(original)
+    assert again.keys() == state.keys() and all(torch.equal(again[k], state[k]) for k in state)
+
+
+def _model_with_head(workspace, tmp_path, seconds: float):
+    """The workspace's model with a duration head that predicts ``seconds`` for any prompt (its output bias)."""
+    from safetensors.torch import load_file
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for path in (workspace / "model").iterdir():
+        if path.name != "duration_head.safetensors":
+            (model / path.name).symlink_to(path)
+    tensors = load_file(workspace / "model" / "duration_head.safetensors")
+    tensors["duration_head.mlp_out.weight"] = torch.zeros_like(tensors["duration_head.mlp_out.weight"])
+    tensors["duration_head.mlp_out.bias"] = torch.full_like(tensors["duration_head.mlp_out.bias"], np.log(seconds))
+    save_safetensors_atomic(tensors, model / "duration_head.safetensors")
+    return model
+
+
+def test_sample_num_frames_auto_takes_each_prompts_length_from_the_duration_head(tiny25_workspace, tmp_path, capsys):
+    """``sample --num-frames auto``: the clip is as long as LTX-2.5's duration head says (2 s at 24 fps -> 41 frames
+    on the 8k+1 grid), the frame count diffusers' ``LTX2Pipeline`` picks with the same head when ``num_frames`` is
+    omitted."""
+    from ltx2train.config import save_config
+    from ltx2train.inference.sampler import encode_prompts
+    from ltx2train.models.text_encoder import load_text_encoder
+
+    model = _model_with_head(tiny25_workspace, tmp_path, seconds=2.0)
+    cfg = tiny_config(tiny25_workspace, tmp_path / "run", [f"model.checkpoint={model}", "validation.steps=2",
+                                                           "validation.fps=24"])
+    _, clips = sample(cfg, lora=None, prompts=["a red circle"], output_dir=tmp_path / "auto", num_frames="auto")
+    assert clips[0].video.shape[0] == 41
+
+    # diffusers' LTX2Pipeline, num_frames omitted: its connectors' output for the prompt into the head
+    encoded = encode_prompts(load_text_encoder(cfg.model.text_encoder, dtype=torch.float32,
+                                               max_sequence_length=cfg.data.max_sequence_length),
+                             ["a red circle"], "", cfg.data.max_sequence_length)
+    video, audio, _ = load_component("tiny-2.5", "connectors", model)(encoded.hidden_states, encoded.attention_mask,
+                                                                      padding_side="left")
+    head = load_component("tiny-2.5", "duration_head", model)
+    assert head.predict_num_frames(video, audio, frame_rate=24.0, temporal_compression_ratio=8) == 41
+
+    recipe = save_config(cfg, tmp_path / "recipe.yaml")
+    assert cli.main(["sample", str(recipe), "--num-frames", "auto", "--prompt", "a red circle",
+                     "--output", str(tmp_path / "cli")]) == 0
+    with av.open(capsys.readouterr().out.strip().splitlines()[-1]) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 41
+
+
+def test_num_frames_auto_is_refused_where_there_is_no_duration_head(tiny23_workspace, tmp_path):
+    cfg = tiny_config(tiny23_workspace, tmp_path / "run", ["validation.steps=2"])
+    with pytest.raises(ValueError, match=r"tiny-2\.3 \(LTX-2\.3\) has no duration head"):
+        sample(cfg, lora=None, output_dir=tmp_path / "out", num_frames="auto")

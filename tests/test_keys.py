@@ -29,7 +29,8 @@ def test_shipped_variants():
     assert {"ltx2-19b", "ltx2.3-22b", "ltx2.5", "tiny", "tiny-2.3", "tiny-2.5"} <= set(list_variants())
     for name in list_variants():
         spec = load_variant(name)  # LTX-2.5 adds its diffusion video decoder
-        assert set(spec.components) == set(COMPONENTS) - ({"video_diffusion_decoder"} if spec.family != "2.5" else set())
+        added = {"video_diffusion_decoder", "duration_head"}
+        assert set(spec.components) == set(COMPONENTS) - (added if spec.family != "2.5" else set())
 
 
 @pytest.mark.parametrize("variant_name", ["ltx2-19b", "ltx2.3-22b", "ltx2.5"])
@@ -39,13 +40,15 @@ def test_specs_match_reference_layout(variant_name):
     decoder_ref = {"diffusion_vae." + k: tuple(s) for k, s in json.loads(
         (REFERENCE / "ltx25_22b_official_files.json").read_text())["vae/ltx-2.5-video-vae-bf16.safetensors"].items()
         if not k.startswith("encoder.")} if variant_name == "ltx2.5" else {}  # its own file, named with our prefix
-    ours, upscaler, decoder = {}, {}, {}
+    head_ref = {k: tuple(s) for k, s in json.loads((REFERENCE / "ltx25_22b_original_keys.json").read_text())[
+        "ltx2.5-duration-head"].items()} if variant_name == "ltx2.5" else {}
+    ours, upscaler, decoder, head = {}, {}, {}, {}
     for name, (module, key_map) in _meta_maps(variant_name).items():
         shapes = original_keys_with_shapes(key_map, module)
-        target = {"spatial_upsampler": upscaler, "video_diffusion_decoder": decoder}.get(name, ours)
+        target = {"spatial_upsampler": upscaler, "video_diffusion_decoder": decoder, "duration_head": head}.get(name, ours)
         assert not set(shapes) & set(target), f"{name} overlaps another component"
         target.update(shapes)
-    for ref, got in ((main_ref, ours), (upscaler_ref, upscaler), (decoder_ref, decoder)):
+    for ref, got in ((main_ref, ours), (upscaler_ref, upscaler), (decoder_ref, decoder), (head_ref, head)):
         assert sorted(set(ref) - set(got)) == []
         assert sorted(set(got) - set(ref)) == []
         assert {k: got[k] for k in ref if got[k] != ref[k]} == {}

@@ -72,6 +72,8 @@ ROWS = {
         "test_diffusion_decoder::test_validation_and_sample_decode_with_the_diffusion_decoder",
         "test_diffusion_decoder::test_the_seed_pipeline_decodes_with_the_diffusion_decoder",
         "test_diffusion_decoder::test_the_decoder_loads_from_each_layout_and_decodes_the_same")),
+    "duration head: `sample --num-frames auto`": (None, None, (
+        "test_diffusion_decoder::test_sample_num_frames_auto_takes_each_prompts_length_from_the_duration_head",)),
 }
 
 

@@ -18,12 +18,13 @@ from ltx2train.utils.progress import progress
 def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = None, seed: int | None = None,
            output_dir: str | Path, lora_scale: float | list = 1.0, transformer: str | Path | None = None,
            image: str | None = None, reference_video: str | None = None, audio: str | None = None,
-           video: str | None = None) -> tuple[list[Path], list[GeneratedClip]]:
+           video: str | None = None, num_frames: int | str | None = None) -> tuple[list[Path], list[GeneratedClip]]:
     """``transformer``: another transformer than ``model.checkpoint``'s (a fully fine-tuned one: a checkpoint
     directory or its ``transformer.safetensors``); ``lora``: LoRA files of any dialect on top (one or a list, with
     ``lora_scale`` one strength or one per file); ``image`` / ``reference_video``: every prompt's first frame
     (i2av) / reference video (IC-LoRA) instead of the recipe's ``validation.images`` / ``reference_videos``;
-    ``audio`` / ``video``: every prompt's given audio (a2v) / video (v2a)."""
+    ``audio`` / ``video``: every prompt's given audio (a2v) / video (v2a); ``num_frames``: the clips' length instead of
+    ``validation.num_frames``, or ``"auto"``: each prompt's own, from LTX-2.5's duration head."""
     from ltx2train.inference.loras import LoraStack
     from ltx2train.models.loading import load_component, require_model_files
     from ltx2train.models.specs import load_variant, torch_dtype
@@ -31,8 +32,10 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     from ltx2train.inference.sampler import build_sampler, decoder_components, encode_prompts, read_conditions
 
     spec = load_variant(cfg.model.variant)
-    validation = _validation(cfg.validation, prompts, seed, image, reference_video, audio, video)
+    validation = _validation(cfg.validation, prompts, seed, image, reference_video, audio, video, num_frames)
+    auto = _check_auto_frames(num_frames, spec, validation)
     require_model_files(cfg.model.checkpoint, ["connectors", *decoder_components(validation)]
+                        + (["duration_head"] if auto else [])
                         + ([] if transformer else ["transformer"]), distilled=cfg.model.distilled,
                         text_encoder=cfg.model.text_encoder, variant=spec)
     dtype = torch_dtype(cfg.model.dtype)
@@ -51,7 +54,13 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
                                      max_sequence_length=cfg.data.max_sequence_length)
     encoded = encode_prompts(text_encoder, prompts, validation.negative_prompt, cfg.data.max_sequence_length)
     del text_encoder
-    sampler = build_sampler(validation, encoded, load, samples_dir=output_dir, conditions=conditions)
+    frames = None
+    if auto:
+        from ltx2train.inference.duration import predict_num_frames
+
+        frames = predict_num_frames(load("duration_head"), connectors, encoded.hidden_states, encoded.attention_mask,
+                                    validation.fps)
+    sampler = build_sampler(validation, encoded, load, samples_dir=output_dir, conditions=conditions, num_frames=frames)
     clips = sampler.sample(transformer, connectors)
     paths = [write_clip(clip, Path(output_dir) / f"sample_seed{validation.seed}_prompt{i}.mp4")
              for i, clip in enumerate(clips)]
@@ -67,14 +76,31 @@ def _lora_pairs(lora, lora_scale) -> list[tuple]:
     return list(zip(loras, scales))
 
 
-def _validation(validation, prompts, seed, image, reference_video, audio=None, video=None):
-    """The recipe's validation settings with the command line's prompts, seed and conditions."""
+def _check_auto_frames(num_frames, spec, validation) -> bool:
+    """``num_frames="auto"`` asks LTX-2.5's duration head for each prompt's length: where there is one, and the
+    length is not fixed by given audio or video."""
+    if num_frames != "auto":
+        return False
+    if not spec.has("duration_head"):
+        raise ValueError(f"--num-frames auto: {spec.name} ({spec.version}) has no duration head (LTX-2.5 has one); "
+                         "give a number of frames (8k+1)")
+    if validation.audios or validation.videos:
+        raise ValueError("--num-frames auto: the given audio / video fixes the clip's length; drop auto")
+    return True
+
+
+def _validation(validation, prompts, seed, image, reference_video, audio=None, video=None, num_frames=None):
+    """The recipe's validation settings with the command line's prompts, seed, conditions and length."""
     prompts = list(prompts or validation.prompts)
     if not prompts:
         raise ValueError("no prompt: pass --prompt or set validation.prompts in the recipe")
     changes = {"prompts": prompts}
     if seed is not None:
         changes["seed"] = seed
+    if num_frames not in (None, "auto"):
+        if int(num_frames) < 1 or (int(num_frames) - 1) % 8:
+            raise ValueError(f"--num-frames: must be of the form 8k+1 (9, 17, ..., 121) or auto, got {num_frames}")
+        changes["num_frames"] = int(num_frames)
     for key, value in (("images", image), ("reference_videos", reference_video), ("audios", audio), ("videos", video)):
         if value is not None:
             changes[key] = [value] * len(prompts)

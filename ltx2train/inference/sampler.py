@@ -124,22 +124,26 @@ def decoder_components(cfg) -> list[str]:
                                                      else [])
 
 
-def build_sampler(cfg, prompts: EncodedPrompts, load, *, samples_dir, conditions) -> "PromptSampler":
+def build_sampler(cfg, prompts: EncodedPrompts, load, *, samples_dir, conditions,
+                  num_frames: list[int] | None = None) -> "PromptSampler":
     """A :class:`PromptSampler` with its decoders from ``load(component[, dtype])`` (the vocoder in float32)."""
     return PromptSampler(cfg, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
                          vocoder=load("vocoder", torch.float32), samples_dir=samples_dir, conditions=conditions,
-                         video_decoder=load("video_diffusion_decoder") if cfg.video_decoder == "diffusion" else None)
+                         video_decoder=load("video_diffusion_decoder") if cfg.video_decoder == "diffusion" else None,
+                         num_frames=num_frames)
 
 
 class PromptSampler:
     """``conditions``: per prompt, :func:`read_conditions`' pipeline arguments (empty: text only)."""
 
     def __init__(self, cfg, prompts: EncodedPrompts, *, video_vae, audio_vae, vocoder, samples_dir: str | Path,
-                 conditions: list[dict] | None = None, video_decoder: torch.nn.Module | None = None):
+                 conditions: list[dict] | None = None, video_decoder: torch.nn.Module | None = None,
+                 num_frames: list[int] | None = None):
         self.cfg = cfg  # ValidationConfig
         self.prompts = prompts
         self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
         self.video_decoder = video_decoder  # LTX-2.5's diffusion video decoder (validation.video_decoder=diffusion)
+        self.num_frames = list(num_frames or [cfg.num_frames] * len(prompts.prompts))  # per prompt
         self.samples_dir = Path(samples_dir)
         self.conditions = encode_given(conditions or [{} for _ in prompts.prompts], cfg, video_vae, audio_vae)
 
@@ -161,7 +165,7 @@ class PromptSampler:
                     self.prompts.attention_mask[i : i + 1],
                     negative_prompt_embeds=self.prompts.negative_hidden_states,
                     negative_prompt_attention_mask=self.prompts.negative_attention_mask,
-                    seed=cfg.seed, height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps,
+                    seed=cfg.seed, height=cfg.height, width=cfg.width, num_frames=self.num_frames[i], fps=cfg.fps,
                     steps=cfg.steps, guidance_scale=cfg.guidance_scale, audio_guidance_scale=cfg.audio_guidance_scale,
                     stg_scale=cfg.stg_scale, stg_blocks=list(cfg.stg_blocks), modality_scale=cfg.modality_scale,
                     guidance_rescale=cfg.guidance_rescale, conditions=self.conditions[i],

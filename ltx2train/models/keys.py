@@ -185,6 +185,23 @@ _FUSED_QKV = re.compile(r"^(?P<head>.+\.attn\.)to_(?P<part>[qkv])\.(?P<leaf>weig
 _DIFFUSION_DECODER_UNUSED = (DIFFUSION_VAE_PREFIX + "decoder.type_emb",)
 
 
+# --- LTX-2.5's duration head -------------------------------------------------------------------
+# Its file (``model_patches/ltx-2.5-duration-head-bf16.safetensors``) keeps the pooler as ``nn.MultiheadAttention``:
+# one ``in_proj`` for q, k and v (stacked on dim 0), ``out_proj``.
+DURATION_HEAD_PREFIX = "duration_head."
+_FUSED_POOLER_QKV = re.compile(r"^(?P<head>attention_pooler\.)to_(?P<part>[qkv])\.(?P<leaf>weight|bias)$")
+
+
+def _duration_head_to_original(key: str, module: torch.nn.Module) -> str:
+    fused = _FUSED_POOLER_QKV.match(key)
+    if fused:
+        return f"{DURATION_HEAD_PREFIX}{fused['head']}cross_attn.in_proj_{fused['leaf']}"
+    return DURATION_HEAD_PREFIX + key.replace("attention_pooler.to_out.", "attention_pooler.cross_attn.out_proj.")
+
+
+_FUSED = {"video_diffusion_decoder": _FUSED_QKV, "duration_head": _FUSED_POOLER_QKV}  # diffusers keys fused on disk
+
+
 def _diffusion_decoder_to_original(key: str, module: torch.nn.Module) -> str:
     if key in _STATISTICS:
         return DIFFUSION_VAE_PREFIX + _STATISTICS[key]
@@ -286,6 +303,7 @@ _RULES = {
     "vocoder": _vocoder_to_original,
     "spatial_upsampler": _upsampler_to_original,
     "video_diffusion_decoder": _diffusion_decoder_to_original,
+    "duration_head": _duration_head_to_original,
 }
 
 
@@ -314,7 +332,7 @@ def build_key_map(component: str, module: torch.nn.Module, family: str = "2.0") 
     to_original, fused = {}, {}
     for key in base_state_dict(module):
         original = rule(key, module)
-        if component == "video_diffusion_decoder" and _FUSED_QKV.match(key):
+        if component in _FUSED and _FUSED[component].match(key):
             fused.setdefault(original, []).append(key)  # state-dict order: to_q, to_k, to_v
         else:
             to_original[key] = original

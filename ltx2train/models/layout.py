@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltx2train.models.keys import DIFFUSION_VAE_PREFIX, DIT_PREFIX
+from ltx2train.models.keys import DIFFUSION_VAE_PREFIX, DIT_PREFIX, DURATION_HEAD_PREFIX
 
 _CONNECTOR_PREFIXES = (
     "text_embedding_projection.",
@@ -21,6 +21,8 @@ def owner_of(original_key: str) -> str | None:
         return "transformer"
     if original_key.startswith(tuple(DIFFUSION_VAE_PREFIX + p for p in ("decoder.", "per_channel_statistics."))):
         return "video_diffusion_decoder"  # (the conv encoder's copy in its file, ``encoder.*``, is the video VAE's)
+    if original_key.startswith(DURATION_HEAD_PREFIX):
+        return "duration_head"
     for prefix, component in (("vae.", "video_vae"), ("audio_vae.", "audio_vae"), ("vocoder.", "vocoder")):
         if original_key.startswith(prefix):
             return component
@@ -55,6 +57,7 @@ SPLIT_FILES: tuple[SplitFile, ...] = (
     SplitFile("audio_vae_decoder.safetensors", "audio_vae", "decoder"),
     SplitFile("audio_vocoder.safetensors", "vocoder"),
     SplitFile("video_vae_diffusion_decoder.safetensors", "video_diffusion_decoder"),  # LTX-2.5's, where it has one
+    SplitFile("duration_head.safetensors", "duration_head"),  # LTX-2.5's
 )
 DISTILLED_TRANSFORMER_FILE = "transformer_distilled.safetensors"
 # The x2 spatial upscalers' file names as Lightricks publishes them, per version (always its own, unprefixed file).
@@ -112,12 +115,13 @@ _DISTILLED_25 = "diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safeten
 _TEXT_PROJECTION_25 = "text_encoders/gemma4-12b-with-proj-ltx-2.5-bf16.safetensors"
 _VIDEO_VAE_25 = "vae/ltx-2.5-video-vae-conv-bf16.safetensors"
 _DIFFUSION_VAE_25 = "vae/ltx-2.5-video-vae-bf16.safetensors"
+_DURATION_HEAD_25 = "model_patches/ltx-2.5-duration-head-bf16.safetensors"
 _AUDIO_VAE_25 = "vae/ltx-2.5-audio-vae-bf16.safetensors"
 _UPSCALER_25 = "latent_upscale_models/ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors"
 _RELEASE_PATTERNS = {_TRANSFORMER_25: "-dev-transformer", _DISTILLED_25: "-distilled-transformer",
                      _TEXT_PROJECTION_25: "-with-proj-", _VIDEO_VAE_25: "-video-vae-conv",
                      _AUDIO_VAE_25: "-audio-vae", _UPSCALER_25: "-spatial-upscaler",
-                     _DIFFUSION_VAE_25: "-video-vae-bf16"}
+                     _DIFFUSION_VAE_25: "-video-vae-bf16", _DURATION_HEAD_25: "-duration-head"}
 
 # LTX-2.5's release (tests/data/reference/ltx25_22b_official_files.json lists each file's keys): the transformer
 # file holds the DiT and both text connectors, the Gemma 4 file the text projection next to Gemma's own weights,
@@ -131,6 +135,7 @@ RELEASE_FILES: tuple[ReleaseFile, ...] = (
     ReleaseFile(_UPSCALER_25, ("spatial_upsampler",), ("",)),
     ReleaseFile(_DIFFUSION_VAE_25, ("video_diffusion_decoder",), (DIFFUSION_VAE_PREFIX,), prefix=DIFFUSION_VAE_PREFIX,
                 repeats=("vae.encoder.",)),
+    ReleaseFile(_DURATION_HEAD_25, ("duration_head",), (DURATION_HEAD_PREFIX,)),
 )
 
 

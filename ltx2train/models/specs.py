@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 # Components in the order they appear in the official single file; then the parts a version may add
-# (LTX-2.5's diffusion video decoder: a second decoder for the same latents, used only to decode samples).
+# (LTX-2.5's diffusion video decoder, a second decoder for the same latents, and its duration head, which predicts a
+# prompt's length from the text connectors' output: used only for samples).
 COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder", "spatial_upsampler",
-              "video_diffusion_decoder")
+              "video_diffusion_decoder", "duration_head")
 
 _CLASS_NAMES = {
     "LTX2VideoTransformer3DModel",
@@ -30,6 +31,7 @@ _CLASS_NAMES = {
     "LTX2VocoderWithBWE",
     "LTX2LatentUpsamplerModel",
     "LTX2VideoDiffusionDecoderModel",
+    "LTX2DurationHead",
 }
 
 
