@@ -269,8 +269,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     scales = args.lora_scale or [1.0] * len(loras)
     seed_pipeline = args.two_stage or args.distilled_pipeline or args.low_vram or args.stage2_lora or args.upscaler
     if seed_pipeline:
-        for given, flag in ((args.transformer, "--transformer"), (args.audio, "--audio"), (args.video, "--video"),
-                            (args.num_frames == "auto", "--num-frames auto")):
+        for given, flag in ((args.transformer, "--transformer"), (args.audio, "--audio"), (args.video, "--video")):
             if given:
                 raise ValueError(f"{flag}: samples through the validation pipeline only; drop --two-stage / "
                                  "--distilled-pipeline / --low-vram / --stage2-lora / --upscaler")
@@ -280,7 +279,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             cfg, loras=loras, lora_scales=scales, prompts=args.prompt, seed=args.seed, output_dir=output,
             image=args.image, reference_video=args.reference_video, two_stage=args.two_stage,
             distilled=args.distilled_pipeline, upscaler=args.upscaler, stage2_lora=args.stage2_lora,
-            low_vram=args.low_vram)
+            low_vram=args.low_vram, num_frames="auto" if args.num_frames == "auto" else None)
     else:
         paths, _ = sample(cfg, lora=loras, prompts=args.prompt, seed=args.seed, transformer=args.transformer,
                           output_dir=output, lora_scale=scales, image=args.image, reference_video=args.reference_video,

@@ -53,3 +53,9 @@ def test_p4_train_step_runs_every_mode_on_tiny():
         for mode in ("bf16", "ckpt", "ckpt+swap1"):
             assert re.search(rf"{method} +{re.escape(mode)}: [\d.]+ s/step \({RATIO}\), [\d,]+ video tokens/s", out), out
     assert re.search(r"lora +fp8\+ckpt: [\d.]+ s/step", out) and re.search(r"full +fp8\+ckpt: fp8 stores a frozen base", out)
+
+
+@pytest.mark.slow
+def test_p5_video_decode_runs_on_tiny():
+    out = _run("video_decode.py", "--dry-run", "--repeats", "1")
+    assert re.search(r"conv decoder: +[\d.]+ s/clip", out) and re.search(rf"diffusion decoder: +[\d.]+ s/clip \({RATIO} of conv\)", out), out

@@ -214,10 +214,11 @@ def test_sample_num_frames_auto_takes_each_prompts_length_from_the_duration_head
     assert head.predict_num_frames(video, audio, frame_rate=24.0, temporal_compression_ratio=8) == 41
 
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
-    assert cli.main(["sample", str(recipe), "--num-frames", "auto", "--prompt", "a red circle",
-                     "--output", str(tmp_path / "cli")]) == 0
-    with av.open(capsys.readouterr().out.strip().splitlines()[-1]) as container:
-        assert sum(1 for _ in container.decode(video=0)) == 41
+    for seed_pipeline in ([], ["--distilled-pipeline"]):  # the validation pipeline, the seed's
+        assert cli.main(["sample", str(recipe), "--num-frames", "auto", "--prompt", "a red circle", *seed_pipeline,
+                         "--output", str(tmp_path / f"cli{len(seed_pipeline)}")]) == 0
+        with av.open(capsys.readouterr().out.strip().splitlines()[-1]) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 41
 
 
 def test_num_frames_auto_is_refused_where_there_is_no_duration_head(tiny23_workspace, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_reference
+from conftest import REFERENCE, load_reference
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["validation.prompts=[]", "data.max_sequence_length=16"]
@@ -110,6 +110,24 @@ def test_the_19b_estimate_needs_no_weights():
     assert est.parts["transformer_frozen"] == 2 * numel
     assert est.tokens["video"] == 16 * 16 * 24 and est.tokens["audio"] == 126  # 512x768x121 at 24 fps
     assert est.parts["activations"] > 0 and est.total_bytes > est.parts["transformer_frozen"]
+
+
+def test_the_25_diffusion_decoder_adds_its_published_weights_to_validation():
+    """``validation.video_decoder=diffusion`` keeps LTX-2.5's diffusion decoder beside the VAEs: its bf16 weights are
+    the published file's decoder tensors (type_emb aside, which is not loaded)."""
+    from ltx2train.memory.estimate import estimate_memory
+
+    published = json.loads((REFERENCE / "ltx25_22b_official_files.json").read_text())[
+        "vae/ltx-2.5-video-vae-bf16.safetensors"]
+    numel = sum(math.prod(shape) for key, shape in published.items()
+                if key.startswith(("decoder.", "per_channel")) and key != "decoder.type_emb")
+    conv = estimate_memory(_cfg("validation.prompts=[a cat]", recipe="ltx2.5_t2av_lora.yaml"), world_size=1,
+                           prepare=False)
+    diffusion = estimate_memory(_cfg("validation.prompts=[a cat]", "validation.video_decoder=diffusion",
+                                     recipe="ltx2.5_t2av_lora.yaml"),
+                                world_size=1, prepare=False)
+    assert diffusion.parts["validation_decoders"] - conv.parts["validation_decoders"] == 2 * numel
+    assert any("video_decoder=diffusion" in note for note in diffusion.notes)
 
 
 def test_optimizer_state_formulas():

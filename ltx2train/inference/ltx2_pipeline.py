@@ -53,12 +53,14 @@ class LTX2AudioVideoPipeline:
 
     def __init__(self, *, transformer, connectors, video_vae, audio_vae, vocoder, text_encoder, family: str,
                  upsampler=None, stage2_lora=None, stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH,
-                 max_sequence_length: int = 1024, use_cross_timestep: bool = True, video_decoder=None):
+                 max_sequence_length: int = 1024, use_cross_timestep: bool = True, video_decoder=None,
+                 duration_head=None):
         from ltx2train.inference.pipeline import _match_vocoder_input_dtype
 
         self.transformer, self.connectors = transformer, connectors
         self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
         self.video_decoder = video_decoder  # LTX-2.5's diffusion video decoder, if it decodes instead of the VAE
+        self.duration_head = duration_head  # LTX-2.5's, for num_frames="auto"
         self.text_encoder, self.upsampler, self.family = text_encoder, upsampler, family
         self.stage2_lora = stage2_lora  # a path or a LoraFile, attached only during stage 2
         self.stage2_lora_strength = stage2_lora_strength
@@ -130,6 +132,7 @@ class LTX2AudioVideoPipeline:
             upsampler=_load_upsampler(load, checkpoint, upscaler), family=spec.family, stage2_lora=stage2_lora,
             stage2_lora_strength=stage2_lora_strength, max_sequence_length=max_sequence_length,
             video_decoder=load("video_diffusion_decoder") if video_decoder == "diffusion" else None,
+            duration_head=_load_optional(load, spec, "duration_head"),
         )
 
     @property
@@ -166,7 +169,10 @@ class LTX2AudioVideoPipeline:
                  use_two_stage_pipeline=False, use_distilled_pipeline=False, in_context_videos=None,
                  in_context_downsample_factor=2, progress_bar_cmd=tqdm):
         """One clip: ``(video, audio)``, see the module docstring. The distilled pipeline uses its fixed 8-step
-        schedule (``num_inference_steps`` and ``denoising_strength`` do not apply) and no guidance."""
+        schedule (``num_inference_steps`` and ``denoising_strength`` do not apply) and no guidance.
+        ``num_frames="auto"``: the prompt's own length, from LTX-2.5's duration head."""
+        if num_frames == "auto":
+            num_frames = self._auto_frames(prompt, frame_rate)
         tiles = (tile_size_in_pixels, tile_overlap_in_pixels, tile_size_in_frames, tile_overlap_in_frames)
         mode = inputs.check_call(
             self, prompt=prompt, cfg_scale=cfg_scale, height=height, width=width, num_frames=num_frames,
@@ -242,6 +248,16 @@ class LTX2AudioVideoPipeline:
         mel = self.audio_vae.decode(audio_latents.to(self.audio_vae.dtype), return_dict=False)[0]
         audio = self.vocoder(mel)[0].float().cpu()  # (channels, samples)
         return video, audio
+
+    def _auto_frames(self, prompt: str, frame_rate: float) -> int:
+        from ltx2train.inference.duration import predict_num_frames
+
+        if self.duration_head is None:
+            raise ValueError("num_frames='auto' needs LTX-2.5's duration head (model_patches/*-duration-head*, or "
+                             "duration_head.safetensors beside the checkpoint); give a number of frames (8k+1)")
+        text = self._encode(prompt, None)
+        return predict_num_frames(self.duration_head, self.connectors, text["prompt_embeds"],
+                                  text["prompt_attention_mask"], float(frame_rate))[0]
 
     def _encode(self, prompt: str, negative_prompt: str | None) -> dict:
         """Gemma hidden states through the project's text encoder (the training cache's text format)."""
@@ -343,6 +359,16 @@ def _store_low_vram(modules: dict, dtype: torch.dtype, device: torch.device, swa
         transformer.block_swap = enable_block_swap(transformer, blocks, device)  # places the rest on the device
     else:
         transformer.to(device)
+
+
+def _load_optional(load, spec, component: str):
+    """A component the variant has and the checkpoint may lack (LTX-2.5's duration head): None where it is not."""
+    if not spec.has(component):
+        return None
+    try:
+        return load(component)
+    except FileNotFoundError:
+        return None
 
 
 def _load_upsampler(load, checkpoint: Path, upscaler):

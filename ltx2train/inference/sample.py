@@ -112,15 +112,18 @@ def _validation(validation, prompts, seed, image, reference_video, audio=None, v
 def sample_with_pipeline(cfg, *, loras: list, lora_scales: list[float], prompts: list[str] | None, seed: int | None,
                          output_dir: str | Path, image: str | None = None, reference_video: str | None = None,
                          two_stage: bool = False, distilled: bool = False, upscaler: str | None = None,
-                         stage2_lora: str | None = None, low_vram: bool = False) -> list[Path]:
+                         stage2_lora: str | None = None, low_vram: bool = False,
+                         num_frames: int | str | None = None) -> list[Path]:
     """``sample`` through :class:`~ltx2train.inference.ltx2_pipeline.LTX2AudioVideoPipeline` (the seed's
     surface: two-stage with the upscaler and the stage-2 LoRA, the distilled schedule, low VRAM), with the
-    recipe's validation size, steps, guidance scale and negative prompt."""
+    recipe's validation size, steps, guidance scale and negative prompt (``num_frames="auto"``: each prompt's length
+    from LTX-2.5's duration head)."""
     from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline, write_video_audio
     from ltx2train.inference.sampler import read_image, read_reference
-    from ltx2train.models.specs import torch_dtype
+    from ltx2train.models.specs import load_variant, torch_dtype
 
-    v = _validation(cfg.validation, prompts, seed, image, reference_video)
+    v = _validation(cfg.validation, prompts, seed, image, reference_video, num_frames=num_frames)
+    _check_auto_frames(num_frames, load_variant(cfg.model.variant), v)
     pairs = _lora_pairs(loras, lora_scales)
     pipe = LTX2AudioVideoPipeline.from_pretrained(
         cfg.model.checkpoint, cfg.model.text_encoder, variant=cfg.model.variant, distilled=cfg.model.distilled,
@@ -137,7 +140,8 @@ def sample_with_pipeline(cfg, *, loras: list, lora_scales: list[float], prompts:
             conditions["in_context_videos"] = [read_reference(i, v.reference_videos[i], v)]
             conditions["in_context_downsample_factor"] = cfg.data.reference_downscale
         video, audio = pipe(prompt, negative_prompt=v.negative_prompt, cfg_scale=v.guidance_scale, seed=v.seed,
-                            height=v.height, width=v.width, num_frames=v.num_frames, frame_rate=v.fps,
+                            height=v.height, width=v.width, frame_rate=v.fps,
+                            num_frames="auto" if num_frames == "auto" else v.num_frames,
                             num_inference_steps=v.steps, use_two_stage_pipeline=two_stage,
                             use_distilled_pipeline=distilled, **conditions)
         paths.append(write_video_audio(video, audio, Path(output_dir) / f"sample_seed{v.seed}_prompt{i}.mp4", v.fps,

@@ -671,6 +671,11 @@ def _other_weights(cfg, spec, precision: Precision, parts: dict, notes: list) ->
             + component_bytes(spec.component("vocoder"), torch.float32, False, "vocoder"))
         notes.append("validation_decoders (video VAE, audio VAE, vocoder) stay on the main process's GPU for the "
                      "whole run: the peak is the main process's")
+        if cfg.validation.video_decoder == "diffusion":
+            parts["validation_decoders"] += component_bytes(spec.component("video_diffusion_decoder"), dtype, False,
+                                                            "video_diffusion_decoder")
+            notes.append("validation.video_decoder=diffusion: its weights are in validation_decoders; its decode "
+                         "(compiled FlexAttention on a GPU) is not simulated: benchmarks/video_decode.py measures it")
 
 
 def _validation_parts(cfg, spec, precision: Precision, parts: dict) -> None:
