@@ -170,17 +170,17 @@ def test_missing_model_files_are_all_listed_where_they_were_expected(tiny_worksp
                                                                           f"model.text_encoder={empty}"]), tmp_path / "r.yaml")
     assert cli.main(["sample", str(recipe)]) == 2
     err = capsys.readouterr().err
-    assert "8 model file(s) missing" in err and "Traceback" not in err  # Gemma's *.safetensors: the one present
-    for line in ("connectors: {}/text_encoder_post_modules.safetensors", "video_vae: {}/video_vae_encoder.safetensors",
-                 "video_vae: {}/video_vae_decoder.safetensors", "audio_vae: {}/audio_vae_encoder.safetensors",
+    assert "6 model file(s) missing" in err and "Traceback" not in err  # Gemma's *.safetensors: the one present
+    for line in ("connectors: {}/text_encoder_post_modules.safetensors", "video_vae: {}/video_vae_decoder.safetensors",
                  "audio_vae: {}/audio_vae_decoder.safetensors", "vocoder: {}/audio_vocoder.safetensors",
                  "text encoder (Gemma 3): {}/config.json"):
         assert line.format(empty) in err
-    assert "transformer:" not in err
-    # prepare (into an empty cache): its own files (no transformer, no vocoder), before anything loads
+    assert "transformer:" not in err and "_encoder.safetensors" not in err  # sampling text needs no VAE encoder
+    # prepare (into an empty cache): its own files (the VAE encoders, no decoder, no transformer, no vocoder)
     assert cli.main(["prepare", str(recipe), f"data.cache_dir={tmp_path / 'cache'}"]) == 2
     err = capsys.readouterr().err
     assert "connectors:" in err and "vocoder:" not in err and "text encoder (Gemma 3)" in err
+    assert "video_vae_encoder.safetensors" in err and "_decoder.safetensors" not in err
 
 
 def _train_recipe(tiny_workspace, tmp_path, steps=2):

@@ -212,7 +212,7 @@ def test_errors_name_the_lora_and_what_to_do(checkpoint, kwargs, monkeypatch):
     stack.load(good, 0.6, name="style")
     stack.load(_random_lora(model, SECOND, 13), 0.3, name="extra")
     styled = _outputs(transformer, kwargs)
-    with pytest.raises(ValueError, match="a LoRA named 'style' is already loaded; pass another name="):
+    with pytest.raises(ValueError, match="a LoRA named .style. is already loaded; pass another adapter_name="):
         stack.load(good, name="style")
     with pytest.raises(ValueError, match="adapter name 'a.b' may hold only"):
         stack.load(good, name="a.b")
@@ -280,3 +280,21 @@ def test_camera_control_layout_loads(checkpoint, kwargs, tmp_path):
     assert all(len(s) == 2 for s in shapes)
     assert "model.diffusion_model.transformer_blocks.48.attn1.to_q.weight" not in reference
     assert sum(32 * (out + inp) * 2 for out, inp in shapes) == 327_155_712
+
+
+def test_checkpoint_loras_of_two_runs_load_together_under_their_own_names(checkpoint, kwargs, tmp_path):
+    """Every checkpoint's file is ``lora.safetensors``: the second (and third) gets a name from its folders, so
+    several load together, and the result is their merge."""
+    model = {c: _load(checkpoint, c) for c in ("transformer", "connectors")}
+    loras = [_random_lora(model, FIRST, 1), _random_lora(model, SECOND, 2), _random_lora(model, FIRST, 3)]
+    paths = []
+    for run, lora in zip(("run_a", "run_b", "run_a_copy"), loras):
+        path = tmp_path / run / "checkpoints" / "step_000006" / "lora.safetensors"
+        path.parent.mkdir(parents=True)
+        save_lora(lora, path)
+        paths.append(path)
+    stack = LoraStack(model["transformer"], model["connectors"])
+    names = [stack.load(path, 0.5) for path in paths]
+    assert names == ["lora", "step_000006_lora", "checkpoints_step_000006_lora"]
+    merged = _merged(checkpoint, [(lora, 0.5) for lora in loras])
+    _close(_outputs(model["transformer"], kwargs), _outputs(merged["transformer"], kwargs), **MERGE_TOL)

@@ -119,6 +119,24 @@ def test_metadata_formats_agree_and_bad_rows_are_rejected_with_their_reason(tmp_
         read_metadata(tmp_path / "missing.csv")
 
 
+def test_a_diffsynth_metadata_csv_reads_with_no_overrides(tmp_path):
+    """DiffSynth's ``metadata.csv`` (``video,prompt[,input_audio]``, IC-LoRA's ``in_context_videos`` as a path or a
+    one-element list): its columns are read where the recipe keeps the defaults; a missing column names the closest."""
+    (tmp_path / "metadata.csv").write_text(
+        'video,prompt,input_audio,in_context_videos\n'
+        'a.mp4,a red box,a.wav,depth_a.mp4\n'
+        'b.mp4,a blue disk,b.wav,"[\'depth_b.mp4\']"\n'
+        'c.mp4,two of them,c.wav,"[\'x.mp4\', \'y.mp4\']"\n')
+    parsed = read_metadata(tmp_path / "metadata.csv")
+    assert [(r.path, r.caption) for r in parsed.records] == [("a.mp4", "a red box"), ("b.mp4", "a blue disk")]
+    assert [r.audio for r in parsed.records] == [tmp_path / "a.wav", tmp_path / "b.wav"]
+    assert [r.reference for r in parsed.records] == [tmp_path / "depth_a.mp4", tmp_path / "depth_b.mp4"]
+    assert "'in_context_videos' holds 2 paths" in parsed.rejects[0]["reason"]
+    (tmp_path / "typo.csv").write_text("video,captions\na.mp4,a red box\n")
+    reason = read_metadata(tmp_path / "typo.csv").rejects[0]["reason"]
+    assert "no 'caption' (columns: ['captions', 'video']; the closest is 'captions'" in reason
+
+
 def test_a_variable_frame_rate_clip_decodes_by_timestamps(tmp_path):
     """4 fps for a second, then 30 fps: each 24 fps instant shows the frame on screen at that time (real motion),
     where the average frame rate would have held the slow part far too long."""

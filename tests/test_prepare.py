@@ -358,12 +358,13 @@ def test_a_cache_of_other_weights_is_refused_and_overwrite_rebuilds_it(tiny_work
     cfg = _workspace_copy(tiny_workspace, tmp_path)
     prepare(cfg)
     made = cache.read_manifest(cfg.data.cache_dir)["produced_by"]
-    assert sorted(made) == ["audio_vae", "connectors", "ltx2train", "text_encoder", "variant", "version", "video_vae"]
+    assert sorted(made) == ["audio_vae_encoder", "connectors", "ltx2train", "text_encoder", "variant", "version",
+                            "video_vae_encoder"]
     other = write_tiny_checkpoint(tmp_path / "other_model", seed=1)
     swapped = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
                                                              f"model.checkpoint={other}"])
-    with pytest.raises(ValueError, match=r"made with other weights \(video_vae: cache [0-9a-f]+, recipe [0-9a-f]+; "
-                                         r"audio_vae: .*connectors: .*--overwrite"):
+    with pytest.raises(ValueError, match=r"made with other weights \(video_vae_encoder: cache [0-9a-f]+, recipe "
+                                         r"[0-9a-f]+; audio_vae_encoder: .*connectors: .*--overwrite"):
         prepare(swapped)
     with pytest.raises(ValueError, match="made with other weights"):
         Trainer(swapped, log=lambda _: None).setup()
@@ -371,7 +372,7 @@ def test_a_cache_of_other_weights_is_refused_and_overwrite_rebuilds_it(tiny_work
     assert cli.main(["prepare", str(recipe), "--overwrite"]) == 0
     assert "6 kept (6 encoded, 0 already cached)" in capsys.readouterr().out
     rebuilt = cache.read_manifest(cfg.data.cache_dir)["produced_by"]
-    assert rebuilt["video_vae"] != made["video_vae"] and rebuilt["text_encoder"] == made["text_encoder"]
+    assert rebuilt["video_vae_encoder"] != made["video_vae_encoder"] and rebuilt["text_encoder"] == made["text_encoder"]
     assert cli.main(["prepare", str(recipe), "--overwrite", "--shard", "0/2"]) == 2  # would race the other tasks
 
 
@@ -568,3 +569,38 @@ def test_fp8_frozen_encoders_and_a_tiled_vae_prepare_a_cache_close_to_the_plain_
             a, b = plain[i][key], fp8[i][key]
             assert a.shape == b.shape
             assert (a - b).abs().max() < 0.25 * a.abs().max(), key  # FP8 weights: within a quarter of the range
+
+
+def _model_with(tiny_workspace, tmp_path, names) -> Path:
+    """A repackaged directory holding only ``names`` of the tiny model's files (and its Gemma directory)."""
+    model = tmp_path / "model"
+    model.mkdir(parents=True)
+    for name in [*names, "gemma"]:
+        (model / name).symlink_to(tiny_workspace / "model" / name)
+    return model
+
+
+def test_each_command_needs_only_the_files_it_uses(tiny_workspace, tmp_path):
+    """prepare reads the VAE encoders (no decoder: the files DiffSynth's data-processing pass fetches), training
+    from the cache the transformer and the connectors only; the cache records the encoders' fingerprints, the same
+    whatever else the directory holds."""
+    from ltx2train.training.trainer import Trainer
+
+    encoders = _model_with(tiny_workspace, tmp_path / "a", ["text_encoder_post_modules.safetensors",
+                                                           "video_vae_encoder.safetensors", "audio_vae_encoder.safetensors"])
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"model.checkpoint={encoders}",
+                                                         f"model.text_encoder={encoders / 'gemma'}",
+                                                         f"data.cache_dir={tmp_path / 'cache'}"])
+    assert len(prepare(cfg).encoded) == 6
+    made = cache.read_manifest(cfg.data.cache_dir)["produced_by"]
+    full = cache.read_manifest(tiny_config(tiny_workspace, tmp_path).data.cache_dir)["produced_by"]
+    assert all(made[k] == full[k] for k in ("video_vae_encoder", "audio_vae_encoder", "connectors"))
+    assert all(torch.equal(CachedDataset(cfg.data.cache_dir)[i]["video_latents"],
+                           CachedDataset(tiny_config(tiny_workspace, tmp_path).data.cache_dir)[i]["video_latents"])
+               for i in range(2))
+    trains = _model_with(tiny_workspace, tmp_path / "b", ["transformer.safetensors",
+                                                         "text_encoder_post_modules.safetensors"])
+    run = tiny_config(tiny_workspace, tmp_path / "train", [f"model.checkpoint={trains}", "train.max_steps=2",
+                                                           f"data.cache_dir={tmp_path / 'cache'}", "validation.prompts=[]",
+                                                           "validation.every=0", "validation.at_start=false"])
+    assert Trainer(run, log=lambda _: None).train().step == 2

@@ -156,14 +156,16 @@ def _version(variant: str | None) -> str:
 
 def check_producer(cache_dir: str | Path, producer: dict[str, str]) -> None:
     """The cache's latents came from this model variant and these weights (``produced_by``: ``variant``, its
-    ``version``, component -> fingerprint; the code version is recorded, not compared)."""
+    ``version``, part -> fingerprint; the code version is recorded, not compared). A part only one side records is
+    not compared: training leaves out the encoders it has no files of, and caches before the VAE encoders'
+    fingerprints recorded whole VAEs (``video_vae``)."""
     manifest = read_manifest(cache_dir)
     if manifest is None:
         return
     _check_variant(cache_dir, manifest, producer["variant"])
     made = manifest.get("produced_by", {})
     diffs = [f"{k}: cache {made.get(k)}, recipe {v}" for k, v in producer.items()
-             if k not in ("ltx2train", "variant", "version") and made.get(k) != v]
+             if k not in ("ltx2train", "variant", "version") and k in made and made[k] != v]
     if diffs:
         raise ValueError(f"cache {cache_dir} was made with other weights ({'; '.join(diffs)}): use another "
                          "data.cache_dir, or rebuild this one with `ltx2train prepare RECIPE --overwrite`")

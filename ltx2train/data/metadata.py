@@ -11,7 +11,10 @@ written and the reason, while every other row goes on.
 
 from __future__ import annotations
 
+import ast
 import csv
+import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,11 +110,44 @@ def _dataset_rows(path: Path) -> list[dict]:
         raise ValueError(f"{path}: cannot read it with datasets ({type(exc).__name__}: {exc})") from exc
 
 
+# DiffSynth-Studio's column names, read where the recipe keeps the defaults and a row has no column of ours
+DIFFSYNTH_COLUMNS = {"caption": "prompt", "audio": "input_audio", "reference_video": "in_context_videos"}
+
+
+def _with_aliases(columns: Columns, row: object) -> Columns:
+    """``columns`` for this row: DiffSynth's ``prompt`` when the default ``caption`` is absent, its ``input_audio``
+    and ``in_context_videos`` when no audio / reference column is set."""
+    if not isinstance(row, dict):
+        return columns
+    changes = {}
+    if columns.caption == "caption" and "caption" not in row and DIFFSYNTH_COLUMNS["caption"] in row:
+        changes["caption"] = DIFFSYNTH_COLUMNS["caption"]
+    for field_name in ("audio", "reference_video"):
+        if getattr(columns, field_name) is None and DIFFSYNTH_COLUMNS[field_name] in row:
+            changes[field_name] = DIFFSYNTH_COLUMNS[field_name]
+    return dataclasses.replace(columns, **changes) if changes else columns
+
+
 def _cell(row: object, column: str | None) -> str:
-    """A path cell, stripped; '' when the column is not used, absent or empty."""
+    """A path cell, stripped; '' when the column is not used, absent or empty. A one-element list (DiffSynth's
+    ``in_context_videos``, also written as ``["a.mp4"]`` in a CSV cell) is its element."""
     if column is None or not isinstance(row, dict) or row.get(column) is None:
         return ""
-    return str(row[column]).strip()
+    value = row[column]
+    if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            pass
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise _CellError(f"{column!r} holds {len(value)} paths; one per row is read")
+        value = value[0]
+    return str(value).strip()
+
+
+class _CellError(ValueError):
+    """A cell that cannot be read as one path."""
 
 
 def _media_cell(row: object, columns: Columns) -> str:
@@ -127,9 +163,9 @@ def _problem(row: object, columns: Columns) -> str | None:
     media = f"{columns.video!r}" + (f" or {columns.image!r}" if columns.image else "")
     if not _media_cell(row, columns):
         present = columns.video in row or (columns.image is not None and columns.image in row)
-        return f"empty {media}" if present else f"no {media} (columns: {sorted(row)})"
+        return f"empty {media}" if present else f"no {media} (columns: {sorted(row)}{_closest(columns.video, row)})"
     if row.get(columns.caption) is None:
-        return f"no {columns.caption!r} (columns: {sorted(row)})"
+        return f"no {columns.caption!r} (columns: {sorted(row)}{_closest(columns.caption, row)})"
     caption = str(row[columns.caption])
     if not caption.strip():
         return "empty caption"
@@ -138,6 +174,11 @@ def _problem(row: object, columns: Columns) -> str | None:
     except UnicodeEncodeError:
         return "caption is not valid UTF-8"
     return None
+
+
+def _closest(column: str, row: dict) -> str:
+    match = difflib.get_close_matches(column, [str(k) for k in row], n=1, cutoff=0.5)
+    return f"; the closest is {match[0]!r}: set data.{'video' if column == 'video' else 'caption'}_column" if match else ""
 
 
 def _with_sidecar_caption(row: dict, video: Path, caption_column: str) -> dict:
@@ -165,20 +206,25 @@ def read_metadata(path: str | Path, video_column: str = "video", caption_column:
     base = Path(root) if root is not None else path.parent
     out, seen = Metadata(), {}
     for index, (where, row) in enumerate(_rows(path)):
-        written = _media_cell(row, columns)
-        if written and not str(row.get(columns.caption) or "").strip():
-            row = _with_sidecar_caption(row, base / written, columns.caption)
-        problem = _problem(row, columns)
+        used = _with_aliases(columns, row)
+        written = _media_cell(row, used)
+        if written and not str(row.get(used.caption) or "").strip():
+            row = _with_sidecar_caption(row, base / written, used.caption)
+        try:
+            problem = _problem(row, used) or _duplicate(_resolve(written, base), seen)
+            audio, reference = _cell(row, used.audio), _cell(row, used.reference_video)
+        except _CellError as exc:
+            problem = str(exc)
         if problem is None:
             video = _resolve(written, base)
-            if video in seen:
-                problem = f"duplicate of {seen[video]} (the same video)"
-            else:
-                seen[video] = where
-                out.records.append(ClipRecord(index, video, str(row[columns.caption]).strip(), written,
-                                              _resolve(_cell(row, columns.audio), base),
-                                              _resolve(_cell(row, columns.reference_video), base)))
-                continue
+            seen[video] = where
+            out.records.append(ClipRecord(index, video, str(row[used.caption]).strip(), written,
+                                          _resolve(audio, base), _resolve(reference, base)))
+            continue
         out.rejects.append({"index": index, "path": written.encode("utf-8", "replace").decode(),
                             "reason": f"{path.name} {where}: {problem}"})
     return out
+
+
+def _duplicate(video: Path | None, seen: dict) -> str | None:
+    return f"duplicate of {seen[video]} (the same video)" if video in seen else None

@@ -69,19 +69,30 @@ def settings_from_config(cfg) -> cache.CacheSettings:
     )
 
 
-def producer(cfg, text_encoder: bool = True) -> dict[str, str]:
+# the parts whose weights make the cache's tensors: the VAEs' encoders (their decoders never touch it), the connectors
+ENCODING_PARTS = {"video_vae_encoder": ("video_vae", "encoder"), "audio_vae_encoder": ("audio_vae", "encoder"),
+                  "connectors": ("connectors", None)}
+
+
+def producer(cfg, text_encoder: bool = True, present_only: bool = False) -> dict[str, str]:
     """What the cache's tensors come from: the code version, the model variant and its version, and the fingerprint
-    of each frozen component (``models.loading.tensor_fingerprint``: names, shapes and first bytes of its tensors)."""
+    of each part that makes them (``models.loading.tensor_fingerprint``: names, shapes and first bytes of its
+    tensors). ``present_only``: leave out a part whose files are not there (training needs no VAE encoder)."""
     from importlib.metadata import version
 
     from ltx2train.models.loading import component_fingerprint, tensor_fingerprint
-
-    components = ["video_vae", *(["audio_vae"] if cfg.data.with_audio else []), "connectors"]
     from ltx2train.models.specs import load_variant
 
     out = {"ltx2train": version("ltx2train"), "variant": cfg.model.variant,
            "version": f"LTX-{load_variant(cfg.model.variant).family}"}
-    out.update({c: component_fingerprint(cfg.model.checkpoint, c) for c in components})
+    for key, (component, part) in ENCODING_PARTS.items():
+        if component == "audio_vae" and not cfg.data.with_audio:
+            continue
+        try:
+            out[key] = component_fingerprint(cfg.model.checkpoint, component, part=part)
+        except FileNotFoundError:
+            if not present_only:
+                raise
     if text_encoder:
         out["text_encoder"] = tensor_fingerprint(sorted(Path(cfg.model.text_encoder).glob("*.safetensors")))
     return out
@@ -123,11 +134,13 @@ def load_media_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
     from ltx2train.models.specs import torch_dtype
 
     dtype = torch_dtype(cfg.model.dtype)
-    video_vae = load_component(cfg.model.variant, "video_vae", cfg.model.checkpoint, dtype=dtype, device=device)
+    video_vae = load_component(cfg.model.variant, "video_vae", cfg.model.checkpoint, dtype=dtype, device=device,
+                               part="encoder")
     audio_vae = None
     if cfg.data.with_audio:
         # The audio VAE is small; its mel front end is precision-sensitive, so it runs in float32.
-        audio_vae = load_component(cfg.model.variant, "audio_vae", cfg.model.checkpoint, dtype=torch.float32, device=device)
+        audio_vae = load_component(cfg.model.variant, "audio_vae", cfg.model.checkpoint, dtype=torch.float32,
+                                   device=device, part="encoder")
     if cfg.memory.tiled_vae:
         from ltx2train.memory.tiling import enable_vae_tiling
 
@@ -379,7 +392,7 @@ def prepare(
     # every file prepare reads (the cache's producer fingerprints them first), listed before one loads
     require_model_files(cfg.model.checkpoint, ["connectors", "video_vae"] + (["audio_vae"] if cfg.data.with_audio
                                                                               else []), text_encoder=cfg.model.text_encoder,
-                        variant=load_variant(cfg.model.variant))
+                        variant=load_variant(cfg.model.variant), parts={"video_vae": "encoder", "audio_vae": "encoder"})
     made_by = producer(cfg)
     cache.check_settings(cache_dir, settings)
     cache.check_producer(cache_dir, made_by)

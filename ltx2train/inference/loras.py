@@ -64,6 +64,7 @@ class LoraStack:
         self._strengths: dict[str, float] = {}
         self._targets: dict[str, tuple[str, ...]] = {}  # adapter -> the components it is on
         self._requires_grad: dict[str, dict[str, bool]] = {}  # component -> base requires_grad before any load
+        self._files: dict[str, Path] = {}  # adapter -> the file it was loaded from
 
     @property
     def names(self) -> list[str]:
@@ -98,6 +99,8 @@ class LoraStack:
             self._activate()  # the others as they were: PEFT activated the new adapter alone
             raise ValueError(f"LoRA {name!r} ({source}) could not be attached: {exc}") from exc
         self._targets[name], self._strengths[name] = targets, float(strength)
+        if isinstance(lora, (str, Path)):
+            self._files[name] = Path(lora).resolve()
         self._activate()
         return name
 
@@ -109,6 +112,7 @@ class LoraStack:
         """Delete adapter ``name``; a module left with no adapter gets its original layers back."""
         self._known(name)
         del self._strengths[name]
+        self._files.pop(name, None)
         self._remove(name)
         self._activate()
 
@@ -137,16 +141,29 @@ class LoraStack:
         return name
 
     def _new_name(self, lora: LoraSource, name: str | None, source: str) -> str:
-        if name is None and isinstance(lora, (str, Path)):
-            name = re.sub(r"[^A-Za-z0-9_-]", "_", Path(lora).stem)
+        loaded = [n for n, path in self._files.items() if isinstance(lora, (str, Path)) and path == Path(lora).resolve()]
+        if loaded and name is None:  # the same file twice would double its effect
+            raise ValueError(f"LoRA {source} is already loaded as {loaded[0]!r}: set_strength({loaded[0]!r}, s) "
+                             f"changes its strength; to stack it twice on purpose, pass adapter_name=")
         if name is None:
-            name = next(f"lora{k}" for k in range(1, len(self._strengths) + 2) if f"lora{k}" not in self._strengths)
+            return self._free_name(lora)
         if not _NAME.match(name):
             raise ValueError(f"LoRA {source}: adapter name {name!r} may hold only letters, digits, '_' and '-'")
         if name in self._strengths:
-            raise ValueError(f"LoRA {source}: a LoRA named {name!r} is already loaded; pass another name= "
+            raise ValueError(f"LoRA {source}: a LoRA named {name!r} is already loaded; pass another adapter_name= "
                              f"or unload({name!r}) first")
         return name
+
+    def _free_name(self, lora: LoraSource) -> str:
+        """A file's stem, else with as many of its folders before it as make it unique (two checkpoints'
+        ``lora.safetensors``: ``lora``, then ``step_000500_lora``), else ``lora<k>``."""
+        candidates = []
+        if isinstance(lora, (str, Path)):
+            path = Path(lora).absolute()
+            parts = [path.stem, *(p.name for p in path.parents if p.name)]
+            candidates = [re.sub(r"[^A-Za-z0-9_-]", "_", "_".join(reversed(parts[:k]))) for k in range(1, len(parts) + 1)]
+        candidates += [f"lora{k}" for k in range(1, len(self._strengths) + 2)]
+        return next(c for c in candidates if c not in self._strengths)
 
     def _check_fits(self, lora: LoraFile, label: str) -> tuple[str, ...]:
         """The components ``lora`` touches, after checking that every module exists here with its shapes."""

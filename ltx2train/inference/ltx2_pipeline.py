@@ -89,7 +89,7 @@ class LTX2AudioVideoPipeline:
 
         DiffSynth's form works too: ``model_configs`` / ``tokenizer_config`` / ``stage2_lora_config`` as
         :class:`~ltx2train.inference.model_configs.ModelConfig` lists (files on disk; ``vram_limit`` is ignored)."""
-        from ltx2train.models.loading import load_component
+        from ltx2train.models.loading import load_component, present_half
 
         if model_configs is not None:
             from ltx2train.inference.model_configs import resolve
@@ -113,12 +113,15 @@ class LTX2AudioVideoPipeline:
             raise ValueError(f"video_decoder={video_decoder!r}: {spec.name} ({spec.version}) decodes with "
                              f"{' or '.join(map(repr, decoders))}" + ("" if len(decoders) > 1 else
                                                                       " (LTX-2.5 has a diffusion decoder)"))
+        # the decoders; an encoder only if its file is there (DiffSynth's lists often have none): encoding an image or
+        # a reference without it says which file it needs
+        parts = {vae: "decoder" for vae in ("video_vae", "audio_vae") if present_half(checkpoint, vae) is not None}
         check_version(checkpoint, spec, ["transformer", "connectors", "video_vae", "audio_vae", "vocoder"],
-                      distilled=distilled, text_encoder=text_encoder)
+                      distilled=distilled, text_encoder=text_encoder, parts=parts)
         host = torch.device("cpu") if low_vram else device
 
         def load(name, dtype=torch_dtype, path=checkpoint, on=device):
-            return load_component(spec, name, path, dtype=dtype, device=on, distilled=distilled)
+            return load_component(spec, name, path, dtype=dtype, device=on, distilled=distilled, part=parts.get(name))
 
         if stage2_lora is not None and not Path(stage2_lora).is_file():
             raise FileNotFoundError(f"stage2_lora: {stage2_lora} is not a file")
@@ -144,10 +147,28 @@ class LTX2AudioVideoPipeline:
         """The rate of the returned audio (the vocoder's output rate)."""
         return int(self.vocoder.config.output_sampling_rate)
 
-    def load_lora(self, path, scale: float = 1.0, adapter_name: str | None = None) -> str:
+    @property
+    def dit(self) -> torch.nn.Module:
+        """The transformer, under DiffSynth's name (``pipe.load_lora(pipe.dit, ...)``)."""
+        return self.transformer
+
+    def load_lora(self, lora, scale=None, adapter_name: str | None = None, *, alpha: float | None = None,
+                  state_dict=None, **_diffsynth) -> str:
         """Attach a LoRA (any dialect: a trained one, an IC-LoRA, a camera-control LoRA) at ``scale`` for every
-        stage, beside those already loaded; returns its name (:class:`~ltx2train.inference.loras.LoraStack`)."""
-        return self._placed(self.loras.load(path, scale, adapter_name))
+        stage, beside those already loaded; returns its name (:class:`~ltx2train.inference.loras.LoraStack`).
+
+        DiffSynth's form works too: ``load_lora(pipe.dit, path | ModelConfig, alpha=1.0)`` (``state_dict=`` instead
+        of a file; ``hotload`` and its other switches change nothing here: LoRAs are always separate adapters)."""
+        if isinstance(lora, torch.nn.Module):  # DiffSynth: (module, lora config, alpha)
+            if lora is not self.transformer:
+                raise ValueError("load_lora: LTX-2 LoRAs go on pipe.dit (the transformer); its text-connector "
+                                 "modules, if any, are applied with it")
+            lora, scale = (scale if state_dict is None else state_dict), (1.0 if alpha is None else alpha)
+        elif alpha is not None:
+            scale = alpha
+        if isinstance(lora, ModelConfig):
+            lora = lora.files()[0]
+        return self._placed(self.loras.load(lora, 1.0 if scale is None else float(scale), adapter_name))
 
     def _placed(self, name: str) -> str:
         """Adapters on the device: PEFT makes them beside their base layer, which block swap keeps on the host."""
@@ -167,10 +188,12 @@ class LTX2AudioVideoPipeline:
                  width=768, num_frames=121, frame_rate=24, num_inference_steps=40, tiled=True, tile_size_in_pixels=512,
                  tile_overlap_in_pixels=128, tile_size_in_frames=128, tile_overlap_in_frames=24,
                  use_two_stage_pipeline=False, use_distilled_pipeline=False, in_context_videos=None,
-                 in_context_downsample_factor=2, progress_bar_cmd=tqdm):
+                 in_context_downsample_factor=2, clear_lora_before_state_two=False, progress_bar_cmd=tqdm):
         """One clip: ``(video, audio)``, see the module docstring. The distilled pipeline uses its fixed 8-step
         schedule (``num_inference_steps`` and ``denoising_strength`` do not apply) and no guidance.
-        ``num_frames="auto"``: the prompt's own length, from LTX-2.5's duration head."""
+        ``num_frames="auto"``: the prompt's own length, from LTX-2.5's duration head.
+        ``clear_lora_before_state_two``: unload every LoRA (an IC-LoRA, say) before stage 2, as DiffSynth does, so
+        stage 2 runs with its own LoRA only; they stay unloaded afterwards."""
         if num_frames == "auto":
             num_frames = self._auto_frames(prompt, frame_rate)
         tiles = (tile_size_in_pixels, tile_overlap_in_pixels, tile_size_in_frames, tile_overlap_in_frames)
@@ -193,6 +216,8 @@ class LTX2AudioVideoPipeline:
             self._encode(prompt, negative_prompt if cfg > 1 else None), cfg, sigmas, height=mode.stage1_height,
             width=mode.stage1_width, conditions=images, references=references, **run)
         if mode.two_stage:
+            if clear_lora_before_state_two:
+                self.clear_lora()
             video_latents, audio_latents = self.refine(prompt, video_latents, audio_latents, height=height,
                                                        width=width, conditions=images,
                                                        with_lora=not use_distilled_pipeline, **run)

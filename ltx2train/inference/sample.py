@@ -29,21 +29,22 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     from ltx2train.models.loading import load_component, require_model_files
     from ltx2train.models.specs import load_variant, torch_dtype
     from ltx2train.models.text_encoder import load_text_encoder
-    from ltx2train.inference.sampler import build_sampler, decoder_components, encode_prompts, read_conditions
+    from ltx2train.inference.sampler import (build_sampler, decoder_components, encode_prompts, read_conditions,
+                                             sampling_parts)
 
     spec = load_variant(cfg.model.variant)
     validation = _validation(cfg.validation, prompts, seed, image, reference_video, audio, video, num_frames)
     auto = _check_auto_frames(num_frames, spec, validation)
     require_model_files(cfg.model.checkpoint, ["connectors", *decoder_components(validation)]
-                        + (["duration_head"] if auto else [])
-                        + ([] if transformer else ["transformer"]), distilled=cfg.model.distilled,
-                        text_encoder=cfg.model.text_encoder, variant=spec)
+                        + (["duration_head"] if auto else []) + ([] if transformer else ["transformer"]),
+                        distilled=cfg.model.distilled, text_encoder=cfg.model.text_encoder, variant=spec,
+                        parts=sampling_parts(validation))
     dtype = torch_dtype(cfg.model.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     prompts = validation.prompts
     conditions = read_conditions(validation, cfg.data.reference_downscale)
-    load = lambda name, d=dtype: load_component(spec, name, cfg.model.checkpoint, dtype=d, device=device,  # noqa: E731
-                                                distilled=cfg.model.distilled)
+    load = lambda name, d=None, part=None: load_component(  # noqa: E731
+        spec, name, cfg.model.checkpoint, dtype=d or dtype, device=device, part=part, distilled=cfg.model.distilled)
     connectors = load("connectors")
     transformer = load("transformer") if transformer is None else load_component(
         spec, "transformer", Path(transformer), dtype=dtype, device=device)

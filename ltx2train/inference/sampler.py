@@ -124,10 +124,24 @@ def decoder_components(cfg) -> list[str]:
                                                      else [])
 
 
+def sampling_parts(cfg) -> dict[str, str]:
+    """The VAE halves sampling ``cfg`` (ValidationConfig) needs: the decoders only, unless a condition is encoded
+    (an image or a reference / given video: the video encoder; given audio: the audio encoder)."""
+    parts = {}
+    if not (cfg.images or cfg.reference_videos or cfg.videos):
+        parts["video_vae"] = "decoder"
+    if not cfg.audios:
+        parts["audio_vae"] = "decoder"
+    return parts
+
+
 def build_sampler(cfg, prompts: EncodedPrompts, load, *, samples_dir, conditions,
                   num_frames: list[int] | None = None) -> "PromptSampler":
-    """A :class:`PromptSampler` with its decoders from ``load(component[, dtype])`` (the vocoder in float32)."""
-    return PromptSampler(cfg, prompts, video_vae=load("video_vae"), audio_vae=load("audio_vae"),
+    """A :class:`PromptSampler` with its decoders from ``load(component, dtype=None, part=None)`` (the vocoder in
+    float32; of a VAE the half :func:`sampling_parts` names)."""
+    parts = sampling_parts(cfg)
+    return PromptSampler(cfg, prompts, video_vae=load("video_vae", part=parts.get("video_vae")),
+                         audio_vae=load("audio_vae", part=parts.get("audio_vae")),
                          vocoder=load("vocoder", torch.float32), samples_dir=samples_dir, conditions=conditions,
                          video_decoder=load("video_diffusion_decoder") if cfg.video_decoder == "diffusion" else None,
                          num_frames=num_frames)

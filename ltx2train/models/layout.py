@@ -173,5 +173,14 @@ def release_files_for(path, component: str, distilled: bool = False) -> list[tup
 SINGLE_FILE_COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder")
 
 
-def split_files_for(component: str) -> tuple[SplitFile, ...]:
-    return tuple(f for f in SPLIT_FILES if f.component == component)
+VAE_PARTS = ("encoder", "decoder")  # a VAE may be loaded as one half: what a command needs of it
+
+
+def split_files_for(component: str, part: str | None = None) -> tuple[SplitFile, ...]:
+    """The repackaged files of ``component`` (of its ``part`` only, for a VAE half)."""
+    return tuple(f for f in SPLIT_FILES if f.component == component and (part is None or f.part in (None, part)))
+
+
+def in_part(component: str, original_key: str, part: str | None) -> bool:
+    """Is the key one of ``part``'s (a VAE half: its own tensors and the shared statistics)? Always, for no part."""
+    return part is None or any(f.holds(original_key) for f in split_files_for(component, part))

@@ -18,12 +18,13 @@ the file — never silently random weights.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 
@@ -32,6 +33,8 @@ from ltx2train.models.layout import (
     DISTILLED_TRANSFORMER_FILE,
     RELEASE_FILES,
     UPSCALER_FILES,
+    VAE_PARTS,
+    in_part,
     is_release_dir,
     owner_of,
     release_files_for,
@@ -54,6 +57,7 @@ class _Source:
     files: tuple[Path, ...]
     config: dict | None = None  # diffusers config.json for kind == "diffusers"
     prefixes: tuple[str, ...] = ()  # per file: what its keys lack of the original names ("release" files)
+    part: str | None = None  # a VAE half ("encoder" / "decoder"): only its tensors are read
 
     def prefix(self, path: Path) -> str:
         return self.prefixes[self.files.index(path)] if self.prefixes else ""
@@ -66,7 +70,13 @@ def diffusers_dir(path: Path, component: str) -> Path | None:
     return None
 
 
-def _resolve_source(path: Path, component: str, distilled: bool) -> _Source:
+def _resolve_source(path: Path, component: str, distilled: bool, part: str | None = None) -> _Source:
+    """Where ``component`` (its ``part`` only, for a VAE half) is read from under ``path``."""
+    source = _find_source(path, component, distilled, part)
+    return source if source.kind == "diffusers" else dataclasses.replace(source, part=part)
+
+
+def _find_source(path: Path, component: str, distilled: bool, part: str | None) -> _Source:
     if not path.exists():
         raise FileNotFoundError(f"{component}: checkpoint path {path} does not exist")
     if path.is_file():
@@ -89,7 +99,7 @@ def _resolve_source(path: Path, component: str, distilled: bool) -> _Source:
         if not found:
             raise FileNotFoundError(f"spatial_upsampler: none of {list(UPSCALER_FILES)} in {path}")
         return _Source("upscaler", (found[0],))
-    names = [f.filename for f in split_files_for(component)]
+    names = [f.filename for f in split_files_for(component, part)]
     if component == "transformer" and distilled:
         names = [DISTILLED_TRANSFORMER_FILE]
     missing = [n for n in names if not (path / n).is_file()]
@@ -101,12 +111,23 @@ def _resolve_source(path: Path, component: str, distilled: bool) -> _Source:
     return _Source("split", tuple(path / n for n in names))
 
 
+def present_half(checkpoint: str | Path, component: str) -> str | None:
+    """The one VAE half a repackaged directory holds of ``component`` (``encoder`` / ``decoder``), or None when it
+    holds both or neither, or the checkpoint is another layout (where both halves are in one file)."""
+    path = Path(checkpoint)
+    if not path.is_dir() or diffusers_dir(path, component) is not None or is_release_dir(path):
+        return None
+    held = [p for p in VAE_PARTS if all((path / f.filename).is_file()
+                                        for f in split_files_for(component, p) if f.part == p)]
+    return held[0] if len(held) == 1 else None
+
+
 def missing_model_files(checkpoint: str | Path, components: list[str], *, distilled: bool = False,
-                        text_encoder: str | Path | None = None) -> list[str]:
+                        text_encoder: str | Path | None = None, parts: Mapping[str, str] | None = None) -> list[str]:
     """Each file a command needs that is not where it is expected, as ``component: path``: the repackaged files
-    of ``components`` in the ``checkpoint`` directory (a single file or a diffusers directory is checked by the
-    loader), and Gemma's config, tokenizer and weights in ``text_encoder``."""
-    path, missing = Path(checkpoint), []
+    of ``components`` in the ``checkpoint`` directory (``parts``: of only one half of a VAE; a single file or a
+    diffusers directory is checked by the loader), and Gemma's config, tokenizer and weights in ``text_encoder``."""
+    path, missing, parts = Path(checkpoint), [], dict(parts or {})
     if not path.exists():
         missing.append(f"model.checkpoint: {path} (a repackaged directory or the official .safetensors file)")
     elif path.is_dir():
@@ -118,7 +139,7 @@ def missing_model_files(checkpoint: str | Path, components: list[str], *, distil
                     missing.append(f"{component}: {path}/" + " or ".join(
                         e.pattern for e in RELEASE_FILES if component in e.components))
                 continue
-            names = [f.filename for f in split_files_for(component)]
+            names = [f.filename for f in split_files_for(component, parts.get(component))]
             if component == "transformer" and distilled:
                 names = [DISTILLED_TRANSFORMER_FILE]
             missing += [f"{component}: {path / n}" for n in names if not (path / n).is_file()]
@@ -132,10 +153,12 @@ def missing_model_files(checkpoint: str | Path, components: list[str], *, distil
 
 
 def require_model_files(checkpoint: str | Path, components: list[str], *, distilled: bool = False,
-                        text_encoder: str | Path | None = None, variant: VariantSpec | None = None) -> None:
+                        text_encoder: str | Path | None = None, variant: VariantSpec | None = None,
+                        parts: Mapping[str, str] | None = None) -> None:
     """``missing_model_files``, raised as one error that lists them all; with ``variant``, the files must also be
-    that variant's version and size (:func:`ltx2train.models.version.check_version`), checked from their headers."""
-    missing = missing_model_files(checkpoint, components, distilled=distilled, text_encoder=text_encoder)
+    that variant's version and size (:func:`ltx2train.models.version.check_version`), checked from their headers.
+    ``parts``: component -> the VAE half the command needs (the other half's file may be absent)."""
+    missing = missing_model_files(checkpoint, components, distilled=distilled, text_encoder=text_encoder, parts=parts)
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} model file(s) missing:\n" + "\n".join(f"  - {m}" for m in missing) +
@@ -145,7 +168,7 @@ def require_model_files(checkpoint: str | Path, components: list[str], *, distil
     if variant is not None:
         from ltx2train.models.version import check_version  # reads headers through this module
 
-        check_version(checkpoint, variant, components, distilled=distilled, text_encoder=text_encoder)
+        check_version(checkpoint, variant, components, distilled=distilled, text_encoder=text_encoder, parts=parts)
 
 
 _SAFETENSORS_DTYPES = {
@@ -223,18 +246,21 @@ def tensor_fingerprint(files, keep=lambda key: True, prefixes: tuple[str, ...] =
     return digest.hexdigest()[:16]
 
 
-def component_fingerprint(checkpoint: str | Path, component: str, distilled: bool = False) -> str:
-    """:func:`tensor_fingerprint` of one component of a checkpoint (its own tensors in an official single file)."""
-    source = _resolve_source(Path(checkpoint), component, distilled)
+def component_fingerprint(checkpoint: str | Path, component: str, distilled: bool = False,
+                          part: str | None = None) -> str:
+    """:func:`tensor_fingerprint` of one component of a checkpoint (its own tensors in an official single file;
+    ``part``: of one half of a VAE)."""
+    source = _resolve_source(Path(checkpoint), component, distilled, part)
     return tensor_fingerprint(source.files, keep=lambda key: _is_ours(key, component, source), prefixes=source.prefixes)
 
 
-def checkpoint_shapes(checkpoint: str | Path, component: str,
-                      distilled: bool = False) -> dict[str, tuple[int, ...]] | None:
-    """The original keys and shapes ``checkpoint`` holds for ``component`` (headers only, any layout but diffusers'),
-    or None for a diffusers directory (its ``config.json`` builds the module) or a component that is not there."""
+def checkpoint_shapes(checkpoint: str | Path, component: str, distilled: bool = False,
+                      part: str | None = None) -> dict[str, tuple[int, ...]] | None:
+    """The original keys and shapes ``checkpoint`` holds for ``component`` (its ``part``: a VAE half; headers only,
+    any layout but diffusers'), or None for a diffusers directory (its ``config.json`` builds the module) or a
+    component that is not there."""
     try:
-        source = _resolve_source(Path(checkpoint), component, distilled)
+        source = _resolve_source(Path(checkpoint), component, distilled, part)
     except (FileNotFoundError, CheckpointError):
         return None
     if source.kind == "diffusers":
@@ -255,10 +281,12 @@ def _expected_shapes(module: torch.nn.Module, key_map: ComponentKeyMap | None) -
 
 
 def _is_ours(key: str, component: str, source: _Source) -> bool:
-    """Does a key found in the file belong to this component (so it must be known to the key map)?"""
+    """Does a key found in the file belong to this component (its half, if one is asked: so it must be known to
+    the key map)?"""
     if source.kind in ("single", "release"):
-        return owner_of(key) == component or (source.kind == "release" and component == "spatial_upsampler")
-    return True  # split, upscaler and diffusers files hold one component only
+        ours = owner_of(key) == component or (source.kind == "release" and component == "spatial_upsampler")
+        return ours and in_part(component, key, source.part)
+    return source.kind == "diffusers" or in_part(component, key, source.part)  # a split file: one component
 
 
 def _read_tensors(
@@ -313,20 +341,25 @@ def build_component(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     distilled: bool = False,
+    part: str | None = None,
 ) -> torch.nn.Module:
-    """Build one component from a checkpoint path (see the module docstring for accepted layouts)."""
+    """Build one component from a checkpoint path (see the module docstring for accepted layouts); ``part``: only
+    that half of a VAE (``encoder`` / ``decoder``), the other one a :class:`MissingHalf`."""
     device = torch.device(device)
-    source = _resolve_source(Path(path), spec.name, distilled)
+    source = _resolve_source(Path(path), spec.name, distilled, part)
     if source.kind == "diffusers":
         spec = ComponentSpec(spec.name, spec.class_name, {k: v for k, v in source.config.items() if not k.startswith("_")})
     module = spec.build(meta=True)
     key_map = None if source.kind == "diffusers" else build_key_map(spec.name, module, family)
-    expected = _expected_shapes(module, key_map)
+    expected = {k: s for k, s in _expected_shapes(module, key_map).items() if in_part(spec.name, k, source.part)}
     tensors = _read_tensors(spec.name, source, expected, dtype, device)
     if key_map is not None:
-        tensors, passthrough = key_map.convert_to_diffusers(tensors, source=", ".join(map(str, source.files)))
+        tensors, passthrough = key_map.convert_to_diffusers(tensors, source=", ".join(map(str, source.files)),
+                                                            strict=source.part is None)
     else:
         passthrough = {}
+    if source.part is not None:
+        _drop_other_half(module, spec.name, source)
     module.load_state_dict(tensors, strict=True, assign=True)
     module.to(device)  # buffers computed at construction (not in the checkpoint)
     setattr(module, PASSTHROUGH_ATTR, passthrough)
@@ -341,16 +374,38 @@ def load_component(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     distilled: bool = False,
+    part: str | None = None,
 ) -> torch.nn.Module:
     """Load ``component`` of ``variant`` (a shipped name or a VariantSpec) from ``path``.
 
-    ``distilled=True`` loads ``transformer_distilled.safetensors`` from a repackaged directory.
+    ``distilled=True`` loads ``transformer_distilled.safetensors`` from a repackaged directory; ``part`` one half
+    of a VAE (``encoder`` / ``decoder``: what a command needs; the other half's file may be absent).
     The module is returned in eval mode with gradients off; training code enables what it trains.
     """
     spec_variant = load_variant(variant) if isinstance(variant, str) else variant
-    return build_component(
-        spec_variant.component(component), spec_variant.family, path, dtype=dtype, device=device, distilled=distilled
-    )
+    return build_component(spec_variant.component(component), spec_variant.family, path, dtype=dtype, device=device,
+                           distilled=distilled, part=part)
+
+
+class MissingHalf(torch.nn.Module):
+    """Stands in for the VAE half that was not loaded: calling it says what it needs, and where."""
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+
+    def forward(self, *args, **kwargs):
+        raise CheckpointError(self.message)
+
+
+def _drop_other_half(module: torch.nn.Module, component: str, source: _Source) -> None:
+    other = next(p for p in VAE_PARTS if p != source.part)
+    wanted = [f.filename for f in split_files_for(component, other) if f.part == other]
+    where = source.files[0].parent if source.kind == "split" else source.files[0]
+    setattr(module, other, MissingHalf(
+        f"{component}: loaded without its {other} (only its {source.part} was needed, or only it is in {where}); "
+        f"{'encoding an image, a reference or a clip' if other == 'encoder' else 'decoding'} needs it: put "
+        f"{' / '.join(wanted)} there (DiffSynth: add its ModelConfig)"))
 
 
 def load_components(

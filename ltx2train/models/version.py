@@ -14,8 +14,9 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
+from ltx2train.models.layout import in_part
 from ltx2train.models.loading import CheckpointError, checkpoint_shapes
 from ltx2train.models.specs import VariantSpec, list_variants, load_variant
 
@@ -82,16 +83,17 @@ def detect_checkpoint(checkpoint: str | Path, distilled: bool = False) -> Detect
 
 
 def check_version(checkpoint: str | Path, spec: VariantSpec, components: Iterable[str], distilled: bool = False,
-                  text_encoder: str | Path | None = None) -> None:
-    """Every listed component of ``checkpoint`` has exactly the keys and shapes of ``spec``'s, and the text encoder
-    is the Gemma the variant reads, or one error says which version the file is, which the recipe asks for, and what
-    to set."""
+                  text_encoder: str | Path | None = None, parts: Mapping[str, str] | None = None) -> None:
+    """Every listed component of ``checkpoint`` (``parts``: one half of a VAE) has exactly the keys and shapes of
+    ``spec``'s, and the text encoder is the Gemma the variant reads, or one error says which version the file is,
+    which the recipe asks for, and what to set."""
+    parts = dict(parts or {})
     # the transformer first, whenever it is there: it alone tells LTX-2.3 from 2.5 (their other parts are alike)
     for component in dict.fromkeys(("transformer", *components)):
-        shapes = checkpoint_shapes(checkpoint, component, distilled)
+        shapes = checkpoint_shapes(checkpoint, component, distilled, parts.get(component))
         if shapes is None:
             continue
-        expected = _layout_of(spec, component)
+        expected = {k: s for k, s in _layout_of(spec, component).items() if in_part(component, k, parts.get(component))}
         if {k: tuple(s) for k, s in shapes.items()} == expected:
             continue
         raise VersionMismatchError(_mismatch_message(checkpoint, spec, detect(component, shapes), shapes, expected))

@@ -74,10 +74,10 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     seed_everything(cfg.train.seed)  # the same adapter initialisation on every rank (FSDP2 shards each rank's own)
     spec = load_variant(cfg.model.variant)
     samples = bool(cfg.validation.prompts)  # validation samples need the decoders, the vocoder and Gemma
-    from ltx2train.inference.sampler import decoder_components
+    from ltx2train.inference.sampler import decoder_components, sampling_parts
     require_model_files(cfg.model.checkpoint, ["transformer", "connectors"] + (
         decoder_components(cfg.validation) if samples else []), distilled=cfg.model.distilled,
-        text_encoder=cfg.model.text_encoder if samples else None, variant=spec)
+        text_encoder=cfg.model.text_encoder if samples else None, variant=spec, parts=sampling_parts(cfg.validation))
     output_dir = Path(cfg.train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if backend.is_main:
@@ -117,7 +117,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
 def build_dataset(cfg) -> CachedDataset:
     """Every dataset's cache, made at the recipe's settings with these VAEs and this text projection."""
     sources = dataset_sources(cfg.data)
-    made_by = producer(cfg, text_encoder=False)
+    made_by = producer(cfg, text_encoder=False, present_only=True)
     for source in sources:
         check_producer(source.cache_dir, made_by)
     return CachedDataset([s.cache_dir for s in sources], settings_from_config(cfg))
@@ -135,13 +135,13 @@ def check_fp8(cfg) -> None:
 
 
 def component_loader(cfg, spec, device, dtype: torch.dtype, stored: list[Fp8Report]) -> Callable:
-    """``load(name, dtype)``: a component on ``device``. One that ``memory.fp8_frozen`` lists is filled on the host,
+    """``load(name, dtype, part)``: a component (``part``: a VAE half) on ``device``. One that ``memory.fp8_frozen`` lists is filled on the host,
     stored in FP8 there (its report appended to ``stored``), then moved: the device never holds it in ``dtype``."""
-    def load(name: str, dtype: torch.dtype = dtype) -> torch.nn.Module:
+    def load(name: str, dtype: torch.dtype = dtype, part: str | None = None) -> torch.nn.Module:
         fp8 = name in cfg.memory.fp8_frozen
         host = name == "transformer" and cfg.memory.block_swap > 0  # the ddp backend places it (memory/offload.py)
         module = load_component(spec, name, cfg.model.checkpoint, dtype=dtype,
-                                device="cpu" if fp8 or host else device, distilled=cfg.model.distilled)
+                                device="cpu" if fp8 or host else device, distilled=cfg.model.distilled, part=part)
         if fp8:
             stored.append(store_fp8(module, name, compute_dtype=dtype))
         if fp8 and not host:

@@ -1,0 +1,1 @@
+"""Other trainers' and pipelines' interfaces on ltx2train (DiffSynth-Studio's)."""
