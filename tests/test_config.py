@@ -466,3 +466,18 @@ def test_dataset_list_type_name():
     fields = "metadata, cache_dir, root, repeats, weight"
     assert type_name(LEAVES["data.datasets"]) == f"list of DatasetSource mappings ({fields})"
     assert type_name(LEAVES["data.weight"]) == "float or null"
+
+
+def test_diffsynth_spellings_are_understood(tmp_path):
+    """``lora.alpha: null`` is alpha = rank (whatever rank an override sets), ``target_modules`` takes DiffSynth's
+    comma form, and DiffSynth's flag names point at our keys rather than at the nearest spelling."""
+    path = _recipe(tmp_path, MINIMAL)
+    cfg = load_config(path, ["lora.alpha=null", "lora.rank=64", "lora.target_modules=to_k,to_q, to_v,to_out.0"])
+    assert cfg.lora.alpha == 64.0 and cfg.lora.target_modules == ["to_k", "to_q", "to_v", "to_out.0"]
+    assert load_config(path).lora.alpha == 32.0
+    for flag, ours in (("train.dataset_repeat", "data.repeats"), ("data.frame_rate", "data.fps"),
+                       ("train.save_steps", "train.checkpoint_every"), ("learning_rate", "optimizer.lr"),
+                       ("train.use_gradient_checkpointing_offload", "memory.activation_offload")):
+        with pytest.raises(ConfigError, match=rf"unknown config key '{flag}' — did you mean '{ours}'\?"):
+            load_config(path, [f"{flag}=1"])
+

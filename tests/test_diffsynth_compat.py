@@ -172,3 +172,23 @@ def test_the_ic_lora_two_stage_script_clears_its_lora_before_stage_two(two_stage
     assert seen == [[]] and pipe.loras.names == []  # unloaded before stage 2, as DiffSynth does
     _written(write_video_audio_ltx2(video=video, audio=audio, output_path=str(tmp_path / "ic.mp4"), fps=24,
                                     audio_sample_rate=24000), size=(128, 128))
+
+
+def test_a_full_fine_tune_validates_with_its_transformer_beside_the_repackage(diffsynth_env, tmp_path):
+    """DiffSynth validates a full fine-tune with the repackaged files plus the trained ``transformer.safetensors``
+    from elsewhere: that file is the transformer (and ``from_pretrained(transformer=...)`` says so directly)."""
+    from ltx2train.models.loading import load_component
+    from ltx2train.models.writing import save_repackaged
+
+    _, checkpoint = diffsynth_env
+    tuned = load_component("tiny", "transformer", checkpoint)
+    with torch.no_grad():
+        tuned.proj_out.weight.mul_(1.5)
+    save_repackaged({"transformer": tuned}, tmp_path / "train" / "full", "2.0")
+    trained = ModelConfig(path=str(tmp_path / "train" / "full" / "transformer.safetensors"))
+    pipe = _pipe(model_configs=[*_configs(DECODERS), trained])
+    assert torch.equal(pipe.transformer.proj_out.weight, tuned.proj_out.weight)
+    direct = _pipe(model_configs=_configs(DECODERS), transformer=trained.path)
+    assert torch.equal(direct.transformer.proj_out.weight, tuned.proj_out.weight)
+    base = _pipe(model_configs=_configs(DECODERS))
+    assert not torch.equal(base.transformer.proj_out.weight, tuned.proj_out.weight)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from ltx2train.config import ConfigError
 from ltx2train.data.cache import CachedDataset
 from ltx2train.models.loading import load_component
 from ltx2train.models.text_encoder import ProjectedText, connect_text
@@ -166,3 +167,20 @@ def test_adamw8bit_keeps_large_moments_in_8_bits_and_trains_a_lora(tiny_workspac
         build_optimizer([weights[0]], cfg.optimizer)
     with pytest.raises(ConfigError, match="adamw8bit: tested with the ddp backend only"):
         load_config(tmp_path / "run" / "config.yaml", ["optimizer.name=adamw8bit", "distributed.backend=fsdp2"])
+
+
+def test_num_epochs_sets_max_steps_from_the_data(tiny_workspace, tmp_path):
+    """6 clips, batch 2, one process, accumulation 1: 3 optimizer steps an epoch; 2 epochs train 6 steps, and the
+    log says so."""
+    from conftest import tiny_config
+    from ltx2train.training.trainer import Trainer
+
+    lines = []
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["train.num_epochs=2", "data.batch_size=2",
+                                                         "train.max_steps=1000", "validation.prompts=[]",
+                                                         "validation.every=0", "validation.loss_sigmas=[]"])
+    result = Trainer(cfg, log=lines.append).train()
+    assert result.step == 6 == cfg.train.max_steps
+    assert any("train.num_epochs=2: 3 optimizer step(s) per epoch" in line for line in lines)
+    with pytest.raises(ConfigError, match="train.num_epochs: must be >= 1"):
+        tiny_config(tiny_workspace, tmp_path / "bad", ["train.num_epochs=0"])

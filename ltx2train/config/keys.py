@@ -70,6 +70,23 @@ def type_name(ann: Any) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
+# Names other trainers give our keys (DiffSynth-Studio's train.py flags first): a known alias beats edit distance
+KEY_ALIASES = {
+    "dataset_repeat": "data.repeats", "frame_rate": "data.fps", "save_steps": "train.checkpoint_every",
+    "use_gradient_checkpointing_offload": "memory.activation_offload", "learning_rate": "optimizer.lr",
+    "lora_rank": "lora.rank", "lora_target_modules": "lora.target_modules", "output_path": "train.output_dir",
+    "use_gradient_checkpointing": "train.gradient_checkpointing", "dataset_metadata_path": "data.metadata",
+    "dataset_base_path": "data.root", "lora_checkpoint": "lora.init_from", "num_epochs": "train.num_epochs",
+    "max_train_steps": "train.max_steps", "train_batch_size": "data.batch_size",
+    "gradient_accumulation": "train.gradient_accumulation_steps", "lr": "optimizer.lr",
+}
+
+
+def _alias(key: str) -> str | None:
+    target = KEY_ALIASES.get(key.rpartition(".")[2])
+    return target if target in LEAVES and target != key else None
+
+
 def unknown_key_message(key: str) -> str:
     list_key = key.partition("[")[0]
     item = entry_type(LEAVES.get(list_key)) if list_key != key else None
@@ -77,7 +94,7 @@ def unknown_key_message(key: str) -> str:
         example = ", ".join(f"{name}: ..." for name in field_names(item)[:2])
         return (f"unknown config key '{key}': the entries of '{list_key}' are not set one by one; give the whole "
                 f"list ({list_key}=[{{{example}}}, ...])")
-    match = difflib.get_close_matches(key, valid_keys(), n=1)
+    match = [_alias(key)] if _alias(key) else difflib.get_close_matches(key, valid_keys(), n=1)
     if match:
         return f"unknown config key '{key}' — did you mean '{match[0]}'?"
     parent = key.rpartition(".")[0]

@@ -131,11 +131,16 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+COMMA_LISTS = ("lora.target_modules",)  # list keys that also take one comma-separated string
+
+
 def _assign(cfg: Any, key: str, value: Any, errors: list[str]) -> None:
     """Set the leaf ``key`` of ``cfg``; a list of entries (``data.datasets``) is built entry by entry."""
     ann = LEAVES[key]
     if key == "train.resume" and value in (None, "null", "~"):
         value = "none"
+    if key in COMMA_LISTS and isinstance(value, str):  # DiffSynth's form: lora.target_modules=to_k,to_q,to_v
+        value = [part.strip() for part in value.split(",") if part.strip()]
     if entry_type(ann) is not None and isinstance(value, list):
         value = _entries(key, entry_type(ann), value, errors)
     _set(cfg, key, key, ann, value, errors)
@@ -314,6 +319,8 @@ def load_config(
     except OmegaConfBaseException as exc:  # pragma: no cover - types were checked above
         raise ConfigError(_one_line(exc)) from None
     assert isinstance(result, Config)
+    if result.lora.alpha is None:  # null: alpha = rank (scale 1), whatever rank the overrides set
+        result.lora.alpha = float(result.lora.rank)
 
     errors = validate(result)
     _raise(errors, source)

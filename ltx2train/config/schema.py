@@ -198,9 +198,12 @@ class LoRAConfig:
 
     Fields:
         rank: adapter rank r (typical 8-128).
-        alpha: scaling numerator; the update is scaled by ``alpha / rank``.
+        alpha: scaling numerator; the update is scaled by ``alpha / rank``. ``null``: alpha = rank (scale 1,
+            DiffSynth's and PEFT-by-default's rule), so ``lora.rank=64`` alone keeps the update's scale; the recipes
+            set 32 with rank 32, as Lightricks' trainer does, which is the same scale.
         dropout: dropout on the adapter input, in [0, 1).
-        target_modules: module-name suffixes that receive an adapter (e.g. ``to_q``, ``ff.net.0.proj``).
+        target_modules: module-name suffixes that receive an adapter (e.g. ``to_q``, ``ff.net.0.proj``); on the
+            command line also one comma-separated string (``lora.target_modules=to_k,to_q,to_v,to_out.0``).
         init_from: start from an existing LoRA file instead of zero (any dialect: official/ComfyUI with or
             without ``.alpha``, diffusers, DiffSynth, Lightricks' trainer): at step 0 the model acts as with that
             file in its own consumer. Its ranks must equal ``rank`` and its modules be among ``target_modules``.
@@ -213,7 +216,7 @@ class LoRAConfig:
     """
 
     rank: int = 32  # adapter rank
-    alpha: float = 32.0  # update scaled by alpha / rank
+    alpha: Optional[float] = 32.0  # update scaled by alpha / rank; null = rank
     dropout: float = 0.0  # adapter-input dropout in [0, 1)
     target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])  # suffixes
     init_from: Optional[str] = None  # LoRA file to start from (any dialect); null: start from zero
@@ -326,6 +329,8 @@ class TrainConfig:
         method: what is trained: ``lora`` (adapters on the frozen transformer, see ``lora``) | ``full`` (every
             transformer weight, kept in float32 with its optimizer state; the forward in ``mixed_precision``).
         max_steps: optimizer steps to train for.
+        num_epochs: train for this many passes over the data instead: ``max_steps`` becomes ``num_epochs`` x the
+            optimizer steps of one epoch (batches per process / ``gradient_accumulation_steps``), printed at start.
         seed: global random seed (>= 0).
         gradient_accumulation_steps: micro-batches per optimizer step.
         gradient_checkpointing: recompute transformer activations in backward (saves memory).
@@ -339,6 +344,7 @@ class TrainConfig:
     output_dir: str = MISSING  # run directory
     method: str = "lora"  # lora | full
     max_steps: int = 2000  # optimizer steps
+    num_epochs: Optional[int] = None  # when set: max_steps = num_epochs x optimizer steps per epoch
     seed: int = 42  # random seed
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     gradient_checkpointing: bool = True  # recompute activations in backward

@@ -238,6 +238,7 @@ def _strategy(c: _Checks, cfg: Config) -> None:
 def _train(c: _Checks, cfg: Config) -> None:
     t = cfg.train
     c.at_least("train.max_steps", t.max_steps, 1)
+    c.need(t.num_epochs is None or t.num_epochs >= 1, f"train.num_epochs: must be >= 1 (or null), got {t.num_epochs}")
     c.at_least("train.seed", t.seed, 0)
     c.at_least("train.gradient_accumulation_steps", t.gradient_accumulation_steps, 1)
     c.choice("train.mixed_precision", t.mixed_precision, MIXED_PRECISIONS)

@@ -94,6 +94,17 @@ def check_in_context(in_context_videos, factor, stage1_height, stage1_width) -> 
             _fail(f"in_context_videos[{v}]", f"frames of sizes {sorted(sizes)}", "all frames must have one size")
 
 
+def check_decode_tiles(height: int, width: int, tile_size_in_pixels: int, tile_overlap_in_pixels: int) -> None:
+    """The tiles can decode a clip of this size (diffusers' tiling can leave a last tile one latent wide)."""
+    from ltx2train.memory.tiling import decode_tile_problem, fitting_overlap
+
+    problem = decode_tile_problem(height, width, tile_size_in_pixels, tile_overlap_in_pixels)
+    if problem:
+        overlap = fitting_overlap(height, width, tile_size_in_pixels, tile_overlap_in_pixels)
+        fix = f"use tile_overlap_in_pixels={overlap}" if overlap is not None else "use another tile_size_in_pixels"
+        _fail("tile_size_in_pixels", tile_size_in_pixels, f"at {width}x{height}: {problem}; {fix}")
+
+
 def check_tiles(tile_size_in_pixels, tile_overlap_in_pixels, tile_size_in_frames, tile_overlap_in_frames) -> None:
     for size_name, size, overlap_name, overlap, unit in (
             ("tile_size_in_pixels", tile_size_in_pixels, "tile_overlap_in_pixels", tile_overlap_in_pixels, SPATIAL),
@@ -106,7 +117,8 @@ def check_tiles(tile_size_in_pixels, tile_overlap_in_pixels, tile_size_in_frames
 
 def check_call(pipe, *, prompt, cfg_scale, height, width, num_frames, frame_rate, num_inference_steps,
                denoising_strength, input_images, input_images_indexes, input_images_strength, in_context_videos,
-               in_context_downsample_factor, use_two_stage_pipeline, use_distilled_pipeline, tiles) -> Mode:
+               in_context_downsample_factor, use_two_stage_pipeline, use_distilled_pipeline, tiles,
+               tiled: bool = True) -> Mode:
     """All checks of one call; returns the resolved :class:`Mode`."""
     if not isinstance(prompt, str):
         _fail("prompt", type(prompt).__name__, "must be one string (one clip per call)")
@@ -121,6 +133,8 @@ def check_call(pipe, *, prompt, cfg_scale, height, width, num_frames, frame_rate
     factor = 2 if use_two_stage_pipeline else 1
     check_in_context(in_context_videos, in_context_downsample_factor, height // factor, width // factor)
     check_tiles(*tiles)
+    if tiled:
+        check_decode_tiles(height, width, *tiles[:2])
     if use_two_stage_pipeline and pipe.upsampler is None:
         _fail("use_two_stage_pipeline", True, "needs the x2 spatial upscaler: pass from_pretrained(..., upscaler=PATH) "
                                               "(none was found beside the checkpoint)")

@@ -77,11 +77,13 @@ class LTX2AudioVideoPipeline:
                         torch_dtype=torch.bfloat16, device=None, distilled=False,
                         stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH, max_sequence_length: int = 1024,
                         low_vram: bool = False, swap_blocks: int | None = None, model_configs=None,
-                        tokenizer_config=None, stage2_lora_config=None, vram_limit=None, video_decoder: str = "conv"):
+                        tokenizer_config=None, stage2_lora_config=None, vram_limit=None, video_decoder: str = "conv",
+                        transformer=None):
         """Every component from ``checkpoint`` (repackaged directory or official single file) through the project's
         strict loader; Gemma from the ``text_encoder`` directory. ``upscaler``: the x2 spatial upscaler file
         (default: the one beside the checkpoint, if any). ``stage2_lora``: the stage-2 distilled LoRA file.
         ``video_decoder``: ``conv`` (the video VAE's decoder) or ``diffusion`` (LTX-2.5's diffusion video decoder).
+        ``transformer``: another transformer than the checkpoint's (a full fine-tune's ``transformer.safetensors``).
 
         ``low_vram``: the transformer, the text connectors and Gemma stored in FP8 (computed in ``torch_dtype``),
         each filled on the host first, and ``swap_blocks`` transformer blocks (default: all) kept in host memory
@@ -96,6 +98,7 @@ class LTX2AudioVideoPipeline:
 
             found = resolve(model_configs, tokenizer_config)
             checkpoint, text_encoder, distilled = found["checkpoint"], found["text_encoder"], found["distilled"]
+            transformer = transformer or found["transformer"]
             upscaler = upscaler or found["upscaler"]
             if stage2_lora_config is not None:
                 stage2_lora = stage2_lora_config.files()[0]
@@ -118,6 +121,8 @@ class LTX2AudioVideoPipeline:
         parts = {vae: "decoder" for vae in ("video_vae", "audio_vae") if present_half(checkpoint, vae) is not None}
         check_version(checkpoint, spec, ["transformer", "connectors", "video_vae", "audio_vae", "vocoder"],
                       distilled=distilled, text_encoder=text_encoder, parts=parts)
+        if transformer is not None:
+            check_version(Path(transformer), spec, ["transformer"])
         host = torch.device("cpu") if low_vram else device
 
         def load(name, dtype=torch_dtype, path=checkpoint, on=device):
@@ -125,7 +130,8 @@ class LTX2AudioVideoPipeline:
 
         if stage2_lora is not None and not Path(stage2_lora).is_file():
             raise FileNotFoundError(f"stage2_lora: {stage2_lora} is not a file")
-        modules = dict(transformer=load("transformer", on=host), connectors=load("connectors", on=host),
+        modules = dict(transformer=load("transformer", on=host, path=Path(transformer or checkpoint)),
+                       connectors=load("connectors", on=host),
                        text_encoder=load_text_encoder(text_encoder, dtype=torch_dtype, device=host,
                                                       max_sequence_length=max_sequence_length))
         if low_vram:
@@ -203,7 +209,7 @@ class LTX2AudioVideoPipeline:
             input_images=input_images, input_images_indexes=input_images_indexes,
             input_images_strength=input_images_strength, in_context_videos=in_context_videos,
             in_context_downsample_factor=in_context_downsample_factor, use_two_stage_pipeline=use_two_stage_pipeline,
-            use_distilled_pipeline=use_distilled_pipeline, tiles=tiles)
+            use_distilled_pipeline=use_distilled_pipeline, tiles=tiles, tiled=tiled)
         self._set_tiling(tiled, *tiles)
         generator = None if seed is None else torch.Generator(rand_device).manual_seed(seed)
         cfg = 1.0 if use_distilled_pipeline else float(cfg_scale)

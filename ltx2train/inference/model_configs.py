@@ -60,19 +60,21 @@ class ModelConfig:
 
 
 _SPLIT = {f.filename for f in SPLIT_FILES} | {DISTILLED_TRANSFORMER_FILE}
+_TRANSFORMERS = {"transformer.safetensors", DISTILLED_TRANSFORMER_FILE}
 
 
 def resolve(model_configs: list[ModelConfig], tokenizer_config: ModelConfig | None = None) -> dict:
-    """{checkpoint, text_encoder, upscaler, distilled} for ``from_pretrained`` from DiffSynth-style configs."""
-    split_dirs, singles, upscalers, gemma, transformers = set(), [], [], set(), set()
+    """{checkpoint, text_encoder, upscaler, distilled, transformer} for ``from_pretrained`` from DiffSynth-style
+    configs. A transformer file alone in its directory, beside a repackaged directory, is a fine-tuned one
+    (``transformer``: DiffSynth's way of validating a full fine-tune)."""
+    split, singles, upscalers, gemma = {}, [], [], set()
     for config in model_configs:
         for path in config.files():
             name = path.name
             if path.is_dir() and (path / "config.json").is_file():
                 gemma.add(path)
             elif name in _SPLIT:
-                split_dirs.add(path.parent)
-                transformers.update({name} & {"transformer.safetensors", DISTILLED_TRANSFORMER_FILE})
+                split.setdefault(path.parent, set()).add(name)
             elif "spatial-upscaler" in name:
                 upscalers.append(path)
             elif name.startswith("model") and (path.parent / "config.json").is_file():
@@ -81,7 +83,12 @@ def resolve(model_configs: list[ModelConfig], tokenizer_config: ModelConfig | No
                 singles.append(path)  # an official single file (ltx-2-19b-dev.safetensors)
     if tokenizer_config is not None and not gemma:
         gemma.update(p if p.is_dir() else p.parent for p in tokenizer_config.files())
-    checkpoints = sorted(split_dirs) + singles
+    alone = [d for d, names in split.items() if names <= _TRANSFORMERS]
+    override = None
+    if len(split) + len(singles) > 1 and len(alone) == 1:
+        override = alone[0] / sorted(split.pop(alone[0]))[0]
+    transformers = {n for names in split.values() for n in names} & _TRANSFORMERS
+    checkpoints = sorted(split) + singles
     if len(checkpoints) != 1:
         raise ValueError(f"model_configs: found {len(checkpoints)} LTX-2 checkpoints ({[str(c) for c in checkpoints]}); "
                          "give the split files of one directory, or one official single file")
@@ -91,4 +98,4 @@ def resolve(model_configs: list[ModelConfig], tokenizer_config: ModelConfig | No
     checkpoint = checkpoints[0]
     distilled = transformers == {DISTILLED_TRANSFORMER_FILE}  # the distilled transformer file named, not the dev one
     return {"checkpoint": checkpoint, "text_encoder": gemma.pop(), "upscaler": upscalers[0] if upscalers else None,
-            "distilled": distilled}
+            "distilled": distilled, "transformer": override}

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ltx2train.inference.pipeline import GeneratedClip, build_pipeline, condition_kwargs, generate, write_clip
+from ltx2train.memory.tiling import fit_decode_tiles
 from ltx2train.utils.progress import progress
 
 
@@ -171,6 +172,7 @@ class PromptSampler:
                                              audio_vae=self.audio_vae, vocoder=self.vocoder, conditioned=conditioned)
                  for conditioned in {self._conditioned(i) for i in range(len(self.conditions))}}
         clips = []
+        fit_decode_tiles(self.video_vae, cfg.height, cfg.width)
         with preserved_training_state(transformer, connectors):
             for i in progress(range(len(self.prompts.prompts)), desc="sample", unit="clip"):
                 clips.append(generate(

@@ -22,3 +22,39 @@ def enable_vae_tiling(video_vae: torch.nn.Module, tile: int = TILE_PIXELS, overl
                             tile_sample_stride_num_frames=frames - frame_overlap)
     video_vae.use_framewise_encoding = video_vae.use_framewise_decoding = True
     return video_vae
+
+
+LATENT_PIXELS = 32  # one video latent's side in pixels
+
+
+def decode_tile_problem(height: int, width: int, tile: int = TILE_PIXELS, overlap: int = OVERLAP_PIXELS) -> str | None:
+    """Why diffusers' tiled decode of a ``height`` x ``width`` clip would fail with these tiles, or None. It tiles
+    every side once the clip exceeds a tile, at a stride of ``tile - overlap``; a side whose latents minus one are a
+    multiple of the stride (in latents) leaves a last tile one latent wide, which the VAE's padding cannot take."""
+    size, stride = tile // LATENT_PIXELS, (tile - overlap) // LATENT_PIXELS
+    sides = (height // LATENT_PIXELS, width // LATENT_PIXELS)
+    if stride < 1:
+        return f"tiles of {tile} px overlapping by {overlap} px advance by less than one latent ({LATENT_PIXELS} px)"
+    if all(side <= size for side in sides):
+        return None
+    bad = [side for side in sides if side > 1 and (side - 1) % stride == 0]
+    if not bad:
+        return None
+    return (f"tiles of {tile} px every {tile - overlap} px leave a last tile one latent ({LATENT_PIXELS} px) wide "
+            f"across {bad[0] * LATENT_PIXELS} px, which the VAE cannot decode")
+
+
+def fitting_overlap(height: int, width: int, tile: int = TILE_PIXELS, overlap: int = OVERLAP_PIXELS) -> int | None:
+    """The overlap nearest to ``overlap`` (multiples of a latent, below the tile) that decodes this size, or None."""
+    candidates = sorted(range(0, tile, LATENT_PIXELS), key=lambda o: (abs(o - overlap), o))
+    return next((o for o in candidates if decode_tile_problem(height, width, tile, o) is None), None)
+
+
+def fit_decode_tiles(video_vae: torch.nn.Module, height: int, width: int) -> None:
+    """Before decoding a ``height`` x ``width`` clip with ``memory.tiled_vae``'s tiles: the nearest overlap that
+    decodes it (the seed's 128 px unless that leaves a one-latent tile)."""
+    if not getattr(video_vae, "use_tiling", False) or decode_tile_problem(height, width) is None:
+        return
+    overlap = fitting_overlap(height, width)
+    if overlap is not None:
+        enable_vae_tiling(video_vae, TILE_PIXELS, overlap, TILE_FRAMES, OVERLAP_FRAMES)

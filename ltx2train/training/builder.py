@@ -30,6 +30,7 @@ from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, format_bytes, redraw_
 from ltx2train.models.loading import load_component, require_model_files
 from ltx2train.models.specs import load_variant, torch_dtype
 from ltx2train.training import checkpoint as ckpt
+from ltx2train.training.data import steps_per_epoch
 from ltx2train.training.backends import build_backend, state
 from ltx2train.training.methods import build_method
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer
@@ -84,6 +85,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
         save_config(cfg, output_dir / "config.yaml")
     dataset = build_dataset(cfg)
     check_strategy(cfg, dataset.settings)
+    epochs_to_steps(cfg, dataset, backend.world_size, log)
     candidates = resume_candidates(cfg)
     weight_dtype = torch_dtype(cfg.model.dtype)
     stored: list[Fp8Report] = []
@@ -112,6 +114,16 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
                       lr_scheduler, weight_dtype, 0, None, sampler, clips)
     resume(run, candidates, explicit=cfg.train.resume != "latest", log=log)
     return run
+
+
+def epochs_to_steps(cfg, dataset: CachedDataset, world_size: int, log: Callable[[str], None]) -> None:
+    """``train.num_epochs``: ``train.max_steps`` set to that many epochs of optimizer steps at this world size."""
+    if cfg.train.num_epochs is None:
+        return
+    per_epoch = steps_per_epoch(cfg, dataset, world_size)
+    cfg.train.max_steps = cfg.train.num_epochs * per_epoch
+    log(f"[ltx2train] train.num_epochs={cfg.train.num_epochs}: {per_epoch} optimizer step(s) per epoch on "
+        f"{world_size} process(es) -> train.max_steps={cfg.train.max_steps}")
 
 
 def build_dataset(cfg) -> CachedDataset:

@@ -9,6 +9,23 @@ from typing import Sequence
 import torch
 
 
+def batch_sampler(cfg, dataset, rank: int, world_size: int, start_batch: int = 0) -> "BucketBatchSampler":
+    """The recipe's batch plan over ``dataset`` (a :class:`~ltx2train.data.cache.CachedDataset`) for one process."""
+    from ltx2train.config import dataset_sources
+
+    sources = dataset_sources(cfg.data)
+    weights = [s.weight for s in sources] if sources[0].weight is not None else None
+    return BucketBatchSampler(dataset.buckets, cfg.data.batch_size, rank=rank, world_size=world_size,
+                              seed=cfg.train.seed, shuffle=cfg.data.shuffle, start_batch=start_batch,
+                              groups=dataset.groups, sources=dataset.sources, repeats=[s.repeats for s in sources],
+                              weights=weights)
+
+
+def steps_per_epoch(cfg, dataset, world_size: int) -> int:
+    """Optimizer steps in one epoch (the first: weighted datasets may make others differ by a batch)."""
+    return max(1, batch_sampler(cfg, dataset, 0, world_size).batches_per_epoch // cfg.train.gradient_accumulation_steps)
+
+
 class BucketBatchSampler(torch.utils.data.Sampler):
     """Endless index batches for one rank, each batch from one bucket (one latent shape).
 

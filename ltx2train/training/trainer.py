@@ -15,14 +15,13 @@ from typing import Callable
 
 import torch
 
-from ltx2train.config import dataset_sources
 from ltx2train.data.cache import collate, left_pad
 from ltx2train.memory.offload import offload_activations
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.backends.collectives import disagreeing
 from ltx2train.training.builder import build, describe
-from ltx2train.training.data import BucketBatchSampler
+from ltx2train.training.data import batch_sampler
 from ltx2train.training.objective import SigmaBucketLoss
 from ltx2train.training.signals import StopRequest
 from ltx2train.training.throughput import Throughput
@@ -104,12 +103,7 @@ class Trainer:
 
     def _build_loader(self, start_batch: int):
         cfg = self.cfg
-        dataset, sources = self.run.dataset, dataset_sources(cfg.data)
-        weights = [s.weight for s in sources] if sources[0].weight is not None else None
-        sampler = BucketBatchSampler(dataset.buckets, cfg.data.batch_size, rank=self.rank,
-                                     world_size=self.world_size, seed=cfg.train.seed, shuffle=cfg.data.shuffle,
-                                     start_batch=start_batch, groups=dataset.groups, sources=dataset.sources,
-                                     repeats=[s.repeats for s in sources], weights=weights)
+        sampler = batch_sampler(cfg, self.run.dataset, self.rank, self.world_size, start_batch)
         self.sampler = sampler  # the plan of batches (its state: start_batch, from the step)
         for bucket, clips in sampler.skipped().items():
             self.log(f"[ltx2train] warning: bucket {bucket} holds {clips} clip(s), fewer than a global batch "
