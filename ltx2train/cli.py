@@ -289,6 +289,22 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_from_diffsynth(args: argparse.Namespace) -> int:
+    from ltx2train.compat.diffsynth.training import write_recipe
+
+    tokens, output = [t for i, t in enumerate(args.source) if not (i == 0 and t == "--")], args.output
+    if "--output" in tokens:  # after the script: from-diffsynth SCRIPT.sh --output recipe.yaml
+        at = tokens.index("--output")
+        output, tokens = tokens[at + 1], tokens[:at] + tokens[at + 2:]
+    source = tokens[0] if len(tokens) == 1 and not tokens[0].startswith("--") else tokens
+    path, recipe = write_recipe(source, output)
+    print(f"from-diffsynth: {len(recipe.values)} field(s) -> {path}")
+    for flag, why in recipe.unconverted.items():
+        print(f"  --{flag}: no equivalent ({why})")
+    print(f"next: ltx2train prepare {path} && ltx2train train {path}")
+    return 0
+
+
 def _cmd_data_scan(args: argparse.Namespace) -> int:
     from ltx2train.data.scan import scan, write_metadata
 
@@ -431,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe(train)
     train.set_defaults(func=_cmd_train)
 
+    convert = sub.add_parser("from-diffsynth", help="a DiffSynth-Studio LTX-2 training script (or its train.py "
+                             "flags) -> the equivalent recipe")
+    convert.add_argument("source", nargs=argparse.REMAINDER, help="the script (one or both passes of a split one), "
+                         "or train.py's flags themselves after -- (from-diffsynth --output R.yaml -- --lora_rank 32 ...)")
+    convert.add_argument("--output", default="recipe.yaml", help="the recipe to write (default: recipe.yaml)")
+    convert.set_defaults(func=_cmd_from_diffsynth)
     sample = sub.add_parser("sample", help="base model (or a fine-tuned transformer) + LoRA -> mp4 through the "
                             "inference pipeline")
     _add_recipe(sample)

@@ -16,6 +16,46 @@ from typing import Callable, Sequence
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
 
 
+def _strategy(overrides: Sequence[str]) -> str:
+    """The strategy the overrides ask for (the recipe's t2av otherwise)."""
+    names = [o.partition("=")[2] for o in overrides if o.partition("=")[0].strip() == "strategy.name"]
+    return names[-1].strip() if names else "t2av"
+
+
+def strategy_overrides(output: Path, strategy: str) -> list[str]:
+    """What ``strategy`` needs beyond the demo recipe, from the synthetic data (:func:`make_strategy_inputs` makes
+    the files): one first frame (i2av), reference video (ic_lora), given audio (a2v) or video (v2a) per validation
+    prompt, and for IC-LoRA each clip's reference (the clip itself: the demo learns to reproduce its reference)."""
+    data, clip = output / "data", output / "data" / "clips" / "clip_000.mp4"
+    per_prompt = lambda path: f"[{path},{path}]"  # noqa: E731 (the demo recipe's two prompts)
+    return {
+        "i2av": [f"validation.images={per_prompt(data / 'first_frame.png')}"],
+        "ic_lora": [f"validation.reference_videos={per_prompt(clip)}", "data.extras=[reference]",
+                    "data.reference_video_column=reference", f"data.metadata={data / 'metadata_ic_lora.jsonl'}"],
+        "a2v": [f"validation.audios={per_prompt(clip)}"],
+        "v2a": [f"validation.videos={per_prompt(clip)}"],
+    }.get(strategy, [])
+
+
+def make_strategy_inputs(output: Path, strategy: str) -> None:
+    """The files :func:`strategy_overrides` names, from the synthetic clips."""
+    import json
+
+    from PIL import Image
+
+    from ltx2train.data.media import read_video_frames
+    from ltx2train.utils.atomic import write_text_atomic
+
+    data = output / "data"
+    if strategy == "i2av" and not (data / "first_frame.png").is_file():
+        frame = read_video_frames(data / "clips" / "clip_000.mp4", 1, 24.0)[0].numpy()
+        Image.fromarray(frame).save(data / "first_frame.png")
+    if strategy == "ic_lora":
+        rows = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines() if line.strip()]
+        write_text_atomic(data / "metadata_ic_lora.jsonl",
+                          "".join(json.dumps({**row, "reference": row["video"]}) + "\n" for row in rows))
+
+
 def demo_config(output: Path, overrides: Sequence[str] = (), variant: str | None = None):
     from ltx2train.config import load_config
 
@@ -28,6 +68,7 @@ def demo_config(output: Path, overrides: Sequence[str] = (), variant: str | None
         f"data.cache_dir={output / 'cache'}",
         f"train.output_dir={output / 'run'}",
         *([f"model.variant={variant}"] if variant else []),
+        *strategy_overrides(output, _strategy(overrides)),
     ]
     return load_config(RECIPE, [*paths, *overrides])
 
@@ -46,9 +87,10 @@ def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (),
     timings, start = {}, time.perf_counter()
     if not (output / "model" / "gemma" / "config.json").is_file():
         write_tiny_checkpoint(output / "model", variant=cfg.model.variant)
-    if not Path(cfg.data.metadata).is_file():
+    if not (output / "data" / "metadata.jsonl").is_file():
         make_synthetic_dataset(output / "data", num_frames=cfg.data.num_frames, fps=cfg.data.fps,
                                height=cfg.data.height, width=cfg.data.width)
+    make_strategy_inputs(output, cfg.strategy.name)
     timings["model+data"] = time.perf_counter() - start
     log(f"[demo] {cfg.model.variant} LTX-2 in {output / 'model'}, synthetic clips in {output / 'data'}")
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import av
+import pytest
 
 from conftest import load_reference
 
@@ -238,3 +239,21 @@ def _drain(fd, chunks):
         if not data:
             return
         chunks.append(data)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo_strategies")  # model and clips made once, each strategy reuses them
+
+
+@pytest.mark.parametrize("strategy", ["i2av", "ic_lora", "a2v", "v2a", "t2v"])
+def test_the_demo_runs_every_strategy(demo_dir, strategy):
+    """``ltx2train demo strategy.name=X``: the demo makes what the strategy's validation needs (a first frame, a
+    reference video and each clip's reference, a given audio or video) and runs it through to a sample."""
+    from ltx2train.demo import run_demo
+
+    result = run_demo(demo_dir, [f"strategy.name={strategy}", "train.max_steps=2", "validation.at_start=false",
+                                 "validation.every=0", "validation.steps=2", "train.checkpoint_every=2"],
+                      log=lambda _: None)
+    assert result["result"].step == 2 and result["samples"] and all(p.is_file() for p in result["samples"])
+    assert len(result["validation"]) == 2  # one clip per validation prompt, with the strategy's condition
