@@ -192,3 +192,31 @@ def test_a_full_fine_tune_validates_with_its_transformer_beside_the_repackage(di
     assert torch.equal(direct.transformer.proj_out.weight, tuned.proj_out.weight)
     base = _pipe(model_configs=_configs(DECODERS))
     assert not torch.equal(base.transformer.proj_out.weight, tuned.proj_out.weight)
+
+
+def test_vram_config_sets_the_storage_dtype_and_vram_limit_the_resident_blocks(diffsynth_env):
+    """DiffSynth's low-VRAM ``vram_config`` (float8_e5m2 onload dtype, computed in the computation dtype) stores the
+    transformer, connectors and Gemma in e5m2; ``vram_limit`` keeps as many transformer blocks on the device as fit
+    beside everything else there (the rest in host memory, streamed), and the clip is the same either way."""
+    from ltx2train.inference.vram import module_bytes
+
+    fp8 = {**VRAM, "offload_dtype": torch.float8_e5m2, "onload_dtype": torch.float8_e5m2}
+    configs = [ModelConfig(model_id=GEMMA, origin_file_pattern="model*.safetensors", **fp8),
+               ModelConfig(model_id=REPACKAGE, origin_file_pattern="transformer.safetensors", **fp8),
+               *[ModelConfig(model_id=REPACKAGE, origin_file_pattern=f, **fp8) for f in DECODERS]]
+    pipe = _pipe(model_configs=configs)
+    assert pipe.transformer.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e5m2
+    assert pipe.connectors.video_connector.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e5m2
+    assert pipe.streamed_blocks == 0  # weights where they compute: nothing streams
+    blocks = pipe.transformer.transformer_blocks
+    per_block = module_bytes(blocks[0])
+    rest = sum(module_bytes(m) for m in (pipe.video_vae, pipe.audio_vae, pipe.vocoder, pipe.connectors,
+                                         pipe.text_encoder.model))
+    rest += module_bytes(pipe.transformer) - sum(module_bytes(b) for b in blocks)
+    limited = _pipe(model_configs=configs, vram_limit=(rest + 1.5 * per_block) / 2**30)
+    assert limited.streamed_blocks == len(blocks) - 1 and limited.transformer.block_swap is not None
+    roomy = _pipe(model_configs=configs, vram_limit=(rest + 10 * len(blocks) * per_block) / 2**30)
+    assert roomy.streamed_blocks == 0
+    video, _ = pipe(prompt="a red circle", **CALL)
+    streamed, _ = limited(prompt="a red circle", **CALL)
+    assert np.array_equal(np.stack([np.asarray(f) for f in video]), np.stack([np.asarray(f) for f in streamed]))

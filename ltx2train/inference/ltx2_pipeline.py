@@ -90,7 +90,8 @@ class LTX2AudioVideoPipeline:
         and brought to the device one block ahead of use (``ltx2train.memory``); decode is tiled anyway.
 
         DiffSynth's form works too: ``model_configs`` / ``tokenizer_config`` / ``stage2_lora_config`` as
-        :class:`~ltx2train.inference.model_configs.ModelConfig` lists (files on disk; ``vram_limit`` is ignored)."""
+        :class:`~ltx2train.inference.model_configs.ModelConfig` lists (files on disk); the transformer's
+        ``vram_config`` and ``vram_limit`` (GB) mean what they mean there (:mod:`ltx2train.inference.vram`)."""
         from ltx2train.models.loading import load_component, present_half
 
         if model_configs is not None:
@@ -123,7 +124,11 @@ class LTX2AudioVideoPipeline:
                       distilled=distilled, text_encoder=text_encoder, parts=parts)
         if transformer is not None:
             check_version(Path(transformer), spec, ["transformer"])
-        host = torch.device("cpu") if low_vram else device
+        from ltx2train.inference.vram import low_vram_plan, module_bytes, place, plan_from_configs
+
+        plan = low_vram_plan(swap_blocks) if low_vram else (
+            plan_from_configs(model_configs, vram_limit) if model_configs is not None else None)
+        host = torch.device("cpu") if plan is not None else device
 
         def load(name, dtype=torch_dtype, path=checkpoint, on=device):
             return load_component(spec, name, path, dtype=dtype, device=on, distilled=distilled, part=parts.get(name))
@@ -134,15 +139,18 @@ class LTX2AudioVideoPipeline:
                        connectors=load("connectors", on=host),
                        text_encoder=load_text_encoder(text_encoder, dtype=torch_dtype, device=host,
                                                       max_sequence_length=max_sequence_length))
-        if low_vram:
-            _store_low_vram(modules, torch_dtype, device, swap_blocks)
-        return cls(
-            **modules, video_vae=load("video_vae"), audio_vae=load("audio_vae"), vocoder=load("vocoder", torch.float32),
-            upsampler=_load_upsampler(load, checkpoint, upscaler), family=spec.family, stage2_lora=stage2_lora,
-            stage2_lora_strength=stage2_lora_strength, max_sequence_length=max_sequence_length,
-            video_decoder=load("video_diffusion_decoder") if video_decoder == "diffusion" else None,
-            duration_head=_load_optional(load, spec, "duration_head"),
-        )
+        decoders = dict(video_vae=load("video_vae"), audio_vae=load("audio_vae"), vocoder=load("vocoder", torch.float32),
+                        upsampler=_load_upsampler(load, checkpoint, upscaler),
+                        video_decoder=load("video_diffusion_decoder") if video_decoder == "diffusion" else None,
+                        duration_head=_load_optional(load, spec, "duration_head"))
+        streamed = 0
+        if plan is not None:
+            others = sum(module_bytes(m) for m in decoders.values() if m is not None)
+            streamed = place(modules, plan, torch_dtype, device, swap_blocks, others)
+        pipe = cls(**modules, **decoders, family=spec.family, stage2_lora=stage2_lora,
+                   stage2_lora_strength=stage2_lora_strength, max_sequence_length=max_sequence_length)
+        pipe.streamed_blocks = streamed  # transformer blocks kept in host memory (low VRAM / vram_limit)
+        return pipe
 
     @property
     def device(self) -> torch.device:
@@ -371,25 +379,6 @@ def _references(in_context_videos, num_frames) -> list:
 
     return [LTX2ReferenceCondition(frames=inputs.in_context_frames(video, num_frames), strength=1.0)
             for video in in_context_videos or ()]
-
-
-def _store_low_vram(modules: dict, dtype: torch.dtype, device: torch.device, swap_blocks: int | None) -> None:
-    """FP8 storage of the transformer, connectors and Gemma (loaded on the host), then: Gemma and the connectors
-    to ``device``, the transformer's last ``swap_blocks`` blocks (default all) swapped from host memory."""
-    from ltx2train.memory.fp8 import store_fp8
-    from ltx2train.memory.offload import enable_block_swap
-
-    transformer, connectors, text_encoder = modules["transformer"], modules["connectors"], modules["text_encoder"]
-    store_fp8(transformer, "transformer", compute_dtype=dtype)
-    store_fp8(connectors, "connectors", compute_dtype=dtype)
-    store_fp8(text_encoder.model, "text_encoder", compute_dtype=dtype)
-    connectors.to(device)
-    text_encoder.model.to(device)
-    blocks = len(transformer.transformer_blocks) if swap_blocks is None else swap_blocks
-    if blocks:
-        transformer.block_swap = enable_block_swap(transformer, blocks, device)  # places the rest on the device
-    else:
-        transformer.to(device)
 
 
 def _load_optional(load, spec, component: str):

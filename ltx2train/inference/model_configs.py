@@ -6,7 +6,8 @@ A config names a file by ``path``, or by ``model_id`` + ``origin_file_pattern`` 
 downloaded: a file that is not there is an error that says where it was looked for. Files are recognised by
 name: the repackaged split files (they must share one directory: ltx2train reads them from it), an official
 single file, the x2 spatial upscaler, and Gemma's shards (their directory, which holds the tokenizer too).
-DiffSynth's offload and quantisation fields are accepted and ignored (``low_vram=True`` is ltx2train's way).
+DiffSynth's VRAM fields on the transformer's config, with ``vram_limit``, set the pipeline's low-VRAM plan
+(:mod:`ltx2train.inference.vram`); ``preparing_*`` change nothing.
 """
 
 from __future__ import annotations
