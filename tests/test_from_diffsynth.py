@@ -124,5 +124,6 @@ def test_what_cannot_convert_says_why(diffsynth_files, tmp_path):
     with pytest.raises(ConversionError, match="nothing at .*LTX-2-Repackage/missing.safetensors"):
         convert(f'python train.py --model_id_with_origin_paths "{REPACKAGE}:missing.safetensors" '
                 '--dataset_metadata_path x.csv')
-    recipe = convert(_split_script(preset_lora_path="x.safetensors", frobnicate=1))
-    assert "export --merge" in recipe.unconverted["preset_lora_path"] and "frobnicate" in recipe.unconverted
+    recipe = convert(_split_script(preset_lora_path="x.safetensors", frobnicate=1, use_swanlab=""))
+    assert recipe.values["lora.preset"] == [str(Path("x.safetensors").resolve())]
+    assert "frobnicate" in recipe.unconverted and "SwanLab" in recipe.unconverted["use_swanlab"]

@@ -184,3 +184,34 @@ def test_num_epochs_sets_max_steps_from_the_data(tiny_workspace, tmp_path):
     assert any("train.num_epochs=2: 3 optimizer step(s) per epoch" in line for line in lines)
     with pytest.raises(ConfigError, match="train.num_epochs: must be >= 1"):
         tiny_config(tiny_workspace, tmp_path / "bad", ["train.num_epochs=0"])
+
+
+def test_a_preset_lora_is_merged_into_the_base_and_only_the_new_lora_is_saved(tiny_workspace, tmp_path):
+    """``lora.preset``: the preset's effect is in the base from step 0 (its merge equals the preset loaded as an
+    adapter), the checkpoint holds the new LoRA alone, and ``sample`` with the recipe reproduces validation."""
+    import numpy as np
+
+    from ltx2train.inference.sample import sample
+    from ltx2train.models.adapters import merge_into_base
+    from ltx2train.models.lora_files import read_lora
+    from ltx2train.training import checkpoint as ckpt
+    from ltx2train.training.trainer import Trainer
+    from test_inference_pipeline import _stage2_lora
+
+    base = load_component("tiny", "transformer", tiny_workspace / "model")
+    preset = _stage2_lora(base, tmp_path / "preset.safetensors")
+    merged = load_component("tiny", "transformer", tiny_workspace / "model")
+    assert merge_into_base(preset, merged) == 3 * base.config.num_layers
+    changed = [n for n, p in merged.named_parameters() if not torch.equal(p, base.get_parameter(n))]
+    assert changed and all(".attn1.to_q." in n or ".attn1.to_v." in n or ".audio_attn1.to_k." in n for n in changed)
+    short = ["validation.at_start=false", "validation.every=0", "train.max_steps=2", "optimizer.lr=1e-2",
+             "validation.prompts=[a red circle]", "validation.steps=2"]  # alpha = rank: the file is the adapter
+    cfg = tiny_config(tiny_workspace, tmp_path / "run", [*short, f"lora.preset=[{preset}]"])
+    result = Trainer(cfg, log=lambda _: None).train()
+    saved = read_lora(result.checkpoint / ckpt.LORA_FILE)
+    assert saved.ranks == [cfg.lora.rank]  # the new LoRA only (the preset's rank is 4 on other modules)
+    _, clips = sample(cfg, lora=result.checkpoint / ckpt.LORA_FILE, output_dir=tmp_path / "sample")
+    assert np.array_equal(clips[0].video, result.last_validation[0].video)
+    without = tiny_config(tiny_workspace, tmp_path / "run2", short)
+    _, plain = sample(without, lora=result.checkpoint / ckpt.LORA_FILE, output_dir=tmp_path / "plain")
+    assert not np.array_equal(plain[0].video, clips[0].video)

@@ -208,6 +208,9 @@ class LoRAConfig:
             without ``.alpha``, diffusers, DiffSynth, Lightricks' trainer): at step 0 the model acts as with that
             file in its own consumer. Its ranks must equal ``rank`` and its modules be among ``target_modules``.
             Ignored when resuming from a checkpoint.
+        preset: LoRA files (any dialect) merged into the frozen base before training starts, at strength 1:
+            the new adapter (or full fine-tune) learns on top of them (DiffSynth's ``preset_lora_path``). Checkpoints
+            hold the new LoRA only; ``sample`` from the recipe merges the presets again, so it reproduces validation.
         gate_logits: also adapt LTX-2.3's attention gates (``to_gate_logits``: one logit per head, ``2 * sigmoid``
             scales each head's output). Off by default: a gate LoRA can switch whole heads off or saturate them, the
             failure other trainers report as quality that degrades after a few hundred steps and NaN gate weights
@@ -220,6 +223,7 @@ class LoRAConfig:
     dropout: float = 0.0  # adapter-input dropout in [0, 1)
     target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])  # suffixes
     init_from: Optional[str] = None  # LoRA file to start from (any dialect); null: start from zero
+    preset: List[str] = field(default_factory=list)  # LoRA files merged into the frozen base first
     gate_logits: bool = False  # LTX-2.3+: also adapt the attention gates (to_gate_logits); off by default
 
 

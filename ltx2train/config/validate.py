@@ -171,6 +171,9 @@ def _lora(c: _Checks, cfg: Config) -> None:
     gates = [m for m in lo.target_modules if m.split(".")[-1] == GATE_LOGITS]
     c.need(not gates, f"lora.target_modules: {gates[0] if gates else ''} are LTX-2.3's attention gates, which a LoRA "
            "adapts only when asked: remove it from the list and set lora.gate_logits=true")
+    frozen8 = {"transformer", "connectors"} & set(cfg.memory.fp8_frozen)
+    c.need(not (lo.preset and frozen8), f"lora.preset with memory.fp8_frozen {sorted(frozen8)}: the presets would be "
+           "merged into float8 weights; merge them into the base first (ltx2train export LORA --merge BASE)")
     if lo.gate_logits and not c.errors:
         c.need(_has_gates(cfg.model.variant), f"lora.gate_logits=true: model.variant {cfg.model.variant} has no "
                "gated attention (LTX-2.0); set lora.gate_logits=false")

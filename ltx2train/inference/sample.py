@@ -46,8 +46,13 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     load = lambda name, d=None, part=None: load_component(  # noqa: E731
         spec, name, cfg.model.checkpoint, dtype=d or dtype, device=device, part=part, distilled=cfg.model.distilled)
     connectors = load("connectors")
+    override = transformer is not None
     transformer = load("transformer") if transformer is None else load_component(
         spec, "transformer", Path(transformer), dtype=dtype, device=device)
+    if not override:  # a fully fine-tuned transformer holds its presets already
+        from ltx2train.models.adapters import merge_presets
+
+        merge_presets(cfg.lora.preset, transformer, connectors)
     stack = LoraStack(transformer, connectors, spec.family)
     for path, scale in _lora_pairs(lora, lora_scale):
         stack.load(path, scale)

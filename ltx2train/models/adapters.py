@@ -191,3 +191,40 @@ def adapter_state_from_lora(transformer: torch.nn.Module, lora: LoraFile, *, ada
         shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
         raise ValueError(f"{source} does not fit this recipe's LoRA: {shown}")
     return state
+
+
+@torch.no_grad()
+def merge_into_base(lora: str | Path | Mapping[str, torch.Tensor] | LoraFile, transformer: torch.nn.Module,
+                    connectors: torch.nn.Module | None = None, strength: float = 1.0) -> int:
+    """``W += strength * scale * B @ A`` for every module of ``lora`` (float32 arithmetic, the weight's dtype kept),
+    into the transformer's and the connectors' own weights, as ``export --merge`` merges files; returns how many
+    weights changed. A module the model lacks, or of another shape, is an error before any weight changes."""
+    lora = as_lora_file(lora)
+    targets = []
+    for name, weights in lora.modules.items():
+        component, path = lora_module_to_diffusers(name)
+        owner = transformer if component == "transformer" else connectors
+        if owner is None:
+            raise ValueError(f"LoRA module {name!r} is on the text connectors, which are not given")
+        try:
+            layer = owner.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"LoRA module {name!r}: no {component} module {path!r} (a LoRA of another model?)") from None
+        if tuple(layer.weight.shape) != (weights.up.shape[0], weights.down.shape[1]):
+            raise ValueError(f"LoRA module {name!r} makes {[weights.up.shape[0], weights.down.shape[1]]}, "
+                             f"{path} is {list(layer.weight.shape)} (a LoRA of another model size?)")
+        targets.append((layer, weights))
+    for layer, weights in targets:
+        delta = strength * weights.delta().to(layer.weight.device)
+        layer.weight.data = (layer.weight.float() + delta).to(layer.weight.dtype)
+    return len(targets)
+
+
+def merge_presets(presets, transformer: torch.nn.Module, connectors: torch.nn.Module | None = None,
+                  log=lambda _: None) -> None:
+    """``lora.preset``: each LoRA file merged into the base weights (:func:`merge_into_base`), in order."""
+    for path in presets:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"lora.preset: {path} does not exist")
+        changed = merge_into_base(path, transformer, connectors)
+        log(f"[ltx2train] lora.preset: {path} merged into the base ({changed} weight(s))")

@@ -27,6 +27,7 @@ from ltx2train.config import dataset_sources
 from ltx2train.data.cache import CachedDataset, check_producer
 from ltx2train.data.prepare import producer, settings_from_config
 from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, format_bytes, redraw_lora_init, store_fp8
+from ltx2train.models.adapters import merge_presets
 from ltx2train.models.loading import load_component, require_model_files
 from ltx2train.models.specs import load_variant, torch_dtype
 from ltx2train.training import checkpoint as ckpt
@@ -96,6 +97,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     clips = [dataset[i] for i in range(min(cfg.validation.loss_clips, len(dataset)))] if validates_here else []
 
     transformer, connectors = load("transformer"), load("connectors")
+    merge_presets(cfg.lora.preset, transformer, connectors, log)  # lora.preset: into the base, before the method
     strategy = build_strategy(cfg, dataset, transformer)
     method = build_method(cfg, spec, frozen=strategy.frozen_modules)
     method.apply(transformer, log, fresh=not candidates)

@@ -33,15 +33,15 @@ _INTS = {"data.repeats", "data.num_workers", "data.height", "data.width", "data.
 _FLOATS = {"data.fps", "optimizer.lr", "optimizer.weight_decay", "optimizer.max_grad_norm"}
 # flags read elsewhere (models, dataset paths, the task, LoRA base / targets, inputs) or that change nothing here
 _HANDLED = {"model_id_with_origin_paths", "model_paths", "tokenizer_path", "dataset_base_path", "data_file_keys",
-            "extra_inputs", "task", "lora_base_model", "lora_target_modules", "trainable_models", "fp8_models"}
+            "extra_inputs", "task", "lora_base_model", "lora_target_modules", "trainable_models", "fp8_models",
+            "preset_lora_path"}
 _NO_EQUIVALENT = {
     "remove_prefix_in_ckpt": "checkpoints hold the official key layout (diffusion_model.*) that every consumer reads",
     "find_unused_parameters": "the DDP backend finds what it needs itself",
     "initialize_model_on_cpu": "models are built on the meta device and filled on their device",
     "offload_models": "memory.block_swap / memory.fp8_frozen are ltx2train's offload switches",
     "enable_model_cpu_offload": "memory.block_swap is ltx2train's offload switch",
-    "preset_lora_path": "not built yet: merge the LoRA into the base with `ltx2train export --merge` first",
-    "preset_lora_model": "not built yet (see preset_lora_path)",
+    "preset_lora_model": "presets merge into the DiT (and its text connectors) only",
     "max_timestep_boundary": "for Wan 2.2's two-expert models; LTX-2 samples sigmas from objective.*",
     "min_timestep_boundary": "for Wan 2.2's two-expert models; LTX-2 samples sigmas from objective.*",
     "use_wandb": "set tracker.backend=wandb", "use_swanlab": "SwanLab is not a tracker here (wandb, tensorboard)",
@@ -192,6 +192,9 @@ def _method(recipe: Recipe, flags: dict) -> None:
         others = [m for m in str(trainable).split(",") if m.strip() and m.strip() != "dit"]
         if others:
             recipe.unconverted["trainable_models"] = f"{', '.join(others)}: only the DiT is trained (full or LoRA)"
+    if flags.get("preset_lora_path"):
+        presets = [str(Path(p.strip()).resolve()) for p in str(flags["preset_lora_path"]).split(",") if p.strip()]
+        recipe.set("lora.preset", presets, f"--preset_lora_path {flags['preset_lora_path']}")
     fp8 = [_FP8[m.strip()] for m in str(flags.get("fp8_models") or "").split(",") if m.strip() in _FP8]
     if fp8:
         recipe.set("memory.fp8_frozen", fp8, f"--fp8_models {flags['fp8_models']}")
