@@ -22,6 +22,22 @@ def _token_budget(cfg, buckets: list[str], world_size: int) -> dict:
     return {"clips_per_step": clips_per_step, "world_size": world_size, "buckets": per_bucket}
 
 
+def _schedule(cfg, datasets: list[dict], world_size: int) -> dict | None:
+    """Optimizer steps per epoch over the prepared caches, and the steps the run takes (``train.num_epochs`` x
+    those, or ``train.max_steps``); None until every cache is prepared."""
+    if not datasets or not all(d["prepared"] for d in datasets):
+        return None
+    from ltx2train.config import dataset_sources
+    from ltx2train.data.cache import CachedDataset
+    from ltx2train.data.prepare import settings_from_config
+    from ltx2train.training.data import steps_per_epoch
+
+    dataset = CachedDataset([s.cache_dir for s in dataset_sources(cfg.data)], settings_from_config(cfg))
+    per_epoch = steps_per_epoch(cfg, dataset, world_size)
+    steps = cfg.train.num_epochs * per_epoch if cfg.train.num_epochs else cfg.train.max_steps
+    return {"steps_per_epoch": per_epoch, "steps": steps, "epochs": steps / per_epoch}
+
+
 def recipe_report(cfg, world_size: int = 1) -> dict:
     """Everything ``inspect RECIPE`` shows, as plain data (``--json``)."""
     from ltx2train.config import config_to_dict
@@ -36,6 +52,7 @@ def recipe_report(cfg, world_size: int = 1) -> dict:
     estimate = estimate_memory(cfg, world_size=world_size, prepare=False)
     peak = max(estimate.phases, key=estimate.phases.get)
     return {"config": config_to_dict(cfg), "datasets": datasets, "tokens": _token_budget(cfg, buckets, world_size),
+            "schedule": _schedule(cfg, datasets, world_size),
             "memory": {"total_bytes": estimate.total_bytes, "peak_phase": peak, "host_bytes": sum(estimate.host.values())}}
 
 
@@ -46,13 +63,18 @@ def format_report(report: dict, recipe: str) -> str:
 
     c = report["config"]
     lines = [f"{recipe}: {c['model']['variant']}, {c['train']['method']} under {c['distributed']['backend']}, "
-             f"strategy {c['strategy']['name']}, {c['train']['max_steps']} steps", "", "datasets:"]
+             f"strategy {c['strategy']['name']}, {(report.get('schedule') or {}).get('steps', c['train']['max_steps'])} "
+             "steps", "", "datasets:"]
     for d in report["datasets"]:
         if not d["prepared"]:
             lines.append(f"  {d['cache_dir']}: not prepared (run `ltx2train prepare {recipe}`)")
             continue
         lines.append(f"  {d['cache_dir']}: {d['clips']} clip(s), {d['rejected']} rejected")
         lines += [f"    {bucket}: {n}" for bucket, n in d["buckets"].items()]
+    if report.get("schedule"):
+        sc = report["schedule"]
+        lines += ["", f"schedule: {sc['steps_per_epoch']} optimizer step(s) per epoch on {report['tokens']['world_size']} "
+                      f"process(es): {sc['steps']} steps, {sc['epochs']:.2f} epoch(s)"]
     t = report["tokens"]
     lines += ["", f"tokens ({t['clips_per_step']} clip(s) per optimizer step over {t['world_size']} process(es)):"]
     lines += [f"  {name}: {b['video']} video + {b['audio']} audio + {b['text']} text per clip; "

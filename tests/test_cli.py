@@ -135,6 +135,11 @@ def test_inspect_recipe_shows_config_buckets_tokens_and_memory(tiny_workspace, t
     assert tokens["clips_per_step"] == 12 and tokens["buckets"]["64x64x9"]["video"] == 8
     assert tokens["buckets"]["64x64x9"]["video_per_step"] == 96
     assert report["memory"]["total_bytes"] > 0 and report["config"]["data"]["batch_size"] == 2
+    # 6 clips, batch 2 on 2 processes: 1 batch per process an epoch, under 3 micro-batches a step: floored to 1
+    assert report["schedule"]["steps_per_epoch"] == 1 and report["schedule"]["steps"] == cfg.train.max_steps
+    assert cli.main(["inspect", str(recipe), "train.num_epochs=4", "data.batch_size=1",
+                     "train.gradient_accumulation_steps=1"]) == 0
+    assert "schedule: 6 optimizer step(s) per epoch on 1 process(es): 24 steps, 4.00 epoch(s)" in capsys.readouterr().out
     assert cli.main(["inspect", str(recipe), f"data.cache_dir={tmp_path / 'none'}"]) == 0
     text = capsys.readouterr().out
     assert "not prepared (run `ltx2train prepare" in text and "resolved config:" in text and "memory:" in text
