@@ -59,3 +59,9 @@ def test_p4_train_step_runs_every_mode_on_tiny():
 def test_p5_video_decode_runs_on_tiny():
     out = _run("video_decode.py", "--dry-run", "--repeats", "1")
     assert re.search(r"conv decoder: +[\d.]+ s/clip", out) and re.search(rf"diffusion decoder: +[\d.]+ s/clip \({RATIO} of conv\)", out), out
+
+
+@pytest.mark.slow
+def test_p6_vram_limit_runs_on_tiny():
+    out = _run("vram_limit.py", "--dry-run")
+    assert re.search(r"vram_limit 2e-05 GB: 0/2 blocks resident", out) and re.search(r"vram_limit 1 GB: 2/2", out), out

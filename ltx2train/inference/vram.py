@@ -65,20 +65,22 @@ def resident_blocks(transformer: torch.nn.Module, others: int, vram_limit_gb: fl
 
 def place(modules: dict, plan: VramPlan, compute_dtype: torch.dtype, device: torch.device, swap_blocks: int | None,
           others: int = 0) -> int:
-    """FP8-store and place ``modules`` (transformer, connectors, text_encoder, loaded on the host) as ``plan`` says;
+    """FP8-store and place ``modules`` (transformer, connectors, text_encoder if any, loaded on the host) as ``plan`` says;
     returns the number of blocks streamed from host memory. ``others``: bytes of what else the device holds."""
     from ltx2train.memory.fp8 import store_fp8
     from ltx2train.memory.offload import enable_block_swap
 
-    transformer, connectors, text_encoder = modules["transformer"], modules["connectors"], modules["text_encoder"]
+    transformer, connectors = modules["transformer"], modules["connectors"]
+    text = modules.get("text_encoder")
+    frozen = [(transformer, "transformer"), (connectors, "connectors")] + ([(text.model, "text_encoder")] if text else [])
     if plan.storage_dtype is not None:
-        for module, name in ((transformer, "transformer"), (connectors, "connectors"), (text_encoder.model, "text_encoder")):
+        for module, name in frozen:
             store_fp8(module, name, compute_dtype=compute_dtype, storage_dtype=plan.storage_dtype)
-    connectors.to(device)
-    text_encoder.model.to(device)
+    for module, _ in frozen[1:]:
+        module.to(device)
     blocks = len(transformer.transformer_blocks)
     if plan.vram_limit_gb is not None:
-        others += module_bytes(connectors) + module_bytes(text_encoder.model)
+        others += sum(module_bytes(module) for module, _ in frozen[1:])
         blocks -= resident_blocks(transformer, others, plan.vram_limit_gb)
     elif swap_blocks is not None:
         blocks = swap_blocks
