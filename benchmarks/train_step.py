@@ -73,6 +73,17 @@ def text_features(conn: dict, batch: int, tokens: int, device: str) -> dict[str,
     return {"text_video": randn(conn["caption_channels"])}
 
 
+def transformer_inputs(connectors, batch: dict, strategy):
+    """The trainer's step inputs: the connectors on the cached text features, then the strategy (bf16 latents)."""
+    with torch.no_grad():
+        context = connect_text(connectors, ProjectedText(batch["text_video"], batch.get("text_audio"),
+                                                         batch["text_attention_mask"]))
+    inputs = strategy.inputs(batch, context)
+    for key in ("hidden_states", "audio_hidden_states"):
+        inputs.model_kwargs[key] = inputs.model_kwargs[key].to(torch.bfloat16)
+    return inputs
+
+
 def measure(transformer, connectors, batch, strategy, optimizer, device: str, steps: int, warmup: int):
     cuda = device.startswith("cuda")
     if cuda:
@@ -81,12 +92,7 @@ def measure(transformer, connectors, batch, strategy, optimizer, device: str, st
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        with torch.no_grad():
-            context = connect_text(connectors, ProjectedText(batch["text_video"], batch.get("text_audio"),
-                                                             batch["text_attention_mask"]))
-        inputs = strategy.inputs(batch, context)
-        for key in ("hidden_states", "audio_hidden_states"):
-            inputs.model_kwargs[key] = inputs.model_kwargs[key].to(torch.bfloat16)
+        inputs = transformer_inputs(connectors, batch, strategy)
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
             video_pred, audio_pred = transformer(**inputs.model_kwargs)
             loss, _ = strategy.loss(video_pred, audio_pred, inputs)
@@ -146,8 +152,8 @@ def step_flops_of(spec_name: str, method: str, args, tokens: dict) -> int:
     return step_flops(cfg, spec, batch=args.batch, video=tokens["video"], audio=tokens["audio"], text=args.text_tokens)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def model_and_clip_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The variant, its depth and the clip one step sees (shared with P6)."""
     parser.add_argument("--variant", default="ltx2-19b")
     parser.add_argument("--layers", type=int, help="transformer blocks (default: the variant's)")
     parser.add_argument("--height", type=int, default=512)
@@ -156,6 +162,11 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=24.0)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--text-tokens", type=int, default=1024)
+    return parser
+
+
+def main() -> None:
+    parser = model_and_clip_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)

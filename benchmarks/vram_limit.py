@@ -17,12 +17,11 @@ import argparse
 import time
 
 import torch
-from train_step import batch_for, build  # benchmarks/ is on the path when this script runs
+from train_step import batch_for, build, model_and_clip_arguments, transformer_inputs  # (benchmarks/ is on the path)
 
 from ltx2train.config import ObjectiveConfig
 from ltx2train.inference.vram import VramPlan, module_bytes, place
 from ltx2train.models.specs import load_variant
-from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training.strategies import PRESETS, Strategy
 
 
@@ -40,12 +39,7 @@ def one_limit(spec, args, limit: float, device: str) -> dict:
     strategy = Strategy("t2av", PRESETS["t2av"], ObjectiveConfig(), fps=args.fps)
     start = time.perf_counter()
     with torch.no_grad():
-        context = connect_text(connectors, ProjectedText(batch["text_video"], batch.get("text_audio"),
-                                                         batch["text_attention_mask"]))
-        inputs = strategy.inputs(batch, context)
-        for key in ("hidden_states", "audio_hidden_states"):
-            inputs.model_kwargs[key] = inputs.model_kwargs[key].to(torch.bfloat16)
-        transformer(**inputs.model_kwargs)
+        transformer(**transformer_inputs(connectors, batch, strategy).model_kwargs)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -55,18 +49,10 @@ def one_limit(spec, args, limit: float, device: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="ltx2-19b")
-    parser.add_argument("--layers", type=int, help="transformer blocks (default: the variant's)")
+    parser = model_and_clip_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--limits", default="8,16,24,48", help="vram_limit values in GB, comma-separated")
     parser.add_argument("--others-gb", type=float, default=9.0, help="GB the limit keeps for Gemma and the decoders")
     parser.add_argument("--storage", default="float8_e5m2", choices=("float8_e5m2", "float8_e4m3fn", "bfloat16"))
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--width", type=int, default=768)
-    parser.add_argument("--frames", type=int, default=121)
-    parser.add_argument("--fps", type=float, default=24.0)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--text-tokens", type=int, default=1024)
     parser.add_argument("--dry-run", action="store_true", help="tiny at 64x64x9 on the CPU")
     args = parser.parse_args()
     if args.dry_run:

@@ -215,3 +215,15 @@ def test_a_preset_lora_is_merged_into_the_base_and_only_the_new_lora_is_saved(ti
     without = tiny_config(tiny_workspace, tmp_path / "run2", short)
     _, plain = sample(without, lora=result.checkpoint / ckpt.LORA_FILE, output_dir=tmp_path / "plain")
     assert not np.array_equal(plain[0].video, clips[0].video)
+
+
+def test_two_runs_in_one_process_may_ask_for_different_mixed_precision(tiny_workspace, tmp_path):
+    """A notebook (or this test session) trains twice in one process: the second run's train.mixed_precision is
+    not refused because Accelerate's per-process state was made by the first."""
+    from ltx2train.training.trainer import Trainer
+
+    for precision in ("no", "bf16"):
+        cfg = tiny_config(tiny_workspace, tmp_path / precision, [f"train.mixed_precision={precision}",
+                                                                  "train.max_steps=1", "validation.prompts=[]",
+                                                                  "validation.every=0", "validation.loss_sigmas=[]"])
+        assert Trainer(cfg, log=lambda _: None).train().step == 1

@@ -21,7 +21,13 @@ class DDPBackend(state.DCPState):
 
     def __init__(self, cfg):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
 
+        # Accelerate keeps one state per process: a second run in the same process (a notebook, a test session)
+        # with another train.mixed_precision would be refused, so that state (not the process group) starts over
+        made = AcceleratorState._shared_state.get("_mixed_precision")
+        if made is not None and made != cfg.train.mixed_precision:
+            AcceleratorState._reset_state()
         self.accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
