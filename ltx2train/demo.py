@@ -68,7 +68,6 @@ def demo_config(output: Path, overrides: Sequence[str] = (), variant: str | None
         f"data.cache_dir={output / 'cache'}",
         f"train.output_dir={output / 'run'}",
         *([f"model.variant={variant}"] if variant else []),
-        *strategy_overrides(output, _strategy(overrides)),
     ]
     return load_config(RECIPE, [*paths, *overrides])
 
@@ -83,6 +82,8 @@ def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (),
     from ltx2train.training.trainer import Trainer
 
     output = Path(output).resolve()
+    # what the strategy's validation needs first, so that the user's overrides still win
+    overrides = [*strategy_overrides(output, _strategy(overrides)), *overrides]
     cfg = demo_config(output, overrides, variant)  # validates the recipe and overrides before any work
     timings, start = {}, time.perf_counter()
     if not (output / "model" / "gemma" / "config.json").is_file():
