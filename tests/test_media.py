@@ -132,6 +132,10 @@ def test_a_diffsynth_metadata_csv_reads_with_no_overrides(tmp_path):
     assert [r.audio for r in parsed.records] == [tmp_path / "a.wav", tmp_path / "b.wav"]
     assert [r.reference for r in parsed.records] == [tmp_path / "depth_a.mp4", tmp_path / "depth_b.mp4"]
     assert "'in_context_videos' holds 2 paths" in parsed.rejects[0]["reason"]
+    (tmp_path / "lists.jsonl").write_text('{"video": ["p.mp4", "q.mp4"], "prompt": "two"}\n'
+                                          '{"video": ["r.mp4"], "prompt": "one"}\n')
+    lists = read_metadata(tmp_path / "lists.jsonl")
+    assert [r.path for r in lists.records] == ["r.mp4"] and "'video' holds 2 paths" in lists.rejects[0]["reason"]
     (tmp_path / "typo.csv").write_text("video,captions\na.mp4,a red box\n")
     reason = read_metadata(tmp_path / "typo.csv").rejects[0]["reason"]
     assert "no 'caption' (columns: ['captions', 'video']; the closest is 'captions'" in reason

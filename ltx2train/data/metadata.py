@@ -206,11 +206,11 @@ def read_metadata(path: str | Path, video_column: str = "video", caption_column:
     base = Path(root) if root is not None else path.parent
     out, seen = Metadata(), {}
     for index, (where, row) in enumerate(_rows(path)):
-        used = _with_aliases(columns, row)
-        written = _media_cell(row, used)
-        if written and not str(row.get(used.caption) or "").strip():
-            row = _with_sidecar_caption(row, base / written, used.caption)
+        used, written = _with_aliases(columns, row), ""
         try:
+            written = _media_cell(row, used)
+            if written and not str(row.get(used.caption) or "").strip():
+                row = _with_sidecar_caption(row, base / written, used.caption)
             problem = _problem(row, used) or _duplicate(_resolve(written, base), seen)
             audio, reference = _cell(row, used.audio), _cell(row, used.reference_video)
         except _CellError as exc:
