@@ -92,7 +92,7 @@ class LTX2AudioVideoPipeline:
         DiffSynth's form works too: ``model_configs`` / ``tokenizer_config`` / ``stage2_lora_config`` as
         :class:`~ltx2train.inference.model_configs.ModelConfig` lists (files on disk); the transformer's
         ``vram_config`` and ``vram_limit`` (GB) mean what they mean there (:mod:`ltx2train.inference.vram`)."""
-        from ltx2train.models.loading import load_component, present_half
+        from ltx2train.models.loading import load_component
 
         if model_configs is not None:
             from ltx2train.inference.model_configs import resolve
@@ -107,23 +107,12 @@ class LTX2AudioVideoPipeline:
             raise ValueError("from_pretrained: give checkpoint and text_encoder, or DiffSynth's model_configs")
         from ltx2train.models.specs import load_variant
         from ltx2train.models.text_encoder import load_text_encoder
-        from ltx2train.models.version import check_version
 
         checkpoint = Path(checkpoint)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         spec = load_variant(variant or identify_variant(checkpoint, distilled))
-        decoders = ("conv", "diffusion") if spec.has("video_diffusion_decoder") else ("conv",)
-        if video_decoder not in decoders:
-            raise ValueError(f"video_decoder={video_decoder!r}: {spec.name} ({spec.version}) decodes with "
-                             f"{' or '.join(map(repr, decoders))}" + ("" if len(decoders) > 1 else
-                                                                      " (LTX-2.5 has a diffusion decoder)"))
-        # the decoders; an encoder only if its file is there (DiffSynth's lists often have none): encoding an image or
-        # a reference without it says which file it needs
-        parts = {vae: "decoder" for vae in ("video_vae", "audio_vae") if present_half(checkpoint, vae) is not None}
-        check_version(checkpoint, spec, ["transformer", "connectors", "video_vae", "audio_vae", "vocoder"],
-                      distilled=distilled, text_encoder=text_encoder, parts=parts)
-        if transformer is not None:
-            check_version(Path(transformer), spec, ["transformer"])
+        _check_video_decoder(spec, video_decoder)
+        parts = _checked_parts(checkpoint, spec, distilled, text_encoder, transformer)
         from ltx2train.inference.vram import low_vram_plan, module_bytes, place, plan_from_configs
 
         plan = low_vram_plan(swap_blocks) if low_vram else (
@@ -379,6 +368,28 @@ def _references(in_context_videos, num_frames) -> list:
 
     return [LTX2ReferenceCondition(frames=inputs.in_context_frames(video, num_frames), strength=1.0)
             for video in in_context_videos or ()]
+
+
+def _check_video_decoder(spec, video_decoder: str) -> None:
+    choices = ("conv", "diffusion") if spec.has("video_diffusion_decoder") else ("conv",)
+    if video_decoder not in choices:
+        raise ValueError(f"video_decoder={video_decoder!r}: {spec.name} ({spec.version}) decodes with "
+                         f"{' or '.join(map(repr, choices))}"
+                         + ("" if len(choices) > 1 else " (LTX-2.5 has a diffusion decoder)"))
+
+
+def _checked_parts(checkpoint: Path, spec, distilled: bool, text_encoder, transformer) -> dict[str, str]:
+    """The VAE halves to load -- the decoders; an encoder only if its file is there (DiffSynth's lists often have
+    none: encoding an image or a reference without it names the file) -- once the files are ``spec``'s version."""
+    from ltx2train.models.loading import present_half
+    from ltx2train.models.version import check_version
+
+    parts = {vae: "decoder" for vae in ("video_vae", "audio_vae") if present_half(checkpoint, vae) is not None}
+    check_version(checkpoint, spec, ["transformer", "connectors", "video_vae", "audio_vae", "vocoder"],
+                  distilled=distilled, text_encoder=text_encoder, parts=parts)
+    if transformer is not None:
+        check_version(Path(transformer), spec, ["transformer"])
+    return parts
 
 
 def _load_optional(load, spec, component: str):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ltx2train.memory.fp8 import module_bytes
+
 FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
@@ -47,10 +49,6 @@ def low_vram_plan(swap_blocks: int | None) -> VramPlan:
     from ltx2train.memory.fp8 import STORAGE_DTYPE
 
     return VramPlan(STORAGE_DTYPE, swap_blocks != 0)
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in {id(t): t for t in [*module.parameters(), *module.buffers()]}.values())
 
 
 def resident_blocks(transformer: torch.nn.Module, others: int, vram_limit_gb: float) -> int:

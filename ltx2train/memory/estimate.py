@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ltx2train.memory.fp8 import module_bytes
+
 GIB, MIB = 2**30, 2**20
 ADAMW8BIT_MIN_SIZE, ADAMW8BIT_BLOCK = 4096, 256  # bitsandbytes' min_8bit_size and blockwise quantisation block
 ZERO_REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements)
@@ -434,12 +436,7 @@ def component_bytes(spec, dtype: torch.dtype, fp8: bool, component: str) -> int:
         from ltx2train.memory.fp8 import store_fp8
 
         store_fp8(module, component, compute_dtype=_compute_of(dtype))
-    return _module_bytes(module)
-
-
-def _module_bytes(module: torch.nn.Module) -> int:
-    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    return module_bytes(module)
 
 
 GEMMA3_12B = {  # google/gemma-3-12b-it (the LTX-2 text encoder), used when model.text_encoder is not on disk
@@ -504,7 +501,7 @@ def gemma_bytes(config, dtype: torch.dtype, fp8: bool) -> int:
         from ltx2train.memory.fp8 import store_fp8
 
         store_fp8(model, "text_encoder", compute_dtype=_compute_of(dtype))
-    return _module_bytes(model)
+    return module_bytes(model)
 
 
 def gemma_forward_bytes(config, tokens: int, dtype: torch.dtype) -> int:

@@ -73,6 +73,12 @@ def format_bytes(n: int) -> str:
     return f"{n:.2f} GiB"
 
 
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes of ``module``'s parameters and buffers (a tensor held twice counted once)."""
+    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
 def param_bytes(module: torch.nn.Module) -> int:
     """Bytes of ``module``'s parameters (a tied parameter counted once)."""
     return sum(p.numel() * p.element_size() for p in module.parameters())
