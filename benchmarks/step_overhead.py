@@ -118,12 +118,12 @@ def bare_inputs(trainer):
     inputs = trainer.strategy.inputs(batch, trainer.frozen_text_context, generator=trainer.noise_generators(batch))
     trainer._cast_inputs(inputs)
     with torch.no_grad():
-        video, audio = trainer.transformer(**inputs.model_kwargs)
+        video, audio = trainer.wrapped(**inputs.model_kwargs)
     return inputs.model_kwargs, (torch.randn_like(video.float()), torch.randn_like(audio.float()))
 
 
 def bare(trainer, kwargs, targets, steps: int) -> float:
-    model, optimizer = trainer.transformer, trainer.optimizer
+    model, optimizer = trainer.wrapped, trainer.optimizer
     start = time.perf_counter()
     for _ in range(steps):
         with trainer.backend.autocast():
@@ -147,7 +147,7 @@ def connectors(trainer, steps: int) -> float:
 
 
 def measure(trainer, steps: int, rounds: int) -> tuple[float, float, float]:
-    trainer.transformer.train()
+    trainer.wrapped.train()
     kwargs, targets = bare_inputs(trainer)
     ours(trainer, 1), bare(trainer, kwargs, targets, 1)  # warm-up: allocator, optimizer state
     mine, theirs, text = [], [], []

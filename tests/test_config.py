@@ -168,11 +168,21 @@ def test_malformed_override():
         ("train.max_steps=-1", "train.max_steps: must be >= 1"),
         ("train.keep_last=0", "train.keep_last: must be >= 1"),
         ("train.resume=/no/such/checkpoint", "train.resume: /no/such/checkpoint does not exist"),
+        ("train.trainable=[transformer,vae]", "train.trainable: ['vae'] unknown; the trainable components are"),
+        ("train.trainable=[transformer,connectors,transformer]", "names a component twice"),
+        ("train.trainable=[connectors]", "must contain transformer"),
     ],
 )
 def test_invalid_values(override, message):
-    with pytest.raises(ConfigError, match=message.replace("+", r"\+").replace("|", r"\|")):
+    with pytest.raises(ConfigError, match=message.replace("+", r"\+").replace("|", r"\|").replace("[", r"\[")):
         load_config(DEMO, [override])
+
+
+def test_trained_connectors_are_not_also_frozen_in_fp8():
+    assert load_config(DEMO, ["train.trainable=[transformer,connectors]"]).train.trainable == ["transformer",
+                                                                                              "connectors"]
+    with pytest.raises(ConfigError, match="train.trainable has connectors and memory.fp8_frozen has them too"):
+        load_config(DEMO, ["train.trainable=[transformer,connectors]", "memory.fp8_frozen=[connectors]"])
 
 
 def test_resume_keywords_and_existing_path(tmp_path):

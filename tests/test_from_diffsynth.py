@@ -5,7 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from ltx2train import cli
 from ltx2train.compat.diffsynth.training import ConversionError, convert
@@ -127,3 +129,28 @@ def test_what_cannot_convert_says_why(diffsynth_files, tmp_path):
     recipe = convert(_split_script(preset_lora_path="x.safetensors", frobnicate=1, use_swanlab=""))
     assert recipe.values["lora.preset"] == [str(Path("x.safetensors").resolve())]
     assert "frobnicate" in recipe.unconverted and "SwanLab" in recipe.unconverted["use_swanlab"]
+
+
+def test_a_full_fine_tune_of_the_dit_and_its_connectors_converts_and_trains(diffsynth_files, tiny_workspace):
+    script = _split_script().replace('--lora_base_model "dit" --lora_target_modules "to_k,to_q,to_v,to_out.0" '
+                                     '--lora_rank 8', '--trainable_models "dit,text_encoder_post_modules,text_encoder"')
+    script = script.replace("--num_epochs 2", "--num_epochs 1").replace("--dataset_repeat 2", "--dataset_repeat 1")
+    script = script.replace(f'"{REPACKAGE}:transformer.safetensors"',  # the training pass loads what it trains
+                            f'"{REPACKAGE}:transformer.safetensors,{REPACKAGE}:text_encoder_post_modules.safetensors"')
+    Path("full.sh").write_text(script)
+    recipe = convert(script)
+    assert recipe.values["train.method"] == "full"
+    assert recipe.values["train.trainable"] == ["transformer", "connectors"]
+    assert "text_encoder: ltx2train trains the DiT" in recipe.unconverted["trainable_models"]
+    assert cli.main(["from-diffsynth", "full.sh", "--output", "full.yaml"]) == 0
+    assert "# --trainable_models" in Path("full.yaml").read_text()
+    assert cli.main(["prepare", "full.yaml"]) == 0 and cli.main(["train", "full.yaml"]) == 0
+    out = Path(yaml.safe_load(Path("full.yaml").read_text())["train"]["output_dir"]) / "checkpoints" / "step_000006"
+    trained = load_file(str(out / "text_encoder_post_modules.safetensors"))
+    base = load_file(str(tiny_workspace / "model" / "text_encoder_post_modules.safetensors"))
+    assert trained.keys() == base.keys() and any(not torch.equal(trained[k], base[k].to(trained[k].dtype))
+                                                 for k in base)
+    # a LoRA cannot go on the DiT while the connectors are fully trained: one method trains every part here
+    mixed = convert(_split_script(trainable_models="text_encoder_post_modules"))
+    assert mixed.values["train.method"] == "lora" and "train.trainable" not in mixed.values
+    assert "one method trains every part" in mixed.unconverted["trainable_models"]

@@ -49,6 +49,10 @@ ROWS = {
     "validation clip = `sample` from the checkpoint": (
         ("test_train_e2e::test_exported_lora_reloaded_by_sample_reproduces_validation_exactly",),
         *_same("test_versions::test_lora_trains_checkpoints_and_sample_reproduces_validation")),
+    "text connectors trained beside the DiT (`train.trainable`): LoRA / full, validation = `sample`": (
+        ("test_methods::test_a_lora_on_the_connectors_trains_them_and_samples_like_validation",
+         "test_methods::test_full_fine_tuning_of_the_connectors_exports_them_beside_the_transformer"),
+        *_same("test_versions::test_trained_connectors_reload_into_sample_like_validation")),
     "`sample --two-stage` (x2 upscaler + stage-2 LoRA), `--distilled-pipeline`": (
         ("test_inference_pipeline::test_sample_command_runs_the_seed_pipeline_two_stage",
          "test_inference_pipeline::test_distilled_pipeline_uses_fixed_schedule_without_cfg"),

@@ -217,6 +217,30 @@ def test_lora_trains_checkpoints_and_sample_reproduces_validation(run, tmp_path)
     assert not np.array_equal(base[0].video, in_training.video)
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("version", ["2.3", "2.5"])
+def test_trained_connectors_reload_into_sample_like_validation(request, tmp_path, version, method):
+    """train.trainable=[transformer, connectors] on 2.3+ connectors (gated, 8 layers in the real model, a text
+    projection per modality before them, frozen): the checkpoint reproduces the validation clip in ``sample``."""
+    root = workspace(request, version)
+    extra = ["lora.alpha=null"] if method == "lora" else ["train.method=full", "optimizer.lr=1e-4"]
+    cfg = tiny_config(root, tmp_path / "run", [*SHORT, *extra, "train.max_steps=2",
+                                               "train.trainable=[transformer,connectors]"])
+    result = Trainer(cfg, log=QUIET).train()
+    if method == "lora":
+        assert any("embeddings_connector." in m for m in read_lora(result.checkpoint / ckpt.LORA_FILE).modules)
+        _, clips = sample(cfg, lora=result.checkpoint / ckpt.LORA_FILE, output_dir=tmp_path / "sample")
+    else:
+        base = load_component(VARIANTS[version], "connectors", cfg.model.checkpoint)
+        trained = load_component(VARIANTS[version], "connectors", result.checkpoint)
+        changed = {n.split(".")[0] for (n, p), q in zip(base.named_parameters(), trained.parameters())
+                   if not torch.equal(p, q)}
+        assert changed == {"video_connector", "audio_connector"}
+        _, clips = sample(cfg, lora=None, transformer=result.checkpoint, output_dir=tmp_path / "sample")
+    in_training = result.last_validation[0]
+    assert np.array_equal(clips[0].video, in_training.video) and torch.equal(clips[0].audio, in_training.audio)
+
+
 def test_resume_continues_exactly(run, tmp_path):
     _, root, cfg, straight = run
     resumed_dir = tmp_path / "resumed"
@@ -452,8 +476,11 @@ def test_each_backend_on_two_processes(request, tmp_path, version, method, backe
     name = ckpt.LORA_FILE if method == "lora" else "transformer.safetensors"
     a, b = (load_file(str(ckpt.checkpoint_dir(tmp_path / d, 4) / name)) for d in (backend, "one"))
     assert a.keys() == b.keys()
+    # AdamW divides each gradient element by its own running norm, so an element whose gradient is near zero carries
+    # the order of the float reductions (2 x 1 vs 1 x 2 samples) into its update: measured up to 6.6e-6 on one
+    # element of 2.5's LoRA (AMD EPYC; within 1e-6 elsewhere). The losses (to 1e-5) catch a wrong split or average.
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=2e-5)
 
 
 @pytest.mark.parametrize("version", ["2.3", "2.5"])

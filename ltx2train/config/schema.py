@@ -332,6 +332,11 @@ class TrainConfig:
         output_dir: run directory (checkpoints, resolved config, logs, samples).  Required.
         method: what is trained: ``lora`` (adapters on the frozen transformer, see ``lora``) | ``full`` (every
             transformer weight, kept in float32 with its optimizer state; the forward in ``mixed_precision``).
+        trainable: the components trained by ``method``: ``[transformer]`` (the DiT) or ``[transformer,
+            connectors]`` (the DiT and the two text-connector transformers: LoRA adapters on both, or both fully
+            trained; the connectors then run with their graph in the step, the text projection before them stays
+            frozen). Exports hold both: connector modules in ``lora.safetensors``, ``text_encoder_post_modules
+            .safetensors`` beside ``transformer.safetensors``.
         max_steps: optimizer steps to train for.
         num_epochs: train for this many passes over the data instead: ``max_steps`` becomes ``num_epochs`` x the
             optimizer steps of one epoch (batches per process / ``gradient_accumulation_steps``), printed at start.
@@ -347,6 +352,7 @@ class TrainConfig:
 
     output_dir: str = MISSING  # run directory
     method: str = "lora"  # lora | full
+    trainable: List[str] = field(default_factory=lambda: ["transformer"])  # [transformer] | [transformer, connectors]
     max_steps: int = 2000  # optimizer steps
     num_epochs: Optional[int] = None  # when set: max_steps = num_epochs x optimizer steps per epoch
     seed: int = 42  # random seed

@@ -246,12 +246,27 @@ def _train(c: _Checks, cfg: Config) -> None:
     c.at_least("train.gradient_accumulation_steps", t.gradient_accumulation_steps, 1)
     c.choice("train.mixed_precision", t.mixed_precision, MIXED_PRECISIONS)
     c.choice("train.method", t.method, METHODS)
+    _trainable(c, cfg)
     c.at_least("train.checkpoint_every", t.checkpoint_every, 0, " (0 = only at the end)")
     c.at_least("train.keep_last", t.keep_last, 1)
     if t.resume not in RESUME_KEYWORDS:
         c.need(Path(t.resume).exists(),
                f"train.resume: {t.resume} does not exist (expected 'latest', 'none' or a checkpoint directory)")
     c.at_least("train.log_every", t.log_every, 1)
+
+
+def _trainable(c: _Checks, cfg: Config) -> None:
+    from ltx2train.models.trained import TRAINABLE
+
+    trainable = list(cfg.train.trainable)
+    unknown = [x for x in trainable if x not in TRAINABLE]
+    c.need(not unknown, f"train.trainable: {unknown} unknown; the trainable components are {list(TRAINABLE)}")
+    c.need(len(set(trainable)) == len(trainable), f"train.trainable: {trainable} names a component twice")
+    c.need("transformer" in trainable, f"train.trainable: {trainable} must contain transformer (the connectors are "
+           "trained with the DiT, not alone): [transformer] or [transformer, connectors]")
+    frozen8 = "connectors" in trainable and "connectors" in cfg.memory.fp8_frozen
+    c.need(not frozen8, "train.trainable has connectors and memory.fp8_frozen has them too: FP8 storage is for "
+           "frozen weights; drop connectors from one of the two")
 
 
 def _distributed(c: _Checks, cfg: Config) -> None:

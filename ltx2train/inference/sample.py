@@ -20,13 +20,13 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
            image: str | None = None, reference_video: str | None = None, audio: str | None = None,
            video: str | None = None, num_frames: int | str | None = None) -> tuple[list[Path], list[GeneratedClip]]:
     """``transformer``: another transformer than ``model.checkpoint``'s (a fully fine-tuned one: a checkpoint
-    directory or its ``transformer.safetensors``); ``lora``: LoRA files of any dialect on top (one or a list, with
-    ``lora_scale`` one strength or one per file); ``image`` / ``reference_video``: every prompt's first frame
+    directory -- with its text connectors too when they were trained -- or its ``transformer.safetensors``);
+    ``lora``: LoRA files of any dialect on top (one or a list, with ``lora_scale`` one strength or one per file); ``image`` / ``reference_video``: every prompt's first frame
     (i2av) / reference video (IC-LoRA) instead of the recipe's ``validation.images`` / ``reference_videos``;
     ``audio`` / ``video``: every prompt's given audio (a2v) / video (v2a); ``num_frames``: the clips' length instead of
     ``validation.num_frames``, or ``"auto"``: each prompt's own, from LTX-2.5's duration head."""
     from ltx2train.inference.loras import LoraStack
-    from ltx2train.models.loading import load_component, require_model_files
+    from ltx2train.models.loading import load_component, missing_model_files, require_model_files
     from ltx2train.models.specs import load_variant, torch_dtype
     from ltx2train.models.text_encoder import load_text_encoder
     from ltx2train.inference.sampler import (build_sampler, decoder_components, encode_prompts, read_conditions,
@@ -45,8 +45,10 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     conditions = read_conditions(validation, cfg.data.reference_downscale)
     load = lambda name, d=None, part=None: load_component(  # noqa: E731
         spec, name, cfg.model.checkpoint, dtype=d or dtype, device=device, part=part, distilled=cfg.model.distilled)
-    connectors = load("connectors")
     override = transformer is not None
+    tuned_connectors = override and Path(transformer).is_dir() and not missing_model_files(transformer, ["connectors"])
+    connectors = load_component(spec, "connectors", Path(transformer), dtype=dtype, device=device) \
+        if tuned_connectors else load("connectors")  # a full fine-tune of train.trainable [transformer, connectors]
     transformer = load("transformer") if transformer is None else load_component(
         spec, "transformer", Path(transformer), dtype=dtype, device=device)
     if not override:  # a fully fine-tuned transformer holds its presets already

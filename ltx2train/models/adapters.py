@@ -19,6 +19,7 @@ import torch
 
 from ltx2train.models.keys import build_key_map, lora_module_to_diffusers, lora_module_to_original, lora_original_to_peft
 from ltx2train.models.lora_files import LoraFile, LoraModule, from_state_dict, read_lora, to_state_dict
+from ltx2train.models.trained import trained_parts
 
 
 GATE_LOGITS = "to_gate_logits"  # LTX-2.3's per-head attention gate projection (2 * sigmoid scales each head)
@@ -122,10 +123,11 @@ def export_lora(
     *,
     connectors: torch.nn.Module | None = None,
     adapter_name: str = "default",
-    state: Mapping[str, torch.Tensor] | None = None,
+    states: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> LoraFile:
     """The PEFT adapter ``adapter_name`` in canonical form (original module names, each module's alpha).
-    ``state``: the transformer's adapter tensors gathered in full (under sharding the modules hold shards)."""
+    ``states``: per component (``transformer``, ``connectors``), its adapter tensors gathered in full (under
+    sharding the modules hold shards)."""
     from peft.tuners.lora import LoraLayer
 
     modules: dict[str, LoraModule] = {}
@@ -133,8 +135,8 @@ def export_lora(
         for name, layer in (module.named_modules() if module is not None else ()):
             if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A:
                 down, up = f"{name}.lora_A.{adapter_name}.weight", f"{name}.lora_B.{adapter_name}.weight"
-                if state is not None and component == "transformer":
-                    down, up = state[down], state[up]
+                if states is not None and component in states:
+                    down, up = states[component][down], states[component][up]
                 else:
                     down, up = layer.lora_A[adapter_name].weight.detach(), layer.lora_B[adapter_name].weight.detach()
                 modules[lora_module_to_original(component, name)] = LoraModule(
@@ -142,35 +144,42 @@ def export_lora(
     return LoraFile(modules, "official")
 
 
-def load_into_adapter(transformer: torch.nn.Module, lora: LoraFile, *, adapter_name: str = "default",
+def load_into_adapter(model: torch.nn.Module, lora: LoraFile, *, adapter_name: str = "default",
                       require_all: bool = False, source: str = "LoRA") -> int:
-    """Fill the existing adapter ``adapter_name`` so that each module's effect equals the file's, whatever
-    alpha either was made with. Modules the adapter has but the file lacks keep their weights unless
-    ``require_all``. Returns the number of modules filled."""
-    state = adapter_state_from_lora(transformer, lora, adapter_name=adapter_name, require_all=require_all,
-                                    source=source)
+    """Fill the existing adapter ``adapter_name`` of a trained module (the transformer, or it with the connectors:
+    ``models/trained.py``) so that each module's effect equals the file's, whatever alpha either was made with.
+    Modules the adapter has but the file lacks keep their weights unless ``require_all``. Returns the number of
+    modules filled."""
+    state = adapter_state_from_lora(model, lora, adapter_name=adapter_name, require_all=require_all, source=source)
     with torch.no_grad():
         for key, value in state.items():
-            param = transformer.get_parameter(key)
+            param = model.get_parameter(key)
             param.copy_(value.to(param.dtype))
     return len(state) // 2
 
 
-def adapter_state_from_lora(transformer: torch.nn.Module, lora: LoraFile, *, adapter_name: str = "default",
-                            require_all: bool = False, source: str = "LoRA") -> dict[str, torch.Tensor]:
-    """The adapter's tensors (state-dict names) that give each module the file's effect:
-    ``B_adapter = B_file * scale_file / scale_adapter`` (float32 arithmetic); every module checked first."""
+def _adapted_layers(model: torch.nn.Module, adapter_name: str) -> dict[tuple[str, str], tuple[object, str]]:
+    """``{(component, module name): (LoRA layer, state-dict prefix)}`` of a trained module's adapter."""
     from peft.tuners.lora import LoraLayer
 
-    layers = {name: layer for name, layer in transformer.named_modules()
-              if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A}
+    return {(component, name): (layer, prefix) for component, (module, prefix) in trained_parts(model).items()
+            for name, layer in module.named_modules() if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A}
+
+
+def adapter_state_from_lora(model: torch.nn.Module, lora: LoraFile, *, adapter_name: str = "default",
+                            require_all: bool = False, source: str = "LoRA") -> dict[str, torch.Tensor]:
+    """The adapter's tensors (the trained module's state-dict names) that give each module the file's effect:
+    ``B_adapter = B_file * scale_file / scale_adapter`` (float32 arithmetic); every module checked first."""
+    layers = _adapted_layers(model, adapter_name)
+    trains_connectors = "connectors" in trained_parts(model)
     problems, seen, state = [], set(), {}
     for name, weights in lora.modules.items():
         component, dname = lora_module_to_diffusers(name)
-        layer = layers.get(dname) if component == "transformer" else None
-        if component == "connectors":
-            problems.append(f"module {name!r} is on the text connectors, which training does not adapt "
-                            "(leave them out: ltx2train export FILE --drop-connectors --output NEW)")
+        layer, prefix = layers.get((component, dname), (None, ""))
+        if component == "connectors" and not trains_connectors:
+            problems.append(f"module {name!r} is on the text connectors, which this run does not adapt (add "
+                            "connectors to train.trainable, or leave them out: ltx2train export FILE "
+                            "--drop-connectors --output NEW)")
         elif layer is None:
             problems.append(f"module {name!r} is not adapted here (lora.target_modules)")
         elif layer.r[adapter_name] != weights.rank:
@@ -181,12 +190,13 @@ def adapter_state_from_lora(transformer: torch.nn.Module, lora: LoraFile, *, ada
                             "do not fit the model (another base variant?)")
         else:
             ratio = weights.scale / float(layer.scaling[adapter_name])
-            state[f"{dname}.lora_A.{adapter_name}.weight"] = weights.down.float()
-            state[f"{dname}.lora_B.{adapter_name}.weight"] = weights.up.float() * ratio if ratio != 1.0 else weights.up.float()
-            seen.add(dname)
+            state[f"{prefix}{dname}.lora_A.{adapter_name}.weight"] = weights.down.float()
+            up = weights.up.float()
+            state[f"{prefix}{dname}.lora_B.{adapter_name}.weight"] = up * ratio if ratio != 1.0 else up
+            seen.add((component, dname))
     if require_all:
-        problems += [f"no weights for adapted module {lora_module_to_original('transformer', d)!r}"
-                     for d in sorted(set(layers) - seen)]
+        problems += [f"no weights for adapted module {lora_module_to_original(c, d)!r}"
+                     for c, d in sorted(set(layers) - seen)]
     if problems:
         shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
         raise ValueError(f"{source} does not fit this recipe's LoRA: {shown}")

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ltx2train.models.text_encoder import ProjectedText
+from ltx2train.models.trained import projected_text_kwargs
+
 TIMESTEP_SCALE = 1000.0  # LTX2VideoTransformer3DModel's timestep_scale_multiplier
 
 
@@ -61,7 +64,8 @@ def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_s
                        use_cross_timestep: bool, device, isolate_modalities: bool = False,
                        keyframes: bool = False) -> dict:
     """``sample_sigma`` (B,) is the video's noise level, which drives the audio-video cross-attention
-    modulation (``sigma``/``audio_sigma``); ``context`` holds the connectors' video/audio text context.
+    modulation (``sigma``/``audio_sigma``); ``context`` holds the connectors' video/audio text context (or the
+    projected text: :func:`text_kwargs`).
     ``isolate_modalities``: no audio-video cross-attention (a video-only step: the audio tokens then reach
     nothing of the video). ``keyframes`` (LTX-2.5): the first latent frame is marked (:func:`keyframes_mask`)."""
     marks = {}
@@ -72,10 +76,7 @@ def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_s
     return dict(
         hidden_states=video.tokens.to(device),
         audio_hidden_states=audio.tokens.to(device),
-        encoder_hidden_states=context.video,
-        audio_encoder_hidden_states=context.audio,
-        encoder_attention_mask=context.attention_mask,
-        audio_encoder_attention_mask=context.attention_mask,
+        **text_kwargs(context),
         timestep=scaled(video.sigma),
         audio_timestep=scaled(audio.sigma),
         sigma=scaled(sample_sigma),
@@ -91,6 +92,21 @@ def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_s
         **({} if video.coords is None else {"video_coords": video.coords.to(device)}),
         **marks,
     )
+
+
+def text_kwargs(context) -> dict:
+    """The text part of the call: the connectors' context (``TextContext``), or -- when the connectors are trained
+    with the transformer (``models/trained.py``) -- the projected text they run on in the trained module's forward."""
+    if isinstance(context, ProjectedText):
+        return projected_text_kwargs(context)
+    return dict(encoder_hidden_states=context.video, audio_encoder_hidden_states=context.audio,
+                encoder_attention_mask=context.attention_mask, audio_encoder_attention_mask=context.attention_mask)
+
+
+def text_length(model_kwargs: dict) -> int:
+    """The text tokens of a call made by :func:`transformer_kwargs` (the context's, or the projected text's)."""
+    text = model_kwargs.get("encoder_hidden_states", model_kwargs.get("text_video"))
+    return text.shape[1]
 
 
 @contextmanager

@@ -3,7 +3,8 @@
     processes (backend) -> checkpoint to resume (read, not applied) -> validation inputs (Gemma, VAEs: before
     the transformer, so the two never share memory) -> transformer + connectors loaded on meta, filled in
     ``model.dtype`` -> FP8 storage of what ``memory.fp8_frozen`` lists (on the host, before the device sees
-    it) -> method (freeze, adapters, init_from) -> activation checkpointing -> backend (parallelize) ->
+    it) -> the trained module (the transformer, or it with the connectors: ``train.trainable``) -> method
+    (freeze, adapters, init_from) -> activation checkpointing -> backend (parallelize) ->
     optimizer + LR schedule -> resume (trained state, optimizer, schedule)
 
 Three axes stay independent: the method (what is trained), the backend (how it is distributed) and the
@@ -30,6 +31,7 @@ from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, format_bytes, redraw_
 from ltx2train.models.adapters import merge_presets
 from ltx2train.models.loading import load_component, require_model_files
 from ltx2train.models.specs import load_variant, torch_dtype
+from ltx2train.models.trained import trained_module
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.data import steps_per_epoch
 from ltx2train.training.backends import build_backend, state
@@ -46,8 +48,8 @@ class TrainingRun:
     method: object
     strategy: object
     dataset: CachedDataset
-    transformer: torch.nn.Module  # as the backend wrapped it
-    connectors: torch.nn.Module  # frozen, run in the step
+    model: torch.nn.Module  # the trained module (models/trained.py) as the backend wrapped it
+    connectors: torch.nn.Module  # frozen and run in the step, or trained inside ``model`` (train.trainable)
     params: list[torch.nn.Parameter]  # what the optimizer steps
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -100,19 +102,20 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     merge_presets(cfg.lora.preset, transformer, connectors, log)  # lora.preset: into the base, before the method
     strategy = build_strategy(cfg, dataset, transformer)
     method = build_method(cfg, spec, frozen=strategy.frozen_modules)
-    method.apply(transformer, log, fresh=not candidates)
+    model = trained_module(transformer, connectors, cfg.train.trainable)
+    method.apply(model, log, fresh=not candidates)
     if "transformer" in cfg.memory.fp8_frozen:  # a LoRA on the FP8 base (the config refuses full fine-tuning)
         if not candidates and not cfg.lora.init_from:
             redraw_lora_init(transformer)  # PEFT drew the adapters in the base's float8
-        keep_fp8_out_of_ddp(transformer)
+        keep_fp8_out_of_ddp(model)
     log_fp8(cfg, stored, log)
     if cfg.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    transformer, optimizer = backend.parallelize(transformer, lambda params: build_optimizer(params, cfg.optimizer))
+    model, optimizer = backend.parallelize(model, lambda params: build_optimizer(params, cfg.optimizer))
     seed_everything(cfg.train.seed + backend.rank)  # per-rank draws (dropout); training noise is keyed per sample
-    params = [p for p in transformer.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     lr_scheduler = build_lr_scheduler(optimizer, cfg.optimizer, cfg.train.max_steps)
-    run = TrainingRun(cfg, spec, backend, method, strategy, dataset, transformer, connectors, params, optimizer,
+    run = TrainingRun(cfg, spec, backend, method, strategy, dataset, model, connectors, params, optimizer,
                       lr_scheduler, weight_dtype, 0, None, sampler, clips)
     resume(run, candidates, explicit=cfg.train.resume != "latest", log=log)
     return run
@@ -268,12 +271,12 @@ def apply_checkpoint(run: TrainingRun, loaded: ckpt.LoadedCheckpoint) -> None:
     check_signature(run.method, loaded)
     check_backend(run.backend, loaded)
     backend, path = run.backend, loaded.path
-    names = run.method.trainable_names(backend.unwrap(run.transformer))
+    names = run.method.trainable_names(backend.unwrap(run.model))
     try:
-        model_loaded, optim_loaded = backend.load_state(path, run.transformer, run.optimizer, names)
+        model_loaded, optim_loaded = backend.load_state(path, run.model, run.optimizer, names)
         if not model_loaded:  # older checkpoints: the trained weights from the export, in whatever form it is
-            exported = run.method.state_from_export(backend.unwrap(run.transformer), path, f"checkpoint {path}")
-            backend.set_full_state(run.transformer, exported)
+            exported = run.method.state_from_export(backend.unwrap(run.model), path, f"checkpoint {path}")
+            backend.set_full_state(run.model, exported)
         if not optim_loaded:
             run.optimizer.load_state_dict(loaded.state["optimizer"])  # checkpoints written before state/optim
     except (CheckpointException, RuntimeError, OSError, KeyError) as exc:
@@ -327,7 +330,7 @@ def _lora_file_metadata(path: Path) -> dict[str, str]:
 
 def describe(run: TrainingRun) -> str:
     n_train = sum(p.numel() for p in run.params)
-    model = run.backend.unwrap(run.transformer)
+    model = run.backend.unwrap(run.model)
     kinds = lambda trained: sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()  # noqa: E731
                                     if p.requires_grad == trained}) or ["-"]
     return (f"[ltx2train] {run.spec.name}: {run.method.describe()} ({n_train:,} trainable parameters; weights: "

@@ -9,6 +9,8 @@ from typing import Callable
 
 import torch
 
+from ltx2train.models.forward import text_length
+
 
 class Throughput:
     """Counts what each micro-batch fed the transformer; ``metrics`` closes the window (a collective)."""
@@ -24,7 +26,7 @@ class Throughput:
 
     def micro_batch(self, model_kwargs: dict) -> None:
         batch, video = model_kwargs["hidden_states"].shape[:2]
-        audio, text = model_kwargs["audio_hidden_states"].shape[1], model_kwargs["encoder_hidden_states"].shape[1]
+        audio, text = model_kwargs["audio_hidden_states"].shape[1], text_length(model_kwargs)
         with self.paused():  # counted once per token count; not training time
             flops = self.flops_of(batch, video, audio, text) if self.flops_of else 0
         self.counts += torch.tensor([batch, batch * video, batch * audio, flops], dtype=torch.float64)

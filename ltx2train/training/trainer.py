@@ -18,6 +18,7 @@ import torch
 from ltx2train.data.cache import collate, left_pad
 from ltx2train.memory.offload import offload_activations
 from ltx2train.models.text_encoder import ProjectedText, connect_text
+from ltx2train.models.trained import trained_parts, transformer_of
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.backends.collectives import disagreeing
 from ltx2train.training.builder import build, describe
@@ -63,8 +64,9 @@ class Trainer:
         if not run.backend.is_main:  # console lines once, from the main process
             self.log = lambda _: None
         self.backend, self.method, self.strategy = run.backend, run.method, run.strategy
-        self.transformer, self.connectors, self.optimizer = run.transformer, run.connectors, run.optimizer
-        self.transformer.train()  # once: validation restores every module's mode (a train() per step walks them all)
+        self.wrapped, self.connectors, self.optimizer = run.model, run.connectors, run.optimizer
+        self.wrapped.train()  # once: validation restores every module's mode (a train() per step walks them all)
+        self.trains_connectors = "connectors" in trained_parts(self.model)
         self.lr_scheduler, self.weight_dtype, self.step = run.lr_scheduler, run.weight_dtype, run.step
         self.device, self.rank, self.world_size = run.backend.device, run.backend.rank, run.backend.world_size
         self.validation_sampler, self.validation_clips = run.validation_sampler, run.validation_clips
@@ -98,8 +100,9 @@ class Trainer:
 
     @property
     def model(self) -> torch.nn.Module:
-        """The transformer being trained, unwrapped from the backend."""
-        return self.backend.unwrap(self.transformer)
+        """The trained module (the transformer, or it with the text connectors: ``models/trained.py``), unwrapped
+        from the backend."""
+        return self.backend.unwrap(self.wrapped)
 
     def _build_loader(self, start_batch: int):
         cfg = self.cfg
@@ -114,17 +117,18 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- loop
     def text_context(self, batch: dict[str, torch.Tensor]):
-        """Cached projected text features -> left-padded to ``max_sequence_length`` on the device -> the connectors
-        (run in the step) -> video/audio context."""
+        """Cached projected text features -> left-padded to ``max_sequence_length`` on the device -> the frozen
+        connectors -> video/audio context; or, when the connectors are trained, the projected text itself (the
+        trained module runs them in its forward, with their graph)."""
         length = self.cfg.data.max_sequence_length
         to = lambda t: None if t is None else left_pad(t.to(self.device, self.weight_dtype), length)  # noqa: E731
         projected = ProjectedText(to(batch["text_video"]), to(batch.get("text_audio")),
                                   left_pad(batch["text_attention_mask"].to(self.device), length))
-        return connect_text(self.connectors, projected)
+        return projected if self.trains_connectors else connect_text(self.connectors, projected)
 
     @torch.no_grad()
     def frozen_text_context(self, batch: dict[str, torch.Tensor]):
-        """:meth:`text_context` without a graph (the connectors are frozen); the strategy calls it once it has
+        """:meth:`text_context` without a graph (frozen connectors need none); the strategy calls it once it has
         chosen the batch's captions (caption dropout)."""
         return self.text_context(batch)
 
@@ -132,7 +136,8 @@ class Trainer:
         """Token and context tensors in the transformer's dtype (the frozen base's for LoRA, the float32 master
         weights' for full fine-tuning: autocast then computes in ``mixed_precision``). Timesteps stay float32."""
         for key in ("hidden_states", "audio_hidden_states", "encoder_hidden_states", "audio_encoder_hidden_states"):
-            inputs.model_kwargs[key] = inputs.model_kwargs[key].to(self.input_dtype)
+            if key in inputs.model_kwargs:  # trained connectors make the context in the trained module's forward
+                inputs.model_kwargs[key] = inputs.model_kwargs[key].to(self.input_dtype)
 
     def noise_generators(self, batch) -> list[torch.Generator]:
         """One generator per sample, seeded by (seed, step, sample index): the same noise and sigma for a sample
@@ -147,9 +152,9 @@ class Trainer:
             inputs = self.strategy.inputs(batch, self.frozen_text_context, generator=self.noise_generators(batch))
             self._cast_inputs(inputs)
             self.throughput.micro_batch(inputs.model_kwargs)
-            with backend.accumulating(self.transformer, last=i == accum - 1):
+            with backend.accumulating(self.wrapped, last=i == accum - 1):
                 with backend.autocast(), offload_activations(self.cfg.memory.activation_offload):
-                    video_pred, audio_pred = self.transformer(**inputs.model_kwargs)
+                    video_pred, audio_pred = self.wrapped(**inputs.model_kwargs)
                     loss, parts = self.strategy.loss(video_pred, audio_pred, inputs)
                 backend.backward(loss / accum)
             losses.append(torch.stack([loss.detach(), parts["video_loss"], parts["audio_loss"]]).float())
@@ -260,14 +265,14 @@ class Trainer:
         cfg, backend, method = self.cfg, self.backend, self.method
         names = method.trainable_names(self.model)
         agreed = self._check_replicas(names)
-        gathered = backend.gather(self.transformer, names)  # collective: full tensors on the main process
+        gathered = backend.gather(self.wrapped, names)  # collective: full tensors on the main process
         metadata = {"base_variant": self.run.spec.name, "family": self.run.spec.family, "strategy": self.strategy.name,
                     "step": str(self.step)}
         state = {"step": self.step, "lr_scheduler": self.lr_scheduler.state_dict(), "signature": method.signature(),
                  "backend": backend.name}
         path = ckpt.save_checkpoint(
             self.output_dir, self.step, exports=method.exports(self.model, gathered, metadata) if backend.is_main else {},
-            training_state=state, save_state=lambda d: backend.save_state(d, self.transformer, self.optimizer, names),
+            training_state=state, save_state=lambda d: backend.save_state(d, self.wrapped, self.optimizer, names),
             rank=self.rank, world_size=self.world_size, barrier=backend.barrier, keep_last=cfg.train.keep_last)
         self.log(f"[ltx2train] checkpoint {path}"
                  + (f" ({self.world_size} processes agree on {agreed} replicated trained tensors)" if agreed else ""))
@@ -276,7 +281,7 @@ class Trainer:
     def _check_replicas(self, names: set[str]) -> int:
         """Collective: the replicated trained tensors hold the same bits on every process (a checkpoint keeps one
         copy of them); the number checked. Sharded tensors have one copy and nothing to compare."""
-        replicas = self.backend.replicas(self.transformer, names)
+        replicas = self.backend.replicas(self.wrapped, names)
         diverged = disagreeing(replicas, self.device)
         if diverged:
             raise RuntimeError(
@@ -290,9 +295,10 @@ class Trainer:
         (identical inputs and seeds) and only the main one logs and writes."""
         backend, main = self.backend, self.backend.is_main
         if main or backend.collective_forward:
-            transformer = backend.full_model(self.transformer)
+            model = backend.full_model(self.wrapped)
+            transformer = transformer_of(model)
             if self.cfg.validation.loss_sigmas:
-                losses = self.validation_loss(transformer)
+                losses = self.validation_loss(model)
                 self.tracker.log(losses, self.step)
                 result.validation_losses.append((self.step, losses["val_loss"]))
                 self.log(f"[ltx2train] validation loss at step {self.step}: {losses['val_loss']:.4f} (sigmas "
@@ -309,13 +315,14 @@ class Trainer:
         backend.barrier()
 
     @torch.no_grad()
-    def validation_loss(self, transformer: torch.nn.Module) -> dict[str, float]:
-        """The loss of the first cached clips at fixed sigmas with fixed noise: a deterministic curve."""
+    def validation_loss(self, model: torch.nn.Module) -> dict[str, float]:
+        """The loss of the first cached clips at fixed sigmas with fixed noise: a deterministic curve. ``model``:
+        the trained module, whole (:meth:`backend.full_model`)."""
         from ltx2train.inference.sampler import preserved_training_state
 
         cfg = self.cfg.validation
         per_sigma = {s: 0.0 for s in cfg.loss_sigmas}
-        with preserved_training_state(transformer, self.connectors):
+        with preserved_training_state(model, self.connectors):
             for clip in self.validation_clips:
                 batch = self.run.dataset.collate([clip])
                 context = self.text_context(batch)
@@ -324,7 +331,7 @@ class Trainer:
                                                   sigma=torch.tensor([sigma]))
                     self._cast_inputs(inputs)
                     with self.backend.autocast():
-                        video_pred, audio_pred = transformer(**inputs.model_kwargs)
+                        video_pred, audio_pred = model(**inputs.model_kwargs)
                         loss, _ = self.strategy.loss(video_pred, audio_pred, inputs)
                     per_sigma[sigma] += loss.item() / len(self.validation_clips)
         metrics = {f"val_loss_sigma_{s:g}": v for s, v in per_sigma.items()}

@@ -46,6 +46,7 @@ _NO_EQUIVALENT = {
     "min_timestep_boundary": "for Wan 2.2's two-expert models; LTX-2 samples sigmas from objective.*",
     "use_wandb": "set tracker.backend=wandb", "use_swanlab": "SwanLab is not a tracker here (wandb, tensorboard)",
 }
+_TRAINABLE = {"dit": "transformer", "text_encoder_post_modules": "connectors"}  # --trainable_models it converts
 _FP8 = {"dit": "transformer", "text_encoder": "text_encoder", "video_vae_encoder": "video_vae",
         "audio_vae_encoder": "audio_vae", "text_encoder_post_modules": "connectors"}
 
@@ -179,6 +180,7 @@ def _inputs(recipe: Recipe, flags: dict) -> None:
 
 def _method(recipe: Recipe, flags: dict) -> None:
     base, trainable = flags.get("lora_base_model"), flags.get("trainable_models")
+    full = [m.strip() for m in str(trainable or "").split(",") if m.strip()]
     if base:
         if base != "dit":
             recipe.unconverted["lora_base_model"] = f"a LoRA on {base!r}: ltx2train trains LoRAs on the DiT only"
@@ -187,17 +189,33 @@ def _method(recipe: Recipe, flags: dict) -> None:
         targets = [t.strip() for t in str(flags.get("lora_target_modules") or "").split(",") if t.strip()]
         if targets:
             recipe.set("lora.target_modules", targets, "--lora_target_modules")
-    elif trainable:
+        if full:
+            recipe.unconverted["trainable_models"] = (
+                f"{', '.join(full)} fully trained beside a LoRA: one method trains every part here "
+                "(train.trainable=[transformer, connectors] puts the LoRA on the text connectors too)")
+    elif full:
         recipe.set("train.method", "full", f"--trainable_models {trainable}")
-        others = [m for m in str(trainable).split(",") if m.strip() and m.strip() != "dit"]
-        if others:
-            recipe.unconverted["trainable_models"] = f"{', '.join(others)}: only the DiT is trained (full or LoRA)"
+        _trainable(recipe, full, trainable)
     if flags.get("preset_lora_path"):
         presets = [str(Path(p.strip()).resolve()) for p in str(flags["preset_lora_path"]).split(",") if p.strip()]
         recipe.set("lora.preset", presets, f"--preset_lora_path {flags['preset_lora_path']}")
+    trained = recipe.values.get("train.trainable", ["transformer"])
     fp8 = [_FP8[m.strip()] for m in str(flags.get("fp8_models") or "").split(",") if m.strip() in _FP8]
+    fp8 = [c for c in fp8 if c not in trained]  # DiffSynth stores only frozen models in FP8
     if fp8:
         recipe.set("memory.fp8_frozen", fp8, f"--fp8_models {flags['fp8_models']}")
+
+
+def _trainable(recipe: Recipe, models: list[str], flag: str) -> None:
+    """``--trainable_models`` of a full fine-tune -> ``train.trainable`` (the DiT, and the text connectors)."""
+    why = [f"{m}: ltx2train trains the DiT and its text connectors (text_encoder_post_modules) only"
+           for m in models if m not in _TRAINABLE]
+    if "dit" not in models:
+        why.append("the DiT is always trained here (train.trainable starts with transformer)")
+    if why:
+        recipe.unconverted["trainable_models"] = "; ".join(why)
+    if "text_encoder_post_modules" in models:
+        recipe.set("train.trainable", [_TRAINABLE[m] for m in _TRAINABLE], f"--trainable_models {flag}")
 
 
 def _value(key: str, raw):

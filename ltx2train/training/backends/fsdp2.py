@@ -23,11 +23,23 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.distributed as dist
 
+from ltx2train.models.trained import trained_parts, transformer_of
 from ltx2train.training.backends.collectives import TorchCollectives
 
 from ltx2train.training.backends import state
 
 _COMPUTE_DTYPES = {"bf16": torch.bfloat16, "no": None}
+
+
+def _units_of_pair(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The FSDP units of a trained pair below its root, inner first: the two connector transformers (the step calls
+    them, not the connectors' own forward), the connectors and the transformer (validation calls them one by one).
+    None for the transformer alone."""
+    parts = {name: module for name, (module, _) in trained_parts(model).items() if module is not model}
+    if "connectors" not in parts:
+        return []
+    connectors = parts["connectors"]
+    return [connectors.video_connector, connectors.audio_connector, connectors, parts["transformer"]]
 
 
 class FSDP2Backend(state.DCPState, TorchCollectives):
@@ -60,8 +72,10 @@ class FSDP2Backend(state.DCPState, TorchCollectives):
                                        cast_forward_inputs=False) if self.compute_dtype else MixedPrecisionPolicy())
         options = dict(mesh=self.mesh, mp_policy=policy, reshard_after_forward=self.reshard_after_forward,
                        offload_policy=CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy())
-        for block in model.transformer_blocks:
+        for block in transformer_of(model).transformer_blocks:
             fully_shard(block, **options)
+        for part in _units_of_pair(model):
+            fully_shard(part, **options)
         fully_shard(model, **options)
         return model, make_optimizer([p for p in model.parameters() if p.requires_grad])
 

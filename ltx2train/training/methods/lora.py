@@ -1,4 +1,5 @@
-"""LoRA: PEFT adapters on ``lora.target_modules``, the transformer frozen (never upcast: adapters alone are fp32)."""
+"""LoRA: PEFT adapters on ``lora.target_modules`` of the transformer (and of the text connectors when
+``train.trainable`` has them), the base frozen (never upcast: adapters alone are fp32)."""
 
 from __future__ import annotations
 
@@ -15,20 +16,22 @@ from ltx2train.models.adapters import (
     training_lora_config,
 )
 from ltx2train.models.lora_files import read_lora, to_state_dict
+from ltx2train.models.trained import frozen_pattern, split_state, trainable_signature, trained_parts
 
 ADAPTER = "default"
 EXPORT_FILE = "lora.safetensors"
 
 
-def add_lora(transformer: torch.nn.Module, lora_cfg, exclude: str | None = None) -> list[torch.nn.Parameter]:
-    """PEFT LoRA on ``lora_cfg.target_modules`` except modules whose full name matches ``exclude``; adapter
-    weights kept in float32 whatever the base dtype."""
-    transformer.requires_grad_(False)
+def add_lora(module: torch.nn.Module, lora_cfg, exclude: str | None = None,
+             component: str = "transformer") -> list[torch.nn.Parameter]:
+    """PEFT LoRA on ``lora_cfg.target_modules`` of ``module`` (the transformer, or the text connectors) except
+    modules whose full name matches ``exclude``; adapter weights kept in float32 whatever the base dtype."""
+    module.requires_grad_(False)
     try:
-        transformer.add_adapter(training_lora_config(lora_cfg, exclude), adapter_name=ADAPTER)
+        module.add_adapter(training_lora_config(lora_cfg, exclude), adapter_name=ADAPTER)
     except ValueError as exc:
-        raise ValueError(f"lora.target_modules={lora_targets(lora_cfg)} match no transformer module: {exc}") from exc
-    params = [p for n, p in transformer.named_parameters() if "lora_" in n]
+        raise ValueError(f"lora.target_modules={lora_targets(lora_cfg)} match no {component} module: {exc}") from exc
+    params = [p for n, p in module.named_parameters() if "lora_" in n]
     for p in params:
         p.data = p.data.float()
         p.requires_grad_(True)
@@ -44,13 +47,16 @@ class LoraMethod:
 
     def describe(self) -> str:
         where = " (none on the audio branch: it does not run)" if self.frozen else ""
-        return f"LoRA rank {self.cfg.lora.rank} on {lora_targets(self.cfg.lora)}{where}"
+        parts = " and the text connectors" if "connectors" in self.cfg.train.trainable else ""
+        return f"LoRA rank {self.cfg.lora.rank} on {lora_targets(self.cfg.lora)} of the transformer{parts}{where}"
 
-    def apply(self, transformer: torch.nn.Module, log, fresh: bool = True) -> None:
-        """Adapters on the frozen transformer; on a fresh run (not a resume) filled from ``lora.init_from``."""
-        add_lora(transformer, self.cfg.lora, exclude=self.frozen)
+    def apply(self, model: torch.nn.Module, log, fresh: bool = True) -> None:
+        """Adapters on the frozen transformer (and connectors: ``train.trainable``); on a fresh run (not a resume)
+        filled from ``lora.init_from``."""
+        for component, (module, _) in trained_parts(model).items():
+            add_lora(module, self.cfg.lora, exclude=frozen_pattern(component, self.frozen), component=component)
         if fresh and self.cfg.lora.init_from:
-            self.load_export(transformer, Path(self.cfg.lora.init_from), require_all=False,
+            self.load_export(model, Path(self.cfg.lora.init_from), require_all=False,
                              source=f"lora.init_from {self.cfg.lora.init_from}")
             log(f"[ltx2train] LoRA initialised from {self.cfg.lora.init_from}")
 
@@ -58,7 +64,8 @@ class LoraMethod:
         lora = self.cfg.lora
         return {"method": self.name, "base_variant": self.spec.name, "rank": str(lora.rank),
                 "target_modules": json.dumps(lora_targets(lora)),
-                **({"excluded_modules": self.frozen} if self.frozen else {})}
+                **({"excluded_modules": self.frozen} if self.frozen else {}),
+                **trainable_signature(self.cfg.train.trainable)}
 
     def trainable_names(self, model: torch.nn.Module) -> set[str]:
         """State-dict names of what is trained and saved: the adapters."""
@@ -67,7 +74,9 @@ class LoraMethod:
     def exports(self, model: torch.nn.Module, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict:
         """``lora.safetensors``: official layout, alpha/rank folded into lora_B, float32. ``state``: the
         adapters gathered in full."""
-        lora = export_lora(model, adapter_name=ADAPTER, state=state)
+        parts = trained_parts(model)
+        lora = export_lora(parts["transformer"][0], connectors=parts.get("connectors", (None,))[0],
+                           adapter_name=ADAPTER, states=split_state(model, state))
         meta = {**metadata, "format": "ltx2train-lora", "lora_format": "official", "alpha_handling": "folded",
                 "rank": str(self.cfg.lora.rank), "alpha": str(self.cfg.lora.alpha),
                 "target_modules": json.dumps(lora_targets(self.cfg.lora))}
