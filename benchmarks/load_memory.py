@@ -55,7 +55,7 @@ def _measure(mode: str, path: Path, layers: int) -> None:
     else:
         from safetensors.torch import load_file
 
-        from ltx2train.models.keys import build_key_map
+        from ltx2train.models.key_maps import build_key_map
 
         module = _variant(layers).component("transformer").build()
         module = module.to(torch.bfloat16)

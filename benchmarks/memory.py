@@ -73,7 +73,7 @@ def recipe(directory: Path, variant: str, blocks: int, overrides: list[str]):
 
 # ---------------------------------------------------------------------------------------------- estimate
 def estimate(cfg) -> dict:
-    from ltx2train.memory.estimate import estimate_memory
+    from ltx2train.analysis.estimate import estimate_memory
 
     est = estimate_memory(cfg, world_size=1, prepare=False)
     p = est.parts
@@ -101,7 +101,8 @@ def build_real(cfg):
 
 def step_inputs(model, tokens: dict) -> tuple[dict, list]:
     """Random transformer inputs and velocity targets for an estimate's ``tokens`` (the estimator's own builder)."""
-    from ltx2train.memory.estimate import Tokens, step_inputs, step_targets
+    from ltx2train.analysis.fake import step_inputs, step_targets
+    from ltx2train.analysis.tokens import Tokens
 
     tokens = Tokens.described(tokens)
     return step_inputs(model, tokens, model.dtype), step_targets(model, tokens)

@@ -8,7 +8,7 @@ cached Gemma states, the t2av strategy (shifted logit-normal sigma, per-token ti
 masked video + audio losses, backward, AdamW. Each mode builds its own transformer (FP8 and block swap change
 it): ``bf16`` (nothing), ``ckpt`` (gradient checkpointing), ``fp8`` (the frozen base stored in float8,
 ``memory/fp8.py``), ``swapN`` (the last N blocks in host memory, ``memory/offload.py``), joined with ``+``.
-MFU counts model FLOPs from the architecture and the token counts (``training/flops.py``) over the GPU's dense
+MFU counts model FLOPs from the architecture and the token counts (``analysis/flops.py``) over the GPU's dense
 bf16 peak.
 
     python benchmarks/train_step.py --variant ltx2-19b --height 512 --width 768 --frames 121   # GPU
@@ -140,7 +140,7 @@ def build_mode(spec, mode: str, method: str, args, device: str):
 def step_flops_of(spec_name: str, method: str, args, tokens: dict) -> int:
     from ltx2train.config import load_config
     from ltx2train.models.specs import load_variant
-    from ltx2train.training.flops import step_flops
+    from ltx2train.analysis.flops import step_flops
 
     cfg = load_config(REPO / "recipes" / "t2av_lora.yaml", [f"model.variant={spec_name}", f"train.method={method}",
                                                              f"lora.rank={args.rank}"])
@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--modes", default=MODES, help=f"comma-separated (default {MODES})")
     args = parser.parse_args()
 
-    from ltx2train.training.flops import peak_flops
+    from ltx2train.analysis.flops import peak_flops
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"

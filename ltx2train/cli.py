@@ -31,7 +31,8 @@ def _inspect_memory(args: argparse.Namespace) -> int:
     if not args.name:
         raise ValueError("inspect memory: name a recipe, e.g. ltx2train inspect memory recipes/t2av_lora.yaml")
     from ltx2train.config import load_config
-    from ltx2train.memory.estimate import estimate_memory, format_estimate
+    from ltx2train.analysis.estimate import estimate_memory
+    from ltx2train.analysis.report import format_estimate
 
     cfg = load_config(args.name, args.overrides)
     estimate = estimate_memory(cfg, world_size=args.world_size)
@@ -146,7 +147,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _inspect_variant(name: str, as_json: bool) -> int:
-    from ltx2train.models.keys import iter_component_maps, original_keys_with_shapes
+    from ltx2train.models.key_maps import iter_component_maps, original_keys_with_shapes
     from ltx2train.models.specs import load_variant
 
     variant = load_variant(name)
@@ -267,8 +268,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     cfg = _load(args, ("model.checkpoint", "model.text_encoder"))
     loras, output = args.lora or [], args.output or f"{cfg.train.output_dir}/sample"
     scales = args.lora_scale or [1.0] * len(loras)
-    seed_pipeline = args.two_stage or args.distilled_pipeline or args.low_vram or args.stage2_lora or args.upscaler
-    if seed_pipeline:
+    diffsynth_pipeline = args.two_stage or args.distilled_pipeline or args.low_vram or args.stage2_lora or args.upscaler
+    if diffsynth_pipeline:
         for given, flag in ((args.transformer, "--transformer"), (args.audio, "--audio"), (args.video, "--video")):
             if given:
                 raise ValueError(f"{flag}: samples through the validation pipeline only; drop --two-stage / "
@@ -319,7 +320,7 @@ def _cmd_data_scan(args: argparse.Namespace) -> int:
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
     """Exit codes as prepare's: 0 every row usable, 4 some rejected, 5 none usable."""
-    from ltx2train.data.validate import validate, write_report
+    from ltx2train.data.probe import validate, write_report
 
     settings, columns = None, {}
     if args.recipe:
@@ -471,12 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--video-decoder", choices=("conv", "diffusion"),
                         help="what decodes the video: the VAE's conv decoder, or LTX-2.5's diffusion decoder "
                         "(default: validation.video_decoder)")
-    seed = sample.add_argument_group("through LTX2AudioVideoPipeline (the seed's pipeline) instead of validation's")
-    seed.add_argument("--two-stage", action="store_true", help="half size, x2 upscaler, stage 2 with --stage2-lora")
-    seed.add_argument("--distilled-pipeline", action="store_true", help="the distilled model's fixed 8-step schedule")
-    seed.add_argument("--upscaler", help="the x2 spatial upscaler file (default: the one beside model.checkpoint)")
-    seed.add_argument("--stage2-lora", help="the stage-2 distilled LoRA (two-stage)")
-    seed.add_argument("--low-vram", action="store_true", help="FP8 storage and block swap of the transformer")
+    av = sample.add_argument_group("through LTX2AudioVideoPipeline (DiffSynth's pipeline) instead of validation's")
+    av.add_argument("--two-stage", action="store_true", help="half size, x2 upscaler, stage 2 with --stage2-lora")
+    av.add_argument("--distilled-pipeline", action="store_true", help="the distilled model's fixed 8-step schedule")
+    av.add_argument("--upscaler", help="the x2 spatial upscaler file (default: the one beside model.checkpoint)")
+    av.add_argument("--stage2-lora", help="the stage-2 distilled LoRA (two-stage)")
+    av.add_argument("--low-vram", action="store_true", help="FP8 storage and block swap of the transformer")
     sample.add_argument("--prompt", action="append", help="prompt (repeatable; default: the recipe's validation prompts)")
     sample.add_argument("--seed", type=int, help="default: validation.seed")
     sample.add_argument("--output", help="directory for the mp4 files (default: <train.output_dir>/sample)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 def _token_budget(cfg, buckets: list[str], world_size: int) -> dict:
     """Tokens per clip of each bucket, and per optimizer step (batch x accumulation x processes)."""
     from ltx2train.data.buckets import Bucket
-    from ltx2train.memory.estimate import tokens_for
+    from ltx2train.analysis.tokens import tokens_for
     from ltx2train.models.specs import load_variant
 
     config = load_variant(cfg.model.variant).component("transformer").config
@@ -40,13 +40,12 @@ def _schedule(cfg, datasets: list[dict], world_size: int) -> dict | None:
 
 def recipe_report(cfg, world_size: int = 1) -> dict:
     """Everything ``inspect RECIPE`` shows, as plain data (``--json``)."""
-    from ltx2train.config import config_to_dict
+    from ltx2train.analysis.estimate import estimate_memory
+    from ltx2train.config import config_to_dict, dataset_sources
     from ltx2train.data.buckets import from_config
-    from ltx2train.memory.estimate import estimate_memory
-
     from ltx2train.data.cache import dataset_statistics
 
-    datasets = dataset_statistics(cfg)
+    datasets = dataset_statistics(dataset_sources(cfg.data))
     cached = sorted({b for d in datasets for b in d.get("buckets", {})})
     buckets = cached or [b.name for b in from_config(cfg.data)]
     estimate = estimate_memory(cfg, world_size=world_size, prepare=False)
@@ -59,7 +58,7 @@ def recipe_report(cfg, world_size: int = 1) -> dict:
 def format_report(report: dict, recipe: str) -> str:
     from omegaconf import OmegaConf
 
-    from ltx2train.memory.fp8 import format_bytes
+    from ltx2train.utils.format import format_bytes
 
     c = report["config"]
     lines = [f"{recipe}: {c['model']['variant']}, {c['train']['method']} under {c['distributed']['backend']}, "

@@ -241,7 +241,7 @@ def test_full_fine_tuning_of_a_video_only_strategy_under_two_processes(tiny_work
     assert "the audio branch frozen" in proc.stdout and "trained to step 4" in proc.stdout
     trained = load_file(str(ckpt.checkpoint_dir(out, 4) / "transformer.safetensors"))
     base = load_component("tiny", "transformer", tiny_config(tiny_workspace, out).model.checkpoint)
-    from ltx2train.models.keys import build_key_map
+    from ltx2train.models.key_maps import build_key_map
 
     original = build_key_map("transformer", base, "2.0").convert_to_original(base.state_dict())
     changed = {k for k, v in trained.items() if not torch.equal(v, original[k].to(v.dtype))}

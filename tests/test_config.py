@@ -293,7 +293,7 @@ def test_the_reference_recipe_documents_every_field(name):
     nothing else."""
     import yaml
 
-    from ltx2train.config.keys import LEAVES
+    from ltx2train.config.fields import LEAVES
 
     def leaves(data, prefix=""):
         for key, value in data.items():
@@ -471,7 +471,7 @@ def test_check_paths_covers_dataset_entries(tmp_path):
 
 
 def test_dataset_list_type_name():
-    from ltx2train.config.keys import LEAVES, type_name
+    from ltx2train.config.fields import LEAVES, type_name
 
     fields = "metadata, cache_dir, root, repeats, weight"
     assert type_name(LEAVES["data.datasets"]) == f"list of DatasetSource mappings ({fields})"
@@ -491,3 +491,15 @@ def test_diffsynth_spellings_are_understood(tmp_path):
         with pytest.raises(ConfigError, match=rf"unknown config key '{flag}' — did you mean '{ours}'\?"):
             load_config(path, [f"{flag}=1"])
 
+
+
+def test_the_training_shift_defaults_are_the_schedulers():
+    """objective.shift_* default to the constants ``inference/schedules.py`` shifts the sampling schedule with (one
+    ``shift_mu`` serves both), so training samples the noise levels inference starts from."""
+    from ltx2train.config import ObjectiveConfig
+    from ltx2train.inference import schedules
+
+    o = ObjectiveConfig()
+    assert (o.shift_base, o.shift_max, o.shift_base_tokens, o.shift_max_tokens) == (
+        schedules.BASE_SHIFT, schedules.MAX_SHIFT, schedules.BASE_TOKENS, schedules.MAX_TOKENS)
+    assert schedules.shift_mu(o.shift_max_tokens) == o.shift_max

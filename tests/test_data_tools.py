@@ -79,7 +79,7 @@ def test_validate_probes_the_rows_external_audio_and_reference_video(tmp_path):
     """With audio / reference_video columns: the audio reported is the external file's; a missing audio file, an
     audio file without audio and an undecodable reference each reject their row with the path."""
     from ltx2train.data.metadata import Columns
-    from ltx2train.data.validate import validate
+    from ltx2train.data.probe import validate
 
     _clip(tmp_path / "mute.mp4", audio=False)
     _clip(tmp_path / "voiced.mp4", audio=True)

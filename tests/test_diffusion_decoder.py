@@ -14,9 +14,8 @@ from conftest import REFERENCE, tiny_config
 from ltx2train import cli
 from ltx2train.config import ConfigError
 from ltx2train.inference.sample import sample
-from ltx2train.models.keys import build_key_map, base_state_dict
+from ltx2train.models.key_maps import build_key_map, base_state_dict
 from ltx2train.models.loading import CheckpointError, load_component, read_safetensors_header
-from ltx2train.models.specs import load_variant
 from ltx2train.models.tiny import random_components
 from ltx2train.models.version import shipped_layout
 from ltx2train.models.writing import save_release, save_repackaged, save_safetensors_atomic
@@ -124,7 +123,7 @@ def test_validation_and_sample_decode_with_the_diffusion_decoder(tiny25_workspac
     assert torch.equal(clips[0].audio, conv[0].audio)  # the audio is decoded as before
 
 
-def test_the_seed_pipeline_decodes_with_the_diffusion_decoder(tiny25_workspace, tmp_path, capsys):
+def test_the_diffsynth_pipeline_decodes_with_the_diffusion_decoder(tiny25_workspace, tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     from ltx2train.config import save_config
 
@@ -146,7 +145,7 @@ def test_the_diffusion_decoder_is_refused_where_the_version_has_none(tiny23_work
                                                                      capsys):
     with pytest.raises(ConfigError, match=r"validation\.video_decoder=diffusion: model\.variant tiny-2\.3 \(LTX-2\.3\)"):
         tiny_config(tiny23_workspace, tmp_path, ["validation.video_decoder=diffusion"])
-    from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline
+    from ltx2train.inference.av_pipeline import LTX2AudioVideoPipeline
 
     with pytest.raises(ValueError, match="LTX-2.5 has a diffusion decoder"):
         LTX2AudioVideoPipeline.from_pretrained(tiny23_workspace / "model", tiny23_workspace / "model" / "gemma",
@@ -195,7 +194,7 @@ def test_sample_num_frames_auto_takes_each_prompts_length_from_the_duration_head
     on the 8k+1 grid), the frame count diffusers' ``LTX2Pipeline`` picks with the same head when ``num_frames`` is
     omitted."""
     from ltx2train.config import save_config
-    from ltx2train.inference.sampler import encode_prompts
+    from ltx2train.inference.prompt_sampler import encode_prompts
     from ltx2train.models.text_encoder import load_text_encoder
 
     model = _model_with_head(tiny25_workspace, tmp_path, seconds=2.0)
@@ -214,9 +213,9 @@ def test_sample_num_frames_auto_takes_each_prompts_length_from_the_duration_head
     assert head.predict_num_frames(video, audio, frame_rate=24.0, temporal_compression_ratio=8) == 41
 
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
-    for seed_pipeline in ([], ["--distilled-pipeline"]):  # the validation pipeline, the seed's
-        assert cli.main(["sample", str(recipe), "--num-frames", "auto", "--prompt", "a red circle", *seed_pipeline,
-                         "--output", str(tmp_path / f"cli{len(seed_pipeline)}")]) == 0
+    for diffsynth_pipeline in ([], ["--distilled-pipeline"]):  # the validation pipeline, DiffSynth's
+        assert cli.main(["sample", str(recipe), "--num-frames", "auto", "--prompt", "a red circle", *diffsynth_pipeline,
+                         "--output", str(tmp_path / f"cli{len(diffsynth_pipeline)}")]) == 0
         with av.open(capsys.readouterr().out.strip().splitlines()[-1]) as container:
             assert sum(1 for _ in container.decode(video=0)) == 41
 

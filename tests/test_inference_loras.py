@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from conftest import load_reference, tiny_config, transformer_inputs, transformer_outputs
 from ltx2train.inference.loras import LoraStack
-from ltx2train.models.keys import lora_module_to_diffusers
+from ltx2train.models.key_maps import lora_module_to_diffusers
 from ltx2train.models.loading import load_component
 from ltx2train.models.lora_files import LoraFile, LoraModule, detect_dialect, save_lora, to_state_dict
 from ltx2train.models.specs import load_variant

@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from conftest import tiny_config, transformer_inputs, transformer_outputs
-from ltx2train.inference.ltx2_pipeline import STAGE2_ADAPTER, LTX2AudioVideoPipeline, identify_variant, write_video_audio
+from ltx2train.inference.av_pipeline import STAGE2_ADAPTER, LTX2AudioVideoPipeline, identify_variant, write_video_audio
 from ltx2train.inference.schedules import DISTILLED_SIGMAS, STAGE2_SIGMAS, ltx2_sigmas
 
 QUIET = dict(progress_bar_cmd=lambda steps: steps)
@@ -319,7 +319,7 @@ def test_low_vram_stores_fp8_swaps_every_block_and_stays_close(pipe, tiny_worksp
     assert np.array_equal(frames(again), frames(low_video)) and torch.equal(again_audio, low_audio)
 
 
-def test_sample_command_runs_the_seed_pipeline_two_stage(tiny_workspace, tmp_path, capsys):
+def test_sample_command_runs_the_diffsynth_pipeline_two_stage(tiny_workspace, tmp_path, capsys):
     """``ltx2train sample --two-stage --stage2-lora``: the recipe's validation size, through
     LTX2AudioVideoPipeline; the mp4 has the asked size (stage 1 ran at half of it). A fine-tuned transformer
     is refused with what to drop."""
@@ -346,7 +346,7 @@ def test_diffsynth_model_configs_load_the_same_pipeline(pipe, tiny_workspace, tm
     """DiffSynth's ``from_pretrained(model_configs=..., tokenizer_config=...)`` call, unchanged but for the
     import, on files laid out as DiffSynth downloads them (``$DIFFSYNTH_MODEL_BASE_PATH/<model_id>/``): the same
     pipeline, the same clip. A file that is not there says where it was looked for; nothing is downloaded."""
-    from ltx2train.inference.ltx2_pipeline import ModelConfig
+    from ltx2train.inference.av_pipeline import ModelConfig
     from ltx2train.models.layout import SPLIT_FILES
     from ltx2train.models.specs import load_variant
 

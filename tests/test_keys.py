@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import REFERENCE, load_reference
-from ltx2train.models.keys import (
+from ltx2train.models.key_maps import (
     KeyMappingError,
     build_key_map,
     lora_original_to_peft,

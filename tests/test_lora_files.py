@@ -22,7 +22,7 @@ from ltx2train.export.lora import export_lora_file
 from ltx2train.export.merge import merge_lora
 from ltx2train.models.adapters import apply_lora
 from ltx2train.models.identify import inspect_file
-from ltx2train.models.keys import build_key_map, lora_module_to_diffusers, lora_module_to_original
+from ltx2train.models.key_maps import build_key_map, lora_module_to_diffusers, lora_module_to_original
 from ltx2train.models.loading import load_component
 from ltx2train.models.lora_files import from_state_dict, module_stream, read_lora, to_state_dict
 from ltx2train.models.specs import load_variant

@@ -320,7 +320,7 @@ def test_a_rotated_clip_is_probed_and_read_as_a_player_shows_it(tmp_path, suffix
 
 
 def test_validate_reports_the_rotation_and_the_displayed_size(tmp_path):
-    from ltx2train.data.validate import validate
+    from ltx2train.data.probe import validate
 
     _turned_clip(tmp_path / "portrait.mkv", -90), _turned_clip(tmp_path / "landscape.mp4")
     rows = [{"video": "portrait.mkv", "caption": "a phone clip"}, {"video": "landscape.mp4", "caption": "a clip"}]

@@ -22,7 +22,7 @@ def _cfg(*overrides, recipe="demo.yaml"):
 
 
 def _estimate(*overrides, world_size=1):
-    from ltx2train.memory.estimate import estimate_memory
+    from ltx2train.analysis.estimate import estimate_memory
 
     return estimate_memory(_cfg(*overrides), world_size=world_size, prepare=False)
 
@@ -55,7 +55,8 @@ def _real_transformer(cfg):
 
 def _inputs(model, tokens):
     """Random transformer inputs and velocity targets for an estimate's ``tokens`` (the estimator's own builder)."""
-    from ltx2train.memory.estimate import Tokens, step_inputs, step_targets
+    from ltx2train.analysis.fake import step_inputs, step_targets
+    from ltx2train.analysis.tokens import Tokens
 
     tokens = Tokens.described(tokens)
     return step_inputs(model, tokens, model.dtype), step_targets(model, tokens)
@@ -99,7 +100,7 @@ def test_weights_gradients_and_optimizer_state_equal_a_real_step(method, precisi
 def test_the_19b_estimate_needs_no_weights():
     """LTX-2 19B LoRA from recipes/t2av_lora.yaml, whose model.checkpoint is not on this machine: the frozen base
     is every transformer tensor of the original checkpoint's key list, in bfloat16."""
-    from ltx2train.memory.estimate import estimate_memory
+    from ltx2train.analysis.estimate import estimate_memory
     from ltx2train.models.layout import owner_of
 
     cfg = _cfg("train.gradient_checkpointing=true", recipe="t2av_lora.yaml")
@@ -115,7 +116,7 @@ def test_the_19b_estimate_needs_no_weights():
 def test_the_25_diffusion_decoder_adds_its_published_weights_to_validation():
     """``validation.video_decoder=diffusion`` keeps LTX-2.5's diffusion decoder beside the VAEs: its bf16 weights are
     the published file's decoder tensors (type_emb aside, which is not loaded)."""
-    from ltx2train.memory.estimate import estimate_memory
+    from ltx2train.analysis.estimate import estimate_memory
 
     published = json.loads((REFERENCE / "ltx25_22b_official_files.json").read_text())[
         "vae/ltx-2.5-video-vae-bf16.safetensors"]
@@ -131,7 +132,7 @@ def test_the_25_diffusion_decoder_adds_its_published_weights_to_validation():
 
 
 def test_optimizer_state_formulas():
-    from ltx2train.memory.estimate import optimizer_state_bytes
+    from ltx2train.analysis.estimate import optimizer_state_bytes
 
     assert optimizer_state_bytes([10, 4096], "adamw") == 2 * 4 * 4106 + 2 * 4
     # adamw8bit: below 4096 elements 2 x float32; from 4096 on 2 x uint8 + a float32 absmax per 256 elements (x2)
@@ -216,7 +217,7 @@ def test_activations_match_a_measured_step_of_a_deeper_tiny_model(tmp_path, chec
     """The activation parts come from a simulated two-block step; a real three-block step on CPU, its live tensor
     bytes counted as storages come and go, ends its forward and peaks within 5% of the estimate (the per-block
     part scales)."""
-    from ltx2train.memory.estimate import LiveBytes
+    from ltx2train.analysis.fake import LiveBytes
 
     overrides = [f"model.variant={_variant(tmp_path, 3)}", "data.height=128", "data.width=128",
                  "data.num_frames=17", f"train.gradient_checkpointing={str(checkpointing).lower()}",

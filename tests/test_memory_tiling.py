@@ -65,14 +65,14 @@ def test_which_tiles_decode_is_predicted_and_validation_fits_its_overlap():
             outcomes.append(predicted)
             assert _decodes(vae, torch.randn(1, 8, 2, side, 2)) == predicted, (side, tile, overlap)
     assert True in outcomes and False in outcomes
-    latents = torch.randn(1, 8, 2, 2, 25)  # 800 px wide: the seed's 512 / 128 px tiles leave a 32 px one
+    latents = torch.randn(1, 8, 2, 2, 25)  # 800 px wide: DiffSynth's 512 / 128 px tiles leave a 32 px one
     enable_vae_tiling(vae)
     assert decode_tile_problem(64, 800) and not _decodes(vae, latents)
     fit_decode_tiles(vae, 64, 800)
     assert _decodes(vae, latents)
 
 
-def test_the_seed_pipelines_tiles_are_checked_against_the_clip():
+def test_the_diffsynth_pipelines_tiles_are_checked_against_the_clip():
     from ltx2train.inference import ltx2_inputs
 
     with pytest.raises(ValueError, match=r"tile_size_in_pixels.*256x256.*one latent .*use tile_overlap_in_pixels=0"):

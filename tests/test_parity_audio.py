@@ -86,7 +86,7 @@ import torch
 
 from _ltx_core_stub import torchaudio_stub
 from conftest import load_reference
-from ltx2train.models.keys import build_key_map
+from ltx2train.models.key_maps import build_key_map
 from ltx2train.models.specs import load_variant
 
 pytestmark = pytest.mark.parity

@@ -95,7 +95,7 @@ import pytest
 import torch
 
 from conftest import load_reference
-from ltx2train.models.keys import build_key_map, original_keys_with_shapes
+from ltx2train.models.key_maps import build_key_map, original_keys_with_shapes
 from ltx2train.models.specs import ComponentSpec, load_variant
 
 pytestmark = pytest.mark.parity

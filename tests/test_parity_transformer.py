@@ -176,7 +176,7 @@ from ltx_core.tools import AudioLatentTools, VideoLatentTools
 from ltx_core.types import AudioLatentShape, SpatioTemporalScaleFactors, VideoLatentShape
 
 from conftest import load_reference
-from ltx2train.models.keys import DIT_PREFIX, build_key_map
+from ltx2train.models.key_maps import DIT_PREFIX, build_key_map
 from ltx2train.models.specs import load_variant
 
 pytestmark = pytest.mark.parity

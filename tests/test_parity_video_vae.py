@@ -65,7 +65,7 @@ import pytest
 import torch
 
 from conftest import load_reference
-from ltx2train.models.keys import build_key_map
+from ltx2train.models.key_maps import build_key_map
 from ltx2train.models.specs import load_variant
 
 pytestmark = pytest.mark.parity

@@ -54,7 +54,7 @@ ROWS = {
          "test_methods::test_full_fine_tuning_of_the_connectors_exports_them_beside_the_transformer"),
         *_same("test_versions::test_trained_connectors_reload_into_sample_like_validation")),
     "`sample --two-stage` (x2 upscaler + stage-2 LoRA), `--distilled-pipeline`": (
-        ("test_inference_pipeline::test_sample_command_runs_the_seed_pipeline_two_stage",
+        ("test_inference_pipeline::test_sample_command_runs_the_diffsynth_pipeline_two_stage",
          "test_inference_pipeline::test_distilled_pipeline_uses_fixed_schedule_without_cfg"),
         *_same("test_versions::test_two_stage_and_distilled_sampling")),
     "LoRA in diffusers, ltx-core, DiffSynth, ComfyUI (same effect)": (_CONSUMERS, _CONSUMERS, _CONSUMERS),
@@ -72,9 +72,9 @@ ROWS = {
     "loading the release's one-file-per-part layout": (None, None, (
         "test_versions::test_a_25_release_directory_loads_prepares_and_trains",
                                                         "test_versions::test_the_25_release_files_hold_the_published_keys")),
-    "diffusion video decoder: validation = `sample`, seed pipeline": (None, None, (
+    "diffusion video decoder: validation = `sample`, DiffSynth's pipeline": (None, None, (
         "test_diffusion_decoder::test_validation_and_sample_decode_with_the_diffusion_decoder",
-        "test_diffusion_decoder::test_the_seed_pipeline_decodes_with_the_diffusion_decoder",
+        "test_diffusion_decoder::test_the_diffsynth_pipeline_decodes_with_the_diffusion_decoder",
         "test_diffusion_decoder::test_the_decoder_loads_from_each_layout_and_decodes_the_same")),
     "duration head: `sample --num-frames auto`": (None, None, (
         "test_diffusion_decoder::test_sample_num_frames_auto_takes_each_prompts_length_from_the_duration_head",)),

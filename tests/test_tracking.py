@@ -147,21 +147,21 @@ def _tiny_spec(layers: int):
 def test_step_flops_extrapolate_over_blocks_exactly_and_count_attention(tiny_workspace, tmp_path):
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ltx2train.memory import estimate
-    from ltx2train.training.flops import _register_cpu_attention, step_flops
+    from ltx2train.analysis import fake
+    from ltx2train.analysis.flops import _register_cpu_attention, step_flops
+    from ltx2train.analysis.tokens import Tokens
 
     cfg = tiny_config(tiny_workspace, tmp_path / "run")
     spec = _tiny_spec(3)
     counted = step_flops(cfg, spec, batch=2, video=8, audio=9, text=32)
     # the same count done directly on all three blocks
     _register_cpu_attention()
-    mode = estimate.fake_mode()
-    module = estimate.fake_parameters(estimate.build_transformer(cfg, spec, frozen=torch.bfloat16,
-                                                                 trained=torch.float32, fp8=False, num_layers=3),
-                                      mode).train()
+    mode = fake.fake_mode()
+    module = fake.fake_parameters(fake.build_transformer(cfg, spec, frozen=torch.bfloat16, trained=torch.float32,
+                                                         fp8=False, num_layers=3), mode).train()
     counter = FlopCounterMode(display=False)
     with mode:
-        kwargs = estimate.step_inputs(module, estimate.Tokens(2, 1, 1, 8, 9, 32, 24.0), torch.bfloat16)
+        kwargs = fake.step_inputs(module, Tokens(2, 1, 1, 8, 9, 32, 24.0), torch.bfloat16)
         with counter, torch.autocast("cpu", dtype=torch.bfloat16):
             video, audio = module(**kwargs)
             (video.float().square().mean() + audio.float().square().mean()).backward()
@@ -177,7 +177,7 @@ def test_step_flops_extrapolate_over_blocks_exactly_and_count_attention(tiny_wor
 
 
 def test_peak_flops_from_the_table_or_the_environment(monkeypatch):
-    from ltx2train.training.flops import PEAK_BF16_FLOPS, peak_flops
+    from ltx2train.analysis.flops import PEAK_BF16_FLOPS, peak_flops
 
     monkeypatch.delenv("LTX2TRAIN_PEAK_TFLOPS", raising=False)
     assert peak_flops(torch.device("cpu")) is None

@@ -18,7 +18,7 @@ from conftest import REFERENCE, tiny_config
 from ltx2train import cli
 from ltx2train.config import save_config
 from ltx2train.inference.sample import sample
-from ltx2train.models.keys import build_key_map
+from ltx2train.models.key_maps import build_key_map
 from ltx2train.models.loading import load_component
 from ltx2train.models.lora_files import read_lora
 from ltx2train.models.specs import load_variant
@@ -139,7 +139,7 @@ def test_a_checkpoint_of_another_version_is_refused_naming_both(request, tmp_pat
 
 
 def test_the_pipeline_refuses_a_checkpoint_of_another_variant(tiny23_workspace, tiny25_workspace):
-    from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline
+    from ltx2train.inference.av_pipeline import LTX2AudioVideoPipeline
 
     with pytest.raises(VersionMismatchError, match=r"weights are LTX-2.3 \(tiny-2.3\), but model.variant is tiny "):
         LTX2AudioVideoPipeline.from_pretrained(tiny23_workspace / "model", tiny23_workspace / "model" / "gemma",
@@ -355,7 +355,7 @@ def test_25_training_marks_the_first_latent_frame_as_diffusers_dfr_pipeline_does
 def test_25_validation_and_sample_mark_the_first_latent_frame(tiny25_workspace, tmp_path, monkeypatch):
     """The diffusers pipelines pass no keyframe mask; ours adds it at every denoising step, as ltx-core's inference
     does, so a sample is what training optimised for."""
-    from ltx2train.inference import pipeline
+    from ltx2train.inference import live_pipeline as pipeline
 
     seen, original = [], pipeline._call
 
@@ -401,7 +401,7 @@ def test_full_fine_tuning_under_fsdp2_on_two_processes(request, tmp_path, versio
 # ------------------------------------------------------------------------------------------ LTX-2.5's release layout
 def _release_layout(variant: str) -> dict[str, dict[str, tuple[int, ...]]]:
     """Per release file, the keys and shapes our variant's modules give it (built on the meta device)."""
-    from ltx2train.models.keys import original_keys_with_shapes
+    from ltx2train.models.key_maps import original_keys_with_shapes
     from ltx2train.models.layout import release_names
 
     spec, files = load_variant(variant), {}

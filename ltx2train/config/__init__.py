@@ -50,7 +50,7 @@ or is quoted.
 
 from __future__ import annotations
 
-from ltx2train.config.keys import valid_keys
+from ltx2train.config.fields import valid_keys
 from ltx2train.config.load import config_to_dict, load_config, save_config
 from ltx2train.config.schema import (
     PATH_KEYS,

@@ -14,7 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ltx2train.config.keys import (
+from ltx2train.config.fields import (
     LEAVES,
     SECTIONS,
     base_type,
@@ -26,7 +26,7 @@ from ltx2train.config.keys import (
     unknown_key_message,
 )
 from ltx2train.config.schema import ENTRY_PATH_KEYS, PATH_KEYS, RESUME_KEYWORDS, Config, ConfigError
-from ltx2train.config.validate import looks_like_path, shipped_variants, validate
+from ltx2train.config.rules import looks_like_path, shipped_variants, validate
 from ltx2train.utils.atomic import write_text_atomic
 
 # --------------------------------------------------------------------------------------------------

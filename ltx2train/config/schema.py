@@ -1,4 +1,6 @@
-"""The recipe schema: one dataclass per recipe section, one docstring line per field, and the value sets.
+"""The recipe schema: one dataclass per recipe section, and the value sets. Each section's docstring (its
+``Fields:`` block) is the one description of its fields: ``config/reference.py`` makes docs/config-reference.md from
+it, and a test fails when a field has no doc there.
 
 Only the standard library and ``omegaconf`` are imported here (no torch): a recipe is checked before anything
 heavy loads.
@@ -59,11 +61,11 @@ class ModelConfig:
         dtype: storage dtype of the frozen weights: ``float32`` | ``bfloat16`` | ``float16``.
     """
 
-    variant: str = "ltx2-19b"  # shipped variant (ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5) or a JSON path
-    checkpoint: str = MISSING  # split-file dir, official single file, or diffusers dir
-    text_encoder: str = MISSING  # local Gemma directory (config.json + tokenizer): Gemma 3 (2.0, 2.3), Gemma 4 (2.5)
-    distilled: bool = False  # use the distilled transformer file of a split dir
-    dtype: str = "bfloat16"  # storage dtype of frozen weights: float32 | bfloat16 | float16
+    variant: str = "ltx2-19b"
+    checkpoint: str = MISSING
+    text_encoder: str = MISSING
+    distilled: bool = False
+    dtype: str = "bfloat16"
 
 
 ASPECT_RATIOS = (1 / 3, 1 / 2, 9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
@@ -88,11 +90,11 @@ class DatasetSource:
             weighting.  Either every dataset (the first one included) has a weight or none has.
     """
 
-    metadata: str = MISSING  # csv/json/jsonl/parquet or a datasets directory, as data.metadata
-    cache_dir: str = MISSING  # this dataset's own cache
-    root: Optional[str] = None  # base dir for relative video paths (default: metadata's dir)
-    repeats: int = 1  # each clip drawn this many times per epoch
-    weight: Optional[float] = None  # share of each epoch's samples; null = no weighting
+    metadata: str = MISSING
+    cache_dir: str = MISSING
+    root: Optional[str] = None
+    repeats: int = 1
+    weight: Optional[float] = None
 
 
 @dataclass
@@ -143,7 +145,7 @@ class DataConfig:
             ``1 / reference_downscale`` of the bucket's size, IC-LoRA), ``empty_prompt`` (the empty caption's
             text features, once per cache: caption dropout).
         reference_downscale: ``reference``: the reference video is encoded at the bucket's height and width
-            divided by this (the seed's ``in_context_downsample_factor``); recorded in the cache.
+            divided by this (DiffSynth's ``in_context_downsample_factor``); recorded in the cache.
         num_frames: frames per clip; of the form 8k+1 (9, 17, ..., 121).
         fps: frame rate clips are resampled to (also sets the audio duration).
         with_audio: also train the audio branch (a clip without an audio track is kept for its video, its
@@ -154,35 +156,35 @@ class DataConfig:
         shuffle: shuffle the clips every epoch.
     """
 
-    metadata: str = MISSING  # csv/json/jsonl/parquet or a datasets directory: video path + caption
-    video_column: str = "video"  # metadata column with the video path
-    caption_column: str = "caption"  # metadata column with the caption
-    audio_column: Optional[str] = None  # column with an external audio file per row
-    image_column: Optional[str] = None  # column with a still image per row (rows without a video)
-    reference_video_column: Optional[str] = None  # column with the IC-LoRA reference video per row
-    root: Optional[str] = None  # base dir for relative video paths (default: metadata's dir)
-    cache_dir: str = MISSING  # where prepare writes / train reads latents
-    repeats: int = 1  # each clip of the first dataset drawn this many times per epoch
-    weight: Optional[float] = None  # the first dataset's share of each epoch's samples; null = no weighting
-    datasets: List[DatasetSource] = field(default_factory=list)  # further datasets, other settings shared
-    height: Optional[int] = 512  # multiple of 32; null (with width null): dynamic resolution
-    width: Optional[int] = 768  # multiple of 32
-    max_pixels: int = 768 * 512  # dynamic resolution: pixels per frame
-    aspect_ratios: List[float] = field(default_factory=lambda: list(ASPECT_RATIOS))  # dynamic: width / height
-    frame_buckets: List[int] = field(default_factory=list)  # frame counts (8k+1); empty: [num_frames]
-    buckets: List[str] = field(default_factory=list)  # explicit HEIGHTxWIDTHxFRAMES; replace the generated ones
-    crop: str = "center"  # center | random | letterbox
-    window: str = "first"  # first | random | spread
-    max_windows: int = 4  # random / spread: windows per clip at most
-    extras: List[str] = field(default_factory=list)  # first_frame | reference | empty_prompt
-    reference_downscale: int = 2  # reference: encoded at bucket size / this
-    num_frames: int = 121  # 8k+1
-    fps: float = 24.0  # frames per second clips are resampled to
-    with_audio: bool = True  # also train the audio branch
-    max_sequence_length: int = 1024  # Gemma token budget
-    batch_size: int = 1  # per process
-    num_workers: int = 2  # DataLoader workers
-    shuffle: bool = True  # reshuffle every epoch
+    metadata: str = MISSING
+    video_column: str = "video"
+    caption_column: str = "caption"
+    audio_column: Optional[str] = None
+    image_column: Optional[str] = None
+    reference_video_column: Optional[str] = None
+    root: Optional[str] = None
+    cache_dir: str = MISSING
+    repeats: int = 1
+    weight: Optional[float] = None
+    datasets: List[DatasetSource] = field(default_factory=list)
+    height: Optional[int] = 512
+    width: Optional[int] = 768
+    max_pixels: int = 768 * 512
+    aspect_ratios: List[float] = field(default_factory=lambda: list(ASPECT_RATIOS))
+    frame_buckets: List[int] = field(default_factory=list)
+    buckets: List[str] = field(default_factory=list)
+    crop: str = "center"
+    window: str = "first"
+    max_windows: int = 4
+    extras: List[str] = field(default_factory=list)
+    reference_downscale: int = 2
+    num_frames: int = 121
+    fps: float = 24.0
+    with_audio: bool = True
+    max_sequence_length: int = 1024
+    batch_size: int = 1
+    num_workers: int = 2
+    shuffle: bool = True
 
 
 def dataset_sources(data: DataConfig) -> List[DatasetSource]:
@@ -218,13 +220,13 @@ class LoRAConfig:
             LTX-2.0 has no gates (an error there).
     """
 
-    rank: int = 32  # adapter rank
-    alpha: Optional[float] = 32.0  # update scaled by alpha / rank; null = rank
-    dropout: float = 0.0  # adapter-input dropout in [0, 1)
-    target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])  # suffixes
-    init_from: Optional[str] = None  # LoRA file to start from (any dialect); null: start from zero
-    preset: List[str] = field(default_factory=list)  # LoRA files merged into the frozen base first
-    gate_logits: bool = False  # LTX-2.3+: also adapt the attention gates (to_gate_logits); off by default
+    rank: int = 32
+    alpha: Optional[float] = 32.0
+    dropout: float = 0.0
+    target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    init_from: Optional[str] = None
+    preset: List[str] = field(default_factory=list)
+    gate_logits: bool = False
 
 
 @dataclass
@@ -244,14 +246,14 @@ class OptimizerConfig:
         max_grad_norm: gradient-norm clipping threshold; 0 disables clipping.
     """
 
-    name: str = "adamw"  # adamw | adamw8bit (bitsandbytes)
-    lr: float = 1e-4  # peak learning rate
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
-    weight_decay: float = 0.01  # decoupled weight decay
-    eps: float = 1e-8  # AdamW epsilon
-    scheduler: str = "cosine"  # constant | linear | cosine (after warmup)
-    warmup_steps: int = 100  # linear warmup steps
-    max_grad_norm: float = 1.0  # 0 disables clipping
+    name: str = "adamw"
+    lr: float = 1e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    scheduler: str = "cosine"
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
 
 
 @dataclass
@@ -272,15 +274,15 @@ class ObjectiveConfig:
             (the LTX2Pipeline default).
     """
 
-    logit_mean: float = 0.0  # logit-normal sigma sampling
-    logit_std: float = 1.0  # logit-normal std
-    shift_base: float = 0.95  # token-count-dependent shift, same constants as the LTX-2 scheduler
-    shift_max: float = 2.05  # shift at shift_max_tokens
-    shift_base_tokens: int = 1024  # tokens at which shift == shift_base
-    shift_max_tokens: int = 4096  # tokens at which shift == shift_max
-    video_loss_weight: float = 1.0  # weight of the video loss
-    audio_loss_weight: float = 1.0  # weight of the audio loss
-    use_cross_timestep: bool = True  # pass the other modality's sigma to cross-modal attention (LTX2Pipeline default)
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift_base: float = 0.95
+    shift_max: float = 2.05
+    shift_base_tokens: int = 1024
+    shift_max_tokens: int = 4096
+    video_loss_weight: float = 1.0
+    audio_loss_weight: float = 1.0
+    use_cross_timestep: bool = True
 
 
 STRATEGIES = ("t2av", "t2v", "i2av", "ic_lora", "a2v", "v2a")
@@ -316,12 +318,12 @@ class StrategyConfig:
     video-to-audio attention, the audio projections): a LoRA puts no adapter there and full fine-tuning freezes it.
     """
 
-    name: str = "t2av"  # t2av | t2v | i2av | ic_lora | a2v | v2a
-    video: Optional[str] = None  # generated | given (null: the preset's)
-    audio: Optional[str] = None  # generated | given | none (null: the preset's)
-    first_frame_probability: float = 0.5  # i2av: share of samples with the first frame given
-    caption_dropout: float = 0.0  # share of samples trained with the empty prompt
-    independent_sigma: bool = False  # video and audio each draw a noise level
+    name: str = "t2av"
+    video: Optional[str] = None
+    audio: Optional[str] = None
+    first_frame_probability: float = 0.5
+    caption_dropout: float = 0.0
+    independent_sigma: bool = False
 
 
 @dataclass
@@ -350,19 +352,19 @@ class TrainConfig:
         log_every: log metrics every N steps (and print a line, when stderr is not a terminal: a log file).
     """
 
-    output_dir: str = MISSING  # run directory
-    method: str = "lora"  # lora | full
-    trainable: List[str] = field(default_factory=lambda: ["transformer"])  # [transformer] | [transformer, connectors]
-    max_steps: int = 2000  # optimizer steps
-    num_epochs: Optional[int] = None  # when set: max_steps = num_epochs x optimizer steps per epoch
-    seed: int = 42  # random seed
-    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
-    gradient_checkpointing: bool = True  # recompute activations in backward
-    mixed_precision: str = "bf16"  # no | bf16 | fp16 ; bf16 only where available
-    checkpoint_every: int = 250  # 0 = only at the end
-    keep_last: int = 3  # checkpoints kept (older ones deleted)
-    resume: str = "latest"  # latest | none | path to a checkpoint dir
-    log_every: int = 10  # log every N steps
+    output_dir: str = MISSING
+    method: str = "lora"
+    trainable: List[str] = field(default_factory=lambda: ["transformer"])
+    max_steps: int = 2000
+    num_epochs: Optional[int] = None
+    seed: int = 42
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = True
+    mixed_precision: str = "bf16"
+    checkpoint_every: int = 250
+    keep_last: int = 3
+    resume: str = "latest"
+    log_every: int = 10
 
 
 @dataclass
@@ -382,12 +384,12 @@ class DistributedConfig:
         offload_params: deepspeed with zero_stage 3: parameters in host memory.
     """
 
-    backend: str = "ddp"  # ddp | fsdp2
-    reshard_after_forward: bool = True  # fsdp2: re-gather in backward (less memory)
-    cpu_offload: bool = False  # fsdp2: shards and optimizer state in host memory
-    zero_stage: int = 2  # deepspeed: 2 | 3
-    offload_optimizer: bool = False  # deepspeed: optimizer state in host memory
-    offload_params: bool = False  # deepspeed, zero_stage 3: parameters in host memory
+    backend: str = "ddp"
+    reshard_after_forward: bool = True
+    cpu_offload: bool = False
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
 
 
 @dataclass
@@ -426,29 +428,29 @@ class ValidationConfig:
             directory, ``video_vae_diffusion_decoder.safetensors`` in a repackaged one; its noise seeded by ``seed``).
     """
 
-    prompts: List[str] = field(default_factory=list)  # empty = no validation
-    images: List[str] = field(default_factory=list)  # i2av: the first frame of each prompt's sample
-    reference_videos: List[str] = field(default_factory=list)  # ic_lora: each prompt's reference video
-    audios: List[str] = field(default_factory=list)  # a2v: each prompt's given audio (an audio or video file)
-    videos: List[str] = field(default_factory=list)  # v2a: each prompt's given video
-    seed: int = 42  # sampling seed
-    every: int = 250  # 0 = only at the end (if prompts given)
-    at_start: bool = False  # also validate before training
-    height: int = 512  # multiple of 32
-    width: int = 768  # multiple of 32
-    num_frames: int = 121  # 8k+1
-    fps: float = 24.0  # sample frame rate
-    steps: int = 30  # denoising steps
-    guidance_scale: float = 3.0  # video CFG scale (1.0 = off)
-    audio_guidance_scale: float = 7.0  # audio CFG scale (1.0 = off)
-    stg_scale: float = 1.0  # spatio-temporal guidance (0 = off)
-    stg_blocks: List[int] = field(default_factory=lambda: [29])  # blocks STG perturbs
-    modality_scale: float = 3.0  # modality-isolation guidance (1.0 = off)
-    guidance_rescale: float = 0.7  # in [0, 1]
-    negative_prompt: str = ""  # CFG negative prompt
-    loss_sigmas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fixed-sigma validation loss
-    loss_clips: int = 4  # cached clips in the validation loss
-    video_decoder: str = "conv"  # conv | diffusion (LTX-2.5's diffusion video decoder)
+    prompts: List[str] = field(default_factory=list)
+    images: List[str] = field(default_factory=list)
+    reference_videos: List[str] = field(default_factory=list)
+    audios: List[str] = field(default_factory=list)
+    videos: List[str] = field(default_factory=list)
+    seed: int = 42
+    every: int = 250
+    at_start: bool = False
+    height: int = 512
+    width: int = 768
+    num_frames: int = 121
+    fps: float = 24.0
+    steps: int = 30
+    guidance_scale: float = 3.0
+    audio_guidance_scale: float = 7.0
+    stg_scale: float = 1.0
+    stg_blocks: List[int] = field(default_factory=lambda: [29])
+    modality_scale: float = 3.0
+    guidance_rescale: float = 0.7
+    negative_prompt: str = ""
+    loss_sigmas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    loss_clips: int = 4
+    video_decoder: str = "conv"
 
 
 @dataclass
@@ -463,11 +465,11 @@ class TrackerConfig:
         mode: wandb mode: ``online`` | ``offline`` | ``disabled``.
     """
 
-    backend: str = "none"  # none | wandb | tensorboard | wandb,tensorboard
-    project: str = "ltx2train"  # project name
-    run_name: Optional[str] = None  # run name (None = automatic)
-    entity: Optional[str] = None  # wandb entity (None = default)
-    mode: str = "offline"  # wandb mode: online | offline | disabled
+    backend: str = "none"
+    project: str = "ltx2train"
+    run_name: Optional[str] = None
+    entity: Optional[str] = None
+    mode: str = "offline"
 
 
 @dataclass
@@ -488,14 +490,14 @@ class MemoryConfig:
             steps them.
         activation_offload: with ``train.gradient_checkpointing``: the activations kept for backward (each
             block's inputs) in host memory instead of on the GPU.
-        tiled_vae: encode (prepare) and decode (validation) video in overlapping tiles, the seed's tile sizes:
+        tiled_vae: encode (prepare) and decode (validation) video in overlapping tiles, DiffSynth's tile sizes:
             the VAE's peak memory no longer grows with the frame size.
     """
 
-    fp8_frozen: List[str] = field(default_factory=list)  # text_encoder | connectors | video_vae | audio_vae | transformer
-    block_swap: int = 0  # transformer blocks in host memory (0 = off)
-    activation_offload: bool = False  # checkpointed activations in host memory
-    tiled_vae: bool = False  # tiled VAE encode / decode
+    fp8_frozen: List[str] = field(default_factory=list)
+    block_swap: int = 0
+    activation_offload: bool = False
+    tiled_vae: bool = False
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Resolution buckets: the (height, width, frames) shapes clips are prepared at.
 
-With ``data.height`` / ``data.width`` left null (dynamic resolution, the seed's convention), each clip keeps
+With ``data.height`` / ``data.width`` left null (dynamic resolution, DiffSynth's convention), each clip keeps
 its aspect ratio: it goes to the bucket whose aspect ratio is nearest (in log scale, so 1:2 and 2:1 are as far
 from 1:1), with the most frames the clip has, and is scaled to cover that bucket with the least crop. Buckets
 come from ``data.max_pixels`` x ``data.aspect_ratios`` x ``data.frame_buckets``, or are listed explicitly

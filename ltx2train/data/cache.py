@@ -95,14 +95,13 @@ def read_manifest(cache_dir: str | Path) -> dict | None:
     return json.loads(path.read_text())
 
 
-def dataset_statistics(cfg) -> list[dict]:
-    """Per dataset of a recipe: its cache, clips per bucket and rejected rows, or that it is not prepared yet."""
+def dataset_statistics(sources) -> list[dict]:
+    """Per dataset of a recipe (``config.dataset_sources``): its cache, clips per bucket and rejected rows, or that it
+    is not prepared yet."""
     from collections import Counter
 
-    from ltx2train.config import dataset_sources
-
     out = []
-    for source in dataset_sources(cfg.data):
+    for source in sources:
         cache_dir = Path(source.cache_dir)
         manifest = read_manifest(cache_dir)
         rejects = cache_dir / REJECTS

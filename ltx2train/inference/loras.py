@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Mapping
 import torch
 
 from ltx2train.models.adapters import apply_lora, as_lora_file
-from ltx2train.models.keys import LORA_ORIGINAL_PREFIX, KeyMappingError, build_key_map
+from ltx2train.models.key_maps import LORA_ORIGINAL_PREFIX, KeyMappingError, build_key_map
 from ltx2train.models.lora_files import LoraFile, is_connector_module
 
 LoraSource = str | Path | Mapping[str, torch.Tensor] | LoraFile

@@ -1,7 +1,7 @@
-"""Argument checks and input conversion for :class:`~ltx2train.inference.ltx2_pipeline.LTX2AudioVideoPipeline`.
+"""Argument checks and input conversion for :class:`~ltx2train.inference.av_pipeline.LTX2AudioVideoPipeline`.
 
 Every check raises a ``ValueError`` that names the argument, the value and what is allowed, before any
-model runs. The rules are the seed's (DiffSynth's ``LTX2AudioVideoPipeline``), made strict: where the seed
+model runs. The rules are those of DiffSynth's ``LTX2AudioVideoPipeline``, made strict: where DiffSynth
 silently rounds a size up, we refuse it, so that the output has the size that was asked for.
 """
 
@@ -166,7 +166,7 @@ def to_pil(image):
 
 
 def in_context_frames(video, num_frames: int) -> list:
-    """The seed's treatment of a reference video: at most ``num_frames`` frames, padded with black to 8k+1."""
+    """DiffSynth's treatment of a reference video: at most ``num_frames`` frames, padded with black to 8k+1."""
     from PIL import Image
 
     frames = [to_pil(frame) for frame in video][:num_frames]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ltx2train.inference.pipeline import GeneratedClip, write_clip
+from ltx2train.inference.live_pipeline import GeneratedClip, write_clip
 from ltx2train.utils.progress import progress
 
 
@@ -29,7 +29,7 @@ def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = N
     from ltx2train.models.loading import load_component, missing_model_files, require_model_files
     from ltx2train.models.specs import load_variant, torch_dtype
     from ltx2train.models.text_encoder import load_text_encoder
-    from ltx2train.inference.sampler import (build_sampler, decoder_components, encode_prompts, read_conditions,
+    from ltx2train.inference.prompt_sampler import (build_sampler, decoder_components, encode_prompts, read_conditions,
                                              sampling_parts)
 
     spec = load_variant(cfg.model.variant)
@@ -122,12 +122,12 @@ def sample_with_pipeline(cfg, *, loras: list, lora_scales: list[float], prompts:
                          two_stage: bool = False, distilled: bool = False, upscaler: str | None = None,
                          stage2_lora: str | None = None, low_vram: bool = False,
                          num_frames: int | str | None = None) -> list[Path]:
-    """``sample`` through :class:`~ltx2train.inference.ltx2_pipeline.LTX2AudioVideoPipeline` (the seed's
+    """``sample`` through :class:`~ltx2train.inference.av_pipeline.LTX2AudioVideoPipeline` (DiffSynth's
     surface: two-stage with the upscaler and the stage-2 LoRA, the distilled schedule, low VRAM), with the
     recipe's validation size, steps, guidance scale and negative prompt (``num_frames="auto"``: each prompt's length
     from LTX-2.5's duration head)."""
-    from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline, write_video_audio
-    from ltx2train.inference.sampler import read_image, read_reference
+    from ltx2train.inference.av_pipeline import LTX2AudioVideoPipeline, write_video_audio
+    from ltx2train.inference.prompt_sampler import read_image, read_reference
     from ltx2train.models.specs import load_variant, torch_dtype
 
     v = _validation(cfg.validation, prompts, seed, image, reference_video, num_frames=num_frames)

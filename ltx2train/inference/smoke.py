@@ -12,7 +12,7 @@ from ltx2train.models.text_encoder import load_text_encoder
 
 
 def build_pipeline(variant: str, checkpoint: str | Path, text_encoder_dir: str | Path, dtype=torch.float32):
-    from ltx2train.inference.pipeline import build_pipeline as pipeline_from_modules
+    from ltx2train.inference.live_pipeline import build_pipeline as pipeline_from_modules
 
     components = {
         name: load_component(variant, name, checkpoint, dtype=dtype)
@@ -24,7 +24,7 @@ def build_pipeline(variant: str, checkpoint: str | Path, text_encoder_dir: str |
 
 def render_clip(pipe, prompt: str, out_path: str | Path, *, height=64, width=64, num_frames=9, steps=2,
                 frame_rate=24.0, seed=0, max_sequence_length=32) -> Path:
-    from ltx2train.inference.pipeline import GeneratedClip, write_clip
+    from ltx2train.inference.live_pipeline import GeneratedClip, write_clip
 
     video, audio = pipe(
         prompt=prompt, height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ltx2train.utils.format import format_bytes
+
 STORAGE_DTYPE = torch.float8_e4m3fn
 # diffusers' DEFAULT_SKIP_MODULES_PATTERN (norms, patch embeddings, the top-level proj_in / proj_out), spelled out
 # so that a diffusers release that changes its default does not change what this package stores in FP8.
@@ -63,14 +65,6 @@ class Fp8Report:
 
     def describe(self) -> str:
         return f"{self.component} {format_bytes(self.bytes_before)} -> {format_bytes(self.bytes_after)}"
-
-
-def format_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.2f} GiB"
 
 
 def module_bytes(module: torch.nn.Module) -> int:

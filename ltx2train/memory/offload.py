@@ -41,12 +41,9 @@ from functools import partial
 
 import torch
 
+from ltx2train.utils.autograd import in_backward
+
 EVENTS_KEPT = 10_000  # the most recent swap events kept in ``BlockSwap.events``
-
-
-def _in_backward() -> bool:
-    """True while autograd runs a backward pass (e.g. gradient checkpointing recomputing a block)."""
-    return torch._C._current_graph_task_id() != -1
 
 
 def _tensors(output) -> list[torch.Tensor]:
@@ -148,7 +145,7 @@ class BlockSwap:
             for buffer in buffers:  # allocated on the side stream, used on this one: freed only once it is done
                 buffer.record_stream(stream)
         for (p, _), buffer in zip(self._weights[block], buffers):
-            if id(p) in self._trained and (torch.is_grad_enabled() or _in_backward()):
+            if id(p) in self._trained and (torch.is_grad_enabled() or in_backward()):
                 self.gradients.set_aside(p)  # its host gradient must not meet the device copy's
             p.data = buffer
         self._resident.add(block)
@@ -174,11 +171,11 @@ class BlockSwap:
     def _before_block(self, block: int, module, args) -> None:
         if block in self._weights:
             self._make_resident(block, "forward")
-        if not _in_backward():  # a recomputation in backward: the gradient hook already did the schedule
+        if not in_backward():  # a recomputation in backward: the gradient hook already did the schedule
             self._copy(block + 1, "forward")
 
     def _after_block(self, block: int, module, args, output) -> None:
-        if _in_backward():  # recomputed for backward: needed until its backward is over
+        if in_backward():  # recomputed for backward: needed until its backward is over
             return
         needing_grad = [t for t in _tensors(output) if t.requires_grad] if torch.is_grad_enabled() else []
         for t in needing_grad:

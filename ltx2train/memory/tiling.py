@@ -1,5 +1,5 @@
 """Tiled video VAE encode and decode (``memory.tiled_vae``): overlapping tiles in space and time, blended, so that
-the VAE's peak memory depends on the tile and not on the clip. The sizes are the seed's defaults
+the VAE's peak memory depends on the tile and not on the clip. The sizes are DiffSynth's defaults
 (``tile_size_in_pixels=512, tile_overlap_in_pixels=128, tile_size_in_frames=128, tile_overlap_in_frames=24``)."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def fitting_overlap(height: int, width: int, tile: int = TILE_PIXELS, overlap: i
 
 def fit_decode_tiles(video_vae: torch.nn.Module, height: int, width: int) -> None:
     """Before decoding a ``height`` x ``width`` clip with ``memory.tiled_vae``'s tiles: the nearest overlap that
-    decodes it (the seed's 128 px unless that leaves a one-latent tile)."""
+    decodes it (DiffSynth's 128 px unless that leaves a one-latent tile)."""
     if not getattr(video_vae, "use_tiling", False) or decode_tile_problem(height, width) is None:
         return
     overlap = fitting_overlap(height, width)

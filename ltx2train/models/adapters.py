@@ -17,7 +17,7 @@ from typing import Mapping
 
 import torch
 
-from ltx2train.models.keys import build_key_map, lora_module_to_diffusers, lora_module_to_original, lora_original_to_peft
+from ltx2train.models.key_maps import build_key_map, lora_module_to_diffusers, lora_module_to_original, lora_original_to_peft
 from ltx2train.models.lora_files import LoraFile, LoraModule, from_state_dict, read_lora, to_state_dict
 from ltx2train.models.trained import trained_parts
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ltx2train.models.keys import DIFFUSION_VAE_PREFIX, DIT_PREFIX, DURATION_HEAD_PREFIX
+from ltx2train.models.key_maps import DIFFUSION_VAE_PREFIX, DIT_PREFIX, DURATION_HEAD_PREFIX
 
 _CONNECTOR_PREFIXES = (
     "text_embedding_projection.",

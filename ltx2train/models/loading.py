@@ -28,7 +28,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ltx2train.models.keys import ComponentKeyMap, build_key_map, original_keys_with_shapes
+from ltx2train.models.key_maps import ComponentKeyMap, build_key_map, original_keys_with_shapes
 from ltx2train.models.layout import (
     DISTILLED_TRANSFORMER_FILE,
     RELEASE_FILES,

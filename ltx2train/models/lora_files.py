@@ -32,7 +32,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ltx2train.models.keys import LORA_ORIGINAL_PREFIX, KeyMappingError, lora_module_to_diffusers, lora_module_to_original
+from ltx2train.models.key_maps import LORA_ORIGINAL_PREFIX, KeyMappingError, lora_module_to_diffusers, lora_module_to_original
 
 DIALECTS = ("official", "official-alpha", "diffusers", "diffsynth")
 WRITE_FORMATS = ("official", "official-alpha", "diffusers")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ltx2train.models.keys import build_key_map
+from ltx2train.models.key_maps import build_key_map
 from ltx2train.models.loading import PASSTHROUGH_ATTR
 from ltx2train.models.specs import VariantSpec, load_variant
 

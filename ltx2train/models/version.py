@@ -49,7 +49,7 @@ def _layout_of(spec: VariantSpec, component: str) -> Shapes:
 
 @lru_cache(maxsize=None)
 def _layout(component: str, class_name: str, config: str, family: str) -> Shapes:
-    from ltx2train.models.keys import build_key_map, original_keys_with_shapes
+    from ltx2train.models.key_maps import build_key_map, original_keys_with_shapes
     from ltx2train.models.specs import ComponentSpec
 
     module = ComponentSpec(component, class_name, json.loads(config)).build(meta=True)

@@ -15,10 +15,9 @@ from typing import Callable, Mapping, Sequence
 import torch
 from safetensors.torch import save_file
 
-from ltx2train.models.keys import base_state_dict, build_key_map
+from ltx2train.models.key_maps import base_state_dict, build_key_map
 from ltx2train.models.layout import (
     DISTILLED_TRANSFORMER_FILE,
-    RELEASE_FILES,
     SINGLE_FILE_COMPONENTS,
     SPLIT_FILES,
     release_names,

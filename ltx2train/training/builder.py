@@ -27,12 +27,13 @@ import torch
 from ltx2train.config import dataset_sources
 from ltx2train.data.cache import CachedDataset, check_producer
 from ltx2train.data.prepare import producer, settings_from_config
-from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, format_bytes, redraw_lora_init, store_fp8
+from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, redraw_lora_init, store_fp8
 from ltx2train.models.adapters import merge_presets
 from ltx2train.models.loading import load_component, require_model_files
 from ltx2train.models.specs import load_variant, torch_dtype
 from ltx2train.models.trained import trained_module
 from ltx2train.training import checkpoint as ckpt
+from ltx2train.utils.format import format_bytes
 from ltx2train.training.data import steps_per_epoch
 from ltx2train.training.backends import build_backend, state
 from ltx2train.training.methods import build_method
@@ -78,7 +79,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     seed_everything(cfg.train.seed)  # the same adapter initialisation on every rank (FSDP2 shards each rank's own)
     spec = load_variant(cfg.model.variant)
     samples = bool(cfg.validation.prompts)  # validation samples need the decoders, the vocoder and Gemma
-    from ltx2train.inference.sampler import decoder_components, sampling_parts
+    from ltx2train.inference.prompt_sampler import decoder_components, sampling_parts
     require_model_files(cfg.model.checkpoint, ["transformer", "connectors"] + (
         decoder_components(cfg.validation) if samples else []), distilled=cfg.model.distilled,
         text_encoder=cfg.model.text_encoder if samples else None, variant=spec, parts=sampling_parts(cfg.validation))
@@ -217,7 +218,7 @@ def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path, st
     ``memory.fp8_frozen`` is stored in FP8 on the host before it goes to the device."""
     if not cfg.validation.prompts:
         return None
-    from ltx2train.inference.sampler import build_sampler, encode_prompts, read_conditions
+    from ltx2train.inference.prompt_sampler import build_sampler, encode_prompts, read_conditions
     from ltx2train.models.text_encoder import load_text_encoder
 
     conditions = read_conditions(cfg.validation, cfg.data.reference_downscale)  # a bad file fails before Gemma loads

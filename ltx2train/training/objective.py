@@ -11,11 +11,7 @@ import math
 
 import torch
 
-
-def shift_mu(num_tokens: int, base_shift: float, max_shift: float, base_tokens: int, max_tokens: int) -> float:
-    """Linear in the token count through (base_tokens, base_shift) and (max_tokens, max_shift)."""
-    slope = (max_shift - base_shift) / (max_tokens - base_tokens)
-    return base_shift + slope * (num_tokens - base_tokens)
+from ltx2train.inference.schedules import shift_mu
 
 
 def sample_sigmas(batch_size: int, num_tokens: int, cfg, generator: torch.Generator | None = None,

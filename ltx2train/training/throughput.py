@@ -1,5 +1,5 @@
 """How fast a run goes, over a logging window: step time, samples/s, video and audio tokens/s, model TFLOP/s per
-device and MFU (FLOPs counted from the architecture: training/flops.py), summed over every process."""
+device and MFU (FLOPs counted from the architecture: analysis/flops.py), summed over every process."""
 
 from __future__ import annotations
 

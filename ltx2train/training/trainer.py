@@ -80,17 +80,18 @@ class Trainer:
         self.log(describe(run))
 
     def _build_tracker(self) -> Tracker:
-        from ltx2train.config import config_to_dict
+        from ltx2train.config import config_to_dict, dataset_sources
         from ltx2train.data.cache import dataset_statistics
 
         main, cfg = self.backend.is_main, self.cfg
+        data = data_statistics(dataset_statistics(dataset_sources(cfg.data))) if main else None
         return Tracker(cfg.tracker, self.output_dir, config_to_dict(cfg) if main else {}, enabled=main,
-                       resume_step=self.step, data=data_statistics(dataset_statistics(cfg)) if main else None)
+                       resume_step=self.step, data=data)
 
     def _build_throughput(self) -> Throughput:
         """FLOPs are counted (for TFLOP/s and MFU) where the device's peak is known: a GPU of the table in
-        training/flops.py, or any device with $LTX2TRAIN_PEAK_TFLOPS."""
-        from ltx2train.training.flops import peak_flops, step_flops
+        analysis/flops.py, or any device with $LTX2TRAIN_PEAK_TFLOPS."""
+        from ltx2train.analysis.flops import peak_flops, step_flops
 
         cfg, peak = self.cfg, peak_flops(self.device)
         spec = self.run.spec.component("transformer")
@@ -318,7 +319,7 @@ class Trainer:
     def validation_loss(self, model: torch.nn.Module) -> dict[str, float]:
         """The loss of the first cached clips at fixed sigmas with fixed noise: a deterministic curve. ``model``:
         the trained module, whole (:meth:`backend.full_model`)."""
-        from ltx2train.inference.sampler import preserved_training_state
+        from ltx2train.inference.prompt_sampler import preserved_training_state
 
         cfg = self.cfg.validation
         per_sigma = {s: 0.0 for s in cfg.loss_sigmas}

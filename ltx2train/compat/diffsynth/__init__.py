@@ -10,7 +10,7 @@ lines to this module, nothing else::
 """
 
 from ltx2train.compat.diffsynth.media import VideoData, write_video_audio_ltx2
-from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline
+from ltx2train.inference.av_pipeline import LTX2AudioVideoPipeline
 from ltx2train.inference.model_configs import ModelConfig
 
 __all__ = ["LTX2AudioVideoPipeline", "ModelConfig", "VideoData", "write_video_audio_ltx2"]

@@ -16,7 +16,7 @@ def write_video_audio_ltx2(video, audio, output_path: str, fps: int = 24, audio_
     [-1, 1], or None; ``audio_sample_rate`` None: the AAC rate nearest to the one that makes the audio as long as
     the video, as DiffSynth infers it (LTX-2's 24 kHz, 2.3's 48 kHz). An mp4 with h264 video and AAC audio, written
     to a temp name, then renamed."""
-    from ltx2train.inference.ltx2_pipeline import write_video_audio
+    from ltx2train.inference.av_pipeline import write_video_audio
 
     if audio is not None and audio_sample_rate is None:
         spanned = audio.shape[-1] / (len(video) / fps)

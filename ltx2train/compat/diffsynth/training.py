@@ -131,7 +131,7 @@ def _configs(flags: dict) -> list:
 
 def _variant(checkpoint: Path, model_ids: str) -> str:
     """The shipped variant the files are (their headers), else the one the model ids name."""
-    from ltx2train.inference.ltx2_pipeline import identify_variant
+    from ltx2train.inference.av_pipeline import identify_variant
 
     try:
         return identify_variant(checkpoint)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ltx2train.models.keys import build_key_map
+from ltx2train.models.key_maps import build_key_map
 from ltx2train.models.layout import SPLIT_FILES
 from ltx2train.models.specs import torch_dtype
 from ltx2train.models.trained import frozen_pattern, split_state, trainable_signature, trained_parts

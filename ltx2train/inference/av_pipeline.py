@@ -2,7 +2,7 @@
 
 A DiffSynth user changes one import::
 
-    from ltx2train.inference.ltx2_pipeline import LTX2AudioVideoPipeline, ModelConfig, write_video_audio
+    from ltx2train.inference.av_pipeline import LTX2AudioVideoPipeline, ModelConfig, write_video_audio
     pipe = LTX2AudioVideoPipeline.from_pretrained("models/LTX-2", "models/gemma-3-12b-it-qat-q4_0-unquantized",
                                                   stage2_lora="models/ltx-2-19b-distilled-lora-384.safetensors")
     video, audio = pipe("a cat plays the piano", seed=0, use_two_stage_pipeline=True)
@@ -20,12 +20,12 @@ or DiffSynth's own call, unchanged (``ModelConfig`` from this module; the files 
 Each denoising stage runs diffusers' ``LTX2Pipeline`` (text to audio+video) or ``LTX2InContextPipeline``
 (frame conditions for image-to-video and IC-LoRA reference videos; it is ``LTX2ConditionPipeline`` plus
 references) around the same modules, with ``output_type="latent"``; our glue does what diffusers leaves to
-the caller: the seed's sigma schedules (:mod:`~ltx2train.inference.schedules`), the ×2 latent upsample
+the caller: DiffSynth's sigma schedules (:mod:`~ltx2train.inference.schedules`), the ×2 latent upsample
 between stages (``LTX2LatentUpsamplePipeline``), the stage-2 LoRA attached only for stage 2, tiled decode.
 
-Outputs, as the seed's: ``video`` is a list of ``num_frames`` RGB ``PIL.Image`` s; ``audio`` a float32 CPU
+Outputs, as DiffSynth's: ``video`` is a list of ``num_frames`` RGB ``PIL.Image`` s; ``audio`` a float32 CPU
 tensor ``(channels, samples)`` at ``pipe.audio_sample_rate`` (the vocoder's rate: 24 kHz for LTX-2).
-Guidance is the seed's: one ``cfg_scale`` for video and audio, no STG, no modality guidance, no rescale.
+Guidance is DiffSynth's: one ``cfg_scale`` for video and audio, no STG, no modality guidance, no rescale.
 """
 
 from __future__ import annotations
@@ -45,17 +45,17 @@ from ltx2train.models.forward import first_frame_marked
 __all__ = ["LTX2AudioVideoPipeline", "ModelConfig", "identify_variant", "write_video_audio"]  # ModelConfig: DiffSynth's
 
 STAGE2_ADAPTER = "stage2"
-DEFAULT_STAGE2_LORA_STRENGTH = 0.8  # the seed's ``stage2_lora_strength``
+DEFAULT_STAGE2_LORA_STRENGTH = 0.8  # DiffSynth's ``stage2_lora_strength``
 
 
 class LTX2AudioVideoPipeline:
-    """Modules in memory + the seed's ``__call__``. Build it with :meth:`from_pretrained`."""
+    """Modules in memory + DiffSynth's ``__call__``. Build it with :meth:`from_pretrained`."""
 
     def __init__(self, *, transformer, connectors, video_vae, audio_vae, vocoder, text_encoder, family: str,
                  upsampler=None, stage2_lora=None, stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH,
                  max_sequence_length: int = 1024, use_cross_timestep: bool = True, video_decoder=None,
                  duration_head=None):
-        from ltx2train.inference.pipeline import _match_vocoder_input_dtype
+        from ltx2train.inference.live_pipeline import _match_vocoder_input_dtype
 
         self.transformer, self.connectors = transformer, connectors
         self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
@@ -335,7 +335,7 @@ class LTX2AudioVideoPipeline:
 
 @contextmanager
 def _progress(progress_bar_cmd, steps: int):
-    """A diffusers step callback that advances ``progress_bar_cmd(range(steps))`` (the seed's progress hook)."""
+    """A diffusers step callback that advances ``progress_bar_cmd(range(steps))`` (DiffSynth's progress hook)."""
     ticks = iter(progress_bar_cmd(range(steps)))
 
     def on_step(pipe, i, t, callback_kwargs):
@@ -351,7 +351,7 @@ def _progress(progress_bar_cmd, steps: int):
 
 def _image_conditions(input_images, indexes, strength) -> list:
     """Seed frame indexes -> diffusers frame conditions. Index 0 replaces the first latent frame; any other
-    index is a keyframe of the latent frame holding that pixel frame, ``1 + (index - 1) // 8`` (the seed's map),
+    index is a keyframe of the latent frame holding that pixel frame, ``1 + (index - 1) // 8`` (DiffSynth's map),
     placed by diffusers at that latent frame's first pixel frame."""
     from diffusers.pipelines.ltx2 import LTX2VideoCondition
 

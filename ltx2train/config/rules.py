@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ltx2train.config.keys import choice_message
+from ltx2train.config.fields import choice_message
 from ltx2train.config.schema import (
     BACKENDS,
     CROPS,

@@ -12,10 +12,12 @@ so MFU = model FLOPs per second / the GPU's dense bf16 peak, as PaLM defines it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
+
+from ltx2train.analysis.fake import build_transformer, fake_mode, fake_parameters, quiet_diffusers, step_inputs
+from ltx2train.analysis.tokens import Tokens
 
 # Dense bf16 tensor-core peaks (no sparsity) per GPU, in FLOP/s, by a substring of torch.cuda.get_device_name().
 PEAK_BF16_FLOPS = (
@@ -53,15 +55,12 @@ def _register_cpu_attention() -> None:
 def _count(cfg, spec, tokens, layers: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ltx2train.memory import estimate
-
-    mode = estimate.fake_mode()
-    module = estimate.build_transformer(cfg, spec, frozen=torch.bfloat16, trained=torch.float32, fp8=False,
-                                        num_layers=layers)
-    module = estimate.fake_parameters(module, mode).train()
+    mode = fake_mode()
+    module = build_transformer(cfg, spec, frozen=torch.bfloat16, trained=torch.float32, fp8=False, num_layers=layers)
+    module = fake_parameters(module, mode).train()
     counter = FlopCounterMode(display=False)
     with mode:
-        kwargs = estimate.step_inputs(module, tokens, torch.bfloat16)
+        kwargs = step_inputs(module, tokens, torch.bfloat16)
         with counter, torch.autocast("cpu", dtype=torch.bfloat16):
             video, audio = module(**kwargs)
             (video.float().square().mean() + audio.float().square().mean()).backward()
@@ -75,26 +74,13 @@ def step_flops(cfg, spec, *, batch: int, video: int, audio: int, text: int, fps:
     """Model FLOPs of one micro-batch's forward + backward: ``batch`` samples of ``video`` / ``audio`` / ``text``
     tokens (the transformer's own sequence lengths, conditioning tokens included) for the recipe ``cfg`` and the
     transformer's ``spec``. Counted once per token count."""
-    from ltx2train.memory.estimate import Tokens
     from ltx2train.models.adapters import lora_targets
 
     tokens = Tokens(batch, 1, 1, video, audio, text, fps)
     key = (cfg.train.method, tuple(lora_targets(cfg.lora)), cfg.lora.rank, spec.name, str(spec.config), tokens)
     if key not in _COUNTED:
         _register_cpu_attention()
-        with _quiet():
+        with quiet_diffusers():
             one, layers = _count(cfg, spec, tokens, 1), spec.config["num_layers"]
             _COUNTED[key] = one if layers == 1 else one + (layers - 1) * (_count(cfg, spec, tokens, 2) - one)
     return _COUNTED[key]
-
-
-@contextlib.contextmanager
-def _quiet():
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ltx2train.inference.pipeline import GeneratedClip, build_pipeline, condition_kwargs, generate, write_clip
+from ltx2train.inference.live_pipeline import GeneratedClip, build_pipeline, condition_kwargs, generate, write_clip
 from ltx2train.memory.tiling import fit_decode_tiles
 from ltx2train.utils.progress import progress
 

@@ -1,0 +1,63 @@
+"""The layer order of docs/architecture.md holds: no module imports from a package listed after its own (imports
+inside functions included), and every package is listed."""
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "ltx2train"
+
+
+def _layers() -> list[str]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = re.search(r"```layers\n(.*?)```", text, re.S)
+    assert block, "docs/architecture.md has no ```layers block"
+    return block.group(1).split()
+
+
+def _unit(path: Path) -> str:
+    """The top-level package (or module) of ``ltx2train`` a file belongs to."""
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level unit) of every ``ltx2train`` import in a file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts = node.module.split(".")
+            if parts[0] == "ltx2train":
+                names = [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
+                out += [(node.lineno, n) for n in names]
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name.split(".")[1]) for a in node.names
+                    if a.name.startswith("ltx2train.")]
+    return out
+
+
+def test_every_package_is_in_the_layer_list():
+    units = {_unit(p) for p in PACKAGE.rglob("*.py")} - {"__init__"}
+    assert sorted(units - set(_layers())) == []
+    assert sorted(set(_layers()) - units) == []  # no stale entries
+
+
+def test_imports_run_one_way():
+    rank = {unit: i for i, unit in enumerate(_layers())}
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        unit = _unit(path)
+        if unit == "__init__":
+            continue
+        for line, target in _imports(path):
+            if target in rank and target != unit and rank[target] > rank[unit]:
+                upward.append(f"{path.relative_to(ROOT)}:{line} ({unit}) imports {target}")
+    assert upward == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    """The parser finds function-local imports and the ``from ltx2train import x`` form."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from ltx2train.training.trainer import Trainer\n\nfrom ltx2train import cli\n"
+                     "import ltx2train.models.specs\n")
+    assert sorted(_imports(probe)) == [(2, "training"), (4, "cli"), (5, "models")]
