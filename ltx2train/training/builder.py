@@ -24,30 +24,31 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ltx2train.config import dataset_sources
+from ltx2train.config import Config, dataset_sources
 from ltx2train.data.cache import CachedDataset, check_producer
 from ltx2train.data.prepare import producer, settings_from_config
 from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, redraw_lora_init, store_fp8
 from ltx2train.models.adapters import merge_presets
 from ltx2train.models.loading import load_component, require_model_files
-from ltx2train.models.specs import load_variant, torch_dtype
+from ltx2train.models.specs import VariantSpec, load_variant, torch_dtype
 from ltx2train.models.trained import trained_module
 from ltx2train.training import checkpoint as ckpt
-from ltx2train.utils.format import format_bytes
-from ltx2train.training.data import steps_per_epoch
 from ltx2train.training.backends import build_backend, state
+from ltx2train.training.data import steps_per_epoch
+from ltx2train.training.interfaces import Backend, Method, Strategy, ValidationSampler
 from ltx2train.training.methods import build_method
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer
 from ltx2train.training.strategies import build_strategy, check_strategy
+from ltx2train.utils.format import format_bytes
 
 
 @dataclass
 class TrainingRun:
-    cfg: object
-    spec: object
-    backend: object
-    method: object
-    strategy: object
+    cfg: Config
+    spec: VariantSpec
+    backend: Backend
+    method: Method
+    strategy: Strategy
     dataset: CachedDataset
     model: torch.nn.Module  # the trained module (models/trained.py) as the backend wrapped it
     connectors: torch.nn.Module  # frozen and run in the step, or trained inside ``model`` (train.trainable)
@@ -57,7 +58,7 @@ class TrainingRun:
     weight_dtype: torch.dtype
     step: int  # 0, or the resumed checkpoint's
     rng: dict | None  # this rank's RNG state to restore once the data loader exists
-    validation_sampler: object | None  # where validation runs: the main process (every one if collective)
+    validation_sampler: ValidationSampler | None  # where validation runs: the main process (every one if collective)
     validation_clips: list
 
 
