@@ -50,6 +50,14 @@ def timed(fn, device: str, repeats: int, warmup: int) -> tuple[float, float]:
     return seconds, torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
 
+def _conv_decode(spec, latents, device, dtype, args):
+    """(seconds per clip, peak GiB) of the VAE's tiled conv decode; the VAE is gone when this returns."""
+    vae = build(spec, "video_vae", device, dtype)
+    vae.enable_tiling()
+    with torch.no_grad():
+        return timed(lambda: vae.decode(latents, None, return_dict=False), device, args.repeats, args.warmup)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="ltx2.5")
@@ -73,11 +81,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (dry run: ratios only)"
     print(f"P5 on {name}, {time.strftime('%Y-%m-%d')}: {spec.name}, {args.width}x{args.height}x{args.frames}, {dtype}")
 
-    vae = build(spec, "video_vae", device, dtype)
-    vae.enable_tiling()
-    with torch.no_grad():
-        conv = timed(lambda: vae.decode(latents, None, return_dict=False), device, args.repeats, args.warmup)
-    del vae
+    conv = _conv_decode(spec, latents, device, dtype, args)  # the VAE is freed before the diffusion decoder loads
     decoder = build(spec, "video_diffusion_decoder", device, dtype)
     diffusion = timed(lambda: decode_video(decoder, latents, seed=0), device, args.repeats, args.warmup)
     print(f"  conv decoder:      {conv[0]:.3f} s/clip, peak {conv[1]:.2f} GiB")

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from ltx2train.utils.errors import EXIT_CODES, UserError
+
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.target == "memory":
@@ -15,21 +17,21 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.target.endswith((".yaml", ".yml")):
         return _inspect_recipe(args)
     if args.overrides or args.world_size is not None:
-        raise ValueError(f"inspect {args.target}: key=value overrides and --world-size go with 'inspect memory' only")
+        raise UserError(f"inspect {args.target}: key=value overrides and --world-size go with 'inspect memory' only")
     if args.target == "variant":
         if not args.name:
-            raise ValueError("inspect variant: name a variant (ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5) "
+            raise UserError("inspect variant: name a variant (ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5) "
                              "or a variant JSON file")
         return _inspect_variant(args.name, args.json)
     if args.name:
-        raise ValueError(f"inspect {args.target}: unexpected argument {args.name!r}")
+        raise UserError(f"inspect {args.target}: unexpected argument {args.name!r}")
     return _inspect_file(args.target, args.json)
 
 
 def _inspect_memory(args: argparse.Namespace) -> int:
     """The per-GPU memory estimate of a recipe, from the variant spec alone (no weights, no data)."""
     if not args.name:
-        raise ValueError("inspect memory: name a recipe, e.g. ltx2train inspect memory recipes/t2av_lora.yaml")
+        raise UserError("inspect memory: name a recipe, e.g. ltx2train inspect memory recipes/t2av_lora.yaml")
     from ltx2train.config import load_config
     from ltx2train.analysis.estimate import estimate_memory
     from ltx2train.analysis.report import format_estimate
@@ -127,7 +129,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from ltx2train.export.merge import merge_lora
 
         if args.format != "official":
-            raise ValueError("--merge writes base weights, not a LoRA: --format does not apply to it")
+            raise UserError("--merge writes base weights, not a LoRA: --format does not apply to it")
 
         lora, warnings = prepare_lora(read_lora(source), modality=args.modality,
                                       cross_modal=args.cross_modal, drop_connectors=args.drop_connectors)
@@ -272,7 +274,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if diffsynth_pipeline:
         for given, flag in ((args.transformer, "--transformer"), (args.audio, "--audio"), (args.video, "--video")):
             if given:
-                raise ValueError(f"{flag}: samples through the validation pipeline only; drop --two-stage / "
+                raise UserError(f"{flag}: samples through the validation pipeline only; drop --two-stage / "
                                  "--distilled-pipeline / --low-vram / --stage2-lora / --upscaler")
         from ltx2train.inference.sample import sample_with_pipeline
 
@@ -505,7 +507,10 @@ def _quiet_library_progress_bars() -> None:
         pass
 
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+# the user's mistakes (utils/errors.py): a message, no traceback, exit 2; anything else is a bug
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+REPORT = ("ltx2train: internal error (a bug in ltx2train, not in your recipe or data): please report it with the "
+          "command line and the traceback above")
 
 
 def _message(exc: BaseException) -> str:
@@ -517,14 +522,13 @@ def _message(exc: BaseException) -> str:
     return str(exc)
 
 
-EXIT_CODES = {0: "completed", 1: "crashed", 2: "user error", 3: "stopped with a checkpoint",
-              4: "some rows rejected", 5: "nothing kept"}
 EXIT_FILE_VARIABLE = "LTX2TRAIN_EXIT_FILE"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 2 a user error (bad recipe, key, file; no traceback unless ``--debug``), 3 stopped by a signal after
-    writing a checkpoint (resume by running the same command again), 1 a crash; ``prepare``: 4 some rows
+    """Exit codes (``utils/errors.py: EXIT_CODES``): 0 done, 2 a user error (a ``UserError`` or a file that is not
+    there; no traceback unless ``--debug``), 3 stopped by a signal after writing a checkpoint (resume by running
+    the same command again), 1 a bug (its traceback and a line asking to report it); ``prepare``: 4 some rows
     rejected (the rest cached), 5 nothing kept.
 
     Under a launcher that hides the processes' codes (torchrun reports any non-zero code as 1, and srun
@@ -547,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"ltx2train: error: {_message(exc)}", file=sys.stderr)
         code = 2
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print(REPORT, file=sys.stderr)
+        raise
     finally:
         reported = _write_exit_file(args.command, code)
     return 0 if reported and code in EXIT_CODES and code != 1 else code

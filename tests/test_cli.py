@@ -110,7 +110,10 @@ def test_the_exit_file_carries_the_code_and_the_processes_exit_0_unless_they_cra
     assert not exit_file.exists()
     monkeypatch.setenv("RANK", "0")
     assert cli.main(["train", "recipes/t2av_lora.yaml", "train.max_step=3"]) == 0
-    assert json.loads(exit_file.read_text()) == {"command": "train", "exit_code": 2, "meaning": "user error"}
+    from ltx2train.utils.errors import EXIT_CODES
+
+    assert json.loads(exit_file.read_text()) == {"command": "train", "exit_code": 2, "meaning": EXIT_CODES[2]}
+    assert EXIT_CODES[2].startswith("user error")
     assert "did you mean 'train.max_steps'" in capsys.readouterr().err
     monkeypatch.delenv("LTX2TRAIN_EXIT_FILE")
     assert cli.main(["prepare", "recipes/t2av_lora.yaml", "--shard", "2/2"]) == 2  # without the file: the code
@@ -162,6 +165,26 @@ def test_user_errors_name_key_value_and_choices_without_a_traceback_unless_debug
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "ConfigError" in err
     assert err.rstrip().endswith("did you mean 'lora'?")  # the message still closes the output
+
+
+def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch, tmp_path, capsys):
+    """A plain ValueError from inside ltx2train is a bug: its traceback, the line asking to report it, exit code 1
+    in the exit file -- never the one-line "error:" of a user's mistake (exit 2)."""
+    import json
+
+    from ltx2train import cli, config
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(config, "load_config", broken)
+    monkeypatch.setenv(cli.EXIT_FILE_VARIABLE, str(tmp_path / "exit.json"))
+    with pytest.raises(ValueError, match="internal invariant"):
+        cli.main(["inspect", "memory", "recipes/demo.yaml"])
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().endswith(cli.REPORT)
+    assert "ltx2train: error:" not in err
+    assert json.loads((tmp_path / "exit.json").read_text())["exit_code"] == 1
 
 
 def test_missing_model_files_are_all_listed_where_they_were_expected(tiny_workspace, tmp_path, capsys):

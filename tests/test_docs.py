@@ -47,3 +47,11 @@ def test_the_readme_is_an_index_of_docs():
     linked = {Path(t.partition("#")[0]).name for t in LINK.findall(readme) if t.startswith("docs/")}
     pages = {p.name for p in (ROOT / "docs").glob("*.md")}
     assert sorted(pages - linked) == []  # every page is reachable from the README
+
+
+def test_the_exit_code_table_is_the_codes_the_cli_uses():
+    from ltx2train.utils.errors import EXIT_CODES
+
+    page = ROOT.joinpath("docs", "observability.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", page.split("<!-- exit-codes", 1)[1], re.M)
+    assert {int(code): meaning for code, meaning in rows} == EXIT_CODES

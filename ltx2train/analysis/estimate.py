@@ -46,6 +46,7 @@ from ltx2train.analysis.simulate import StepActivations, simulate_inference, sim
 from ltx2train.analysis.tokens import largest_bucket, tokens_for
 from ltx2train.analysis.weights import (WeightCounts, component_bytes, count_weights, gemma_bytes, gemma_config,
                                         gemma_forward_bytes)
+from ltx2train.utils.errors import UserError
 
 ADAMW8BIT_MIN_SIZE, ADAMW8BIT_BLOCK = 4096, 256  # bitsandbytes' min_8bit_size and blockwise quantisation block
 ZERO_REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements)
@@ -86,7 +87,7 @@ def optimizer_state_bytes(numels: list[int], name: str) -> int:
     if name == "adamw8bit":
         return sum(2 * n + 2 * 4 * math.ceil(n / ADAMW8BIT_BLOCK) if n >= ADAMW8BIT_MIN_SIZE else 2 * n * 4
                    for n in numels) + 2 * 256 * 4  # the two shared quantisation maps
-    raise ValueError(f"optimizer.name: unknown optimizer {name!r}; expected adamw or adamw8bit")
+    raise UserError(f"optimizer.name: unknown optimizer {name!r}; expected adamw or adamw8bit")
 
 
 @dataclass
@@ -112,7 +113,7 @@ class _Totals:
 def _world_size(world_size: int | None) -> int:
     world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     if world < 1:
-        raise ValueError(f"world size must be >= 1, got {world}")
+        raise UserError(f"world size must be >= 1, got {world}")
     return world
 
 

@@ -13,6 +13,8 @@ from typing import List, Optional
 
 from omegaconf import MISSING
 
+from ltx2train.utils.errors import UserError
+
 DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULERS = ("constant", "linear", "cosine")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
@@ -36,7 +38,7 @@ PATH_KEYS = (
 ENTRY_PATH_KEYS = {"data.datasets": ("metadata", "root", "cache_dir")}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A problem with a recipe or an override, worded for the user."""
 
 

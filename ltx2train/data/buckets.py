@@ -14,6 +14,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from ltx2train.utils.errors import UserError
+
 MULTIPLE = 32
 _SHAPE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*$")
 
@@ -36,7 +38,7 @@ class Bucket:
     def parse(cls, text: str) -> "Bucket":
         match = _SHAPE.match(str(text))
         if not match:
-            raise ValueError(f"bucket {text!r}: expected HEIGHTxWIDTHxFRAMES, e.g. 512x768x121")
+            raise UserError(f"bucket {text!r}: expected HEIGHTxWIDTHxFRAMES, e.g. 512x768x121")
         return cls(*(int(x) for x in match.groups()))
 
     def problem(self) -> str | None:

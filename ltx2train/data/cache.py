@@ -37,6 +37,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load, load_file, save_file
 from ltx2train.utils.atomic import atomic_path, write_text_atomic
+from ltx2train.utils.errors import UserError
 
 FORMAT_VERSION = 4  # 4: extras, random windows (3: resolution buckets; 2: projected text; 1: Gemma hidden states)
 TEXT_KEYS = ("text_video", "text_audio")
@@ -121,13 +122,13 @@ def check_settings(cache_dir: str | Path, settings: CacheSettings) -> None:
     if manifest is None:
         return
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train writes format "
+        raise UserError(f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train writes format "
                          f"{FORMAT_VERSION}: use another data.cache_dir or delete this one")
     old = manifest.get("settings", {})
     _check_variant(cache_dir, manifest, settings.variant)
     diffs = [f"{k}: cache has {old.get(k)!r}, recipe has {v!r}" for k, v in asdict(settings).items() if old.get(k) != v]
     if diffs:
-        raise ValueError(
+        raise UserError(
             f"cache {cache_dir} was made with other settings ({'; '.join(diffs)}); "
             "use another data.cache_dir or delete this one"
         )
@@ -137,7 +138,7 @@ def _check_variant(cache_dir, manifest: dict, variant: str) -> None:
     """A cache prepared for one model variant (version, size) is never read for another."""
     made_for = manifest.get("settings", {}).get("variant")
     if made_for != variant:
-        raise ValueError(f"cache {cache_dir} was prepared for {_version(made_for)}, but the recipe's model.variant is "
+        raise UserError(f"cache {cache_dir} was prepared for {_version(made_for)}, but the recipe's model.variant is "
                          f"{_version(variant)}: latents and text features of one LTX-2 model do not fit another. "
                          "Prepare a cache for this model: `ltx2train prepare RECIPE` into another data.cache_dir, or "
                          "`ltx2train prepare RECIPE --overwrite` to rebuild this one")
@@ -166,7 +167,7 @@ def check_producer(cache_dir: str | Path, producer: dict[str, str]) -> None:
     diffs = [f"{k}: cache {made.get(k)}, recipe {v}" for k, v in producer.items()
              if k not in ("ltx2train", "variant", "version") and k in made and made[k] != v]
     if diffs:
-        raise ValueError(f"cache {cache_dir} was made with other weights ({'; '.join(diffs)}): use another "
+        raise UserError(f"cache {cache_dir} was made with other weights ({'; '.join(diffs)}): use another "
                          "data.cache_dir, or rebuild this one with `ltx2train prepare RECIPE --overwrite`")
 
 
@@ -208,7 +209,7 @@ class CachedDataset(torch.utils.data.Dataset):
             if source == 0:
                 self.settings = manifest["settings"]
             elif manifest["settings"] != self.settings:
-                raise ValueError(f"caches {self.cache_dir} and {cache_dir} were made with other settings: prepare "
+                raise UserError(f"caches {self.cache_dir} and {cache_dir} were made with other settings: prepare "
                                  "every dataset with the same recipe")
             self.samples += [{**s, "source": source, "file": str(cache_dir / s["file"])} for s in manifest["samples"]]
 
@@ -260,10 +261,10 @@ def _readable_manifest(cache_dir: Path, settings: CacheSettings | None) -> dict:
     if settings is not None:
         check_settings(cache_dir, settings)
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train reads "
+        raise UserError(f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train reads "
                          f"format {FORMAT_VERSION}: run `ltx2train prepare` into a new data.cache_dir")
     if not manifest["samples"]:
-        raise ValueError(f"cache {cache_dir} holds no samples (every clip rejected? see its {REJECTS})")
+        raise UserError(f"cache {cache_dir} holds no samples (every clip rejected? see its {REJECTS})")
     return manifest
 
 
@@ -276,7 +277,7 @@ def pad_text(sample: dict[str, torch.Tensor], length: int) -> dict[str, torch.Te
     mask = sample["text_attention_mask"]
     pad = length - mask.shape[0]
     if pad < 0:
-        raise ValueError(f"cached text has {mask.shape[0]} tokens, more than max_sequence_length={length}")
+        raise UserError(f"cached text has {mask.shape[0]} tokens, more than max_sequence_length={length}")
     for key in TEXT_KEYS:
         if key in sample:
             features = sample[key]
@@ -306,7 +307,7 @@ def left_pad(batched: torch.Tensor, length: int) -> torch.Tensor:
     """(B, T, ...) text features or mask -> (B, length, ...), zeros before the tokens (a no-op at ``length``)."""
     pad = length - batched.shape[1]
     if pad < 0:
-        raise ValueError(f"cached text has {batched.shape[1]} tokens, more than max_sequence_length={length}")
+        raise UserError(f"cached text has {batched.shape[1]} tokens, more than max_sequence_length={length}")
     if pad == 0:
         return batched
     return torch.cat([batched.new_zeros((batched.shape[0], pad, *batched.shape[2:])), batched], dim=1)
@@ -317,7 +318,7 @@ def _left_padded(values: list[torch.Tensor], length: int) -> torch.Tensor:
     for row, value in zip(out, values):
         pad = length - value.shape[0]
         if pad < 0:
-            raise ValueError(f"cached text has {value.shape[0]} tokens, more than max_sequence_length={length}")
+            raise UserError(f"cached text has {value.shape[0]} tokens, more than max_sequence_length={length}")
         row[:pad].zero_()
         row[pad:] = value
     return out

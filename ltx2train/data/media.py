@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ltx2train.utils.atomic import atomic_path
+from ltx2train.utils.errors import UserError
 
 
-class MediaError(ValueError):
+class MediaError(UserError):
     """A clip that cannot be used, with the path and the reason."""
 
 
@@ -202,7 +203,7 @@ def frame_indices(starts: np.ndarray, end: float, num_frames: int, fps: float, s
     clips keep their real motion); ValueError when the window runs past ``end``."""
     instants = start_s + np.arange(num_frames) / fps
     if instants[-1] >= end - 1e-6:
-        raise ValueError("past the end")
+        raise UserError("past the end")
     return np.clip(np.searchsorted(starts, instants + 1e-6, side="right") - 1, 0, len(starts) - 1).tolist()
 
 

@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ltx2train.utils.errors import UserError
+
 
 @dataclass
 class ClipRecord:
@@ -68,9 +70,9 @@ def _rows(path: Path) -> list[tuple[str, object]]:
         try:
             data = json.loads(_text(path))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: invalid JSON ({exc})") from exc
+            raise UserError(f"{path}: invalid JSON ({exc})") from exc
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+            raise UserError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
         return [(f"item {i}", row) for i, row in enumerate(data)]
     if suffix == ".jsonl":
         rows = []
@@ -84,7 +86,7 @@ def _rows(path: Path) -> list[tuple[str, object]]:
         return rows
     if suffix == ".parquet" or path.is_dir():
         return [(f"row {i}", row) for i, row in enumerate(_dataset_rows(path))]
-    raise ValueError(f"{path}: unknown metadata format {suffix!r}; expected .csv, .json, .jsonl, .parquet or a "
+    raise UserError(f"{path}: unknown metadata format {suffix!r}; expected .csv, .json, .jsonl, .parquet or a "
                      "datasets directory")
 
 
@@ -99,7 +101,7 @@ def _dataset_rows(path: Path) -> list[dict]:
     try:
         if path.is_dir():
             if not (path / "state.json").is_file():
-                raise ValueError(f"{path}: a directory of metadata must be a datasets directory (Dataset.save_to_disk: "
+                raise UserError(f"{path}: a directory of metadata must be a datasets directory (Dataset.save_to_disk: "
                                  "state.json, *.arrow)")
             return datasets.load_from_disk(str(path), keep_in_memory=True).to_list()
         with tempfile.TemporaryDirectory(prefix="ltx2train-metadata-") as cache:
@@ -107,7 +109,7 @@ def _dataset_rows(path: Path) -> list[dict]:
     except (OSError, ValueError, TypeError) as exc:
         if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
             raise
-        raise ValueError(f"{path}: cannot read it with datasets ({type(exc).__name__}: {exc})") from exc
+        raise UserError(f"{path}: cannot read it with datasets ({type(exc).__name__}: {exc})") from exc
 
 
 # DiffSynth-Studio's column names, read where the recipe keeps the defaults and a row has no column of ours

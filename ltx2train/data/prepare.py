@@ -32,6 +32,7 @@ from ltx2train.data.media import (
 from ltx2train.data.metadata import ClipRecord, Columns, read_metadata
 from ltx2train.models.text_encoder import project_text
 from ltx2train.utils.progress import on_terminal
+from ltx2train.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def encode_audio(audio_vae: torch.nn.Module, waveform: torch.Tensor, latent_leng
     device, dtype = _compute_device_dtype(audio_vae)
     latents = audio_vae.encode(mel[None].to(device, dtype)).latent_dist.mode().float()  # (1, C, L', M)
     if latents.shape[2] < latent_length:
-        raise ValueError(f"audio gave {latents.shape[2]} latent frames, {latent_length} needed")
+        raise UserError(f"audio gave {latents.shape[2]} latent frames, {latent_length} needed")
     latents = latents[:, :, :latent_length]
     channels, mel_latent = latents.shape[1], latents.shape[3]
     packed = latents.transpose(1, 2).flatten(2, 3)  # (1, L, C * M): the statistics are per packed feature
@@ -342,9 +343,9 @@ class Shard:
         try:
             index, count = (int(x) for x in text.split("/"))
         except ValueError:
-            raise ValueError(f"--shard {text!r}: expected INDEX/COUNT, e.g. 0/4") from None
+            raise UserError(f"--shard {text!r}: expected INDEX/COUNT, e.g. 0/4") from None
         if not 0 <= index < count:
-            raise ValueError(f"--shard {text!r}: INDEX must be in 0..COUNT-1")
+            raise UserError(f"--shard {text!r}: INDEX must be in 0..COUNT-1")
         return cls(index, count)
 
     def takes(self, record: ClipRecord) -> bool:
@@ -381,7 +382,7 @@ def prepare(
     cache_dir = Path(source.cache_dir)
     if overwrite:
         if shard is not None:
-            raise ValueError("--overwrite with --shard: one task would delete what the others write; rebuild with "
+            raise UserError("--overwrite with --shard: one task would delete what the others write; rebuild with "
                              "one `ltx2train prepare RECIPE --overwrite`, or delete data.cache_dir before the array")
         if rank == 0:
             cache.remove_cache(cache_dir)

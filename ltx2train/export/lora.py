@@ -27,6 +27,7 @@ from ltx2train.models.lora_files import (
     streams_for,
     without_connectors,
 )
+from ltx2train.utils.errors import UserError
 
 # Consumers that load connector LoRA weights: only ComfyUI (and ltx2train). diffusers routes them to the
 # transformer and leaves them unapplied; ltx-core and DiffSynth match no module for them.
@@ -53,7 +54,7 @@ def prepare_lora(lora: LoraFile, *, modality: str = "all", cross_modal: str = "r
     if connectors:
         warnings.append(CONNECTOR_WARNING.format(n=len(connectors), example=connectors[0]))
     if not kept.modules:
-        raise ValueError(f"no LoRA module is left for modality {modality!r} (cross-modal: {cross_modal}); "
+        raise UserError(f"no LoRA module is left for modality {modality!r} (cross-modal: {cross_modal}); "
                          f"the file's modules act on the streams {sorted({module_stream(m) for m in lora.modules})}")
     kept.metadata.update({"modality": modality, "cross_modal": cross_modal})
     return kept, warnings

@@ -24,6 +24,7 @@ from ltx2train.models.layout import RELEASE_FILES, SPLIT_FILES, is_release_dir, 
 from ltx2train.models.lora_files import LoraFile
 from ltx2train.models.loading import SAFETENSORS_DTYPE_NAMES, read_safetensors_header
 from ltx2train.models.writing import stream_safetensors
+from ltx2train.utils.errors import UserError
 
 _DTYPES = {name: dtype for dtype, name in SAFETENSORS_DTYPE_NAMES.items()}
 
@@ -73,7 +74,7 @@ def _targets(lora: LoraFile, base: dict, source: Path) -> dict[str, str]:
         else:
             targets[key] = name
     if problems:
-        raise ValueError(f"the LoRA does not fit --merge {source} (another base variant?): " + "; ".join(problems[:4]))
+        raise UserError(f"the LoRA does not fit --merge {source} (another base variant?): " + "; ".join(problems[:4]))
     return targets
 
 

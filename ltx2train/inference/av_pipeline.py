@@ -41,6 +41,7 @@ from ltx2train.inference import ltx2_inputs as inputs
 from ltx2train.inference.model_configs import ModelConfig
 from ltx2train.inference.schedules import STAGE2_SIGMAS, passthrough_scheduler, stage1_sigmas
 from ltx2train.models.forward import first_frame_marked
+from ltx2train.utils.errors import UserError
 
 __all__ = ["LTX2AudioVideoPipeline", "ModelConfig", "identify_variant", "write_video_audio"]  # ModelConfig: DiffSynth's
 
@@ -104,7 +105,7 @@ class LTX2AudioVideoPipeline:
             if stage2_lora_config is not None:
                 stage2_lora = stage2_lora_config.files()[0]
         if checkpoint is None or text_encoder is None:
-            raise ValueError("from_pretrained: give checkpoint and text_encoder, or DiffSynth's model_configs")
+            raise UserError("from_pretrained: give checkpoint and text_encoder, or DiffSynth's model_configs")
         from ltx2train.models.specs import load_variant
         from ltx2train.models.text_encoder import load_text_encoder
 
@@ -164,7 +165,7 @@ class LTX2AudioVideoPipeline:
         of a file; ``hotload`` and its other switches change nothing here: LoRAs are always separate adapters)."""
         if isinstance(lora, torch.nn.Module):  # DiffSynth: (module, lora config, alpha)
             if lora is not self.transformer:
-                raise ValueError("load_lora: LTX-2 LoRAs go on pipe.dit (the transformer); its text-connector "
+                raise UserError("load_lora: LTX-2 LoRAs go on pipe.dit (the transformer); its text-connector "
                                  "modules, if any, are applied with it")
             lora, scale = (scale if state_dict is None else state_dict), (1.0 if alpha is None else alpha)
         elif alpha is not None:
@@ -281,7 +282,7 @@ class LTX2AudioVideoPipeline:
         from ltx2train.inference.duration import predict_num_frames
 
         if self.duration_head is None:
-            raise ValueError("num_frames='auto' needs LTX-2.5's duration head (model_patches/*-duration-head*, or "
+            raise UserError("num_frames='auto' needs LTX-2.5's duration head (model_patches/*-duration-head*, or "
                              "duration_head.safetensors beside the checkpoint); give a number of frames (8k+1)")
         text = self._encode(prompt, None)
         return predict_num_frames(self.duration_head, self.connectors, text["prompt_embeds"],
@@ -373,7 +374,7 @@ def _references(in_context_videos, num_frames) -> list:
 def _check_video_decoder(spec, video_decoder: str) -> None:
     choices = ("conv", "diffusion") if spec.has("video_diffusion_decoder") else ("conv",)
     if video_decoder not in choices:
-        raise ValueError(f"video_decoder={video_decoder!r}: {spec.name} ({spec.version}) decodes with "
+        raise UserError(f"video_decoder={video_decoder!r}: {spec.name} ({spec.version}) decodes with "
                          f"{' or '.join(map(repr, choices))}"
                          + ("" if len(choices) > 1 else " (LTX-2.5 has a diffusion decoder)"))
 
@@ -418,7 +419,7 @@ def identify_variant(checkpoint, distilled: bool = False) -> str:
 
     found = detect_checkpoint(checkpoint, distilled)
     if found.variant is None:
-        raise ValueError(f"variant: {checkpoint} matches no shipped variant (closest: {found.closest}, "
+        raise UserError(f"variant: {checkpoint} matches no shipped variant (closest: {found.closest}, "
                          f"{found.version}); pass variant=NAME or a variant JSON file")
     return found.variant
 

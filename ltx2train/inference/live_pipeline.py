@@ -15,6 +15,7 @@ import torch
 
 from ltx2train.inference.given import decode_audio_tokens, given_modality, keep_video
 from ltx2train.models.forward import first_frame_marked
+from ltx2train.utils.errors import UserError
 
 
 @dataclass
@@ -137,7 +138,7 @@ def _check_stg(pipe, stg_scale: float, stg_blocks) -> None:
         num_layers = pipe.transformer.config.num_layers
         bad = [b for b in stg_blocks or () if not 0 <= b < num_layers]
         if bad or not stg_blocks:
-            raise ValueError(f"STG blocks {list(stg_blocks or [])} are not blocks of this {num_layers}-block transformer")
+            raise UserError(f"STG blocks {list(stg_blocks or [])} are not blocks of this {num_layers}-block transformer")
 
 
 def _decode_latents(pipe, video_decoder, video_latents, audio_latents, seed: int):

@@ -25,6 +25,7 @@ import torch
 from ltx2train.models.adapters import apply_lora, as_lora_file
 from ltx2train.models.key_maps import LORA_ORIGINAL_PREFIX, KeyMappingError, build_key_map
 from ltx2train.models.lora_files import LoraFile, is_connector_module
+from ltx2train.utils.errors import UserError
 
 LoraSource = str | Path | Mapping[str, torch.Tensor] | LoraFile
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # a PEFT adapter name becomes a ModuleDict key: no dots
@@ -56,7 +57,7 @@ class LoraStack:
                  family: str = "2.0"):
         for label, module in (("transformer", transformer), ("connectors", connectors)):
             if _peft_adapters(module):
-                raise ValueError(f"the {label} already carries PEFT adapters {_peft_adapters(module)}: a LoraStack "
+                raise UserError(f"the {label} already carries PEFT adapters {_peft_adapters(module)}: a LoraStack "
                                  "manages all adapters of its modules; make it on freshly loaded modules")
         self.transformer, self.connectors, self.family = transformer, connectors, family
         self._modules = {"transformer": transformer, "connectors": connectors}
@@ -83,7 +84,7 @@ class LoraStack:
         try:
             lora_file = as_lora_file(lora)
         except KeyMappingError as exc:
-            raise ValueError(f"LoRA {name!r} ({source}) is not a LoRA file ltx2train reads: {exc}") from None
+            raise UserError(f"LoRA {name!r} ({source}) is not a LoRA file ltx2train reads: {exc}") from None
         targets = self._check_fits(lora_file, f"LoRA {name!r} ({source})")
         for component in targets:
             self._requires_grad.setdefault(component, {n: p.requires_grad for n, p in
@@ -97,7 +98,7 @@ class LoraStack:
             self._targets[name] = targets
             self._remove(name)
             self._activate()  # the others as they were: PEFT activated the new adapter alone
-            raise ValueError(f"LoRA {name!r} ({source}) could not be attached: {exc}") from exc
+            raise UserError(f"LoRA {name!r} ({source}) could not be attached: {exc}") from exc
         self._targets[name], self._strengths[name] = targets, float(strength)
         if isinstance(lora, (str, Path)):
             self._files[name] = Path(lora).resolve()
@@ -136,21 +137,21 @@ class LoraStack:
     # --- internals -----------------------------------------------------------------------------------
     def _known(self, name: str) -> str:
         if name not in self._strengths:
-            raise ValueError(f"no LoRA named {name!r} is loaded (loaded: {self.names or 'none'}); "
+            raise UserError(f"no LoRA named {name!r} is loaded (loaded: {self.names or 'none'}); "
                              "use a name that load() returned")
         return name
 
     def _new_name(self, lora: LoraSource, name: str | None, source: str) -> str:
         loaded = [n for n, path in self._files.items() if isinstance(lora, (str, Path)) and path == Path(lora).resolve()]
         if loaded and name is None:  # the same file twice would double its effect
-            raise ValueError(f"LoRA {source} is already loaded as {loaded[0]!r}: set_strength({loaded[0]!r}, s) "
+            raise UserError(f"LoRA {source} is already loaded as {loaded[0]!r}: set_strength({loaded[0]!r}, s) "
                              f"changes its strength; to stack it twice on purpose, pass adapter_name=")
         if name is None:
             return self._free_name(lora)
         if not _NAME.match(name):
-            raise ValueError(f"LoRA {source}: adapter name {name!r} may hold only letters, digits, '_' and '-'")
+            raise UserError(f"LoRA {source}: adapter name {name!r} may hold only letters, digits, '_' and '-'")
         if name in self._strengths:
-            raise ValueError(f"LoRA {source}: a LoRA named {name!r} is already loaded; pass another adapter_name= "
+            raise UserError(f"LoRA {source}: a LoRA named {name!r} is already loaded; pass another adapter_name= "
                              f"or unload({name!r}) first")
         return name
 
@@ -168,7 +169,7 @@ class LoraStack:
     def _check_fits(self, lora: LoraFile, label: str) -> tuple[str, ...]:
         """The components ``lora`` touches, after checking that every module exists here with its shapes."""
         if not lora.modules:
-            raise ValueError(f"{label} holds no LoRA modules")
+            raise UserError(f"{label} holds no LoRA modules")
         missing, connector_only, shapes, targets = [], [], [], set()
         for module_name, weights in lora.modules.items():
             key = f"model.{LORA_ORIGINAL_PREFIX}{module_name}.weight"
@@ -188,15 +189,15 @@ class LoraStack:
             else:
                 targets.add(component)
         if connector_only:
-            raise ValueError(f"{label} has weights for the text connectors ({_shown(connector_only)}) but no "
+            raise UserError(f"{label} has weights for the text connectors ({_shown(connector_only)}) but no "
                              "connectors were given: pass connectors= to LoraStack, or drop them with "
                              "ltx2train export FILE --drop-connectors --output NEW")
         if missing:
-            raise ValueError(f"{label}: {len(missing)} of {len(lora.modules)} modules match nothing in this LTX-2 "
+            raise UserError(f"{label}: {len(missing)} of {len(lora.modules)} modules match nothing in this LTX-2 "
                              f"(family {self.family}) model: {_shown(missing)}. Is it a LoRA for this model? "
                              "ltx2train inspect FILE shows what it was made for")
         if shapes:
-            raise ValueError(f"{label} was made for another model (family or size) than this family "
+            raise UserError(f"{label} was made for another model (family or size) than this family "
                              f"{self.family} one; shapes differ at {_shown(shapes)}")
         return tuple(c for c in self._modules if c in targets)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ltx2train.utils.errors import UserError
+
 import numpy as np
 
 SPATIAL, TEMPORAL = 32, 8  # the video VAE's compression
@@ -25,7 +27,7 @@ class Mode:
 
 
 def _fail(name: str, value, allowed: str):
-    raise ValueError(f"{name}={value!r}: {allowed}")
+    raise UserError(f"{name}={value!r}: {allowed}")
 
 
 def _check_int(name: str, value, minimum: int = 1) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ltx2train.models.layout import DISTILLED_TRANSFORMER_FILE, SPLIT_FILES
+from ltx2train.utils.errors import UserError
 
 
 @dataclass
@@ -47,7 +48,7 @@ class ModelConfig:
                 raise FileNotFoundError(f"ModelConfig(path=...): {', '.join(missing)} not found")
             return paths
         if self.model_id is None:
-            raise ValueError("ModelConfig: give path= or model_id= (with origin_file_pattern=)")
+            raise UserError("ModelConfig: give path= or model_id= (with origin_file_pattern=)")
         root = Path(self.local_model_path or os.environ.get("DIFFSYNTH_MODEL_BASE_PATH") or "./models") / self.model_id
         patterns = self.origin_file_pattern or "*"
         patterns = [patterns] if isinstance(patterns, str) else list(patterns)
@@ -91,10 +92,10 @@ def resolve(model_configs: list[ModelConfig], tokenizer_config: ModelConfig | No
     transformers = {n for names in split.values() for n in names} & _TRANSFORMERS
     checkpoints = sorted(split) + singles
     if len(checkpoints) != 1:
-        raise ValueError(f"model_configs: found {len(checkpoints)} LTX-2 checkpoints ({[str(c) for c in checkpoints]}); "
+        raise UserError(f"model_configs: found {len(checkpoints)} LTX-2 checkpoints ({[str(c) for c in checkpoints]}); "
                          "give the split files of one directory, or one official single file")
     if len(gemma) != 1:
-        raise ValueError(f"model_configs / tokenizer_config: found {len(gemma)} Gemma directories "
+        raise UserError(f"model_configs / tokenizer_config: found {len(gemma)} Gemma directories "
                          f"({[str(g) for g in gemma]}); give Gemma 3's model-*.safetensors or its directory")
     checkpoint = checkpoints[0]
     distilled = transformers == {DISTILLED_TRANSFORMER_FILE}  # the distilled transformer file named, not the dev one

@@ -13,6 +13,7 @@ import torch
 
 from ltx2train.inference.live_pipeline import GeneratedClip, write_clip
 from ltx2train.utils.progress import progress
+from ltx2train.utils.errors import UserError
 
 
 def sample(cfg, *, lora: str | Path | list | None, prompts: list[str] | None = None, seed: int | None = None,
@@ -80,7 +81,7 @@ def _lora_pairs(lora, lora_scale) -> list[tuple]:
     loras = [] if lora is None else [lora] if isinstance(lora, (str, Path)) else list(lora)
     scales = list(lora_scale) if isinstance(lora_scale, (list, tuple)) else [lora_scale] * len(loras)
     if len(scales) != len(loras):
-        raise ValueError(f"--lora-scale: one per --lora ({len(loras)}), got {len(scales)}")
+        raise UserError(f"--lora-scale: one per --lora ({len(loras)}), got {len(scales)}")
     return list(zip(loras, scales))
 
 
@@ -90,10 +91,10 @@ def _check_auto_frames(num_frames, spec, validation) -> bool:
     if num_frames != "auto":
         return False
     if not spec.has("duration_head"):
-        raise ValueError(f"--num-frames auto: {spec.name} ({spec.version}) has no duration head (LTX-2.5 has one); "
+        raise UserError(f"--num-frames auto: {spec.name} ({spec.version}) has no duration head (LTX-2.5 has one); "
                          "give a number of frames (8k+1)")
     if validation.audios or validation.videos:
-        raise ValueError("--num-frames auto: the given audio / video fixes the clip's length; drop auto")
+        raise UserError("--num-frames auto: the given audio / video fixes the clip's length; drop auto")
     return True
 
 
@@ -101,13 +102,13 @@ def _validation(validation, prompts, seed, image, reference_video, audio=None, v
     """The recipe's validation settings with the command line's prompts, seed, conditions and length."""
     prompts = list(prompts or validation.prompts)
     if not prompts:
-        raise ValueError("no prompt: pass --prompt or set validation.prompts in the recipe")
+        raise UserError("no prompt: pass --prompt or set validation.prompts in the recipe")
     changes = {"prompts": prompts}
     if seed is not None:
         changes["seed"] = seed
     if num_frames not in (None, "auto"):
         if int(num_frames) < 1 or (int(num_frames) - 1) % 8:
-            raise ValueError(f"--num-frames: must be of the form 8k+1 (9, 17, ..., 121) or auto, got {num_frames}")
+            raise UserError(f"--num-frames: must be of the form 8k+1 (9, 17, ..., 121) or auto, got {num_frames}")
         changes["num_frames"] = int(num_frames)
     for key, value in (("images", image), ("reference_videos", reference_video), ("audios", audio), ("videos", video)):
         if value is not None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ltx2train.utils.format import format_bytes
+from ltx2train.utils.errors import UserError
 
 STORAGE_DTYPE = torch.float8_e4m3fn
 # diffusers' DEFAULT_SKIP_MODULES_PATTERN (norms, patch embeddings, the top-level proj_in / proj_out), spelled out
@@ -94,14 +95,14 @@ def store_fp8(module: torch.nn.Module, component: str, compute_dtype: torch.dtyp
     from diffusers.hooks import apply_layerwise_casting
 
     if component not in SKIP_PATTERNS:
-        raise ValueError(f"memory.fp8_frozen: unknown component {component!r}; expected one of {sorted(SKIP_PATTERNS)}")
+        raise UserError(f"memory.fp8_frozen: unknown component {component!r}; expected one of {sorted(SKIP_PATTERNS)}")
     if any("lora_" in name for name, _ in module.named_parameters()):
-        raise ValueError(f"{component}: store_fp8 must run before adapters are added (they would be cast too)")
+        raise UserError(f"{component}: store_fp8 must run before adapters are added (they would be cast too)")
     if fp8_layers(module):
-        raise ValueError(f"{component}: already stored in FP8")
+        raise UserError(f"{component}: already stored in FP8")
     before = {name: param_bytes(m) for name, m in module.named_modules()}
     if storage_dtype not in (torch.float8_e4m3fn, torch.float8_e5m2):
-        raise ValueError(f"{component}: FP8 storage is float8_e4m3fn or float8_e5m2, not {storage_dtype}")
+        raise UserError(f"{component}: FP8 storage is float8_e4m3fn or float8_e5m2, not {storage_dtype}")
     apply_layerwise_casting(module, storage_dtype, compute_dtype, skip_modules_pattern=SKIP_PATTERNS[component])
     layers = fp8_layers(module)
     return Fp8Report(component, len(layers), sum(before[name] for name in layers),

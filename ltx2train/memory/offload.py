@@ -42,6 +42,7 @@ from functools import partial
 import torch
 
 from ltx2train.utils.autograd import in_backward
+from ltx2train.utils.errors import UserError
 
 EVENTS_KEPT = 10_000  # the most recent swap events kept in ``BlockSwap.events``
 
@@ -65,7 +66,7 @@ class BlockSwap:
         if not isinstance(all_blocks, torch.nn.ModuleList):
             raise TypeError(f"memory.block_swap: {type(transformer).__name__} has no `transformer_blocks` list to swap")
         if not 0 < blocks <= len(all_blocks):
-            raise ValueError(f"memory.block_swap={blocks}: the transformer has {len(all_blocks)} blocks; swap 1 to "
+            raise UserError(f"memory.block_swap={blocks}: the transformer has {len(all_blocks)} blocks; swap 1 to "
                              f"{len(all_blocks)} of them (0 turns block swap off)")
         self._transformer, self.device = transformer, torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -94,7 +95,7 @@ class BlockSwap:
         for i in self.swapped:
             moved = [(n, p) for n, p in all_blocks[i].named_parameters() if trained_on_host or not p.requires_grad]
             if not moved:
-                raise ValueError(
+                raise UserError(
                     f"memory.block_swap: block {i} has no frozen weights to keep in host memory (every one is "
                     "trained); swap trained weights too (trained_on_host=True, as train.method=full does)")
             weights[i] = []

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from ltx2train.utils.errors import UserError
+
 TILE_PIXELS, OVERLAP_PIXELS = 512, 128
 TILE_FRAMES, OVERLAP_FRAMES = 128, 24
 
@@ -15,7 +17,7 @@ def enable_vae_tiling(video_vae: torch.nn.Module, tile: int = TILE_PIXELS, overl
     """Tiles of ``tile`` pixels overlapping by ``overlap``, ``frames`` frames overlapping by ``frame_overlap``
     (diffusers' own tiling of ``AutoencoderKLLTX2Video``, both directions)."""
     if not 0 <= overlap < tile or not 0 <= frame_overlap < frames:
-        raise ValueError(f"VAE tiles: overlaps must be smaller than the tiles ({tile}/{overlap} px, "
+        raise UserError(f"VAE tiles: overlaps must be smaller than the tiles ({tile}/{overlap} px, "
                          f"{frames}/{frame_overlap} frames)")
     video_vae.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile, tile_sample_min_num_frames=frames,
                             tile_sample_stride_height=tile - overlap, tile_sample_stride_width=tile - overlap,

@@ -20,6 +20,7 @@ import torch
 from ltx2train.models.key_maps import build_key_map, lora_module_to_diffusers, lora_module_to_original, lora_original_to_peft
 from ltx2train.models.lora_files import LoraFile, LoraModule, from_state_dict, read_lora, to_state_dict
 from ltx2train.models.trained import trained_parts
+from ltx2train.utils.errors import UserError
 
 
 GATE_LOGITS = "to_gate_logits"  # LTX-2.3's per-head attention gate projection (2 * sigmoid scales each head)
@@ -45,10 +46,10 @@ def _lora_config(state: Mapping[str, torch.Tensor], alphas: Mapping[str, float])
 
     ranks = {k[: -len(".lora_A.weight")]: v.shape[0] for k, v in state.items() if k.endswith(".lora_A.weight")}
     if not ranks:
-        raise ValueError("LoRA has no lora_A weights")
+        raise UserError("LoRA has no lora_A weights")
     missing_b = [m for m in ranks if f"{m}.lora_B.weight" not in state]
     if missing_b:
-        raise ValueError(f"LoRA modules without lora_B: {missing_b[:5]}")
+        raise UserError(f"LoRA modules without lora_B: {missing_b[:5]}")
     default_rank = Counter(ranks.values()).most_common(1)[0][0]
     module_alpha = {m: float(alphas.get(m, r)) for m, r in ranks.items()}
     default_alpha = Counter(module_alpha.values()).most_common(1)[0][0]
@@ -76,10 +77,10 @@ def _inject(module: torch.nn.Module, state: Mapping[str, torch.Tensor], alphas, 
     result = set_peft_model_state_dict(module, state, adapter_name=adapter_name)
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if unexpected:
-        raise ValueError(f"LoRA keys not consumed by PEFT: {unexpected[:5]}")
+        raise UserError(f"LoRA keys not consumed by PEFT: {unexpected[:5]}")
     missing = [k for k in getattr(result, "missing_keys", []) if f".{adapter_name}." in k or k.endswith(adapter_name)]
     if missing:
-        raise ValueError(f"LoRA adapter {adapter_name!r}: weights not provided for {missing[:5]}")
+        raise UserError(f"LoRA adapter {adapter_name!r}: weights not provided for {missing[:5]}")
 
 
 def as_lora_file(lora: str | Path | Mapping[str, torch.Tensor] | LoraFile) -> LoraFile:
@@ -199,7 +200,7 @@ def adapter_state_from_lora(model: torch.nn.Module, lora: LoraFile, *, adapter_n
                      for c, d in sorted(set(layers) - seen)]
     if problems:
         shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
-        raise ValueError(f"{source} does not fit this recipe's LoRA: {shown}")
+        raise UserError(f"{source} does not fit this recipe's LoRA: {shown}")
     return state
 
 
@@ -215,13 +216,13 @@ def merge_into_base(lora: str | Path | Mapping[str, torch.Tensor] | LoraFile, tr
         component, path = lora_module_to_diffusers(name)
         owner = transformer if component == "transformer" else connectors
         if owner is None:
-            raise ValueError(f"LoRA module {name!r} is on the text connectors, which are not given")
+            raise UserError(f"LoRA module {name!r} is on the text connectors, which are not given")
         try:
             layer = owner.get_submodule(path)
         except AttributeError:
-            raise ValueError(f"LoRA module {name!r}: no {component} module {path!r} (a LoRA of another model?)") from None
+            raise UserError(f"LoRA module {name!r}: no {component} module {path!r} (a LoRA of another model?)") from None
         if tuple(layer.weight.shape) != (weights.up.shape[0], weights.down.shape[1]):
-            raise ValueError(f"LoRA module {name!r} makes {[weights.up.shape[0], weights.down.shape[1]]}, "
+            raise UserError(f"LoRA module {name!r} makes {[weights.up.shape[0], weights.down.shape[1]]}, "
                              f"{path} is {list(layer.weight.shape)} (a LoRA of another model size?)")
         targets.append((layer, weights))
     for layer, weights in targets:

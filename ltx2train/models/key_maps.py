@@ -24,6 +24,8 @@ from typing import Iterable, Mapping
 
 import torch
 
+from ltx2train.utils.errors import UserError
+
 DIT_PREFIX = "model.diffusion_model."
 
 # --- transformer ---------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ _VIDEO_VAE_UNUSED_STATISTICS_20 = (
 )
 
 
-class KeyMappingError(KeyError):
+class KeyMappingError(UserError, KeyError):
     """A state dict does not match the layout a component expects."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
@@ -328,7 +330,7 @@ def build_key_map(component: str, module: torch.nn.Module, family: str = "2.0") 
     elif component in _RULES:
         rule = _RULES[component]
     else:
-        raise ValueError(f"no key mapping for component {component!r}")
+        raise UserError(f"no key mapping for component {component!r}")
     to_original, fused = {}, {}
     for key in base_state_dict(module):
         original = rule(key, module)
@@ -467,7 +469,7 @@ def lora_module_to_original(component: str, diffusers_module: str) -> str:
     elif component == "transformer":
         original = _transformer_to_original(diffusers_module, None)
     else:
-        raise ValueError(f"LoRA modules live on the transformer or the connectors, not on {component!r}")
+        raise UserError(f"LoRA modules live on the transformer or the connectors, not on {component!r}")
     if not original.startswith("model." + LORA_ORIGINAL_PREFIX):
         raise KeyMappingError(f"{component} module {diffusers_module!r} cannot carry a diffusion_model LoRA")
     return original[len("model." + LORA_ORIGINAL_PREFIX):]

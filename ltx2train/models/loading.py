@@ -42,12 +42,14 @@ from ltx2train.models.layout import (
 )
 from ltx2train.models.specs import ComponentSpec, VariantSpec, load_variant
 
+from ltx2train.utils.errors import UserError
+
 # Original-key tensors that have no diffusers counterpart (LTX-2's unused VAE statistics) are kept on
 # the module under this attribute, so that writers can put them back.
 PASSTHROUGH_ATTR = "ltx2_passthrough"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint does not match the layout of the component being loaded."""
 
 

@@ -33,6 +33,7 @@ from typing import Iterable, Mapping
 import torch
 
 from ltx2train.models.key_maps import LORA_ORIGINAL_PREFIX, KeyMappingError, lora_module_to_diffusers, lora_module_to_original
+from ltx2train.utils.errors import UserError
 
 DIALECTS = ("official", "official-alpha", "diffusers", "diffsynth")
 WRITE_FORMATS = ("official", "official-alpha", "diffusers")
@@ -150,13 +151,13 @@ def read_lora(path: str | Path) -> LoraFile:
     if not path.is_file():
         raise FileNotFoundError(f"LoRA file {path} does not exist")
     if path.suffix != ".safetensors":
-        raise ValueError(f"LoRA {path}: only .safetensors LoRA files are read")
+        raise UserError(f"LoRA {path}: only .safetensors LoRA files are read")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as exc:
-        raise ValueError(f"LoRA {path} is not a readable safetensors file: {exc}") from None
+        raise UserError(f"LoRA {path} is not a readable safetensors file: {exc}") from None
     require_finite(state, f"LoRA {path}")
     return from_state_dict(state, metadata, source=str(path))
 
@@ -165,7 +166,7 @@ def require_finite(state: dict[str, torch.Tensor], what: str) -> None:
     """A LoRA with a NaN or infinite weight renders black or noise frames in every consumer: refused, by tensor."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise ValueError(f"{what}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {', '.join(bad[:3])}); "
+        raise UserError(f"{what}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {', '.join(bad[:3])}); "
                          "the file is unusable. Take an earlier checkpoint's LoRA (lower the learning rate, keep "
                          "lora.gate_logits off on LTX-2.3)")
 
@@ -176,14 +177,14 @@ def to_state_dict(lora: LoraFile, fmt: str = "official", dtype: torch.dtype | No
     tensors); ``official-alpha`` writes ``.alpha`` for every module (rank, i.e. scale 1, where none is known).
     ``diffusers`` cannot name connector modules: drop them first (``without_connectors``)."""
     if fmt not in WRITE_FORMATS:
-        raise ValueError(f"unknown LoRA format {fmt!r}; choose one of {', '.join(WRITE_FORMATS)}")
+        raise UserError(f"unknown LoRA format {fmt!r}; choose one of {', '.join(WRITE_FORMATS)}")
     cast = (lambda t: t.to(dtype).contiguous()) if dtype is not None else (lambda t: t.contiguous())  # noqa: E731
     out: dict[str, torch.Tensor] = {}
     for name, w in lora.modules.items():
         if fmt == "diffusers":
             component, dname = lora_module_to_diffusers(name)
             if component != "transformer":
-                raise ValueError(f"the diffusers LoRA format has no place for connector module {name!r}")
+                raise UserError(f"the diffusers LoRA format has no place for connector module {name!r}")
             prefix = DIFFUSERS_PREFIX + dname
         else:
             prefix = LORA_ORIGINAL_PREFIX + name
@@ -263,9 +264,9 @@ def streams_for(modality: str, cross_modal: str = "receiving") -> set[str]:
     if modality == "all":
         return set(STREAMS)
     if modality not in ("video", "audio"):
-        raise ValueError(f"modality must be video, audio or all, not {modality!r}")
+        raise UserError(f"modality must be video, audio or all, not {modality!r}")
     if cross_modal not in CROSS_MODAL:
-        raise ValueError(f"cross_modal must be one of {', '.join(CROSS_MODAL)}, not {cross_modal!r}")
+        raise UserError(f"cross_modal must be one of {', '.join(CROSS_MODAL)}, not {cross_modal!r}")
     kept = {modality, f"{modality}_connector"}
     if cross_modal == "receiving":
         kept.add("a2v" if modality == "video" else "v2a")

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ltx2train.utils.errors import UserError
+
 # Components in the order they appear in the official single file; then the parts a version may add
 # (LTX-2.5's diffusion video decoder, a second decoder for the same latents, and its duration head, which predicts a
 # prompt's length from the text connectors' output: used only for samples).
@@ -37,7 +39,7 @@ _CLASS_NAMES = {
 
 def _diffusers_class(name: str) -> type[torch.nn.Module]:
     if name not in _CLASS_NAMES:
-        raise ValueError(f"unknown component class {name!r}; expected one of {sorted(_CLASS_NAMES)}")
+        raise UserError(f"unknown component class {name!r}; expected one of {sorted(_CLASS_NAMES)}")
     import diffusers
     import diffusers.pipelines.ltx2 as ltx2_pipelines
 
@@ -115,13 +117,13 @@ def load_variant(name_or_path: str | Path) -> VariantSpec:
     else:
         name = str(name_or_path)
         if name not in list_variants():
-            raise ValueError(f"unknown variant {name!r}; shipped variants: {', '.join(list_variants())}")
+            raise UserError(f"unknown variant {name!r}; shipped variants: {', '.join(list_variants())}")
         data = json.loads((resources.files("ltx2train.models") / "variants" / f"{name}.json").read_text())
     if data.get("family") not in FAMILIES:
-        raise ValueError(f"variant {data.get('name')!r}: family must be one of {', '.join(FAMILIES)}, got "
+        raise UserError(f"variant {data.get('name')!r}: family must be one of {', '.join(FAMILIES)}, got "
                          f"{data.get('family')!r}")
     if data.get("text_encoder", "gemma3") not in TEXT_ENCODERS:
-        raise ValueError(f"variant {data.get('name')!r}: text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got "
+        raise UserError(f"variant {data.get('name')!r}: text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got "
                          f"{data.get('text_encoder')!r}")
     components = {
         comp: ComponentSpec(comp, entry["class"], dict(entry["config"]))
@@ -129,7 +131,7 @@ def load_variant(name_or_path: str | Path) -> VariantSpec:
     }
     unknown = set(components) - set(COMPONENTS)
     if unknown:
-        raise ValueError(f"variant {data['name']!r}: unknown components {sorted(unknown)}; expected {COMPONENTS}")
+        raise UserError(f"variant {data['name']!r}: unknown components {sorted(unknown)}; expected {COMPONENTS}")
     return VariantSpec(data["name"], data["family"], data.get("description", ""), components,
                        data.get("text_encoder", "gemma3"))
 
@@ -142,4 +144,4 @@ def torch_dtype(name: str) -> torch.dtype:
     try:
         return _DTYPES[name]
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}") from None
+        raise UserError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}") from None

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ltx2train.utils.errors import UserError
+
 # LTX-2 pads Gemma prompts on the left and uses a fixed token budget.
 DEFAULT_MAX_SEQUENCE_LENGTH = 1024
 
@@ -115,7 +117,7 @@ def load_text_encoder(
         raise FileNotFoundError(f"text encoder: {path} is not a transformers model directory (no config.json)")
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     if config.model_type not in GEMMA_CLASSES:
-        raise ValueError(f"text encoder: {path} holds a {config.model_type!r} model, expected Gemma 3 (LTX-2, 2.3) "
+        raise UserError(f"text encoder: {path} holds a {config.model_type!r} model, expected Gemma 3 (LTX-2, 2.3) "
                          "or LTX's Gemma 4 (LTX-2.5)")
     cls = getattr(transformers, GEMMA_CLASSES[config.model_type])
     model = cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, use_safetensors=True)

@@ -40,6 +40,7 @@ from ltx2train.training.methods import build_method
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer
 from ltx2train.training.strategies import build_strategy, check_strategy
 from ltx2train.utils.format import format_bytes
+from ltx2train.utils.errors import UserError
 
 
 @dataclass
@@ -148,7 +149,7 @@ def check_fp8(cfg) -> None:
     if "transformer" in cfg.memory.fp8_frozen and backend != "ddp":
         why = {"fsdp2": "the FP8 layers re-cast FSDP2's gathered parameters in place; only checked on CPU",
                "deepspeed": "the DeepSpeed engine casts the whole model to train.mixed_precision's dtype"}
-        raise ValueError(f"memory.fp8_frozen: transformer with distributed.backend={backend} is not supported yet "
+        raise UserError(f"memory.fp8_frozen: transformer with distributed.backend={backend} is not supported yet "
                          f"({why.get(backend, 'untested')}): use distributed.backend=ddp, or drop transformer from "
                          "memory.fp8_frozen")
 
@@ -256,13 +257,13 @@ def resume(run: TrainingRun, candidates: list[Path], *, explicit: bool, log) -> 
             apply_checkpoint(run, ckpt.read_checkpoint(path, run.backend.rank))
         except ckpt.DamagedCheckpoint as exc:
             if explicit:
-                raise ValueError(f"train.resume={path}: {exc}") from None
+                raise UserError(f"train.resume={path}: {exc}") from None
             log(f"[ltx2train] warning: checkpoint {path} is damaged ({exc}); trying the previous one")
             continue
         log(f"[ltx2train] resumed from {path} (step {run.step})")
         return
     if candidates:
-        raise ValueError(f"no readable checkpoint in {Path(run.cfg.train.output_dir) / ckpt.CHECKPOINTS_DIR}; "
+        raise UserError(f"no readable checkpoint in {Path(run.cfg.train.output_dir) / ckpt.CHECKPOINTS_DIR}; "
                          "set train.resume=none to start over (or train.resume=<a checkpoint directory>)")
 
 
@@ -299,11 +300,11 @@ def check_backend(backend, loaded: ckpt.LoadedCheckpoint) -> None:
     saved = loaded.state.get("backend", "ddp")
     saved_world = loaded.state["world_size"]
     if (saved == "deepspeed") != (backend.name == "deepspeed"):
-        raise ValueError(f"cannot resume {loaded.path} (written by distributed.backend={saved}) with "
+        raise UserError(f"cannot resume {loaded.path} (written by distributed.backend={saved}) with "
                          f"distributed.backend={backend.name}: set distributed.backend={saved}, or start a new run "
                          "from its export (lora.init_from=<checkpoint>/lora.safetensors)")
     if saved == "deepspeed" and saved_world != backend.world_size:
-        raise ValueError(f"{loaded.path} is a DeepSpeed ZeRO checkpoint of {saved_world} process(es); it resumes on "
+        raise UserError(f"{loaded.path} is a DeepSpeed ZeRO checkpoint of {saved_world} process(es); it resumes on "
                          f"{saved_world} (this run has {backend.world_size}). Resume with {saved_world} processes, or "
                          "start a new run from its export (lora.init_from=<checkpoint>/lora.safetensors)")
 
@@ -316,7 +317,7 @@ def check_signature(method, loaded: ckpt.LoadedCheckpoint) -> None:
     expected = method.signature()
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs recipe {v!r}" for k, v in expected.items() if saved.get(k) != v]
     if diffs:
-        raise ValueError(f"cannot resume from {loaded.path}: {'; '.join(diffs)} "
+        raise UserError(f"cannot resume from {loaded.path}: {'; '.join(diffs)} "
                          "(set train.resume=none or use another train.output_dir)")
 
 

@@ -8,6 +8,8 @@ from typing import Sequence
 
 import torch
 
+from ltx2train.utils.errors import UserError
+
 
 def batch_sampler(cfg, dataset, rank: int, world_size: int, start_batch: int = 0) -> "BucketBatchSampler":
     """The recipe's batch plan over ``dataset`` (a :class:`~ltx2train.data.cache.CachedDataset`) for one process."""
@@ -53,7 +55,7 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         self.batches_per_epoch = self.epoch_length(0)
         if self.batches_per_epoch == 0:
             sizes = ", ".join(f"{b}: {n}" for b, n in self._bucket_sizes().items())
-            raise ValueError(f"no bucket holds a global batch of data.batch_size={batch_size} x {world_size} "
+            raise UserError(f"no bucket holds a global batch of data.batch_size={batch_size} x {world_size} "
                              f"process(es) (clips per bucket: {sizes})")
 
     def _bucket_sizes(self) -> dict[str, int]:

@@ -38,10 +38,10 @@ class Backend(Protocol):
 
     def unwrap(self, model: Any) -> torch.nn.Module: ...
 
-    def accumulating(self, model: Any, last: bool) -> AbstractContextManager:
+    def accumulating(self, model: Any, last: bool) -> AbstractContextManager[Any]:
         """Around one micro-batch: gradients synchronised on the ``last`` one only."""
 
-    def autocast(self) -> AbstractContextManager: ...
+    def autocast(self) -> AbstractContextManager[Any]: ...
 
     def backward(self, loss: torch.Tensor) -> None: ...
 
@@ -90,7 +90,7 @@ class Method(Protocol):
 
     def trainable_names(self, model: torch.nn.Module) -> set[str]: ...
 
-    def exports(self, model: torch.nn.Module, state: StateDict, metadata: dict[str, str]) -> dict:
+    def exports(self, model: torch.nn.Module, state: StateDict, metadata: dict[str, str]) -> dict[str, Any]:
         """``{file name: tensors and metadata}`` written into a checkpoint from the gathered trained ``state``."""
 
     def state_from_export(self, model: torch.nn.Module, checkpoint: Path, source: str) -> StateDict: ...
@@ -121,8 +121,9 @@ class ValidationSampler(Protocol):
 
     prompts: Any  # the encoded prompts (``.prompts``: their texts)
 
-    def sample(self, transformer: torch.nn.Module, connectors: torch.nn.Module) -> list:
+    def sample(self, transformer: torch.nn.Module, connectors: torch.nn.Module) -> list[Any]:
         """The clips of every prompt (a collective forward where the backend's is)."""
 
-    def run(self, step: int, transformer: torch.nn.Module, connectors: torch.nn.Module) -> tuple[list[Path], list]:
+    def run(self, step: int, transformer: torch.nn.Module,
+            connectors: torch.nn.Module) -> tuple[list[Path], list[Any]]:
         """``sample``, and the clips written as ``step_N_promptI.mp4``: (paths, clips)."""

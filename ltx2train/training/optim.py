@@ -11,13 +11,15 @@ import math
 
 import torch
 
+from ltx2train.utils.errors import UserError
+
 
 def build_optimizer(params, cfg) -> torch.optim.Optimizer:
     """``optimizer.name``: torch's AdamW, or bitsandbytes' 8-bit AdamW (the moments of tensors of 4096 elements
     or more as blockwise-quantised uint8; smaller ones keep float32 state)."""
     params = [p for p in params if p.requires_grad]
     if not params:
-        raise ValueError("no trainable parameters (did the LoRA targets match any module?)")
+        raise UserError("no trainable parameters (did the LoRA targets match any module?)")
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw8bit":
         return _adamw8bit()(params, **kwargs)
@@ -28,7 +30,7 @@ def _adamw8bit():
     try:
         import bitsandbytes.optim
     except ImportError as exc:
-        raise ValueError(f"optimizer.name=adamw8bit needs bitsandbytes ({exc}): pip install 'ltx2train[memory]' "
+        raise UserError(f"optimizer.name=adamw8bit needs bitsandbytes ({exc}): pip install 'ltx2train[memory]' "
                          "(or bitsandbytes), or use optimizer.name=adamw") from None
     return bitsandbytes.optim.AdamW8bit
 
@@ -44,7 +46,7 @@ def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str) ->
         return 1.0 - progress
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown LR schedule {schedule!r}; expected constant, linear or cosine")
+    raise UserError(f"unknown LR schedule {schedule!r}; expected constant, linear or cosine")
 
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg, max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -17,6 +17,7 @@ from pathlib import Path
 from accelerate.tracking import GeneralTracker
 
 from ltx2train.utils.atomic import write_text_atomic
+from ltx2train.utils.errors import UserError
 
 BACKENDS = ("wandb", "tensorboard")
 
@@ -108,13 +109,13 @@ class Tracker:
             import importlib.util
 
             if importlib.util.find_spec("tensorboard") is None:
-                raise ValueError("tracker.backend=tensorboard needs TensorBoard: pip install 'ltx2train[tensorboard]'")
+                raise UserError("tracker.backend=tensorboard needs TensorBoard: pip install 'ltx2train[tensorboard]'")
             from accelerate.tracking import TensorBoardTracker
 
             # purge_step: events of steps after the resume point (logged before an interruption) are dropped
             return TensorBoardTracker(cfg.run_name or "run", self.run_dir / "tensorboard",
                                       purge_step=resume_step + 1 if resume_step else None)
-        raise ValueError(f"tracker.backend: unknown tracker {name!r}; allowed: none, {', '.join(BACKENDS)}")
+        raise UserError(f"tracker.backend: unknown tracker {name!r}; allowed: none, {', '.join(BACKENDS)}")
 
     def _wandb_run_id(self) -> str:
         """One W&B run per output directory: a resumed training continues its run instead of starting one."""

@@ -15,6 +15,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ltx2train.utils.errors import UserError
+
 # DiffSynth flag -> (our key, how its value converts); value None: a switch
 _DIRECT = {
     "dataset_metadata_path": "data.metadata", "dataset_repeat": "data.repeats", "dataset_num_workers": "data.num_workers",
@@ -51,7 +53,7 @@ _FP8 = {"dit": "transformer", "text_encoder": "text_encoder", "video_vae_encoder
         "audio_vae_encoder": "audio_vae", "text_encoder_post_modules": "connectors"}
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """The command line cannot become a recipe (what and why are in the message)."""
 
 

@@ -9,6 +9,7 @@ import importlib.util
 
 from ltx2train.training.backends.ddp import DDPBackend
 from ltx2train.training.backends.fsdp2 import FSDP2Backend
+from ltx2train.utils.errors import UserError
 
 BACKENDS = {DDPBackend.name: DDPBackend, FSDP2Backend.name: FSDP2Backend}
 
@@ -16,7 +17,7 @@ BACKENDS = {DDPBackend.name: DDPBackend, FSDP2Backend.name: FSDP2Backend}
 def build_backend(cfg):
     if cfg.distributed.backend == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:
-            raise ValueError("distributed.backend=deepspeed needs DeepSpeed: DS_BUILD_OPS=0 pip install 'ltx2train[deepspeed]'")
+            raise UserError("distributed.backend=deepspeed needs DeepSpeed: DS_BUILD_OPS=0 pip install 'ltx2train[deepspeed]'")
         from ltx2train.training.backends.deepspeed import DeepSpeedBackend
 
         return DeepSpeedBackend(cfg)

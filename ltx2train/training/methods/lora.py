@@ -17,6 +17,7 @@ from ltx2train.models.adapters import (
 )
 from ltx2train.models.lora_files import read_lora, to_state_dict
 from ltx2train.models.trained import frozen_pattern, split_state, trainable_signature, trained_parts
+from ltx2train.utils.errors import UserError
 
 ADAPTER = "default"
 EXPORT_FILE = "lora.safetensors"
@@ -30,7 +31,7 @@ def add_lora(module: torch.nn.Module, lora_cfg, exclude: str | None = None,
     try:
         module.add_adapter(training_lora_config(lora_cfg, exclude), adapter_name=ADAPTER)
     except ValueError as exc:
-        raise ValueError(f"lora.target_modules={lora_targets(lora_cfg)} match no {component} module: {exc}") from exc
+        raise UserError(f"lora.target_modules={lora_targets(lora_cfg)} match no {component} module: {exc}") from exc
     params = [p for n, p in module.named_parameters() if "lora_" in n]
     for p in params:
         p.data = p.data.float()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ltx2train.training.strategies.composed import PRESETS, Preset, Strategy
 from ltx2train.models.forward import pack_audio, pack_video, uses_keyframes
 from ltx2train.training.strategies.tokens import StepInputs
+from ltx2train.utils.errors import UserError
 
 __all__ = ["PRESETS", "Preset", "StepInputs", "Strategy", "build_strategy", "check_strategy", "pack_audio",
            "pack_video", "preset_of"]
@@ -27,14 +28,14 @@ def check_strategy(cfg, settings: dict) -> None:
     """What the strategy needs from the cache (its ``settings``), refused before any weight loads."""
     preset, name = preset_of(cfg.strategy), cfg.strategy.name
     if preset.audio != "none" and not settings["with_audio"]:
-        raise ValueError(f"strategy {name} has audio {preset.audio}, but {cfg.data.cache_dir} was prepared with "
+        raise UserError(f"strategy {name} has audio {preset.audio}, but {cfg.data.cache_dir} was prepared with "
                          "data.with_audio=false: prepare with audio, or set strategy.audio=none (video only)")
     extras = set(settings.get("extras", "").split(","))
     if preset.reference and "reference" not in extras:
-        raise ValueError(f"strategy {name} needs reference latents, but {cfg.data.cache_dir} has none: prepare "
+        raise UserError(f"strategy {name} needs reference latents, but {cfg.data.cache_dir} has none: prepare "
                          "with data.extras including reference")
     if cfg.strategy.caption_dropout > 0 and "empty_prompt" not in extras:
-        raise ValueError(f"strategy.caption_dropout needs the empty prompt, but {cfg.data.cache_dir} has none: "
+        raise UserError(f"strategy.caption_dropout needs the empty prompt, but {cfg.data.cache_dir} has none: "
                          "prepare with data.extras including empty_prompt")
 
 

@@ -17,6 +17,7 @@ from ltx2train.training.objective import masked_mse, masked_mse_per_sample, nois
 from ltx2train.training.strategies.conditions import (Absent, Draws, FirstFrame, Given, ModalityTokens, Reference,
                                                       StepState)
 from ltx2train.training.strategies.tokens import StepInputs, draw_noise
+from ltx2train.utils.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Strategy:
                 raise ValueError(f"the {name} strategy needs the transformer's RoPE and the cache's reference_downscale")
             self.conditions.append(Reference(reference_downscale, rope))
         if caption_dropout > 0 and empty_prompt is None:
-            raise ValueError("strategy.caption_dropout needs the cache's empty prompt (data.extras: empty_prompt)")
+            raise UserError("strategy.caption_dropout needs the cache's empty prompt (data.extras: empty_prompt)")
 
     @property
     def frozen_modules(self) -> str | None:
@@ -94,7 +95,7 @@ class Strategy:
         video = batch["video_latents"]  # (B, C, F, H, W)
         video_x0 = pack_video(video)
         if self.preset.audio != "none" and "audio_latents" not in batch:
-            raise ValueError(f"the {self.name} strategy needs audio latents in the cache (data.with_audio: true)")
+            raise UserError(f"the {self.name} strategy needs audio latents in the cache (data.with_audio: true)")
         audio_x0 = pack_audio(batch["audio_latents"]) if self.preset.audio != "none" else video_x0[:, :1, :1]  # Absent's
         sigma, video_noise, audio_noise = draw_noise(generator, video_x0, audio_x0, self.cfg, sigma)
         draws = Draws(generator, video_x0.shape[0])
