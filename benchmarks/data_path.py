@@ -99,7 +99,8 @@ def preprocessing_decode(cfg, repeats: int) -> tuple[float, float]:
 
     from ltx2train.data.media import audio_window, frame_indices, _open_video
     from ltx2train.data.metadata import read_metadata
-    from ltx2train.data.prepare import choose_bucket, clip_pixels, settings_from_config
+    from ltx2train.data.encode import choose_bucket, clip_pixels
+    from ltx2train.data.prepare import settings_from_config
 
     settings = settings_from_config(cfg)
     records = read_metadata(cfg.data.metadata).records

@@ -53,7 +53,8 @@ def mid_workspace(work: Path, tiny: Path, layers: int) -> tuple[Path, list[str]]
     in the repackaged layout, and a cache of random latents at the 19B shapes for one 256x384x25 bucket."""
     from ltx2train.demo import demo_config
     from ltx2train.data import cache
-    from ltx2train.data.prepare import producer, settings_from_config
+    from ltx2train.data.encoders import producer
+    from ltx2train.data.prepare import settings_from_config
     from ltx2train.models.specs import load_variant
     from ltx2train.models.writing import save_repackaged
 

@@ -111,7 +111,7 @@ def test_a_cache_of_another_format_is_refused(tiny_workspace, tmp_path):
 def test_shards_write_the_manifest_of_one_prepare_once_every_part_is_done(tiny_workspace, tmp_path):
     """``prepare --shard k/N`` (a job array's task): its clips only; the part that completes the split writes
     the manifest, which equals a single prepare's; a part done against other metadata does not count."""
-    from ltx2train.data.prepare import Shard
+    from ltx2train.data.shards import Shard
 
     cfg = _workspace_copy(tiny_workspace, tmp_path)
     single = cache.read_manifest(tiny_config(tiny_workspace, tmp_path / "run").data.cache_dir)
@@ -136,7 +136,7 @@ def test_shards_write_the_manifest_of_one_prepare_once_every_part_is_done(tiny_w
 
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "-1/2"])
 def test_a_bad_shard_is_a_clear_error(text):
-    from ltx2train.data.prepare import Shard
+    from ltx2train.data.shards import Shard
 
     with pytest.raises(ValueError, match="--shard"):
         Shard.parse(text)
@@ -162,7 +162,8 @@ DYNAMIC = ["data.height=null", "data.width=null", f"data.max_pixels={96 * 96}", 
 def test_dynamic_resolution_keeps_each_clips_aspect_ratio_and_its_subject(tiny_workspace, tmp_path):
     """data.height/width null: a 3:1 clip, a 16:9 one (1920x1088 scaled down) and a square one each get the bucket
     of their aspect ratio, with the subject near the edge still in every frame; a fixed square crop loses it."""
-    from ltx2train.data.prepare import choose_bucket, clip_pixels, settings_from_config
+    from ltx2train.data.encode import choose_bucket, clip_pixels
+    from ltx2train.data.prepare import settings_from_config
     from ltx2train.data.metadata import read_metadata
 
     clips = {"wide": (64, 192), "hd": (68, 120), "square": (96, 96)}  # 3:1, 1920x1088 / 16, 1:1
@@ -319,7 +320,8 @@ def test_spread_windows_make_several_samples_from_one_long_clip(tiny_workspace, 
 
     from ltx2train.data.media import write_video_with_audio
     from ltx2train.data.metadata import read_metadata
-    from ltx2train.data.prepare import choose_bucket, clip_pixels, settings_from_config, window_starts
+    from ltx2train.data.encode import choose_bucket, clip_pixels, window_starts
+    from ltx2train.data.prepare import settings_from_config
 
     video = np.stack([np.full((64, 64, 3), 10 + 3 * k, np.uint8) for k in range(60)])  # brightness = time
     t = np.arange(int(2.5 * 16000) + 1600) / 16000
@@ -399,7 +401,8 @@ def test_columns_and_extras_external_audio_images_reference_first_frame_and_empt
     import numpy as np
 
     from ltx2train.data.media import write_video_with_audio
-    from ltx2train.data.prepare import encode_caption, encode_video, load_encoders
+    from ltx2train.data.encode import encode_caption, encode_video
+    from ltx2train.data.encoders import load_encoders
 
     frames = np.stack([np.full((64, 64, 3), 20 + 8 * k, np.uint8) for k in range(17)])
     t = np.arange(16000) / 16000
@@ -433,7 +436,8 @@ def test_columns_and_extras_external_audio_images_reference_first_frame_and_empt
     encoders = load_encoders(cfg)
     settings = cache.read_manifest(cfg.data.cache_dir)["settings"]
     assert settings["extras"] == "empty_prompt,first_frame,reference" and settings["reference_downscale"] == 2
-    from ltx2train.data.prepare import clip_pixels, reference_pixels, settings_from_config
+    from ltx2train.data.encode import clip_pixels, reference_pixels
+    from ltx2train.data.prepare import settings_from_config
     from ltx2train.data.buckets import Bucket
     from ltx2train.data.metadata import read_metadata, Columns
 
@@ -456,7 +460,8 @@ def test_random_windows_are_distinct_reproducible_starts_grouped_as_one_clip(tin
 
     from ltx2train.data.media import write_video_with_audio
     from ltx2train.data.metadata import read_metadata
-    from ltx2train.data.prepare import choose_bucket, settings_from_config, window_starts
+    from ltx2train.data.encode import choose_bucket, window_starts
+    from ltx2train.data.prepare import settings_from_config
 
     video = np.stack([np.full((64, 64, 3), 10 + 3 * k, np.uint8) for k in range(60)])
     path = write_video_with_audio(tmp_path / "long.mp4", video, 24.0, None)

@@ -12,7 +12,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     """Every dataset of the recipe in turn. Exit 0: every row cached; 4: some rows rejected (listed in
     CACHE/rejects.jsonl), the rest cached; 5: nothing kept (in some dataset)."""
     from ltx2train.config import dataset_sources
-    from ltx2train.data.prepare import Shard
+    from ltx2train.data.shards import Shard
 
     shard = Shard.parse(args.shard) if args.shard else None
     cfg = load_recipe(args, ("model.checkpoint", "model.text_encoder", "data.metadata"))

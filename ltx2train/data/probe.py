@@ -59,7 +59,7 @@ def probe_clip(record: ClipRecord, settings=None) -> dict:
             "frames": info.frames, "duration": round(info.duration, 3), "fps": round(info.fps, 3),
             "variable_frame_rate": info.variable_rate, "rotation": rotation, "audio": audio}
     if settings is not None:
-        from ltx2train.data.prepare import choose_bucket
+        from ltx2train.data.encode import choose_bucket
 
         clip["bucket"] = choose_bucket(record, settings).name
     return clip

@@ -62,7 +62,7 @@ def keep_video(video: torch.Tensor):
 
 def encode_given_video(video_vae, path, height: int, width: int, num_frames: int, fps: float) -> torch.Tensor:
     """A video file -> its clean tokens (1, F'*H'*W', C) at the sample's size, as ``prepare`` encodes clips."""
-    from ltx2train.data.prepare import encode_video
+    from ltx2train.data.encode import encode_video
     from ltx2train.models.forward import pack_video
 
     pixels = fit_frames(read_video_frames(path, num_frames, fps), height, width)
@@ -71,7 +71,7 @@ def encode_given_video(video_vae, path, height: int, width: int, num_frames: int
 
 def encode_given_audio(audio_vae, path, num_frames: int, fps: float) -> torch.Tensor:
     """A file's audio (a video's own, or an audio file) -> its clean tokens (1, L, C * M) over the sample."""
-    from ltx2train.data.prepare import audio_latent_length, encode_audio
+    from ltx2train.data.encode import audio_latent_length, encode_audio
     from ltx2train.models.forward import pack_audio
 
     waveform = read_audio(path, sample_rate=audio_vae.config.sample_rate, duration_s=num_frames / fps)
