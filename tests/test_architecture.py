@@ -1,5 +1,5 @@
 """The layer order of docs/architecture.md holds: no module imports from a package listed after its own (imports
-inside functions included), and every package is listed."""
+inside functions included), and every package is listed. A module over 400 lines says why in its docstring."""
 
 import ast
 import re
@@ -61,3 +61,12 @@ def test_the_check_sees_an_upward_import(tmp_path):
     probe.write_text("def f():\n    from ltx2train.training.trainer import Trainer\n\nfrom ltx2train import cli\n"
                      "import ltx2train.models.specs\n")
     assert sorted(_imports(probe)) == [(2, "training"), (4, "cli"), (5, "models")]
+
+
+def test_a_module_over_400_lines_says_why_in_its_docstring():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > 400 and "Over 400 lines:" not in (ast.get_docstring(ast.parse(text)) or ""):
+            long.append(f"{path.relative_to(ROOT)} ({len(text.splitlines())} lines)")
+    assert long == []

@@ -26,6 +26,9 @@ between stages (``LTX2LatentUpsamplePipeline``), the stage-2 LoRA attached only 
 Outputs, as DiffSynth's: ``video`` is a list of ``num_frames`` RGB ``PIL.Image`` s; ``audio`` a float32 CPU
 tensor ``(channels, samples)`` at ``pipe.audio_sample_rate`` (the vocoder's rate: 24 kHz for LTX-2).
 Guidance is DiffSynth's: one ``cfg_scale`` for video and audio, no STG, no modality guidance, no rescale.
+
+Over 400 lines: one module on purpose. It is one public class, DiffSynth's call surface. Its argument checks
+(``ltx2_inputs.py``), model configs and schedules already live apart.
 """
 
 from __future__ import annotations

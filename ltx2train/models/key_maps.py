@@ -14,6 +14,9 @@ LoRA converter drops ``*_embeddings_connector`` modules.
 Original keys are the exact keys of the official single file (``model.diffusion_model.*``, ``vae.*``,
 ``audio_vae.*``, ``vocoder.*``, ``text_embedding_projection.*``); the repackaged split files keep the same
 keys. The spatial upscaler file has no prefix.
+
+Over 400 lines: one module on purpose. The rules of every component's key map sit together, so that the bijection
+(each rule and its inverse) can be read and checked in one place.
 """
 
 from __future__ import annotations
