@@ -503,3 +503,17 @@ def test_the_training_shift_defaults_are_the_schedulers():
     assert (o.shift_base, o.shift_max, o.shift_base_tokens, o.shift_max_tokens) == (
         schedules.BASE_SHIFT, schedules.MAX_SHIFT, schedules.BASE_TOKENS, schedules.MAX_TOKENS)
     assert schedules.shift_mu(o.shift_max_tokens) == o.shift_max
+
+
+def test_a_rule_across_sections_refuses_the_recipe_for_every_command(capsys):
+    """A cross-section rule (here: FP8 storage of the transformer is for the ddp backend) is part of loading the
+    recipe, so ``inspect memory`` and ``prepare`` refuse what ``train`` would refuse, before anything heavy."""
+    from ltx2train import cli
+
+    bad = ["memory.fp8_frozen=[transformer]", "distributed.backend=fsdp2"]
+    with pytest.raises(ConfigError, match="transformer with distributed.backend=fsdp2 is not supported yet"):
+        load_config(T2AV, bad)
+    for command in (["inspect", "memory", str(T2AV)], ["prepare", str(T2AV)], ["train", str(T2AV)]):
+        assert cli.main([*command, *bad]) == 2
+        assert "is not supported yet" in capsys.readouterr().err
+    assert load_config(T2AV, ["memory.fp8_frozen=[transformer]"]).distributed.backend == "ddp"

@@ -338,6 +338,12 @@ def _memory(c: _Checks, cfg: Config) -> None:
     c.need(not ("transformer" in m.fp8_frozen and cfg.train.method == "full"),
            "memory.fp8_frozen: transformer is stored in FP8 only as the frozen base of a LoRA; train.method=full "
            "trains every transformer weight (float32 master weights): drop transformer from the list")
+    backend, why = cfg.distributed.backend, {
+        "fsdp2": "the FP8 layers re-cast FSDP2's gathered parameters in place; only checked on CPU",
+        "deepspeed": "the DeepSpeed engine casts the whole model to train.mixed_precision's dtype"}
+    c.need(not ("transformer" in m.fp8_frozen and backend != "ddp"),
+           f"memory.fp8_frozen: transformer with distributed.backend={backend} is not supported yet "
+           f"({why.get(backend, 'untested')}): use distributed.backend=ddp, or drop transformer from memory.fp8_frozen")
     c.at_least("memory.block_swap", m.block_swap, 0)
     c.need(m.block_swap == 0 or cfg.train.gradient_checkpointing,
            "memory.block_swap: saves memory only with train.gradient_checkpointing=true (without it autograd keeps "

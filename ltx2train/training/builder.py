@@ -67,7 +67,6 @@ class TrainingRun:
 def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     from ltx2train.config import save_config
 
-    check_fp8(cfg)
     backend = build_backend(cfg)
     if not backend.is_main:  # console lines once, from the main process
         log = lambda _: None  # noqa: E731
@@ -142,17 +141,6 @@ def build_dataset(cfg) -> CachedDataset:
     for source in sources:
         check_producer(source.cache_dir, made_by)
     return CachedDataset([s.cache_dir for s in sources], settings_from_config(cfg))
-
-
-def check_fp8(cfg) -> None:
-    """What ``memory.fp8_frozen`` cannot do yet, refused before any process or weight is set up."""
-    backend = cfg.distributed.backend
-    if "transformer" in cfg.memory.fp8_frozen and backend != "ddp":
-        why = {"fsdp2": "the FP8 layers re-cast FSDP2's gathered parameters in place; only checked on CPU",
-               "deepspeed": "the DeepSpeed engine casts the whole model to train.mixed_precision's dtype"}
-        raise UserError(f"memory.fp8_frozen: transformer with distributed.backend={backend} is not supported yet "
-                         f"({why.get(backend, 'untested')}): use distributed.backend=ddp, or drop transformer from "
-                         "memory.fp8_frozen")
 
 
 def component_loader(cfg, spec, device, dtype: torch.dtype, stored: list[Fp8Report]) -> Callable:
