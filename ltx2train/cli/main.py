@@ -67,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"ltx2train: error: {_message(exc)}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:  # the reader of the output went away (``ltx2train inspect ... | head``): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
+        code = 0
     except Exception:
         import traceback
 
         traceback.print_exc()
         print(REPORT, file=sys.stderr)
-        raise
+        code = 1
     finally:
         reported = _write_exit_file(args.command, code)
     return 0 if reported and code in EXIT_CODES and code != 1 else code
