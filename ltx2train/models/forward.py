@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 
 from ltx2train.models.text_encoder import ProjectedText
-from ltx2train.models.trained import projected_text_kwargs
 
 TIMESTEP_SCALE = 1000.0  # LTX2VideoTransformer3DModel's timestep_scale_multiplier
 
@@ -98,7 +97,7 @@ def text_kwargs(context) -> dict:
     """The text part of the call: the connectors' context (``TextContext``), or -- when the connectors are trained
     with the transformer (``models/trained.py``) -- the projected text they run on in the trained module's forward."""
     if isinstance(context, ProjectedText):
-        return projected_text_kwargs(context)
+        return dict(text_video=context.video, text_audio=context.audio, text_attention_mask=context.attention_mask)
     return dict(encoder_hidden_states=context.video, audio_encoder_hidden_states=context.audio,
                 encoder_attention_mask=context.attention_mask, audio_encoder_attention_mask=context.attention_mask)
 

@@ -16,12 +16,12 @@ import re
 
 import torch
 
+from ltx2train.models.forward import text_kwargs
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 
 TRAINABLE = ("transformer", "connectors")
 # the connector transformers (what runs in the step); the projection before them ran in prepare
 CONNECTOR_TRAINED = re.compile(r"(video_connector|audio_connector)\..*")
-TEXT_KWARGS = ("text_video", "text_audio", "text_attention_mask")  # the projected text the pair's forward takes
 
 
 class TransformerWithConnectors(torch.nn.Module):
@@ -43,13 +43,10 @@ class TransformerWithConnectors(torch.nn.Module):
 
     def forward(self, text_video: torch.Tensor, text_audio: torch.Tensor | None, text_attention_mask: torch.Tensor,
                 **kwargs):
-        dtype = next(p.dtype for n, p in self.connectors.named_parameters() if CONNECTOR_TRAINED.fullmatch(n))
-        cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731  (float32 weights under full fine-tuning)
+        dtype = next(self.connectors.video_connector.parameters()).dtype  # float32 under full fine-tuning
+        cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
         context = connect_text(self.connectors, ProjectedText(cast(text_video), cast(text_audio), text_attention_mask))
-        mask = context.attention_mask
-        kwargs.update(encoder_hidden_states=context.video, audio_encoder_hidden_states=context.audio,
-                      encoder_attention_mask=mask, audio_encoder_attention_mask=mask)
-        return self.transformer(**kwargs)
+        return self.transformer(**kwargs, **text_kwargs(context))
 
 
 def trained_module(transformer: torch.nn.Module, connectors: torch.nn.Module, trainable) -> torch.nn.Module:
@@ -91,8 +88,3 @@ def frozen_pattern(component: str, frozen: str | None) -> str | None:
 def trainable_signature(trainable) -> dict[str, str]:
     """What a checkpoint records of ``train.trainable`` (a resume must train the same components)."""
     return {"trainable": ",".join(trainable)}
-
-
-def projected_text_kwargs(text: ProjectedText) -> dict[str, torch.Tensor | None]:
-    """The keyword arguments the pair's forward takes for the text (instead of the connectors' context)."""
-    return dict(zip(TEXT_KWARGS, (text.video, text.audio, text.attention_mask)))
