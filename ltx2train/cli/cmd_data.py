@@ -25,6 +25,8 @@ def _prepare_one(cfg, source, shard, overwrite: bool) -> int:
     from ltx2train.data.prepare import prepare
 
     report = prepare(cfg, shard=shard, overwrite=overwrite, source=source)
+    if not report.main:  # under a launcher the main process reports every process' clips
+        return 0
     part = f" (shard {shard.index}/{shard.count})" if shard else ""
     kept = len(report.encoded) + len(report.skipped)
     print(f"prepare{part}: {kept} kept ({len(report.encoded)} encoded, {len(report.skipped)} "

@@ -32,7 +32,7 @@ from ltx2train.utils.errors import UserError
 from ltx2train.utils.progress import on_terminal
 from ltx2train.data.encode import choose_bucket, encode_caption, encode_clip_media
 from ltx2train.data.encoders import Encoders, load_media_encoders, load_text_encoders, producer
-from ltx2train.data.shards import SHARDS_DIR, Shard, gather_rejects, process_group, record_shard
+from ltx2train.data.shards import SHARDS_DIR, Shard, gather_parts, process_group, record_shard
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class PrepareReport:
     rejected: list[dict] = field(default_factory=list)  # {"index", "path" as written, "reason"}
     seconds: float = 0.0
     manifest: bool = False  # this call wrote the manifest (a shard only once every part of its split is done)
+    main: bool = True  # the main process of a launcher: its report covers every process' clips (the others' their own)
 
 
 def settings_from_config(cfg) -> cache.CacheSettings:
@@ -101,30 +102,42 @@ def prepare(
     metadata = read_metadata(source.metadata, root=source.root, columns=Columns.of(cfg.data))
     records = metadata.records
     report = PrepareReport()
-    share = [r for r in records if shard is None or shard.takes(r)]
-    todo = [r for r in share if not cache.sample_path(cache_dir, r.index).is_file()]
-    report.skipped = [r.index for r in share if r not in todo]
-    mine = [r for r in todo if r.index % world_size == rank]
+    # this process' clips first, then which of them are cached: only this process writes them (a listing of the
+    # whole share would race with the other processes' writes and count their fresh clips as cached)
+    share = [r for r in records if (shard is None or shard.takes(r)) and r.index % world_size == rank]
+    mine = [r for r in share if not cache.sample_path(cache_dir, r.index).is_file()]
+    report.skipped = [r.index for r in share if r not in mine]
     _encode_captions(cfg, cache_dir, encoders, mine, settings, device, empty_prompt=rank == 0)
     if mine and (encoders is None or encoders.video_vae is None):
         encoders = load_media_encoders(cfg, device)
     _encode(cache_dir, encoders, mine, settings, report, on_sample)
-    rejected = gather_rejects(cache_dir, report.rejected, rank, world_size, barrier)
-    if rank == 0 and shard is None:  # every process is past its clips (other shards may still be writing)
-        _remove_empty(text_part(cache_dir, 0).parent, cache_dir / SHARDS_DIR)
-    if rank == 0:
-        # the main process reports every process' rejects (and, once per split, the metadata's)
-        report.rejected = sorted((metadata.rejects if shard is None or shard.index == 0 else []) + rejected,
-                                 key=lambda f: f["index"])
-        if shard is not None:
-            rejected = record_shard(cache_dir, shard, _fingerprint(source.metadata, settings), rejected)
-        if rejected is not None:
-            _write_manifest(cache_dir, settings, records, sorted(metadata.rejects + rejected, key=lambda f: f["index"]),
-                            made_by)
-            report.manifest = True
+    _finish(cache_dir, report, source, shard, metadata, settings, made_by, (rank, world_size, barrier))
     barrier()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _finish(cache_dir: Path, report: PrepareReport, source, shard, metadata, settings, made_by, group) -> None:
+    """Gather every process' clips into the main process' report, and write the manifest there (a shard's only
+    once every part of its split is done)."""
+    rank, world_size, barrier = group
+    every = gather_parts(cache_dir, {"encoded": report.encoded, "skipped": report.skipped,
+                                     "rejected": report.rejected}, rank, world_size, barrier)
+    report.encoded, report.skipped, rejected = every["encoded"], every["skipped"], every["rejected"]
+    report.main = rank == 0
+    if rank != 0:
+        return
+    if shard is None:  # every process is past its clips (other shards may still be writing)
+        _remove_empty(text_part(cache_dir, 0).parent, cache_dir / SHARDS_DIR)
+    # every process' rejects and, once per split, the metadata's
+    report.rejected = sorted((metadata.rejects if shard is None or shard.index == 0 else []) + rejected,
+                             key=lambda f: f["index"])
+    if shard is not None:
+        rejected = record_shard(cache_dir, shard, _fingerprint(source.metadata, settings), rejected)
+    if rejected is not None:
+        _write_manifest(cache_dir, settings, metadata.records,
+                        sorted(metadata.rejects + rejected, key=lambda f: f["index"]), made_by)
+        report.manifest = True
 
 
 def _needs_empty_prompt(cache_dir: Path, settings: cache.CacheSettings) -> bool:

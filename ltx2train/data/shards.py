@@ -69,17 +69,20 @@ def record_shard(cache_dir: Path, shard: Shard, run: str, rejected: list[dict]) 
     return sorted(merged, key=lambda f: f["index"])
 
 
-def gather_rejects(cache_dir: Path, rejected: list[dict], rank: int, world_size: int, barrier) -> list[dict]:
-    """Every process' rejects, for the main process' manifest (through small files: no collective needed)."""
+def gather_parts(cache_dir: Path, part: dict, rank: int, world_size: int, barrier) -> dict:
+    """Every process' ``part`` (lists under each key: its encoded, skipped and rejected clips) merged and sorted
+    for the main process, through small files (no collective needed); the other processes get their own back."""
     if world_size == 1:
-        return rejected
+        return part
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cache.write_json_atomic(cache_dir / f".rejected.rank{rank}.json", rejected)
+    cache.write_json_atomic(cache_dir / f".part.rank{rank}.json", part)
     barrier()
-    merged = []
-    if rank == 0:
-        for r in range(world_size):
-            path = cache_dir / f".rejected.rank{r}.json"
-            merged.extend(json.loads(path.read_text()))
-            path.unlink()
-    return sorted(merged, key=lambda f: f["index"])
+    if rank != 0:
+        return part
+    merged: dict[str, list] = {key: [] for key in part}
+    for r in range(world_size):
+        path = cache_dir / f".part.rank{r}.json"
+        for key, items in json.loads(path.read_text()).items():
+            merged[key].extend(items)
+        path.unlink()
+    return {key: sorted(items, key=lambda x: x["index"] if isinstance(x, dict) else x) for key, items in merged.items()}
