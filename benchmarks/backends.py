@@ -24,7 +24,11 @@ BACKENDS = {
     "fsdp2": ["distributed.backend=fsdp2"],
     "zero2": ["distributed.backend=deepspeed", "distributed.zero_stage=2"],
     "zero3": ["distributed.backend=deepspeed", "distributed.zero_stage=3"],
-    "zero2_offload": ["distributed.backend=deepspeed", "distributed.zero_stage=2", "distributed.offload_optimizer=true"],
+    "zero2_offload": [
+        "distributed.backend=deepspeed",
+        "distributed.zero_stage=2",
+        "distributed.offload_optimizer=true",
+    ],
 }
 
 
@@ -41,23 +45,58 @@ def main() -> None:
     if not __import__("torch").cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "1"
     if not (work / "demo" / "run" / "config.yaml").is_file():  # the tiny model + a prepared cache, once
-        subprocess.run([sys.executable, "-m", "ltx2train", "demo", "--output", str(work / "demo"),
-                        "train.max_steps=1", "validation.at_start=false"], check=True,
-                       env=env, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ltx2train",
+                "demo",
+                "--output",
+                str(work / "demo"),
+                "train.max_steps=1",
+                "validation.at_start=false",
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
     recipe = work / "demo" / "run" / "config.yaml"
     results = {}
     for i, name in enumerate(args.backends):
         out = work / name
-        overrides = [f"train.output_dir={out}", f"train.max_steps={args.steps}", f"train.log_every={args.steps // 2}",
-                     "train.checkpoint_every=0", "train.resume=none", "validation.prompts=[]", "validation.loss_sigmas=[]",
-                     "validation.at_start=false", f"train.method={args.method}", *BACKENDS[name]]
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc),
-                   "--master_port", str(29700 + i), "-m", "ltx2train", "train", str(recipe), *overrides]
+        overrides = [
+            f"train.output_dir={out}",
+            f"train.max_steps={args.steps}",
+            f"train.log_every={args.steps // 2}",
+            "train.checkpoint_every=0",
+            "train.resume=none",
+            "validation.prompts=[]",
+            "validation.loss_sigmas=[]",
+            "validation.at_start=false",
+            f"train.method={args.method}",
+            *BACKENDS[name],
+        ]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(args.nproc),
+            "--master_port",
+            str(29700 + i),
+            "-m",
+            "ltx2train",
+            "train",
+            str(recipe),
+            *overrides,
+        ]
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-2000:]}")
             continue
-        last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "steps_per_s" in line][-1]
+        last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "steps_per_s" in line][
+            -1
+        ]
         results[name] = (last["steps_per_s"], last["peak_memory_mb"])
     base_rate, base_mem = results.get("ddp", (None, None))
     print(f"{args.method}, {args.nproc} processes, {args.steps} steps (second half timed):")

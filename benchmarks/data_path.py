@@ -41,8 +41,15 @@ def _workspace(work: Path, clips: int, frames: int, height: int, width: int):
     from ltx2train.data.synthetic import make_synthetic_dataset
     from ltx2train.models.tiny import write_tiny_checkpoint
 
-    cfg = demo_config(work, [f"train.output_dir={work / 'run'}", f"data.num_frames={frames}",
-                             f"data.height={height}", f"data.width={width}"])
+    cfg = demo_config(
+        work,
+        [
+            f"train.output_dir={work / 'run'}",
+            f"data.num_frames={frames}",
+            f"data.height={height}",
+            f"data.width={width}",
+        ],
+    )
     if read_manifest(cfg.data.cache_dir) is None:
         write_tiny_checkpoint(work / "model")
         make_synthetic_dataset(work / "data", num_clips=clips, num_frames=frames, height=height, width=width)
@@ -64,8 +71,11 @@ def cached_batches(cache_dir: Path, batch_size: int, repeats: int) -> tuple[floa
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=order, collate_fn=collate, num_workers=0)
     files = [dataset.samples[i]["file"] for batch in order for i in batch]
     # both consume every tensor as the step does: one copy (to the device there, to new memory here)
-    return _paired(lambda: [[t.clone() for t in batch.values()] for batch in loader],
-                   lambda: [[t.clone() for t in load_file(f).values()] for f in files], repeats)
+    return _paired(
+        lambda: [[t.clone() for t in batch.values()] for batch in loader],
+        lambda: [[t.clone() for t in load_file(f).values()] for f in files],
+        repeats,
+    )
 
 
 def synthetic_19b_cache(work: Path, clips: int) -> Path:
@@ -82,10 +92,13 @@ def synthetic_19b_cache(work: Path, clips: int) -> Path:
     generator = torch.Generator().manual_seed(0)
     samples = []
     for i in range(clips):
-        tensors = {"video_latents": torch.randn(128, 16, 16, 24, generator=generator),
-                   "audio_latents": torch.randn(8, 121, 16, generator=generator), "audio_valid": torch.ones(121),
-                   "text_video": torch.randn(200, 3840, generator=generator),
-                   "text_attention_mask": torch.ones(200, dtype=torch.int64)}
+        tensors = {
+            "video_latents": torch.randn(128, 16, 16, 24, generator=generator),
+            "audio_latents": torch.randn(8, 121, 16, generator=generator),
+            "audio_valid": torch.ones(121),
+            "text_video": torch.randn(200, 3840, generator=generator),
+            "text_attention_mask": torch.ones(200, dtype=torch.int64),
+        }
         path = cache.write_sample(cache_dir, i, tensors, {"bucket": "512x768x121"})
         samples.append({"index": i, "window": 0, "file": str(path.relative_to(cache_dir)), "bucket": "512x768x121"})
     cache.write_manifest(cache_dir, settings, samples, [])
@@ -135,20 +148,27 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=192)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--shapes", choices=["tiny", "19b"], default="tiny",
-                        help="19b: also the cached-batch loader on 19B-shaped samples (16 of them, ~8 MB each)")
+    parser.add_argument(
+        "--shapes",
+        choices=["tiny", "19b"],
+        default="tiny",
+        help="19b: also the cached-batch loader on 19B-shaped samples (16 of them, ~8 MB each)",
+    )
     args = parser.parse_args()
     cfg = _workspace(Path(args.workdir), args.clips, args.frames, args.height, args.width)
     print(f"{args.clips} clips, {args.height}x{args.width}x{args.frames}; best of {args.repeats}")
     rows = [("cached batches", cached_batches(Path(cfg.data.cache_dir), cfg.data.batch_size, args.repeats), 0.9)]
     if args.shapes == "19b":
-        rows.append(("cached batches, 19B", cached_batches(synthetic_19b_cache(Path(args.workdir), 16), 1,
-                                                           args.repeats), 0.9))
+        rows.append(
+            ("cached batches, 19B", cached_batches(synthetic_19b_cache(Path(args.workdir), 16), 1, args.repeats), 0.9)
+        )
     rows.append(("preprocessing decode", preprocessing_decode(cfg, args.repeats), 0.8))
     for name, (ours, bare), goal in rows:
         ratio = bare / ours  # our throughput relative to the bare reads
-        print(f"{name:>22}: ours {ours * 1e3:8.1f} ms, bare {bare * 1e3:8.1f} ms -> throughput x{ratio:.2f} "
-              f"(goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})")
+        print(
+            f"{name:>22}: ours {ours * 1e3:8.1f} ms, bare {bare * 1e3:8.1f} ms -> throughput x{ratio:.2f} "
+            f"(goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":

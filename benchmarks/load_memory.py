@@ -27,7 +27,9 @@ def _variant(layers: int):
     base = load_variant("ltx2-19b")
     spec = base.component("transformer")
     cfg = dict(spec.config, num_layers=layers)
-    return VariantSpec(base.name, base.family, base.description, {"transformer": ComponentSpec("transformer", spec.class_name, cfg)})
+    return VariantSpec(
+        base.name, base.family, base.description, {"transformer": ComponentSpec("transformer", spec.class_name, cfg)}
+    )
 
 
 def _write(path: Path, layers: int) -> int:
@@ -60,7 +62,8 @@ def _measure(mode: str, path: Path, layers: int) -> None:
         module = _variant(layers).component("transformer").build()
         module = module.to(torch.bfloat16)
         state, _ = build_key_map("transformer", module).convert_to_diffusers(
-            load_file(str(path / "transformer.safetensors")))
+            load_file(str(path / "transformer.safetensors"))
+        )
         module.load_state_dict(state)
         del state
     peak = _hwm_kib()
@@ -80,8 +83,12 @@ def main() -> None:
         weights = _write(Path(tmp), args.layers)
         results = {}
         for mode in ("ltx2train", "naive"):
-            out = subprocess.run([sys.executable, __file__, "--measure", mode, "--path", tmp, "--layers", str(args.layers)],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, "--measure", mode, "--path", tmp, "--layers", str(args.layers)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             r = json.loads(out.strip().splitlines()[-1])
             results[mode] = (r["peak_kib"] - r["before_kib"]) * 1024 / weights
         print(f"transformer 19B widths, {args.layers} blocks, bf16 weights {weights / 2**30:.2f} GiB")

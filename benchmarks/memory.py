@@ -32,32 +32,110 @@ REPO = Path(__file__).resolve().parents[1]
 
 # name: (variant, blocks, overrides)
 CASES = {
-    "tiny-lora": ("tiny", 4, ["data.height=256", "data.width=256", "data.num_frames=33", "train.method=lora",
-                              "train.gradient_checkpointing=false"]),
-    "tiny-lora-ckpt": ("tiny", 4, ["data.height=256", "data.width=256", "data.num_frames=33", "train.method=lora",
-                                   "train.gradient_checkpointing=true"]),
-    "tiny-full": ("tiny", 4, ["data.height=256", "data.width=256", "data.num_frames=33", "train.method=full",
-                              "train.gradient_checkpointing=false"]),
-    "tiny-full-ckpt": ("tiny", 4, ["data.height=256", "data.width=256", "data.num_frames=33", "train.method=full",
-                                   "train.gradient_checkpointing=true"]),
-    "mid-lora": ("ltx2-19b", 2, ["data.height=256", "data.width=384", "data.num_frames=25", "train.method=lora",
-                                 "train.gradient_checkpointing=false", "model.dtype=bfloat16", "lora.rank=32"]),
-    "mid-lora-ckpt": ("ltx2-19b", 2, ["data.height=256", "data.width=384", "data.num_frames=25", "train.method=lora",
-                                      "train.gradient_checkpointing=true", "model.dtype=bfloat16", "lora.rank=32"]),
-    "mid4-lora-ckpt": ("ltx2-19b", 4, ["data.height=256", "data.width=384", "data.num_frames=25", "train.method=lora",
-                                       "train.gradient_checkpointing=true", "model.dtype=bfloat16", "lora.rank=32"]),
+    "tiny-lora": (
+        "tiny",
+        4,
+        [
+            "data.height=256",
+            "data.width=256",
+            "data.num_frames=33",
+            "train.method=lora",
+            "train.gradient_checkpointing=false",
+        ],
+    ),
+    "tiny-lora-ckpt": (
+        "tiny",
+        4,
+        [
+            "data.height=256",
+            "data.width=256",
+            "data.num_frames=33",
+            "train.method=lora",
+            "train.gradient_checkpointing=true",
+        ],
+    ),
+    "tiny-full": (
+        "tiny",
+        4,
+        [
+            "data.height=256",
+            "data.width=256",
+            "data.num_frames=33",
+            "train.method=full",
+            "train.gradient_checkpointing=false",
+        ],
+    ),
+    "tiny-full-ckpt": (
+        "tiny",
+        4,
+        [
+            "data.height=256",
+            "data.width=256",
+            "data.num_frames=33",
+            "train.method=full",
+            "train.gradient_checkpointing=true",
+        ],
+    ),
+    "mid-lora": (
+        "ltx2-19b",
+        2,
+        [
+            "data.height=256",
+            "data.width=384",
+            "data.num_frames=25",
+            "train.method=lora",
+            "train.gradient_checkpointing=false",
+            "model.dtype=bfloat16",
+            "lora.rank=32",
+        ],
+    ),
+    "mid-lora-ckpt": (
+        "ltx2-19b",
+        2,
+        [
+            "data.height=256",
+            "data.width=384",
+            "data.num_frames=25",
+            "train.method=lora",
+            "train.gradient_checkpointing=true",
+            "model.dtype=bfloat16",
+            "lora.rank=32",
+        ],
+    ),
+    "mid4-lora-ckpt": (
+        "ltx2-19b",
+        4,
+        [
+            "data.height=256",
+            "data.width=384",
+            "data.num_frames=25",
+            "train.method=lora",
+            "train.gradient_checkpointing=true",
+            "model.dtype=bfloat16",
+            "lora.rank=32",
+        ],
+    ),
 }
 DEFAULT = ("tiny-lora", "tiny-lora-ckpt", "tiny-full", "tiny-full-ckpt", "mid-lora", "mid-lora-ckpt", "mid4-lora-ckpt")
-COMMON = ["train.mixed_precision=bf16", "data.batch_size=1", "data.max_sequence_length=64", "validation.prompts=[]",
-          "optimizer.name=adamw"]
+COMMON = [
+    "train.mixed_precision=bf16",
+    "data.batch_size=1",
+    "data.max_sequence_length=64",
+    "validation.prompts=[]",
+    "optimizer.name=adamw",
+]
 
 
 def variant_file(directory: Path, variant: str, blocks: int) -> Path:
     from ltx2train.models.specs import load_variant
 
     spec = load_variant(variant)
-    data = {"name": f"{variant}-{blocks}blocks", "family": spec.family, "description": "benchmark",
-            "components": {name: {"class": c.class_name, "config": dict(c.config)} for name, c in spec.components.items()}}
+    data = {
+        "name": f"{variant}-{blocks}blocks",
+        "family": spec.family,
+        "description": "benchmark",
+        "components": {name: {"class": c.class_name, "config": dict(c.config)} for name, c in spec.components.items()},
+    }
     data["components"]["transformer"]["config"]["num_layers"] = blocks
     path = directory / f"{variant}-{blocks}.json"
     path.write_text(json.dumps(data))
@@ -78,10 +156,14 @@ def estimate(cfg) -> dict:
     est = estimate_memory(cfg, world_size=1, prepare=False)
     p = est.parts
     step_phases = [est.phases[k] for k in ("forward_backward", "backward_end", "optimizer_step")]
-    return {"weights": p["transformer_frozen"] + p["transformer_trained"], "gradients": p["gradients"],
-            "optimizer_state": p["optimizer_state"],
-            "activations": p["step_inputs"] + p["activations"] + p["activation_transient"],
-            "step_peak": max(step_phases) - p["connectors"], "tokens": est.tokens}
+    return {
+        "weights": p["transformer_frozen"] + p["transformer_trained"],
+        "gradients": p["gradients"],
+        "optimizer_state": p["optimizer_state"],
+        "activations": p["step_inputs"] + p["activations"] + p["activation_transient"],
+        "step_peak": max(step_phases) - p["connectors"],
+        "tokens": est.tokens,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- measurement
@@ -133,7 +215,8 @@ def memory_tracker():
                 if p.requires_grad and self._param_to_grad_hook_handles.get(p) is None:
                     self._param_to_grad_hook_handles[p] = (
                         p.register_hook(self._gradient),
-                        p.register_post_accumulate_grad_hook(lambda q: self._gradient(q.grad)))
+                        p.register_post_accumulate_grad_hook(lambda q: self._gradient(q.grad)),
+                    )
             return out
 
         def _gradient(self, grad):
@@ -146,8 +229,9 @@ def measure(cfg, tokens: dict) -> dict:
     model = build_real(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optimizer
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
-                                  foreach=True)
+    optimizer = torch.optim.AdamW(
+        params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, foreach=True
+    )
     kwargs, targets = step_inputs(model, tokens)
     train_step(model, optimizer, kwargs, targets, params)  # the optimizer state exists from now on
     found = {}
@@ -171,11 +255,20 @@ def measure(cfg, tokens: dict) -> dict:
     with full:
         train_step(model, optimizer, kwargs, targets, params, at_end_of_backward)
     total = full.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
-    state = {t.untyped_storage()._cdata: t.untyped_storage().nbytes()
-             for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)}
+    state = {
+        t.untyped_storage()._cdata: t.untyped_storage().nbytes()
+        for s in optimizer.state.values()
+        for t in s.values()
+        if torch.is_tensor(t)
+    }
     weights = {p.untyped_storage()._cdata: p.untyped_storage().nbytes() for p in model.parameters()}
-    return {"weights": sum(weights.values()), "gradients": found["gradients"], "optimizer_state": sum(state.values()),
-            "activations": activations, "step_peak": total}
+    return {
+        "weights": sum(weights.values()),
+        "gradients": found["gradients"],
+        "optimizer_state": sum(state.values()),
+        "activations": activations,
+        "step_peak": total,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -196,10 +289,12 @@ def run_case(name: str, directory: Path) -> dict:
     got = measure(cfg, est["tokens"])
     meas_s = time.perf_counter() - started
     t = est["tokens"]
-    print(f"\n{name}: {variant} with {blocks} blocks, {cfg.train.method}, checkpointing "
-          f"{'on' if cfg.train.gradient_checkpointing else 'off'}, bucket {t['bucket']} "
-          f"({t['video']} video + {t['audio']} audio + {t['text']} text tokens); estimate {est_s:.0f} s, "
-          f"measured step {meas_s:.0f} s")
+    print(
+        f"\n{name}: {variant} with {blocks} blocks, {cfg.train.method}, checkpointing "
+        f"{'on' if cfg.train.gradient_checkpointing else 'off'}, bucket {t['bucket']} "
+        f"({t['video']} video + {t['audio']} audio + {t['text']} text tokens); estimate {est_s:.0f} s, "
+        f"measured step {meas_s:.0f} s"
+    )
     print(f"  {'part':<16}{'estimate':>14}{'measured':>14}{'ratio':>8}")
     ratios = {}
     for part in ("weights", "gradients", "optimizer_state", "activations", "step_peak"):

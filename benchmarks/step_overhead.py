@@ -30,8 +30,16 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("tiny-lora", "tiny-full", "mid-lora", "mid-full")
-COMMON = ["validation.prompts=[]", "validation.loss_sigmas=[]", "validation.at_start=false", "validation.every=0",
-          "train.checkpoint_every=0", "train.log_every=1000000", "tracker.backend=none", "data.num_workers=0"]
+COMMON = [
+    "validation.prompts=[]",
+    "validation.loss_sigmas=[]",
+    "validation.at_start=false",
+    "validation.every=0",
+    "train.checkpoint_every=0",
+    "train.log_every=1000000",
+    "tracker.backend=none",
+    "data.num_workers=0",
+]
 
 
 def tiny_workspace(work: Path) -> Path:
@@ -59,22 +67,40 @@ def mid_workspace(work: Path, tiny: Path, layers: int) -> tuple[Path, list[str]]
     from ltx2train.models.writing import save_repackaged
 
     variant = work / "ltx2-19b-mid.json"
-    precision = (["model.dtype=bfloat16", "train.mixed_precision=bf16"] if torch.cuda.is_available() else
-                 ["model.dtype=float32", "train.mixed_precision=no"])  # CPUs without bf16 units: float32 is faster
-    overrides = [f"model.variant={variant}", "data.height=256", "data.width=384", "data.num_frames=25",
-                 "data.max_sequence_length=128", "data.batch_size=1", "lora.rank=32", *precision,
-                 f"data.cache_dir={work / 'cache'}", f"model.checkpoint={work / 'model'}"]
+    precision = (
+        ["model.dtype=bfloat16", "train.mixed_precision=bf16"]
+        if torch.cuda.is_available()
+        else ["model.dtype=float32", "train.mixed_precision=no"]
+    )  # CPUs without bf16 units: float32 is faster
+    overrides = [
+        f"model.variant={variant}",
+        "data.height=256",
+        "data.width=384",
+        "data.num_frames=25",
+        "data.max_sequence_length=128",
+        "data.batch_size=1",
+        "lora.rank=32",
+        *precision,
+        f"data.cache_dir={work / 'cache'}",
+        f"model.checkpoint={work / 'model'}",
+    ]
     if (work / "cache" / "manifest.json").is_file():
         return work, overrides
     spec = load_variant("ltx2-19b")
-    data = {"name": "ltx2-19b-mid", "family": spec.family, "description": f"19B widths, {layers} blocks",
-            "components": {n: {"class": c.class_name, "config": dict(c.config)} for n, c in spec.components.items()}}
+    data = {
+        "name": "ltx2-19b-mid",
+        "family": spec.family,
+        "description": f"19B widths, {layers} blocks",
+        "components": {n: {"class": c.class_name, "config": dict(c.config)} for n, c in spec.components.items()},
+    }
     data["components"]["transformer"]["config"]["num_layers"] = layers
     work.mkdir(parents=True, exist_ok=True)
     variant.write_text(json.dumps(data))
     spec = load_variant(str(variant))
     torch.manual_seed(0)
-    modules = {name: spec.component(name).build().to(torch.bfloat16) for name in ("transformer", "connectors")}  # as shipped
+    modules = {
+        name: spec.component(name).build().to(torch.bfloat16) for name in ("transformer", "connectors")
+    }  # as shipped
     save_repackaged(modules, work / "model", spec.family, variant_name=spec.name)
     for name in ("video_vae_encoder", "video_vae_decoder", "audio_vae_encoder", "audio_vae_decoder"):
         # training never runs the VAEs (the latents are cached); the cache only records which files made it
@@ -83,10 +109,13 @@ def mid_workspace(work: Path, tiny: Path, layers: int) -> tuple[Path, list[str]]
     g = torch.Generator().manual_seed(0)
     samples = []
     for i in range(4):
-        tensors = {"video_latents": torch.randn(128, 4, 8, 12, generator=g),
-                   "audio_latents": torch.randn(8, 26, 16, generator=g), "audio_valid": torch.ones(26),
-                   "text_video": torch.randn(100, 3840, generator=g),
-                   "text_attention_mask": torch.ones(100, dtype=torch.int64)}
+        tensors = {
+            "video_latents": torch.randn(128, 4, 8, 12, generator=g),
+            "audio_latents": torch.randn(8, 26, 16, generator=g),
+            "audio_valid": torch.ones(26),
+            "text_video": torch.randn(100, 3840, generator=g),
+            "text_attention_mask": torch.ones(100, dtype=torch.int64),
+        }
         path = cache.write_sample(work / "cache", i, tensors, {"bucket": "256x384x25"})
         samples.append({"index": i, "window": 0, "file": str(path.relative_to(work / "cache")), "bucket": "256x384x25"})
     cache.write_manifest(work / "cache", settings_from_config(cfg), samples, [], producer(cfg, text_encoder=False))
@@ -97,8 +126,9 @@ def build_trainer(root: Path, overrides: list[str], method: str, run: Path):
     from ltx2train.demo import demo_config
     from ltx2train.training.trainer import Trainer
 
-    cfg = demo_config(root, [*COMMON, *overrides, f"train.method={method}", f"train.output_dir={run}",
-                             "train.max_steps=1000000"])
+    cfg = demo_config(
+        root, [*COMMON, *overrides, f"train.method={method}", f"train.output_dir={run}", "train.max_steps=1000000"]
+    )
     trainer = Trainer(cfg, log=lambda _: None)
     trainer.setup()
     return trainer
@@ -130,7 +160,8 @@ def bare(trainer, kwargs, targets, steps: int) -> float:
         with trainer.backend.autocast():
             video, audio = model(**kwargs)
             loss = torch.nn.functional.mse_loss(video.float(), targets[0]) + torch.nn.functional.mse_loss(
-                audio.float(), targets[1])
+                audio.float(), targets[1]
+            )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -169,7 +200,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir)
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"P1 step overhead on {device}, {time.strftime('%Y-%m-%d')}: median of {args.rounds} rounds x {args.steps} steps")
+    print(
+        f"P1 step overhead on {device}, {time.strftime('%Y-%m-%d')}: median of {args.rounds} rounds x {args.steps} steps"
+    )
     worst = None
     for case in args.cases:
         size, method = case.split("-")
@@ -181,9 +214,11 @@ def main() -> None:
         t_ours, t_bare, t_text = measure(trainer, args.steps, args.rounds)
         ratio = t_ours / t_bare
         worst = max(worst or ratio, ratio)
-        print(f"  {case:>10}: ours {t_ours * 1e3:8.1f} ms/step, bare {t_bare * 1e3:8.1f} ms/step, ours/bare x{ratio:.3f}"
-              f" (goal <= 1.03); connectors {t_text * 1e3:.1f} ms/step, ours without them / bare x"
-              f"{(t_ours - t_text) / t_bare:.3f}")
+        print(
+            f"  {case:>10}: ours {t_ours * 1e3:8.1f} ms/step, bare {t_bare * 1e3:8.1f} ms/step, ours/bare x{ratio:.3f}"
+            f" (goal <= 1.03); connectors {t_text * 1e3:.1f} ms/step, ours without them / bare x"
+            f"{(t_ours - t_text) / t_bare:.3f}"
+        )
         del trainer
     print(f"largest ours/bare: x{worst:.3f}")
 

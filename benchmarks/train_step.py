@@ -37,8 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 def build(spec, name: str, device: str, dtype: torch.dtype, layers: int | None) -> torch.nn.Module:
     component = spec.component(name)
     if layers is not None and name == "transformer":
-        component = SimpleNamespace(build=lambda: type(component)(component.name, component.class_name,
-                                                                  {**component.config, "num_layers": layers}).build())
+        component = SimpleNamespace(
+            build=lambda: type(component)(
+                component.name, component.class_name, {**component.config, "num_layers": layers}
+            ).build()
+        )
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # parameters are created in bf16 directly on the device: 19B fits once
     try:
@@ -65,6 +68,7 @@ def batch_for(spec, args, device: str) -> dict[str, torch.Tensor]:
 
 def text_features(conn: dict, batch: int, tokens: int, device: str) -> dict[str, torch.Tensor]:
     """The cache's projected text features: one set (LTX-2.0) or per modality (LTX-2.3)."""
+
     def randn(dim):
         return torch.randn(batch, tokens, dim, device=device, dtype=torch.bfloat16)
 
@@ -76,8 +80,9 @@ def text_features(conn: dict, batch: int, tokens: int, device: str) -> dict[str,
 def transformer_inputs(connectors, batch: dict, strategy):
     """The trainer's step inputs: the connectors on the cached text features, then the strategy (bf16 latents)."""
     with torch.no_grad():
-        context = connect_text(connectors, ProjectedText(batch["text_video"], batch.get("text_audio"),
-                                                         batch["text_attention_mask"]))
+        context = connect_text(
+            connectors, ProjectedText(batch["text_video"], batch.get("text_audio"), batch["text_attention_mask"])
+        )
     inputs = strategy.inputs(batch, context)
     for key in ("hidden_states", "audio_hidden_states"):
         inputs.model_kwargs[key] = inputs.model_kwargs[key].to(torch.bfloat16)
@@ -142,8 +147,10 @@ def step_flops_of(spec_name: str, method: str, args, tokens: dict) -> int:
     from ltx2train.models.specs import load_variant
     from ltx2train.analysis.flops import step_flops
 
-    cfg = load_config(REPO / "recipes" / "t2av_lora.yaml", [f"model.variant={spec_name}", f"train.method={method}",
-                                                             f"lora.rank={args.rank}"])
+    cfg = load_config(
+        REPO / "recipes" / "t2av_lora.yaml",
+        [f"model.variant={spec_name}", f"train.method={method}", f"lora.rank={args.rank}"],
+    )
     spec = load_variant(spec_name).component("transformer")
     if args.layers:
         from ltx2train.models.specs import ComponentSpec
@@ -183,9 +190,11 @@ def main() -> None:
     connectors = build(spec, "connectors", device, torch.bfloat16, None)
     batch = batch_for(spec, args, device)
     tokens = {"video": batch["video_latents"][0, 0].numel(), "audio": batch["audio_latents"].shape[2]}
-    print(f"P4 on {name}, {time.strftime('%Y-%m-%d')}: {spec.name}"
-          f"{f' ({args.layers} blocks)' if args.layers else ''}, clip {args.width}x{args.height}x{args.frames}: "
-          f"{tokens['video']} video + {tokens['audio']} audio + {args.text_tokens} text tokens, batch {args.batch}")
+    print(
+        f"P4 on {name}, {time.strftime('%Y-%m-%d')}: {spec.name}"
+        f"{f' ({args.layers} blocks)' if args.layers else ''}, clip {args.width}x{args.height}x{args.frames}: "
+        f"{tokens['video']} video + {tokens['audio']} audio + {args.text_tokens} text tokens, batch {args.batch}"
+    )
     strategy = Strategy("t2av", PRESETS["t2av"], ObjectiveConfig(), fps=args.fps)
     for method in args.methods.split(","):
         flops = step_flops_of(str(args.variant), method, args, tokens)
@@ -194,10 +203,13 @@ def main() -> None:
             try:
                 transformer, params = build_mode(spec, mode, method, args, device)
                 optimizer = build_optimizer(params, OptimizerConfig())
-                seconds, peak_gib = measure(transformer, connectors, batch, strategy, optimizer, device, args.steps,
-                                            args.warmup)
+                seconds, peak_gib = measure(
+                    transformer, connectors, batch, strategy, optimizer, device, args.steps, args.warmup
+                )
             except (torch.OutOfMemoryError, ValueError) as exc:
-                print(f"  {method:>4} {mode:>22}: {'out of memory' if isinstance(exc, torch.OutOfMemoryError) else exc}")
+                print(
+                    f"  {method:>4} {mode:>22}: {'out of memory' if isinstance(exc, torch.OutOfMemoryError) else exc}"
+                )
                 transformer = optimizer = None
                 if device == "cuda":
                     torch.cuda.empty_cache()
@@ -205,8 +217,10 @@ def main() -> None:
             first = first or seconds
             mfu = f"MFU {flops / seconds / peak:.1%}" if peak else f"{flops / seconds / 1e12:.3g} TFLOP/s"
             memory = f"peak {peak_gib:.1f} GiB" if device == "cuda" else "peak memory: GPU only"
-            print(f"  {method:>4} {mode:>22}: {seconds:.3f} s/step (x{seconds / first:.2f}), "
-                  f"{tokens['video'] * args.batch / seconds:,.0f} video tokens/s, {mfu}, {memory}")
+            print(
+                f"  {method:>4} {mode:>22}: {seconds:.3f} s/step (x{seconds / first:.2f}), "
+                f"{tokens['video'] * args.batch / seconds:,.0f} video tokens/s, {mfu}, {memory}"
+            )
             del transformer, optimizer
             if device == "cuda":
                 torch.cuda.empty_cache()

@@ -76,8 +76,9 @@ def main() -> None:
     if not spec.has("video_diffusion_decoder"):
         raise SystemExit(f"{spec.name} ({spec.version}) has no diffusion video decoder; use an LTX-2.5 variant")
     channels = spec.component("video_vae").config["latent_channels"]
-    latents = torch.randn(1, channels, (args.frames - 1) // 8 + 1, args.height // 32, args.width // 32,
-                          device=device, dtype=dtype)
+    latents = torch.randn(
+        1, channels, (args.frames - 1) // 8 + 1, args.height // 32, args.width // 32, device=device, dtype=dtype
+    )
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (dry run: ratios only)"
     print(f"P5 on {name}, {time.strftime('%Y-%m-%d')}: {spec.name}, {args.width}x{args.height}x{args.frames}, {dtype}")
 
@@ -85,8 +86,10 @@ def main() -> None:
     decoder = build(spec, "video_diffusion_decoder", device, dtype)
     diffusion = timed(lambda: decode_video(decoder, latents, seed=0), device, args.repeats, args.warmup)
     print(f"  conv decoder:      {conv[0]:.3f} s/clip, peak {conv[1]:.2f} GiB")
-    print(f"  diffusion decoder: {diffusion[0]:.3f} s/clip (x{diffusion[0] / conv[0]:.2f} of conv), "
-          f"peak {diffusion[1]:.2f} GiB")
+    print(
+        f"  diffusion decoder: {diffusion[0]:.3f} s/clip (x{diffusion[0] / conv[0]:.2f} of conv), "
+        f"peak {diffusion[1]:.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

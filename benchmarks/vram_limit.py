@@ -32,8 +32,14 @@ def one_limit(spec, args, limit: float, device: str) -> dict:
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    streamed = place({"transformer": transformer, "connectors": connectors}, VramPlan(storage, True, limit),
-                     torch.bfloat16, torch.device(device), None, others=int(args.others_gb * 2**30))
+    streamed = place(
+        {"transformer": transformer, "connectors": connectors},
+        VramPlan(storage, True, limit),
+        torch.bfloat16,
+        torch.device(device),
+        None,
+        others=int(args.others_gb * 2**30),
+    )
     resident = torch.cuda.memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
     batch = {k: v.to(device) for k, v in batch_for(spec, args, device).items()}
     strategy = Strategy("t2av", PRESETS["t2av"], ObjectiveConfig(), fps=args.fps)
@@ -44,8 +50,14 @@ def one_limit(spec, args, limit: float, device: str) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
-    return {"streamed": streamed, "blocks": len(transformer.transformer_blocks), "resident_gb": resident,
-            "peak_gb": peak, "seconds": seconds, "block_gb": module_bytes(transformer.transformer_blocks[0]) / 2**30}
+    return {
+        "streamed": streamed,
+        "blocks": len(transformer.transformer_blocks),
+        "resident_gb": resident,
+        "peak_gb": peak,
+        "seconds": seconds,
+        "block_gb": module_bytes(transformer.transformer_blocks[0]) / 2**30,
+    }
 
 
 def main() -> None:
@@ -61,15 +73,19 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     spec = load_variant(args.variant)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (dry run: placement only)"
-    print(f"P6 on {name}, {time.strftime('%Y-%m-%d')}: {spec.name}, {args.width}x{args.height}x{args.frames}, "
-          f"{args.storage}, {args.others_gb:g} GB for the rest")
+    print(
+        f"P6 on {name}, {time.strftime('%Y-%m-%d')}: {spec.name}, {args.width}x{args.height}x{args.frames}, "
+        f"{args.storage}, {args.others_gb:g} GB for the rest"
+    )
     first = None
     for limit in [float(x) for x in args.limits.split(",")]:
         r = one_limit(spec, args, limit, device)
         first = first or r["seconds"]
-        print(f"  vram_limit {limit:g} GB: {r['blocks'] - r['streamed']}/{r['blocks']} blocks resident "
-              f"({r['block_gb']:.2f} GB each), weights on the device {r['resident_gb']:.2f} GB, forward peak "
-              f"{r['peak_gb']:.2f} GB, {r['seconds']:.3f} s (x{r['seconds'] / first:.2f})")
+        print(
+            f"  vram_limit {limit:g} GB: {r['blocks'] - r['streamed']}/{r['blocks']} blocks resident "
+            f"({r['block_gb']:.2f} GB each), weights on the device {r['resident_gb']:.2f} GB, forward peak "
+            f"{r['peak_gb']:.2f} GB, {r['seconds']:.3f} s (x{r['seconds'] / first:.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,12 @@ def strategy_overrides(output: Path, strategy: str) -> list[str]:
     per_prompt = lambda path: f"[{path},{path}]"  # noqa: E731 (the demo recipe's two prompts)
     return {
         "i2av": [f"validation.images={per_prompt(data / 'first_frame.png')}"],
-        "ic_lora": [f"validation.reference_videos={per_prompt(clip)}", "data.extras=[reference]",
-                    "data.reference_video_column=reference", f"data.metadata={data / 'metadata_ic_lora.jsonl'}"],
+        "ic_lora": [
+            f"validation.reference_videos={per_prompt(clip)}",
+            "data.extras=[reference]",
+            "data.reference_video_column=reference",
+            f"data.metadata={data / 'metadata_ic_lora.jsonl'}",
+        ],
         "a2v": [f"validation.audios={per_prompt(clip)}"],
         "v2a": [f"validation.videos={per_prompt(clip)}"],
     }.get(strategy, [])
@@ -52,15 +56,19 @@ def make_strategy_inputs(output: Path, strategy: str) -> None:
         Image.fromarray(frame).save(data / "first_frame.png")
     if strategy == "ic_lora":
         rows = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines() if line.strip()]
-        write_text_atomic(data / "metadata_ic_lora.jsonl",
-                          "".join(json.dumps({**row, "reference": row["video"]}) + "\n" for row in rows))
+        write_text_atomic(
+            data / "metadata_ic_lora.jsonl",
+            "".join(json.dumps({**row, "reference": row["video"]}) + "\n" for row in rows),
+        )
 
 
 def demo_config(output: Path, overrides: Sequence[str] = (), variant: str | None = None):
     from ltx2train.config import load_config
 
     if not RECIPE.is_file():
-        raise FileNotFoundError(f"demo recipe {RECIPE} not found (install ltx2train from its source tree: pip install -e .)")
+        raise FileNotFoundError(
+            f"demo recipe {RECIPE} not found (install ltx2train from its source tree: pip install -e .)"
+        )
     paths = [
         f"model.checkpoint={output / 'model'}",
         f"model.text_encoder={output / 'model' / 'gemma'}",
@@ -72,8 +80,12 @@ def demo_config(output: Path, overrides: Sequence[str] = (), variant: str | None
     return load_config(RECIPE, [*paths, *overrides])
 
 
-def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (), log: Callable[[str], None] = print,
-             variant: str | None = None) -> dict:
+def run_demo(
+    output: str | Path = "outputs/demo",
+    overrides: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+    variant: str | None = None,
+) -> dict:
     """The demo on ``variant`` (``tiny``, ``tiny-2.3``...: a tiny variant of each architecture; default: the recipe's)."""
     from ltx2train.data.prepare import prepare
     from ltx2train.data.synthetic import make_synthetic_dataset
@@ -89,8 +101,13 @@ def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (),
     if not (output / "model" / "gemma" / "config.json").is_file():
         write_tiny_checkpoint(output / "model", variant=cfg.model.variant)
     if not (output / "data" / "metadata.jsonl").is_file():
-        make_synthetic_dataset(output / "data", num_frames=cfg.data.num_frames, fps=cfg.data.fps,
-                               height=cfg.data.height, width=cfg.data.width)
+        make_synthetic_dataset(
+            output / "data",
+            num_frames=cfg.data.num_frames,
+            fps=cfg.data.fps,
+            height=cfg.data.height,
+            width=cfg.data.width,
+        )
     make_strategy_inputs(output, cfg.strategy.name)
     timings["model+data"] = time.perf_counter() - start
     log(f"[demo] {cfg.model.variant} LTX-2 in {output / 'model'}, synthetic clips in {output / 'data'}")
@@ -99,8 +116,10 @@ def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (),
     shutil.rmtree(cfg.data.cache_dir, ignore_errors=True)  # the demo's cache is rebuilt (well under a second)
     report = prepare(cfg)
     timings["prepare"] = time.perf_counter() - t
-    log(f"[demo] prepare: {len(report.encoded)} clips encoded, {len(report.skipped)} already cached, "
-        f"{len(report.rejected)} rejected -> {cfg.data.cache_dir}")
+    log(
+        f"[demo] prepare: {len(report.encoded)} clips encoded, {len(report.skipped)} already cached, "
+        f"{len(report.rejected)} rejected -> {cfg.data.cache_dir}"
+    )
 
     t = time.perf_counter()
     shutil.rmtree(cfg.train.output_dir, ignore_errors=True)  # the demo run starts fresh each time
@@ -119,11 +138,20 @@ def run_demo(output: str | Path = "outputs/demo", overrides: Sequence[str] = (),
     log(f"[demo] training loss fell from {first:.4f} (first {k} steps) to {last:.4f} (last {k} steps)")
     if len(result.validation_losses) >= 2:
         (s0, v0), (s1, v1) = result.validation_losses[0], result.validation_losses[-1]
-        log(f"[demo] validation loss (fixed clips, noise and sigmas) fell from {v0:.4f} at step {s0} "
-            f"to {v1:.4f} at step {s1}")
+        log(
+            f"[demo] validation loss (fixed clips, noise and sigmas) fell from {v0:.4f} at step {s0} "
+            f"to {v1:.4f} at step {s1}"
+        )
     log(f"[demo] checkpoint (official LoRA layout): {lora}")
     log(f"[demo] sample from the reloaded checkpoint: {paths[0]}")
     log("[demo] timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    return {"lora": lora, "samples": paths, "validation": result.samples, "loss_first": first, "loss_last": last,
-            "validation_losses": result.validation_losses,
-            "timings": timings, "result": result}
+    return {
+        "lora": lora,
+        "samples": paths,
+        "validation": result.samples,
+        "loss_first": first,
+        "loss_last": last,
+        "validation_losses": result.validation_losses,
+        "timings": timings,
+        "result": result,
+    }

@@ -17,8 +17,13 @@ def _token_budget(cfg, buckets: list[str], world_size: int) -> dict:
     for name in buckets:
         b = Bucket.parse(name)
         t = tokens_for(b.height, b.width, b.frames, cfg.data.fps, cfg.data.max_sequence_length, 1, config)
-        per_bucket[name] = {"video": t.video, "audio": t.audio, "text": t.text,
-                            "video_per_step": t.video * clips_per_step, "audio_per_step": t.audio * clips_per_step}
+        per_bucket[name] = {
+            "video": t.video,
+            "audio": t.audio,
+            "text": t.text,
+            "video_per_step": t.video * clips_per_step,
+            "audio_per_step": t.audio * clips_per_step,
+        }
     return {"clips_per_step": clips_per_step, "world_size": world_size, "buckets": per_bucket}
 
 
@@ -50,9 +55,13 @@ def recipe_report(cfg, world_size: int = 1) -> dict:
     buckets = cached or [b.name for b in from_config(cfg.data)]
     estimate = estimate_memory(cfg, world_size=world_size, prepare=False)
     peak = max(estimate.phases, key=estimate.phases.get)
-    return {"config": config_to_dict(cfg), "datasets": datasets, "tokens": _token_budget(cfg, buckets, world_size),
-            "schedule": _schedule(cfg, datasets, world_size),
-            "memory": {"total_bytes": estimate.total_bytes, "peak_phase": peak, "host_bytes": sum(estimate.host.values())}}
+    return {
+        "config": config_to_dict(cfg),
+        "datasets": datasets,
+        "tokens": _token_budget(cfg, buckets, world_size),
+        "schedule": _schedule(cfg, datasets, world_size),
+        "memory": {"total_bytes": estimate.total_bytes, "peak_phase": peak, "host_bytes": sum(estimate.host.values())},
+    }
 
 
 def format_report(report: dict, recipe: str) -> str:
@@ -61,9 +70,13 @@ def format_report(report: dict, recipe: str) -> str:
     from ltx2train.utils.format import format_bytes
 
     c = report["config"]
-    lines = [f"{recipe}: {c['model']['variant']}, {c['train']['method']} under {c['distributed']['backend']}, "
-             f"strategy {c['strategy']['name']}, {(report.get('schedule') or {}).get('steps', c['train']['max_steps'])} "
-             "steps", "", "datasets:"]
+    lines = [
+        f"{recipe}: {c['model']['variant']}, {c['train']['method']} under {c['distributed']['backend']}, "
+        f"strategy {c['strategy']['name']}, {(report.get('schedule') or {}).get('steps', c['train']['max_steps'])} "
+        "steps",
+        "",
+        "datasets:",
+    ]
     for d in report["datasets"]:
         if not d["prepared"]:
             lines.append(f"  {d['cache_dir']}: not prepared (run `ltx2train prepare {recipe}`)")
@@ -72,14 +85,25 @@ def format_report(report: dict, recipe: str) -> str:
         lines += [f"    {bucket}: {n}" for bucket, n in d["buckets"].items()]
     if report.get("schedule"):
         sc = report["schedule"]
-        lines += ["", f"schedule: {sc['steps_per_epoch']} optimizer step(s) per epoch on {report['tokens']['world_size']} "
-                      f"process(es): {sc['steps']} steps, {sc['epochs']:.2f} epoch(s)"]
+        lines += [
+            "",
+            f"schedule: {sc['steps_per_epoch']} optimizer step(s) per epoch on {report['tokens']['world_size']} "
+            f"process(es): {sc['steps']} steps, {sc['epochs']:.2f} epoch(s)",
+        ]
     t = report["tokens"]
     lines += ["", f"tokens ({t['clips_per_step']} clip(s) per optimizer step over {t['world_size']} process(es)):"]
-    lines += [f"  {name}: {b['video']} video + {b['audio']} audio + {b['text']} text per clip; "
-              f"{b['video_per_step']} video + {b['audio_per_step']} audio per step" for name, b in t["buckets"].items()]
+    lines += [
+        f"  {name}: {b['video']} video + {b['audio']} audio + {b['text']} text per clip; "
+        f"{b['video_per_step']} video + {b['audio_per_step']} audio per step"
+        for name, b in t["buckets"].items()
+    ]
     m = report["memory"]
-    lines += ["", f"memory: {format_bytes(m['total_bytes']).strip()} per GPU at its peak ({m['peak_phase']}), "
-              f"{format_bytes(m['host_bytes']).strip()} in host memory; the parts: `ltx2train inspect memory {recipe}`",
-              "", "resolved config:", OmegaConf.to_yaml(c).rstrip()]
+    lines += [
+        "",
+        f"memory: {format_bytes(m['total_bytes']).strip()} per GPU at its peak ({m['peak_phase']}), "
+        f"{format_bytes(m['host_bytes']).strip()} in host memory; the parts: `ltx2train inspect memory {recipe}`",
+        "",
+        "resolved config:",
+        OmegaConf.to_yaml(c).rstrip(),
+    ]
     return "\n".join(lines)

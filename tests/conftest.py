@@ -73,17 +73,26 @@ def tiny_config(root, output_dir, overrides=()):
 
 
 LORA_RANK, LORA_ALPHA = 4, 12.0  # scale 3: a consumer that dropped or double-applied alpha is off by 3x
-LORA_TRAIN = ["validation.at_start=false", "validation.every=0", "validation.prompts=[]", "validation.loss_sigmas=[]",
-              f"lora.rank={LORA_RANK}", f"lora.alpha={LORA_ALPHA}", "train.log_every=1", "optimizer.lr=1e-2",
-              "lora.target_modules=[to_q,to_k,to_v,to_out.0,ff.net.0.proj]"]
+LORA_TRAIN = [
+    "validation.at_start=false",
+    "validation.every=0",
+    "validation.prompts=[]",
+    "validation.loss_sigmas=[]",
+    f"lora.rank={LORA_RANK}",
+    f"lora.alpha={LORA_ALPHA}",
+    "train.log_every=1",
+    "optimizer.lr=1e-2",
+    "lora.target_modules=[to_q,to_k,to_v,to_out.0,ff.net.0.proj]",
+]
 
 
 def train_lora(workspace, out, extra=()) -> tuple:
     """A tiny LoRA trained 6 steps with alpha != rank (checkpoints at 3 and 6): (config, last checkpoint)."""
     from ltx2train.training.trainer import Trainer
 
-    cfg = tiny_config(workspace, out, [*LORA_TRAIN, "train.max_steps=6", "train.checkpoint_every=3",
-                                       "train.keep_last=5", *extra])
+    cfg = tiny_config(
+        workspace, out, [*LORA_TRAIN, "train.max_steps=6", "train.checkpoint_every=3", "train.keep_last=5", *extra]
+    )
     return cfg, Trainer(cfg, log=lambda _: None).train().checkpoint
 
 

@@ -111,7 +111,9 @@ class SlurmCluster:
             (r / sub).mkdir(parents=True, exist_ok=True)
         nodes = "\n".join(
             f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={self.ports[1 + i]} CPUs={self.cpus} "
-            f"RealMemory=4000 State=UNKNOWN" for i, n in enumerate(self.nodes))
+            f"RealMemory=4000 State=UNKNOWN"
+            for i, n in enumerate(self.nodes)
+        )
         cred_expire = self.cred_expire
         self.conf.write_text(f"""\
 ClusterName=ltx2train-test

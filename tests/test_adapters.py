@@ -10,9 +10,15 @@ from ltx2train.models.tiny import random_components
 MODULES = {
     # original module name -> (diffusers component, diffusers module path)
     "transformer_blocks.0.attn1.to_q": ("transformer", "transformer_blocks.0.attn1.to_q"),
-    "transformer_blocks.1.audio_to_video_attn.to_out.0": ("transformer", "transformer_blocks.1.audio_to_video_attn.to_out.0"),
+    "transformer_blocks.1.audio_to_video_attn.to_out.0": (
+        "transformer",
+        "transformer_blocks.1.audio_to_video_attn.to_out.0",
+    ),
     "patchify_proj": ("transformer", "proj_in"),
-    "video_embeddings_connector.transformer_1d_blocks.0.attn1.to_k": ("connectors", "video_connector.transformer_blocks.0.attn1.to_k"),
+    "video_embeddings_connector.transformer_1d_blocks.0.attn1.to_k": (
+        "connectors",
+        "video_connector.transformer_blocks.0.attn1.to_k",
+    ),
 }
 
 

@@ -31,8 +31,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
                 names = [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
                 out += [(node.lineno, n) for n in names]
         elif isinstance(node, ast.Import):
-            out += [(node.lineno, a.name.split(".")[1]) for a in node.names
-                    if a.name.startswith("ltx2train.")]
+            out += [(node.lineno, a.name.split(".")[1]) for a in node.names if a.name.startswith("ltx2train.")]
     return out
 
 
@@ -58,8 +57,10 @@ def test_imports_run_one_way():
 def test_the_check_sees_an_upward_import(tmp_path):
     """The parser finds function-local imports and the ``from ltx2train import x`` form."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from ltx2train.training.trainer import Trainer\n\nfrom ltx2train import cli\n"
-                     "import ltx2train.models.specs\n")
+    probe.write_text(
+        "def f():\n    from ltx2train.training.trainer import Trainer\n\nfrom ltx2train import cli\n"
+        "import ltx2train.models.specs\n"
+    )
     assert sorted(_imports(probe)) == [(2, "training"), (4, "cli"), (5, "models")]
 
 

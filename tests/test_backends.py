@@ -23,15 +23,36 @@ from ltx2train.training import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
 
-COMMON = ["train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=5", "train.log_every=1",
-          "data.batch_size=1", "validation.at_start=false", "validation.every=0", "validation.loss_sigmas=[0.5]",
-          "validation.prompts=[]", "optimizer.warmup_steps=1"]
+COMMON = [
+    "train.max_steps=4",
+    "train.checkpoint_every=2",
+    "train.keep_last=5",
+    "train.log_every=1",
+    "data.batch_size=1",
+    "validation.at_start=false",
+    "validation.every=0",
+    "validation.loss_sigmas=[0.5]",
+    "validation.prompts=[]",
+    "optimizer.warmup_steps=1",
+]
 _PORT = iter(range(29531, 29600))
 
 
 def _command(recipe, overrides, nproc=2):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-            "--master_port", str(next(_PORT)), "-m", "ltx2train", "train", str(recipe), *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(next(_PORT)),
+        "-m",
+        "ltx2train",
+        "train",
+        str(recipe),
+        *overrides,
+    ]
 
 
 def _env():
@@ -54,12 +75,25 @@ BACKENDS = {  # name -> overrides
     "ddp": ["distributed.backend=ddp"],
     "fsdp2": ["distributed.backend=fsdp2"],
     "zero2": ["distributed.backend=deepspeed", "distributed.zero_stage=2"],
-    "zero3_offload": ["distributed.backend=deepspeed", "distributed.zero_stage=3", "distributed.offload_optimizer=true"],
+    "zero3_offload": [
+        "distributed.backend=deepspeed",
+        "distributed.zero_stage=3",
+        "distributed.offload_optimizer=true",
+    ],
     # ddp with the last block's weights in host memory (under full fine-tuning its gradients averaged by the swap)
     "ddp_swap": ["distributed.backend=ddp", "memory.block_swap=1", "train.gradient_checkpointing=true"],
 }
-RUNS = [("lora", "ddp"), ("lora", "fsdp2"), ("lora", "zero2"), ("lora", "zero3_offload"),
-        ("full", "ddp"), ("full", "fsdp2"), ("full", "zero2"), ("lora", "ddp_swap"), ("full", "ddp_swap")]
+RUNS = [
+    ("lora", "ddp"),
+    ("lora", "fsdp2"),
+    ("lora", "zero2"),
+    ("lora", "zero3_offload"),
+    ("full", "ddp"),
+    ("full", "fsdp2"),
+    ("full", "zero2"),
+    ("lora", "ddp_swap"),
+    ("full", "ddp_swap"),
+]
 PROMPT = ["validation.prompts=[a red circle moves right]", "validation.steps=2"]
 
 
@@ -71,8 +105,11 @@ def runs(tiny_workspace, tmp_path_factory):
     for method, backend in RUNS:
         run = root / f"{method}_{backend}"
         lr = "optimizer.lr=1e-3" if method == "full" else "optimizer.lr=2e-3"
-        proc = _train(tiny_workspace, run, [f"train.method={method}", *BACKENDS[backend], lr,
-                                            *(PROMPT if method == "lora" else [])])
+        proc = _train(
+            tiny_workspace,
+            run,
+            [f"train.method={method}", *BACKENDS[backend], lr, *(PROMPT if method == "lora" else [])],
+        )
         out[method, backend] = (run, proc)
     return out
 
@@ -103,8 +140,9 @@ def test_each_backend_trains_what_ddp_trains(runs, method, backend):
         else:
             assert counts == []
     # validation ran (collectively where the forward is sharded), logged and written once
-    assert [json.loads(line)["step"] for line in (other / "metrics.jsonl").read_text().splitlines()
-            if "val_loss" in line] == [4]
+    assert [
+        json.loads(line)["step"] for line in (other / "metrics.jsonl").read_text().splitlines() if "val_loss" in line
+    ] == [4]
     if method == "lora":
         assert sorted(p.name for p in (other / "samples").iterdir()) == ["step_000004_prompt0.mp4"]
 
@@ -123,15 +161,20 @@ def test_deepspeed_checkpoint_holds_its_partitions_and_resumes_only_where_it_can
     state = ckpt.checkpoint_dir(run, 4) / "state" / "deepspeed" / "state"
     assert len(list(state.glob("*optim_states.pt"))) == 2  # one optimizer partition per rank
     for overrides, nproc, message in (
-            (BACKENDS["zero2"], 1, "DeepSpeed ZeRO checkpoint of 2 process"),
-            (BACKENDS["fsdp2"], 2, "written by distributed.backend=deepspeed")):
+        (BACKENDS["zero2"], 1, "DeepSpeed ZeRO checkpoint of 2 process"),
+        (BACKENDS["fsdp2"], 2, "written by distributed.backend=deepspeed"),
+    ):
         out = tmp_path / f"{nproc}_{overrides[0].split('=')[1]}"
         shutil.copytree(ckpt.checkpoint_dir(run, 2), ckpt.checkpoint_dir(out, 2))
         recipe = save_config(tiny_config(tiny_workspace, out, [*COMMON, *overrides]), tmp_path / f"{out.name}.yaml")
-        command = _command(recipe, [], nproc) if nproc > 1 else [sys.executable, "-m", "ltx2train", "train", str(recipe)]
+        command = (
+            _command(recipe, [], nproc) if nproc > 1 else [sys.executable, "-m", "ltx2train", "train", str(recipe)]
+        )
         proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
         assert proc.returncode != 0 and "ltx2train: error:" in proc.stderr
-        assert message in proc.stderr and 'ltx2train/training' not in proc.stderr, proc.stderr[-2000:]  # no traceback of ours
+        assert message in proc.stderr and "ltx2train/training" not in proc.stderr, proc.stderr[
+            -2000:
+        ]  # no traceback of ours
         if nproc == 1:
             assert proc.returncode == 2  # a user's mistake (torchrun reports its children's failure its own way)
 
@@ -149,10 +192,13 @@ def test_full_export_loads_strictly(runs, backend):
 def test_a_killed_run_resumes_to_the_same_weights(runs, tiny_workspace, tmp_path, backend):
     straight, _ = runs["lora", backend]
     out = tmp_path / "killed"
-    recipe = save_config(tiny_config(tiny_workspace, out, [*COMMON, *BACKENDS[backend], "optimizer.lr=2e-3", *PROMPT]),
-                         tmp_path / "killed.yaml")
-    proc = subprocess.Popen(_command(recipe, []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
-                            start_new_session=True)
+    recipe = save_config(
+        tiny_config(tiny_workspace, out, [*COMMON, *BACKENDS[backend], "optimizer.lr=2e-3", *PROMPT]),
+        tmp_path / "killed.yaml",
+    )
+    proc = subprocess.Popen(
+        _command(recipe, []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True
+    )
     deadline = time.time() + 300
     while not ckpt.checkpoint_dir(out, 2).is_dir() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -222,8 +268,11 @@ def test_a_bf16_lora_never_upcasts_the_frozen_base(tiny_workspace, tmp_path, bac
     in float32 (gathered in bf16 for compute); DeepSpeed's bf16 engine holds them in bf16 with float32 master
     weights in its optimizer, which is what the export is made from."""
     out = tmp_path / backend
-    proc = _train(tiny_workspace, out, [*BACKENDS[backend], "model.dtype=bfloat16", "train.mixed_precision=bf16",
-                                        "train.max_steps=2"])
+    proc = _train(
+        tiny_workspace,
+        out,
+        [*BACKENDS[backend], "model.dtype=bfloat16", "train.mixed_precision=bf16", "train.max_steps=2"],
+    )
     assert f"weights: frozen bfloat16, trained {trained}" in proc.stdout
     losses = [loss for _, loss in _losses(out)]
     assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
@@ -236,8 +285,11 @@ def test_full_fine_tuning_of_a_video_only_strategy_under_two_processes(tiny_work
     """strategy t2v freezes the audio branch under full fine-tuning: the wrapped model then holds trained and
     frozen parameters together, and every trained one gets a gradient (DDP would stop otherwise)."""
     out = tmp_path / "t2v"
-    proc = _train(tiny_workspace, out, ["train.method=full", "strategy.name=t2v", f"distributed.backend={backend}",
-                                        "optimizer.lr=1e-3"])
+    proc = _train(
+        tiny_workspace,
+        out,
+        ["train.method=full", "strategy.name=t2v", f"distributed.backend={backend}", "optimizer.lr=1e-3"],
+    )
     assert "the audio branch frozen" in proc.stdout and "trained to step 4" in proc.stdout
     trained = load_file(str(ckpt.checkpoint_dir(out, 4) / "transformer.safetensors"))
     base = load_component("tiny", "transformer", tiny_config(tiny_workspace, out).model.checkpoint)
@@ -259,10 +311,16 @@ def test_every_backend_trains_the_connectors_beside_the_dit_as_ddp_does(tiny_wor
     for method, backend in CONNECTOR_RUNS:
         out = tmp_path / f"{method}_{backend}"
         lr = "optimizer.lr=1e-3" if method == "full" else "optimizer.lr=2e-3"
-        _train(tiny_workspace, out, [f"train.method={method}", *BACKENDS[backend], lr, *PROMPT,
-                                     "train.trainable=[transformer,connectors]"])
-        names = ["lora.safetensors"] if method == "lora" else ["transformer.safetensors",
-                                                               "text_encoder_post_modules.safetensors"]
+        _train(
+            tiny_workspace,
+            out,
+            [f"train.method={method}", *BACKENDS[backend], lr, *PROMPT, "train.trainable=[transformer,connectors]"],
+        )
+        names = (
+            ["lora.safetensors"]
+            if method == "lora"
+            else ["transformer.safetensors", "text_encoder_post_modules.safetensors"]
+        )
         exports[method, backend] = (_losses(out), {n: load_file(str(ckpt.checkpoint_dir(out, 4) / n)) for n in names})
         assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000004_prompt0.mp4"]
     for method, backend in CONNECTOR_RUNS:

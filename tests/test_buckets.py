@@ -34,8 +34,9 @@ def test_a_clip_goes_to_the_nearest_aspect_ratio_and_the_most_frames_it_has():
     assert assign(buckets, 512, 512, frames_available=24) is None  # shorter than every bucket
 
 
-@pytest.mark.parametrize("text, problem", [("512x768x121", None), ("500x768x121", "multiples of 32"),
-                                           ("512x768x120", "8k+1")])
+@pytest.mark.parametrize(
+    "text, problem", [("512x768x121", None), ("500x768x121", "multiples of 32"), ("512x768x120", "8k+1")]
+)
 def test_bucket_shapes_parse_and_are_checked(text, problem):
     bucket = Bucket.parse(text)
     assert bucket.name == text
@@ -79,9 +80,9 @@ def test_every_rank_gets_as_many_one_bucket_batches_and_no_clip_twice_in_an_epoc
 def test_the_sampler_resumes_at_the_exact_next_batch_and_reshuffles_each_epoch():
     full = _take(BucketBatchSampler(LABELS, 2, seed=3), 40)  # several epochs
     for start in (1, 7, 11, 23):
-        assert _take(BucketBatchSampler(LABELS, 2, seed=3, start_batch=start), 10) == full[start:start + 10]
+        assert _take(BucketBatchSampler(LABELS, 2, seed=3, start_batch=start), 10) == full[start : start + 10]
     per_epoch = BucketBatchSampler(LABELS, 2, seed=3).batches_per_epoch
-    assert full[:per_epoch] != full[per_epoch:2 * per_epoch]
+    assert full[:per_epoch] != full[per_epoch : 2 * per_epoch]
 
 
 def test_one_process_with_batch_2b_takes_what_two_with_batch_b_take():
@@ -93,8 +94,11 @@ def test_one_process_with_batch_2b_takes_what_two_with_batch_b_take():
 def test_buckets_smaller_than_a_global_batch_are_named():
     sampler = BucketBatchSampler(LABELS, 3, world_size=2, seed=0)
     assert sampler.skipped() == {"c": 4}
-    with pytest.raises(ValueError, match=r"no bucket holds a global batch of data.batch_size=8 x 2 process\(es\) "
-                                         r"\(clips per bucket: a: 11, b: 8, c: 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"no bucket holds a global batch of data.batch_size=8 x 2 process\(es\) "
+        r"\(clips per bucket: a: 11, b: 8, c: 4\)",
+    ):
         BucketBatchSampler(LABELS, 8, world_size=2)
 
 
@@ -107,13 +111,15 @@ def test_one_window_of_each_clip_per_epoch_a_new_draw_each_epoch():
     assert sampler.batches_per_epoch == 2
     seen_windows = set()
     for epoch in range(8):
-        drawn = [i for b in _take(BucketBatchSampler(buckets, 2, groups=groups, seed=1,
-                                                     start_batch=2 * epoch), 2) for i in b]
+        drawn = [
+            i for b in _take(BucketBatchSampler(buckets, 2, groups=groups, seed=1, start_batch=2 * epoch), 2) for i in b
+        ]
         assert sorted(groups[i] for i in drawn) == [0, 1, 2, 3]  # each clip once
         seen_windows.update(drawn)
     assert seen_windows == set(range(12))  # a new window per epoch, all of them in time
-    assert _take(sampler, 16) == [b for e in range(8) for b in _take(BucketBatchSampler(
-        buckets, 2, groups=groups, seed=1, start_batch=2 * e), 2)]  # resumes at any epoch
+    assert _take(sampler, 16) == [
+        b for e in range(8) for b in _take(BucketBatchSampler(buckets, 2, groups=groups, seed=1, start_batch=2 * e), 2)
+    ]  # resumes at any epoch
 
 
 def test_repeats_and_weights_set_each_datasets_share_of_an_epoch():
@@ -123,8 +129,16 @@ def test_repeats_and_weights_set_each_datasets_share_of_an_epoch():
     epoch = [i for b in _take(repeated, repeated.batches_per_epoch) for i in b]
     assert len(epoch) == 16 and sorted(epoch)[10:] == [10, 10, 10, 11, 11, 11]  # small set three times, big once
     weighted = BucketBatchSampler(buckets, 2, sources=sources, weights=[1.0, 1.0], seed=0)
-    epochs = [[i for b in _take(BucketBatchSampler(buckets, 2, sources=sources, weights=[1.0, 1.0], seed=0,
-                                                   start_batch=6 * e), 6) for i in b] for e in range(4)]
+    epochs = [
+        [
+            i
+            for b in _take(
+                BucketBatchSampler(buckets, 2, sources=sources, weights=[1.0, 1.0], seed=0, start_batch=6 * e), 6
+            )
+            for i in b
+        ]
+        for e in range(4)
+    ]
     assert weighted.batches_per_epoch == 6  # as many draws as clips: 12
     for drawn in epochs:  # half of each epoch's draws from each dataset
         assert sorted(i for i in drawn if i >= 10) == [10, 10, 10, 11, 11, 11]  # the small one cycled

@@ -25,7 +25,14 @@ def test_inspect_variant_json_matches_reference():
 def test_inspect_variant_text_lists_components():
     proc = _cli("inspect", "variant", "tiny")
     assert proc.returncode == 0, proc.stderr
-    for component in ("[transformer]", "[connectors]", "[video_vae]", "[audio_vae]", "[vocoder]", "[spatial_upsampler]"):
+    for component in (
+        "[transformer]",
+        "[connectors]",
+        "[video_vae]",
+        "[audio_vae]",
+        "[vocoder]",
+        "[spatial_upsampler]",
+    ):
         assert component in proc.stdout
     assert "model.diffusion_model.transformer_blocks.1.attn1.to_q.weight  [16, 16]" in proc.stdout
 
@@ -66,8 +73,15 @@ def test_bad_config_key_fails_before_any_model_loads(tmp_path, monkeypatch, caps
 def test_demo_runs_end_to_end(tmp_path):
     """`ltx2train demo`, shortened: model + clips -> prepare -> train -> checkpoint -> sample mp4 with audio."""
     out = tmp_path / "demo"
-    proc = _cli("demo", "--output", str(out), "train.max_steps=6", "train.checkpoint_every=3", "validation.every=3",
-                "train.log_every=3")
+    proc = _cli(
+        "demo",
+        "--output",
+        str(out),
+        "train.max_steps=6",
+        "train.checkpoint_every=3",
+        "validation.every=3",
+        "train.log_every=3",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "training loss fell from" in proc.stdout and "validation loss (fixed clips, noise and sigmas)" in proc.stdout
     lora = out / "run" / "checkpoints" / "step_000006" / "lora.safetensors"
@@ -89,7 +103,9 @@ def test_train_without_a_prepared_cache_says_to_run_prepare(tiny_workspace, tmp_
 
     empty = tmp_path / "empty_cache"
     empty.mkdir()
-    recipe = save_config(tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={empty}"]), tmp_path / "r.yaml")
+    recipe = save_config(
+        tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={empty}"]), tmp_path / "r.yaml"
+    )
     assert cli.main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert f"no cache at {empty}" in err and "run `ltx2train prepare` first" in err
@@ -140,9 +156,15 @@ def test_inspect_recipe_shows_config_buckets_tokens_and_memory(tiny_workspace, t
     assert report["memory"]["total_bytes"] > 0 and report["config"]["data"]["batch_size"] == 2
     # 6 clips, batch 2 on 2 processes: 1 batch per process an epoch, under 3 micro-batches a step: floored to 1
     assert report["schedule"]["steps_per_epoch"] == 1 and report["schedule"]["steps"] == cfg.train.max_steps
-    assert cli.main(["inspect", str(recipe), "train.num_epochs=4", "data.batch_size=1",
-                     "train.gradient_accumulation_steps=1"]) == 0
-    assert "schedule: 6 optimizer step(s) per epoch on 1 process(es): 24 steps, 4.00 epoch(s)" in capsys.readouterr().out
+    assert (
+        cli.main(
+            ["inspect", str(recipe), "train.num_epochs=4", "data.batch_size=1", "train.gradient_accumulation_steps=1"]
+        )
+        == 0
+    )
+    assert (
+        "schedule: 6 optimizer step(s) per epoch on 1 process(es): 24 steps, 4.00 epoch(s)" in capsys.readouterr().out
+    )
     assert cli.main(["inspect", str(recipe), f"data.cache_dir={tmp_path / 'none'}"]) == 0
     text = capsys.readouterr().out
     assert "not prepared (run `ltx2train prepare" in text and "resolved config:" in text and "memory:" in text
@@ -189,8 +211,12 @@ def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch, tmp_path, capsys):
 
 def test_a_closed_pipe_ends_the_output_quietly():
     """``ltx2train inspect variant ltx2-19b | head -1``: the reader leaves early; no traceback, no bug report."""
-    proc = subprocess.Popen([sys.executable, "-m", "ltx2train", "inspect", "variant", "ltx2-19b"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ltx2train", "inspect", "variant", "ltx2-19b"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().startswith("variant ltx2-19b")
     proc.stdout.close()  # ~320 KB are still to come, more than a pipe holds: a later write meets the closed pipe
     assert proc.wait(timeout=120) == 0 and proc.stderr.read() == ""
@@ -204,14 +230,20 @@ def test_missing_model_files_are_all_listed_where_they_were_expected(tiny_worksp
     empty = tmp_path / "model"
     empty.mkdir()
     (empty / "transformer.safetensors").write_bytes(b"")  # present: not listed
-    recipe = save_config(tiny_config(tiny_workspace, tmp_path / "run", [f"model.checkpoint={empty}",
-                                                                          f"model.text_encoder={empty}"]), tmp_path / "r.yaml")
+    recipe = save_config(
+        tiny_config(tiny_workspace, tmp_path / "run", [f"model.checkpoint={empty}", f"model.text_encoder={empty}"]),
+        tmp_path / "r.yaml",
+    )
     assert cli.main(["sample", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert "6 model file(s) missing" in err and "Traceback" not in err  # Gemma's *.safetensors: the one present
-    for line in ("connectors: {}/text_encoder_post_modules.safetensors", "video_vae: {}/video_vae_decoder.safetensors",
-                 "audio_vae: {}/audio_vae_decoder.safetensors", "vocoder: {}/audio_vocoder.safetensors",
-                 "text encoder (Gemma 3): {}/config.json"):
+    for line in (
+        "connectors: {}/text_encoder_post_modules.safetensors",
+        "video_vae: {}/video_vae_decoder.safetensors",
+        "audio_vae: {}/audio_vae_decoder.safetensors",
+        "vocoder: {}/audio_vocoder.safetensors",
+        "text encoder (Gemma 3): {}/config.json",
+    ):
         assert line.format(empty) in err
     assert "transformer:" not in err and "_encoder.safetensors" not in err  # sampling text needs no VAE encoder
     # prepare (into an empty cache): its own files (the VAE encoders, no decoder, no transformer, no vocoder)
@@ -225,8 +257,9 @@ def _train_recipe(tiny_workspace, tmp_path, steps=2):
     from conftest import LORA_TRAIN, tiny_config
     from ltx2train.config import save_config
 
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [*LORA_TRAIN, f"train.max_steps={steps}",
-                                                         "train.checkpoint_every=0"])
+    cfg = tiny_config(
+        tiny_workspace, tmp_path / "run", [*LORA_TRAIN, f"train.max_steps={steps}", "train.checkpoint_every=0"]
+    )
     return save_config(cfg, tmp_path / "r.yaml")
 
 
@@ -254,8 +287,13 @@ def test_train_on_a_terminal_shows_a_bar_with_step_loss_rate_and_eta(tiny_worksp
     chunks = []
     reader = threading.Thread(target=lambda: _drain(master, chunks), daemon=True)
     reader.start()
-    proc = subprocess.run([sys.executable, "-m", "ltx2train", "train", str(recipe)], stdout=subprocess.PIPE,
-                          stderr=slave, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltx2train", "train", str(recipe)],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+        timeout=300,
+    )
     os.close(slave)
     reader.join(timeout=10)
     bar = b"".join(chunks).decode(errors="replace")
@@ -289,8 +327,17 @@ def test_the_demo_runs_every_strategy(demo_dir, strategy):
     reference video and each clip's reference, a given audio or video) and runs it through to a sample."""
     from ltx2train.demo import run_demo
 
-    result = run_demo(demo_dir, [f"strategy.name={strategy}", "train.max_steps=2", "validation.at_start=false",
-                                 "validation.every=0", "validation.steps=2", "train.checkpoint_every=2"],
-                      log=lambda _: None)
+    result = run_demo(
+        demo_dir,
+        [
+            f"strategy.name={strategy}",
+            "train.max_steps=2",
+            "validation.at_start=false",
+            "validation.every=0",
+            "validation.steps=2",
+            "train.checkpoint_every=2",
+        ],
+        log=lambda _: None,
+    )
     assert result["result"].step == 2 and result["samples"] and all(p.is_file() for p in result["samples"])
     assert len(result["validation"]) == 2  # one clip per validation prompt, with the strategy's condition

@@ -57,7 +57,9 @@ def test_demo_recipe_loads():
     assert (cfg.lora.rank, cfg.lora.alpha) == (8, 8.0) and isinstance(cfg.lora.alpha, float)
     assert cfg.optimizer.lr == pytest.approx(2e-3) and isinstance(cfg.optimizer.lr, float)
     assert (cfg.optimizer.warmup_steps, cfg.optimizer.scheduler, cfg.optimizer.weight_decay) == (5, "cosine", 0.0)
-    assert isinstance(cfg.train.max_steps, int) and cfg.train.max_steps > 0 and cfg.train.gradient_checkpointing is False
+    assert (
+        isinstance(cfg.train.max_steps, int) and cfg.train.max_steps > 0 and cfg.train.gradient_checkpointing is False
+    )
     assert cfg.train.mixed_precision == "no"
     assert cfg.validation.prompts == [
         "a red circle moves right with a rising tone",
@@ -179,8 +181,10 @@ def test_invalid_values(override, message):
 
 
 def test_trained_connectors_are_not_also_frozen_in_fp8():
-    assert load_config(DEMO, ["train.trainable=[transformer,connectors]"]).train.trainable == ["transformer",
-                                                                                              "connectors"]
+    assert load_config(DEMO, ["train.trainable=[transformer,connectors]"]).train.trainable == [
+        "transformer",
+        "connectors",
+    ]
     with pytest.raises(ConfigError, match="train.trainable has connectors and memory.fp8_frozen has them too"):
         load_config(DEMO, ["train.trainable=[transformer,connectors]", "memory.fp8_frozen=[connectors]"])
 
@@ -225,8 +229,7 @@ def test_relative_paths(tmp_path, monkeypatch):
     sub = tmp_path / "recipes"
     sub.mkdir()
     path = _recipe(
-        sub,
-        MINIMAL.replace("/m/ckpt", "./weights").replace("/d/cache", "../cache").replace("/o/run", "outputs/run"),
+        sub, MINIMAL.replace("/m/ckpt", "./weights").replace("/d/cache", "../cache").replace("/o/run", "outputs/run")
     )
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
@@ -273,16 +276,21 @@ def test_every_shipped_recipe_loads_and_names_its_method_and_backend():
     for name in ("t2av_lora", "t2av_full", "i2av_lora", "ic_lora"):  # the LTX-2.3 twins: the same but the model
         ours, theirs = load_config(RECIPES / f"ltx2.3_{name}.yaml"), load_config(RECIPES / f"{name}.yaml")
         assert (ours.model.variant, theirs.model.variant) == ("ltx2.3-22b", "ltx2-19b")
-        assert (ours.strategy, ours.train.method, ours.data.extras) == (theirs.strategy, theirs.train.method,
-                                                                        theirs.data.extras)
+        assert (ours.strategy, ours.train.method, ours.data.extras) == (
+            theirs.strategy,
+            theirs.train.method,
+            theirs.data.extras,
+        )
 
 
 def test_backend_options_belong_to_their_backend():
-    for overrides, message in ((["distributed.cpu_offload=true"], "cpu_offload is the fsdp2 backend's"),
-                               (["distributed.offload_optimizer=true"], "deepspeed backend's"),
-                               (["distributed.backend=deepspeed", "distributed.offload_params=true"], "zero_stage 3 only"),
-                               (["distributed.backend=fsdp2", "train.mixed_precision=fp16"], "fp16 needs loss scaling"),
-                               (["distributed.backend=fsdp3"], "distributed.backend")):
+    for overrides, message in (
+        (["distributed.cpu_offload=true"], "cpu_offload is the fsdp2 backend's"),
+        (["distributed.offload_optimizer=true"], "deepspeed backend's"),
+        (["distributed.backend=deepspeed", "distributed.offload_params=true"], "zero_stage 3 only"),
+        (["distributed.backend=fsdp2", "train.mixed_precision=fp16"], "fp16 needs loss scaling"),
+        (["distributed.backend=fsdp3"], "distributed.backend"),
+    ):
         with pytest.raises(ConfigError, match=message):
             load_config(T2AV, overrides)
 
@@ -333,16 +341,25 @@ def test_datasets_from_yaml_resolve_paths(tmp_path, monkeypatch):
     data = load_config(path).data
     assert [type(s) for s in data.datasets] == [DatasetSource, DatasetSource] and data.repeats == 2
     b, c = data.datasets
-    assert b == DatasetSource(metadata=str(sub / "b.csv"), cache_dir=str(tmp_path / "b_cache"),  # ./ ../: recipe dir
-                              root=str(tmp_path / "clips"), repeats=3)  # bare relative: cwd
+    assert b == DatasetSource(
+        metadata=str(sub / "b.csv"),
+        cache_dir=str(tmp_path / "b_cache"),  # ./ ../: recipe dir
+        root=str(tmp_path / "clips"),
+        repeats=3,
+    )  # bare relative: cwd
     assert (c.metadata, c.cache_dir, c.root) == (os.path.expanduser("~/c.jsonl"), "/o/run/c_cache", "/abs/c_root")
     assert (c.repeats, c.weight) == (1, None)
 
 
 def test_datasets_from_override(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(T2AV, ["data.datasets=[{metadata: ./a.csv, cache_dir: c, weight: 2}, {metadata: b, cache_dir: d, "
-                             "weight: 0.5}]", "data.weight=1"])
+    cfg = load_config(
+        T2AV,
+        [
+            "data.datasets=[{metadata: ./a.csv, cache_dir: c, weight: 2}, {metadata: b, cache_dir: d, weight: 0.5}]",
+            "data.weight=1",
+        ],
+    )
     a, b = cfg.data.datasets
     assert (a.metadata, a.cache_dir, a.root, a.weight) == (str(tmp_path / "a.csv"), str(tmp_path / "c"), None, 2.0)
     assert (b.metadata, b.weight, cfg.data.weight) == (str(tmp_path / "b"), 0.5, 1.0)  # overrides: cwd
@@ -354,33 +371,52 @@ def test_datasets_from_override(tmp_path, monkeypatch):
 
 def test_datasets_save_round_trip(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(T2AV, ["data.datasets=[{metadata: a.csv, cache_dir: c, root: r, repeats: 4}, "
-                             "{metadata: b.csv, cache_dir: d}]", "data.repeats=2"])
+    cfg = load_config(
+        T2AV,
+        [
+            "data.datasets=[{metadata: a.csv, cache_dir: c, root: r, repeats: 4}, {metadata: b.csv, cache_dir: d}]",
+            "data.repeats=2",
+        ],
+    )
     again = load_config(save_config(cfg, tmp_path / "run" / "config.yaml"))
     assert again == cfg and again.data.datasets[0].root == str(tmp_path / "r")
-    assert config_to_dict(again)["data"]["datasets"][1] == dict(metadata=str(tmp_path / "b.csv"),
-                                                                 cache_dir=str(tmp_path / "d"), root=None, repeats=1,
-                                                                 weight=None)
+    assert config_to_dict(again)["data"]["datasets"][1] == dict(
+        metadata=str(tmp_path / "b.csv"), cache_dir=str(tmp_path / "d"), root=None, repeats=1, weight=None
+    )
 
 
 @pytest.mark.parametrize(
     "datasets, message",
     [
-        ("[a.csv]", r"data.datasets\[0\]: expected a mapping of DatasetSource fields \(metadata, cache_dir, root, "
-                    r"repeats, weight\), got 'a.csv'"),
-        ("[{metadata: a, cache_dir: c}, {metadata: b, cache: d}]",
-         r"data.datasets\[1\].cache: unknown key — did you mean 'cache_dir'\?"),
-        ("[{metadata: a, cache_dir: c, colour: red}]",
-         r"data.datasets\[0\].colour: unknown key \(valid keys of DatasetSource: metadata, cache_dir, root"),
+        (
+            "[a.csv]",
+            r"data.datasets\[0\]: expected a mapping of DatasetSource fields \(metadata, cache_dir, root, "
+            r"repeats, weight\), got 'a.csv'",
+        ),
+        (
+            "[{metadata: a, cache_dir: c}, {metadata: b, cache: d}]",
+            r"data.datasets\[1\].cache: unknown key — did you mean 'cache_dir'\?",
+        ),
+        (
+            "[{metadata: a, cache_dir: c, colour: red}]",
+            r"data.datasets\[0\].colour: unknown key \(valid keys of DatasetSource: metadata, cache_dir, root",
+        ),
         ("[{metadata: a}]", r"data.datasets\[0\].cache_dir is required"),
-        ("[{cache_dir: c}, {metadata: b}]",
-         r"data.datasets\[0\].metadata is required\n.*data.datasets\[1\].cache_dir is required"),
+        (
+            "[{cache_dir: c}, {metadata: b}]",
+            r"data.datasets\[0\].metadata is required\n.*data.datasets\[1\].cache_dir is required",
+        ),
         ("[{metadata: a, cache_dir: c, repeats: many}]", r"data.datasets\[0\].repeats: expected int, got 'many'"),
-        ("[{metadata: a, cache_dir: c, weight: heavy}]",
-         r"data.datasets\[0\].weight: expected float or null, got 'heavy'"),
+        (
+            "[{metadata: a, cache_dir: c, weight: heavy}]",
+            r"data.datasets\[0\].weight: expected float or null, got 'heavy'",
+        ),
         ("[{metadata: [a, b], cache_dir: c}]", r"data.datasets\[0\].metadata: expected str, got \['a', 'b'\]"),
-        ("a.csv", r"data.datasets: expected list of DatasetSource mappings \(metadata, cache_dir, root, repeats, "
-                  r"weight\), got 'a.csv'"),
+        (
+            "a.csv",
+            r"data.datasets: expected list of DatasetSource mappings \(metadata, cache_dir, root, repeats, "
+            r"weight\), got 'a.csv'",
+        ),
     ],
 )
 def test_dataset_entry_errors(datasets, message):
@@ -391,11 +427,17 @@ def test_dataset_entry_errors(datasets, message):
 def test_dataset_entry_errors_in_yaml_and_entry_keys(tmp_path):
     entries = "  datasets:\n    - metadata: a\n      cach_dir: c\n    - just a string\n"
     text = MINIMAL.replace("  cache_dir: /d/cache\n", "  cache_dir: /d/cache\n" + entries)
-    with pytest.raises(ConfigError, match=r"2 problems.*\n.*data.datasets\[0\].cach_dir: unknown key — did you mean "
-                                          r"'cache_dir'\?\n.*data.datasets\[1\]: expected a mapping"):
+    with pytest.raises(
+        ConfigError,
+        match=r"2 problems.*\n.*data.datasets\[0\].cach_dir: unknown key — did you mean "
+        r"'cache_dir'\?\n.*data.datasets\[1\]: expected a mapping",
+    ):
         load_config(_recipe(tmp_path, text))
-    with pytest.raises(ConfigError, match=r"'data.datasets\[0\].weight': the entries of 'data.datasets' are not set "
-                                          r"one by one; give the whole list \(data.datasets=\[\{metadata: "):
+    with pytest.raises(
+        ConfigError,
+        match=r"'data.datasets\[0\].weight': the entries of 'data.datasets' are not set "
+        r"one by one; give the whole list \(data.datasets=\[\{metadata: ",
+    ):
         load_config(T2AV, ["data.datasets[0].weight=2"])
     # an entry's fields follow the loader's own rules: 2.0 is a fine int
     cfg = load_config(T2AV, ["data.datasets=[{metadata: a, cache_dir: c, repeats: 2.0}]"])
@@ -405,19 +447,27 @@ def test_dataset_entry_errors_in_yaml_and_entry_keys(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["data.datasets=[{metadata: a, cache_dir: c, weight: 2}, {metadata: b, cache_dir: d}]"],
-         r"either every dataset has a weight or none has; not set: data.weight \(the first dataset's\), "
-         r"data.datasets\[1\].weight$"),
+        (
+            ["data.datasets=[{metadata: a, cache_dir: c, weight: 2}, {metadata: b, cache_dir: d}]"],
+            r"either every dataset has a weight or none has; not set: data.weight \(the first dataset's\), "
+            r"data.datasets\[1\].weight$",
+        ),
         (["data.weight=1", "data.datasets=[{metadata: a, cache_dir: c}]"], r"not set: data.datasets\[0\].weight$"),
-        (["data.weight=1", "data.datasets=[{metadata: a, cache_dir: c, weight: 1, repeats: 3}]"],
-         r"data.datasets\[0\].repeats=3: use weights or repeats, not both"),
+        (
+            ["data.weight=1", "data.datasets=[{metadata: a, cache_dir: c, weight: 1, repeats: 3}]"],
+            r"data.datasets\[0\].repeats=3: use weights or repeats, not both",
+        ),
         (["data.weight=1", "data.repeats=2"], r"data.repeats=2: use weights or repeats, not both"),
         (["data.repeats=0"], r"data.repeats: must be >= 1, got 0"),
-        (["data.datasets=[{metadata: a, cache_dir: c, repeats: 0}]"],
-         r"data.datasets\[0\].repeats: must be >= 1, got 0"),
-        (["data.weight=0", "data.datasets=[{metadata: a, cache_dir: c, weight: -1}]"],
-         r"data.weight: must be > 0 \(or null\), got 0.0\n"
-         r".*data.datasets\[0\].weight: must be > 0 \(or null\), got -1.0"),
+        (
+            ["data.datasets=[{metadata: a, cache_dir: c, repeats: 0}]"],
+            r"data.datasets\[0\].repeats: must be >= 1, got 0",
+        ),
+        (
+            ["data.weight=0", "data.datasets=[{metadata: a, cache_dir: c, weight: -1}]"],
+            r"data.weight: must be > 0 \(or null\), got 0.0\n"
+            r".*data.datasets\[0\].weight: must be > 0 \(or null\), got -1.0",
+        ),
     ],
 )
 def test_dataset_weights_and_repeats(overrides, message):
@@ -434,12 +484,20 @@ def test_dataset_weights_or_repeats_alone_are_fine():
 
 def test_dataset_cache_dirs_distinct(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"data.datasets\[0\].cache_dir: /data/my_clips/cache is also data.cache_dir; "
-                                          "every dataset needs its own cache_dir"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.datasets\[0\].cache_dir: /data/my_clips/cache is also data.cache_dir; "
+        "every dataset needs its own cache_dir",
+    ):
         load_config(T2AV, ["data.datasets=[{metadata: a, cache_dir: /data/my_clips/cache/}]"])
     with pytest.raises(ConfigError, match=rf"data.datasets\[2\].cache_dir: {tmp_path}/c is also data.datasets\[0\]"):
-        load_config(T2AV, ["data.datasets=[{metadata: a, cache_dir: c}, {metadata: b, cache_dir: d}, "
-                           "{metadata: e, cache_dir: ./x/../c}]"])
+        load_config(
+            T2AV,
+            [
+                "data.datasets=[{metadata: a, cache_dir: c}, {metadata: b, cache_dir: d}, "
+                "{metadata: e, cache_dir: ./x/../c}]"
+            ],
+        )
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with pytest.raises(ConfigError, match=r"data.datasets\[1\].cache_dir: .*/link is also data.datasets\[0\]"):
@@ -450,11 +508,17 @@ def test_dataset_sources_first_then_entries():
     datasets = "data.datasets=[{metadata: /b.csv, cache_dir: /b}, {metadata: /c.csv, cache_dir: /c}]"
     data = load_config(T2AV, ["data.repeats=2", "data.root=/data/root", datasets]).data
     first, b, c = dataset_sources(data)
-    assert first == DatasetSource(metadata="/data/my_clips/metadata.csv", cache_dir="/data/my_clips/cache",
-                                  root="/data/root", repeats=2, weight=None)
+    assert first == DatasetSource(
+        metadata="/data/my_clips/metadata.csv",
+        cache_dir="/data/my_clips/cache",
+        root="/data/root",
+        repeats=2,
+        weight=None,
+    )
     assert (b, c) == tuple(data.datasets) and (b.metadata, c.cache_dir) == ("/b.csv", "/c")
-    assert dataset_sources(load_config(T2AV).data) == [DatasetSource(metadata="/data/my_clips/metadata.csv",
-                                                                     cache_dir="/data/my_clips/cache")]
+    assert dataset_sources(load_config(T2AV).data) == [
+        DatasetSource(metadata="/data/my_clips/metadata.csv", cache_dir="/data/my_clips/cache")
+    ]
 
 
 def test_check_paths_covers_dataset_entries(tmp_path):
@@ -463,8 +527,9 @@ def test_check_paths_covers_dataset_entries(tmp_path):
     datasets = f"data.datasets=[{{metadata: {meta}, cache_dir: /c1}}, {{metadata: {tmp_path}/b.csv, cache_dir: /c2}}]"
     with pytest.raises(ConfigError, match=rf"data.datasets\[1\].metadata: {tmp_path}/b.csv does not exist"):
         load_config(T2AV, [f"data.metadata={meta}", datasets], check_paths=["data.metadata"])
-    cfg = load_config(T2AV, [f"data.metadata={meta}", datasets.replace("b.csv", "a.csv")],
-                      check_paths=["data.metadata"])
+    cfg = load_config(
+        T2AV, [f"data.metadata={meta}", datasets.replace("b.csv", "a.csv")], check_paths=["data.metadata"]
+    )
     assert cfg.data.datasets[1].metadata == str(meta)
     with pytest.raises(ConfigError, match="check_paths: data.datasets does not hold a path"):
         load_config(T2AV, [datasets], check_paths=["data.datasets"])
@@ -485,12 +550,15 @@ def test_diffsynth_spellings_are_understood(tmp_path):
     cfg = load_config(path, ["lora.alpha=null", "lora.rank=64", "lora.target_modules=to_k,to_q, to_v,to_out.0"])
     assert cfg.lora.alpha == 64.0 and cfg.lora.target_modules == ["to_k", "to_q", "to_v", "to_out.0"]
     assert load_config(path).lora.alpha == 32.0
-    for flag, ours in (("train.dataset_repeat", "data.repeats"), ("data.frame_rate", "data.fps"),
-                       ("train.save_steps", "train.checkpoint_every"), ("learning_rate", "optimizer.lr"),
-                       ("train.use_gradient_checkpointing_offload", "memory.activation_offload")):
+    for flag, ours in (
+        ("train.dataset_repeat", "data.repeats"),
+        ("data.frame_rate", "data.fps"),
+        ("train.save_steps", "train.checkpoint_every"),
+        ("learning_rate", "optimizer.lr"),
+        ("train.use_gradient_checkpointing_offload", "memory.activation_offload"),
+    ):
         with pytest.raises(ConfigError, match=rf"unknown config key '{flag}' — did you mean '{ours}'\?"):
             load_config(path, [f"{flag}=1"])
-
 
 
 def test_the_training_shift_defaults_are_the_schedulers():
@@ -501,7 +569,11 @@ def test_the_training_shift_defaults_are_the_schedulers():
 
     o = ObjectiveConfig()
     assert (o.shift_base, o.shift_max, o.shift_base_tokens, o.shift_max_tokens) == (
-        schedules.BASE_SHIFT, schedules.MAX_SHIFT, schedules.BASE_TOKENS, schedules.MAX_TOKENS)
+        schedules.BASE_SHIFT,
+        schedules.MAX_SHIFT,
+        schedules.BASE_TOKENS,
+        schedules.MAX_TOKENS,
+    )
     assert schedules.shift_mu(o.shift_max_tokens) == o.shift_max
 
 

@@ -17,8 +17,9 @@ def test_every_field_is_documented_in_its_section_docstring():
 
 def test_the_page_is_current():
     """Regenerate with ``python -m ltx2train.config.reference > docs/config-reference.md``."""
-    written = subprocess.run([sys.executable, "-m", "ltx2train.config.reference"], capture_output=True, text=True,
-                             check=True).stdout
+    written = subprocess.run(
+        [sys.executable, "-m", "ltx2train.config.reference"], capture_output=True, text=True, check=True
+    ).stdout
     assert written == reference.render()
     assert PAGE.read_text() == written, "docs/config-reference.md is stale: regenerate it (see this test's docstring)"
 

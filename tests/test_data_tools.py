@@ -31,13 +31,17 @@ def test_scan_writes_metadata_from_sidecar_captions_and_rejects_the_rest(tmp_pat
     proc = subprocess.run([sys.executable, str(TOOLS / "scan.py"), str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 4, proc.stderr  # some videos have no usable caption
     rows = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
-    assert rows == [{"video": "a.mp4", "caption": "a grey field"}, {"video": "sub/b.mp4", "caption": "another grey field"}]
-    assert "c.mp4: no caption file c.txt beside it" in proc.stdout and "d.mp4: caption file d.txt is empty" in proc.stdout
+    assert rows == [
+        {"video": "a.mp4", "caption": "a grey field"},
+        {"video": "sub/b.mp4", "caption": "another grey field"},
+    ]
+    assert (
+        "c.mp4: no caption file c.txt beside it" in proc.stdout and "d.mp4: caption file d.txt is empty" in proc.stdout
+    )
     assert cli.main(["data", "scan", str(tmp_path / "sub")]) == 0
 
 
-def test_validate_probes_every_row_rejects_the_bad_ones_with_reasons_and_never_crashes(tiny_workspace, tmp_path,
-                                                                                       capfd):
+def test_validate_probes_every_row_rejects_the_bad_ones_with_reasons_and_never_crashes(tiny_workspace, tmp_path, capfd):
     _clip(tmp_path / "good.mp4"), _clip(tmp_path / "mute.mp4", audio=False)
     write_vfr_clip(tmp_path / "vfr.mp4", [0, 0.25, 0.5, 0.75] + [1 + i / 30 for i in range(20)])  # 4 fps, then 30
     _clip(tmp_path / "short.mp4", frames=4)
@@ -50,8 +54,17 @@ def test_validate_probes_every_row_rejects_the_bad_ones_with_reasons_and_never_c
     rows += [{"video": "good.mp4", "caption": "the same file again"}, {"video": "mute.mp4", "caption": ""}]
     (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = save_config(tiny_config(tiny_workspace, tmp_path / "run"), tmp_path / "recipe.yaml")  # 9-frame buckets
-    code = cli.main(["data", "validate", str(tmp_path / "meta.jsonl"), "--report", str(tmp_path / "report"),
-                     "--recipe", str(recipe)])
+    code = cli.main(
+        [
+            "data",
+            "validate",
+            str(tmp_path / "meta.jsonl"),
+            "--report",
+            str(tmp_path / "report"),
+            "--recipe",
+            str(recipe),
+        ]
+    )
     out = capfd.readouterr()
     assert code == 4
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -61,12 +74,26 @@ def test_validate_probes_every_row_rejects_the_bad_ones_with_reasons_and_never_c
     assert clips["mute.mp4"]["audio"] is None and clips["good.mp4"]["audio"]["channels"] == 2
     assert clips["good.mp4"]["audio"]["sample_rate"] == 16000 and clips["good.mp4"]["bucket"] == "64x64x9"
     assert (clips["good.mp4"]["height"], clips["good.mp4"]["width"], clips["good.mp4"]["frames"]) == (32, 48, 12)
-    assert report["summary"] == {"rows": 10, "kept": 3, "rejected": 7, "variable_frame_rate": 1, "without_audio": 2,
-                                 "rotated": 0, "buckets": {"64x64x9": 3}}
+    assert report["summary"] == {
+        "rows": 10,
+        "kept": 3,
+        "rejected": 7,
+        "variable_frame_rate": 1,
+        "without_audio": 2,
+        "rotated": 0,
+        "buckets": {"64x64x9": 3},
+    }
     rejects = [json.loads(line) for line in (tmp_path / "report" / "rejects.jsonl").read_text().splitlines()]
     reasons = {r["path"]: r["reason"] for r in rejects}
-    assert set(reasons) == {"short.mp4", "empty.mp4", "text.mp4", "truncated.mp4", "missing.mp4", "good.mp4",
-                            "mute.mp4"}
+    assert set(reasons) == {
+        "short.mp4",
+        "empty.mp4",
+        "text.mp4",
+        "truncated.mp4",
+        "missing.mp4",
+        "good.mp4",
+        "mute.mp4",
+    }
     assert "shorter than the shortest bucket" in reasons["short.mp4"]
     assert "does not exist" in reasons["missing.mp4"] and "duplicate of line 1" in reasons["good.mp4"]
     assert "empty caption" in reasons["mute.mp4"] and "moov atom not found" in reasons["truncated.mp4"]
@@ -84,10 +111,12 @@ def test_validate_probes_the_rows_external_audio_and_reference_video(tmp_path):
     _clip(tmp_path / "mute.mp4", audio=False)
     _clip(tmp_path / "voiced.mp4", audio=True)
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
-    rows = [{"video": "mute.mp4", "sound": "voiced.mp4", "ref": "voiced.mp4", "caption": "ok"},
-            {"video": "voiced.mp4", "sound": "gone.wav", "caption": "missing audio"},
-            {"video": "a.mp4", "sound": "mute.mp4", "caption": "audio without audio"},
-            {"video": "b.mp4", "ref": "broken.mp4", "caption": "bad reference"}]
+    rows = [
+        {"video": "mute.mp4", "sound": "voiced.mp4", "ref": "voiced.mp4", "caption": "ok"},
+        {"video": "voiced.mp4", "sound": "gone.wav", "caption": "missing audio"},
+        {"video": "a.mp4", "sound": "mute.mp4", "caption": "audio without audio"},
+        {"video": "b.mp4", "ref": "broken.mp4", "caption": "bad reference"},
+    ]
     for name in ("a", "b"):
         _clip(tmp_path / f"{name}.mp4")
     (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -21,13 +21,25 @@ from ltx2train.compat.diffsynth import LTX2AudioVideoPipeline, ModelConfig, Vide
 REPACKAGE = "DiffSynth-Studio/LTX-2-Repackage"
 GEMMA = "google/gemma-3-12b-it-qat-q4_0-unquantized"
 # DiffSynth's scripts pass these to every ModelConfig (the device changed to the CPU)
-VRAM = {"offload_dtype": torch.float32, "offload_device": "cpu", "onload_dtype": torch.float32,
-        "onload_device": "cpu", "preparing_dtype": torch.float32, "preparing_device": "cpu",
-        "computation_dtype": torch.float32, "computation_device": "cpu"}
-DECODERS = ["text_encoder_post_modules.safetensors", "video_vae_decoder.safetensors", "audio_vae_decoder.safetensors",
-            "audio_vocoder.safetensors"]
-CALL = dict(negative_prompt="blurry, jittery", seed=43, height=64, width=64, num_frames=9, num_inference_steps=2,
-            tiled=True)
+VRAM = {
+    "offload_dtype": torch.float32,
+    "offload_device": "cpu",
+    "onload_dtype": torch.float32,
+    "onload_device": "cpu",
+    "preparing_dtype": torch.float32,
+    "preparing_device": "cpu",
+    "computation_dtype": torch.float32,
+    "computation_device": "cpu",
+}
+DECODERS = [
+    "text_encoder_post_modules.safetensors",
+    "video_vae_decoder.safetensors",
+    "audio_vae_decoder.safetensors",
+    "audio_vocoder.safetensors",
+]
+CALL = dict(
+    negative_prompt="blurry, jittery", seed=43, height=64, width=64, num_frames=9, num_inference_steps=2, tiled=True
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +62,14 @@ def models(tiny_workspace, tmp_path_factory):
     lightricks = base / "Lightricks" / "LTX-2"
     lightricks.mkdir(parents=True)
     (lightricks / "ltx-2-spatial-upscaler-x2-1.0.safetensors").symlink_to(
-        checkpoint / "ltx-2-spatial-upscaler-x2-1.0.safetensors")
+        checkpoint / "ltx-2-spatial-upscaler-x2-1.0.safetensors"
+    )
     transformer = load_component("tiny", "transformer", checkpoint)
     _stage2_lora(transformer, lightricks / "ltx-2-19b-distilled-lora-384.safetensors")
-    for repo, name in (("LTX-2-19b-LoRA-Camera-Control-Dolly-In", "ltx-2-19b-lora-camera-control-dolly-in"),
-                       ("LTX-2-19b-IC-LoRA-Union-Control", "ltx-2-19b-ic-lora-union-control-ref0.5")):
+    for repo, name in (
+        ("LTX-2-19b-LoRA-Camera-Control-Dolly-In", "ltx-2-19b-lora-camera-control-dolly-in"),
+        ("LTX-2-19b-IC-LoRA-Union-Control", "ltx-2-19b-ic-lora-union-control-ref0.5"),
+    ):
         (base / "Lightricks" / repo).mkdir()
         _stage2_lora(transformer, base / "Lightricks" / repo / f"{name}.safetensors")
     return base, checkpoint
@@ -73,28 +88,37 @@ def two_stage_pipe(diffsynth_env):
     encoder = base / REPACKAGE / "video_vae_encoder.safetensors"
     encoder.symlink_to(checkpoint / "video_vae_encoder.safetensors")
     try:
-        yield _pipe(model_configs=_configs(DECODERS, encoder=True, upscaler=True),
-                    stage2_lora_config=ModelConfig(model_id="Lightricks/LTX-2",
-                                                   origin_file_pattern="ltx-2-19b-distilled-lora-384.safetensors"))
+        yield _pipe(
+            model_configs=_configs(DECODERS, encoder=True, upscaler=True),
+            stage2_lora_config=ModelConfig(
+                model_id="Lightricks/LTX-2", origin_file_pattern="ltx-2-19b-distilled-lora-384.safetensors"
+            ),
+        )
     finally:
         encoder.unlink()
 
 
 def _configs(files, *, encoder=False, upscaler=False, transformer="transformer.safetensors"):
-    configs = [ModelConfig(model_id=GEMMA, origin_file_pattern="model*.safetensors", **VRAM),
-               ModelConfig(model_id=REPACKAGE, origin_file_pattern=transformer, **VRAM),
-               *[ModelConfig(model_id=REPACKAGE, origin_file_pattern=f, **VRAM) for f in files]]
+    configs = [
+        ModelConfig(model_id=GEMMA, origin_file_pattern="model*.safetensors", **VRAM),
+        ModelConfig(model_id=REPACKAGE, origin_file_pattern=transformer, **VRAM),
+        *[ModelConfig(model_id=REPACKAGE, origin_file_pattern=f, **VRAM) for f in files],
+    ]
     if encoder:
         configs.append(ModelConfig(model_id=REPACKAGE, origin_file_pattern="video_vae_encoder.safetensors", **VRAM))
     if upscaler:
-        configs.append(ModelConfig(model_id="Lightricks/LTX-2", origin_file_pattern="ltx-2-spatial-upscaler-x2-1.0.safetensors",
-                                   **VRAM))
+        configs.append(
+            ModelConfig(
+                model_id="Lightricks/LTX-2", origin_file_pattern="ltx-2-spatial-upscaler-x2-1.0.safetensors", **VRAM
+            )
+        )
     return configs
 
 
 def _pipe(**kwargs):
-    return LTX2AudioVideoPipeline.from_pretrained(torch_dtype=torch.float32, device="cpu",
-                                                  tokenizer_config=ModelConfig(model_id=GEMMA), **kwargs)
+    return LTX2AudioVideoPipeline.from_pretrained(
+        torch_dtype=torch.float32, device="cpu", tokenizer_config=ModelConfig(model_id=GEMMA), **kwargs
+    )
 
 
 def _written(path, frames=9, size=(64, 64)):
@@ -109,8 +133,9 @@ def test_the_quick_start_runs_without_any_vae_encoder(diffsynth_env, tmp_path):
     """The one-stage script: its list has the decoders only, and nothing asks for an encoder."""
     pipe = _pipe(model_configs=_configs(DECODERS))
     video, audio = pipe(prompt="a red circle moves right", **CALL)
-    out = write_video_audio_ltx2(video=video, audio=audio, output_path=str(tmp_path / "ltx2_onestage.mp4"), fps=24,
-                                 audio_sample_rate=24000)
+    out = write_video_audio_ltx2(
+        video=video, audio=audio, output_path=str(tmp_path / "ltx2_onestage.mp4"), fps=24, audio_sample_rate=24000
+    )
     _written(out)
     inferred = write_video_audio_ltx2(video=video, audio=audio, output_path=str(tmp_path / "inferred.mp4"), fps=24)
     spanned = audio.shape[-1] / (9 / 24)  # no rate given: the AAC rate nearest to the audio spanning the video
@@ -122,56 +147,95 @@ def test_the_quick_start_runs_without_any_vae_encoder(diffsynth_env, tmp_path):
 def test_an_image_without_the_encoder_names_the_file(diffsynth_env):
     pipe = _pipe(model_configs=_configs(DECODERS))
     with pytest.raises(ValueError, match="video_vae: loaded without its encoder .*video_vae_encoder.safetensors"):
-        pipe(prompt="a red circle", input_images=[Image.new("RGB", (64, 64), "red")], input_images_indexes=[0],
-             **CALL)
+        pipe(prompt="a red circle", input_images=[Image.new("RGB", (64, 64), "red")], input_images_indexes=[0], **CALL)
 
 
 def test_two_stage_i2av_and_distilled_scripts(two_stage_pipe, tmp_path):
     image = Image.new("RGB", (128, 128), "red")
-    video, audio = two_stage_pipe(prompt="a red circle", **{**CALL, "height": 128, "width": 128},
-                                  use_two_stage_pipeline=True, input_images=[image], input_images_indexes=[0],
-                                  input_images_strength=1.0)
-    _written(write_video_audio_ltx2(video=video, audio=audio, output_path=str(tmp_path / "i2av.mp4"), fps=24,
-                                    audio_sample_rate=24000), size=(128, 128))
-    distilled = _pipe(model_configs=_configs(DECODERS, encoder=True, upscaler=True,
-                                             transformer="transformer_distilled.safetensors"))
+    video, audio = two_stage_pipe(
+        prompt="a red circle",
+        **{**CALL, "height": 128, "width": 128},
+        use_two_stage_pipeline=True,
+        input_images=[image],
+        input_images_indexes=[0],
+        input_images_strength=1.0,
+    )
+    _written(
+        write_video_audio_ltx2(
+            video=video, audio=audio, output_path=str(tmp_path / "i2av.mp4"), fps=24, audio_sample_rate=24000
+        ),
+        size=(128, 128),
+    )
+    distilled = _pipe(
+        model_configs=_configs(DECODERS, encoder=True, upscaler=True, transformer="transformer_distilled.safetensors")
+    )
     video, audio = distilled(prompt="a red circle", **CALL, use_distilled_pipeline=True)
-    _written(write_video_audio_ltx2(video=video, audio=audio, output_path=str(tmp_path / "distilled.mp4"), fps=24,
-                                    audio_sample_rate=24000))
+    _written(
+        write_video_audio_ltx2(
+            video=video, audio=audio, output_path=str(tmp_path / "distilled.mp4"), fps=24, audio_sample_rate=24000
+        )
+    )
 
 
 def test_a_camera_control_lora_loads_on_pipe_dit_from_its_model_config(diffsynth_env, tmp_path):
     pipe = _pipe(model_configs=_configs(DECODERS))
     base_video, _ = pipe(prompt="a red circle", **CALL)
-    name = pipe.load_lora(pipe.dit, ModelConfig(model_id="Lightricks/LTX-2-19b-LoRA-Camera-Control-Dolly-In",
-                                                origin_file_pattern="ltx-2-19b-lora-camera-control-dolly-in.safetensors"),
-                          alpha=0.5)
+    name = pipe.load_lora(
+        pipe.dit,
+        ModelConfig(
+            model_id="Lightricks/LTX-2-19b-LoRA-Camera-Control-Dolly-In",
+            origin_file_pattern="ltx-2-19b-lora-camera-control-dolly-in.safetensors",
+        ),
+        alpha=0.5,
+    )
     assert pipe.loras.strength(name) == 0.5
     video, audio = pipe(prompt="a red circle", **CALL)
     assert not np.array_equal(np.stack([np.asarray(f) for f in video]), np.stack([np.asarray(f) for f in base_video]))
-    _written(write_video_audio_ltx2(video=video, audio=audio, output_path=str(tmp_path / "dolly.mp4"), fps=24,
-                                    audio_sample_rate=24000))
+    _written(
+        write_video_audio_ltx2(
+            video=video, audio=audio, output_path=str(tmp_path / "dolly.mp4"), fps=24, audio_sample_rate=24000
+        )
+    )
     with pytest.raises(ValueError, match="pipe.dit"):
         pipe.load_lora(pipe.connectors, ModelConfig(path=str(tmp_path / "dolly.mp4")))
 
 
 def test_the_ic_lora_two_stage_script_clears_its_lora_before_stage_two(two_stage_pipe, tmp_path, monkeypatch):
     pipe = two_stage_pipe
-    pipe.load_lora(pipe.dit, ModelConfig(model_id="Lightricks/LTX-2-19b-IC-LoRA-Union-Control",
-                                         origin_file_pattern="ltx-2-19b-ic-lora-union-control-ref0.5.safetensors"))
+    pipe.load_lora(
+        pipe.dit,
+        ModelConfig(
+            model_id="Lightricks/LTX-2-19b-IC-LoRA-Union-Control",
+            origin_file_pattern="ltx-2-19b-ic-lora-union-control-ref0.5.safetensors",
+        ),
+    )
     reference = tmp_path / "depth.mp4"
-    write_video_audio_ltx2(video=[Image.new("RGB", (64, 64), (i * 20, 0, 0)) for i in range(9)], audio=None,
-                           output_path=str(reference), fps=24)
+    write_video_audio_ltx2(
+        video=[Image.new("RGB", (64, 64), (i * 20, 0, 0)) for i in range(9)],
+        audio=None,
+        output_path=str(reference),
+        fps=24,
+    )
     frames = VideoData(str(reference), height=32, width=32).raw_data()
     assert len(frames) == 9 and frames[0].size == (32, 32)
     seen, refine = [], pipe.refine
     monkeypatch.setattr(pipe, "refine", lambda *a, **k: (seen.append(list(pipe.loras.names)), refine(*a, **k))[1])
-    video, audio = pipe(prompt="two cats", **{**CALL, "height": 128, "width": 128}, frame_rate=24,
-                        in_context_videos=[frames], in_context_downsample_factor=2, use_two_stage_pipeline=True,
-                        clear_lora_before_state_two=True)
+    video, audio = pipe(
+        prompt="two cats",
+        **{**CALL, "height": 128, "width": 128},
+        frame_rate=24,
+        in_context_videos=[frames],
+        in_context_downsample_factor=2,
+        use_two_stage_pipeline=True,
+        clear_lora_before_state_two=True,
+    )
     assert seen == [[]] and pipe.loras.names == []  # unloaded before stage 2, as DiffSynth does
-    _written(write_video_audio_ltx2(video=video, audio=audio, output_path=str(tmp_path / "ic.mp4"), fps=24,
-                                    audio_sample_rate=24000), size=(128, 128))
+    _written(
+        write_video_audio_ltx2(
+            video=video, audio=audio, output_path=str(tmp_path / "ic.mp4"), fps=24, audio_sample_rate=24000
+        ),
+        size=(128, 128),
+    )
 
 
 def test_a_full_fine_tune_validates_with_its_transformer_beside_the_repackage(diffsynth_env, tmp_path):
@@ -201,17 +265,21 @@ def test_vram_config_sets_the_storage_dtype_and_vram_limit_the_resident_blocks(d
     from ltx2train.inference.vram import module_bytes
 
     fp8 = {**VRAM, "offload_dtype": torch.float8_e5m2, "onload_dtype": torch.float8_e5m2}
-    configs = [ModelConfig(model_id=GEMMA, origin_file_pattern="model*.safetensors", **fp8),
-               ModelConfig(model_id=REPACKAGE, origin_file_pattern="transformer.safetensors", **fp8),
-               *[ModelConfig(model_id=REPACKAGE, origin_file_pattern=f, **fp8) for f in DECODERS]]
+    configs = [
+        ModelConfig(model_id=GEMMA, origin_file_pattern="model*.safetensors", **fp8),
+        ModelConfig(model_id=REPACKAGE, origin_file_pattern="transformer.safetensors", **fp8),
+        *[ModelConfig(model_id=REPACKAGE, origin_file_pattern=f, **fp8) for f in DECODERS],
+    ]
     pipe = _pipe(model_configs=configs)
     assert pipe.transformer.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e5m2
     assert pipe.connectors.video_connector.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e5m2
     assert pipe.streamed_blocks == 0  # weights where they compute: nothing streams
     blocks = pipe.transformer.transformer_blocks
     per_block = module_bytes(blocks[0])
-    rest = sum(module_bytes(m) for m in (pipe.video_vae, pipe.audio_vae, pipe.vocoder, pipe.connectors,
-                                         pipe.text_encoder.model))
+    rest = sum(
+        module_bytes(m)
+        for m in (pipe.video_vae, pipe.audio_vae, pipe.vocoder, pipe.connectors, pipe.text_encoder.model)
+    )
     rest += module_bytes(pipe.transformer) - sum(module_bytes(b) for b in blocks)
     limited = _pipe(model_configs=configs, vram_limit=(rest + 1.5 * per_block) / 2**30)
     assert limited.streamed_blocks == len(blocks) - 1 and limited.transformer.block_swap is not None

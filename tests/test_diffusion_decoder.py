@@ -28,13 +28,13 @@ def test_the_real_decoder_is_the_published_files_decoder_key_for_key():
     """``ltx2.5``'s decoder, built on the meta device and named as its file names it, is exactly the published file's
     ``decoder.*`` and statistics (fused qkv included), and the rest of that file is the conv VAE's encoder, repeated."""
     published = json.loads((REFERENCE / "ltx25_22b_official_files.json").read_text())[RELEASE_FILE]
-    ours = {k[len("diffusion_vae."):]: s for k, s in shipped_layout("ltx2.5", DECODER).items()}
+    ours = {k[len("diffusion_vae.") :]: s for k, s in shipped_layout("ltx2.5", DECODER).items()}
     decoder = {k: tuple(s) for k, s in published.items() if not k.startswith("encoder.")}
     assert ours == decoder and len(ours) == 312
     assert ours["decoder.det_stages.0.0.attn.qkv.weight"] == (3 * 2048, 2048)
     encoder = {k: tuple(s) for k, s in published.items() if k.startswith("encoder.")}
     conv = shipped_layout("ltx2.5", "video_vae")
-    assert encoder == {k[len("vae."):]: s for k, s in conv.items() if k.startswith("vae.encoder.")}
+    assert encoder == {k[len("vae.") :]: s for k, s in conv.items() if k.startswith("vae.encoder.")}
 
 
 def test_fused_qkv_is_q_then_k_then_v_and_maps_back():
@@ -108,10 +108,19 @@ def test_validation_and_sample_decode_with_the_diffusion_decoder(tiny25_workspac
     from ltx2train.training import checkpoint as ckpt
     from ltx2train.training.trainer import Trainer
 
-    cfg = tiny_config(tiny25_workspace, tmp_path / "run", ["validation.at_start=false", "validation.every=0",
-                                                           "train.max_steps=2", "validation.steps=2",
-                                                           "validation.prompts=[a red circle]", "optimizer.lr=1e-2",
-                                                           "validation.video_decoder=diffusion"])
+    cfg = tiny_config(
+        tiny25_workspace,
+        tmp_path / "run",
+        [
+            "validation.at_start=false",
+            "validation.every=0",
+            "train.max_steps=2",
+            "validation.steps=2",
+            "validation.prompts=[a red circle]",
+            "optimizer.lr=1e-2",
+            "validation.video_decoder=diffusion",
+        ],
+    )
     result = Trainer(cfg, log=lambda _: None).train()
     in_training = result.last_validation[0]
     _, clips = sample(cfg, lora=result.checkpoint / ckpt.LORA_FILE, output_dir=tmp_path / "sample")
@@ -127,13 +136,32 @@ def test_the_diffsynth_pipeline_decodes_with_the_diffusion_decoder(tiny25_worksp
     recipe = tmp_path / "recipe.yaml"
     from ltx2train.config import save_config
 
-    save_config(tiny_config(tiny25_workspace, tmp_path / "run", ["validation.height=64", "validation.width=64",
-                                                                 "validation.num_frames=9", "validation.steps=2"]),
-                recipe)
+    save_config(
+        tiny_config(
+            tiny25_workspace,
+            tmp_path / "run",
+            ["validation.height=64", "validation.width=64", "validation.num_frames=9", "validation.steps=2"],
+        ),
+        recipe,
+    )
     frames = {}
     for decoder in ("conv", "diffusion"):
-        assert cli.main(["sample", str(recipe), "--distilled-pipeline", "--video-decoder", decoder,
-                         "--prompt", "a red circle", "--output", str(tmp_path / decoder)]) == 0
+        assert (
+            cli.main(
+                [
+                    "sample",
+                    str(recipe),
+                    "--distilled-pipeline",
+                    "--video-decoder",
+                    decoder,
+                    "--prompt",
+                    "a red circle",
+                    "--output",
+                    str(tmp_path / decoder),
+                ]
+            )
+            == 0
+        )
         path = capsys.readouterr().out.strip().splitlines()[-1]
         with av.open(path) as container:
             frames[decoder] = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
@@ -141,21 +169,27 @@ def test_the_diffsynth_pipeline_decodes_with_the_diffusion_decoder(tiny25_worksp
     assert np.abs(frames["conv"].astype(int) - frames["diffusion"].astype(int)).mean() > 5
 
 
-def test_the_diffusion_decoder_is_refused_where_the_version_has_none(tiny23_workspace, tiny25_workspace, tmp_path,
-                                                                     capsys):
-    with pytest.raises(ConfigError, match=r"validation\.video_decoder=diffusion: model\.variant tiny-2\.3 \(LTX-2\.3\)"):
+def test_the_diffusion_decoder_is_refused_where_the_version_has_none(
+    tiny23_workspace, tiny25_workspace, tmp_path, capsys
+):
+    with pytest.raises(
+        ConfigError, match=r"validation\.video_decoder=diffusion: model\.variant tiny-2\.3 \(LTX-2\.3\)"
+    ):
         tiny_config(tiny23_workspace, tmp_path, ["validation.video_decoder=diffusion"])
     from ltx2train.inference.av_pipeline import LTX2AudioVideoPipeline
 
     with pytest.raises(ValueError, match="LTX-2.5 has a diffusion decoder"):
-        LTX2AudioVideoPipeline.from_pretrained(tiny23_workspace / "model", tiny23_workspace / "model" / "gemma",
-                                               video_decoder="diffusion")
+        LTX2AudioVideoPipeline.from_pretrained(
+            tiny23_workspace / "model", tiny23_workspace / "model" / "gemma", video_decoder="diffusion"
+        )
     model = tmp_path / "model"  # a 2.5 checkpoint without the decoder's file: named before anything loads
     model.mkdir()
     for path in (tiny25_workspace / "model").iterdir():
         if path.name != "video_vae_diffusion_decoder.safetensors":
             (model / path.name).symlink_to(path)
-    cfg = tiny_config(tiny25_workspace, tmp_path / "run", [f"model.checkpoint={model}", "validation.video_decoder=diffusion"])
+    cfg = tiny_config(
+        tiny25_workspace, tmp_path / "run", [f"model.checkpoint={model}", "validation.video_decoder=diffusion"]
+    )
     with pytest.raises(FileNotFoundError, match="video_diffusion_decoder: .*video_vae_diffusion_decoder.safetensors"):
         sample(cfg, lora=None, output_dir=tmp_path / "out")
 
@@ -198,24 +232,45 @@ def test_sample_num_frames_auto_takes_each_prompts_length_from_the_duration_head
     from ltx2train.models.text_encoder import load_text_encoder
 
     model = _model_with_head(tiny25_workspace, tmp_path, seconds=2.0)
-    cfg = tiny_config(tiny25_workspace, tmp_path / "run", [f"model.checkpoint={model}", "validation.steps=2",
-                                                           "validation.fps=24"])
+    cfg = tiny_config(
+        tiny25_workspace, tmp_path / "run", [f"model.checkpoint={model}", "validation.steps=2", "validation.fps=24"]
+    )
     _, clips = sample(cfg, lora=None, prompts=["a red circle"], output_dir=tmp_path / "auto", num_frames="auto")
     assert clips[0].video.shape[0] == 41
 
     # diffusers' LTX2Pipeline, num_frames omitted: its connectors' output for the prompt into the head
-    encoded = encode_prompts(load_text_encoder(cfg.model.text_encoder, dtype=torch.float32,
-                                               max_sequence_length=cfg.data.max_sequence_length),
-                             ["a red circle"], "", cfg.data.max_sequence_length)
-    video, audio, _ = load_component("tiny-2.5", "connectors", model)(encoded.hidden_states, encoded.attention_mask,
-                                                                      padding_side="left")
+    encoded = encode_prompts(
+        load_text_encoder(
+            cfg.model.text_encoder, dtype=torch.float32, max_sequence_length=cfg.data.max_sequence_length
+        ),
+        ["a red circle"],
+        "",
+        cfg.data.max_sequence_length,
+    )
+    video, audio, _ = load_component("tiny-2.5", "connectors", model)(
+        encoded.hidden_states, encoded.attention_mask, padding_side="left"
+    )
     head = load_component("tiny-2.5", "duration_head", model)
     assert head.predict_num_frames(video, audio, frame_rate=24.0, temporal_compression_ratio=8) == 41
 
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
     for diffsynth_pipeline in ([], ["--distilled-pipeline"]):  # the validation pipeline, DiffSynth's
-        assert cli.main(["sample", str(recipe), "--num-frames", "auto", "--prompt", "a red circle", *diffsynth_pipeline,
-                         "--output", str(tmp_path / f"cli{len(diffsynth_pipeline)}")]) == 0
+        assert (
+            cli.main(
+                [
+                    "sample",
+                    str(recipe),
+                    "--num-frames",
+                    "auto",
+                    "--prompt",
+                    "a red circle",
+                    *diffsynth_pipeline,
+                    "--output",
+                    str(tmp_path / f"cli{len(diffsynth_pipeline)}"),
+                ]
+            )
+            == 0
+        )
         with av.open(capsys.readouterr().out.strip().splitlines()[-1]) as container:
             assert sum(1 for _ in container.decode(video=0)) == 41
 

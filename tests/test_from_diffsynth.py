@@ -42,10 +42,12 @@ def diffsynth_files(tiny_workspace, tmp_path, monkeypatch):
 
 def _split_script(**extra) -> str:
     flags = " ".join(f"--{k} {v}" for k, v in extra.items())
-    common = ('--data_file_keys "video,input_audio" --extra_inputs "input_audio" --height 64 --width 64 '
-              '--num_frames 9 --learning_rate 2e-4 --num_epochs 2 --remove_prefix_in_ckpt "pipe.dit." '
-              '--lora_base_model "dit" --lora_target_modules "to_k,to_q,to_v,to_out.0" --lora_rank 8 '
-              '--use_gradient_checkpointing')
+    common = (
+        '--data_file_keys "video,input_audio" --extra_inputs "input_audio" --height 64 --width 64 '
+        '--num_frames 9 --learning_rate 2e-4 --num_epochs 2 --remove_prefix_in_ckpt "pipe.dit." '
+        '--lora_base_model "dit" --lora_target_modules "to_k,to_q,to_v,to_out.0" --lora_rank 8 '
+        "--use_gradient_checkpointing"
+    )
     return f"""# Splited Training (DiffSynth's form)
 accelerate launch examples/ltx2/model_training/train.py \\
   --dataset_base_path data/example_video_dataset/ltx2 \\
@@ -89,16 +91,28 @@ def test_the_split_t2av_lora_script_prepares_and_trains_as_converted(diffsynth_f
 
 
 def test_the_single_stage_form_and_the_flags_alone_give_the_same_training(diffsynth_files, capsys):
-    single = (f'accelerate launch examples/ltx2/model_training/train.py --dataset_base_path data/example_video_dataset/ltx2 '
-              f'--dataset_metadata_path data/example_video_dataset/ltx2_t2av.csv --data_file_keys "video,input_audio" '
-              f'--extra_inputs "input_audio" --height 64 --width 64 --num_frames 9 --dataset_repeat 2 '
-              f'--model_id_with_origin_paths "{REPACKAGE}:transformer.safetensors,{REPACKAGE}:text_encoder_post_modules.safetensors,'
-              f'{REPACKAGE}:video_vae_encoder.safetensors,{REPACKAGE}:audio_vae_encoder.safetensors,{GEMMA}:model*.safetensors" '
-              f'--learning_rate 2e-4 --num_epochs 2 --output_path "./models/train/LTX2-T2AV_lora" '
-              f'--lora_base_model "dit" --lora_target_modules "to_k,to_q,to_v,to_out.0" --lora_rank 8')
+    single = (
+        f"accelerate launch examples/ltx2/model_training/train.py --dataset_base_path data/example_video_dataset/ltx2 "
+        f'--dataset_metadata_path data/example_video_dataset/ltx2_t2av.csv --data_file_keys "video,input_audio" '
+        f'--extra_inputs "input_audio" --height 64 --width 64 --num_frames 9 --dataset_repeat 2 '
+        f'--model_id_with_origin_paths "{REPACKAGE}:transformer.safetensors,{REPACKAGE}:text_encoder_post_modules.safetensors,'
+        f'{REPACKAGE}:video_vae_encoder.safetensors,{REPACKAGE}:audio_vae_encoder.safetensors,{GEMMA}:model*.safetensors" '
+        f'--learning_rate 2e-4 --num_epochs 2 --output_path "./models/train/LTX2-T2AV_lora" '
+        f'--lora_base_model "dit" --lora_target_modules "to_k,to_q,to_v,to_out.0" --lora_rank 8'
+    )
     one, split = convert(single), convert(_split_script())
-    for key in ("lora.rank", "lora.target_modules", "optimizer.lr", "train.num_epochs", "train.output_dir",
-                "data.metadata", "data.repeats", "model.checkpoint", "model.text_encoder", "strategy.name"):
+    for key in (
+        "lora.rank",
+        "lora.target_modules",
+        "optimizer.lr",
+        "train.num_epochs",
+        "train.output_dir",
+        "data.metadata",
+        "data.repeats",
+        "model.checkpoint",
+        "model.text_encoder",
+        "strategy.name",
+    ):
         assert one.values[key] == split.values[key], key
     flags = single.split("train.py ", 1)[1]
     import shlex
@@ -108,9 +122,11 @@ def test_the_single_stage_form_and_the_flags_alone_give_the_same_training(diffsy
 
 
 def test_the_ic_lora_script_trains_with_reference_latents(diffsynth_files):
-    script = _split_script().replace('--data_file_keys "video,input_audio"',
-                                     '--data_file_keys "video,input_audio,in_context_videos"').replace(
-        '--extra_inputs "input_audio"', '--extra_inputs "input_audio,in_context_videos"')
+    script = (
+        _split_script()
+        .replace('--data_file_keys "video,input_audio"', '--data_file_keys "video,input_audio,in_context_videos"')
+        .replace('--extra_inputs "input_audio"', '--extra_inputs "input_audio,in_context_videos"')
+    )
     script = script.replace("--num_epochs 2", "--num_epochs 1").replace("--dataset_repeat 2", "--dataset_repeat 1")
     Path("ic.sh").write_text(script)
     assert cli.main(["from-diffsynth", "ic.sh", "--output", "ic.yaml"]) == 0
@@ -124,19 +140,25 @@ def test_what_cannot_convert_says_why(diffsynth_files, tmp_path):
     with pytest.raises(ConversionError, match="no DiffSynth train.py command"):
         convert("echo hello")
     with pytest.raises(ConversionError, match="nothing at .*LTX-2-Repackage/missing.safetensors"):
-        convert(f'python train.py --model_id_with_origin_paths "{REPACKAGE}:missing.safetensors" '
-                '--dataset_metadata_path x.csv')
+        convert(
+            f'python train.py --model_id_with_origin_paths "{REPACKAGE}:missing.safetensors" '
+            "--dataset_metadata_path x.csv"
+        )
     recipe = convert(_split_script(preset_lora_path="x.safetensors", frobnicate=1, use_swanlab=""))
     assert recipe.values["lora.preset"] == [str(Path("x.safetensors").resolve())]
     assert "frobnicate" in recipe.unconverted and "SwanLab" in recipe.unconverted["use_swanlab"]
 
 
 def test_a_full_fine_tune_of_the_dit_and_its_connectors_converts_and_trains(diffsynth_files, tiny_workspace):
-    script = _split_script().replace('--lora_base_model "dit" --lora_target_modules "to_k,to_q,to_v,to_out.0" '
-                                     '--lora_rank 8', '--trainable_models "dit,text_encoder_post_modules,text_encoder"')
+    script = _split_script().replace(
+        '--lora_base_model "dit" --lora_target_modules "to_k,to_q,to_v,to_out.0" --lora_rank 8',
+        '--trainable_models "dit,text_encoder_post_modules,text_encoder"',
+    )
     script = script.replace("--num_epochs 2", "--num_epochs 1").replace("--dataset_repeat 2", "--dataset_repeat 1")
-    script = script.replace(f'"{REPACKAGE}:transformer.safetensors"',  # the training pass loads what it trains
-                            f'"{REPACKAGE}:transformer.safetensors,{REPACKAGE}:text_encoder_post_modules.safetensors"')
+    script = script.replace(
+        f'"{REPACKAGE}:transformer.safetensors"',  # the training pass loads what it trains
+        f'"{REPACKAGE}:transformer.safetensors,{REPACKAGE}:text_encoder_post_modules.safetensors"',
+    )
     Path("full.sh").write_text(script)
     recipe = convert(script)
     assert recipe.values["train.method"] == "full"
@@ -148,8 +170,9 @@ def test_a_full_fine_tune_of_the_dit_and_its_connectors_converts_and_trains(diff
     out = Path(yaml.safe_load(Path("full.yaml").read_text())["train"]["output_dir"]) / "checkpoints" / "step_000006"
     trained = load_file(str(out / "text_encoder_post_modules.safetensors"))
     base = load_file(str(tiny_workspace / "model" / "text_encoder_post_modules.safetensors"))
-    assert trained.keys() == base.keys() and any(not torch.equal(trained[k], base[k].to(trained[k].dtype))
-                                                 for k in base)
+    assert trained.keys() == base.keys() and any(
+        not torch.equal(trained[k], base[k].to(trained[k].dtype)) for k in base
+    )
     # a LoRA cannot go on the DiT while the connectors are fully trained: one method trains every part here
     mixed = convert(_split_script(trainable_models="text_encoder_post_modules"))
     assert mixed.values["train.method"] == "lora" and "train.trainable" not in mixed.values

@@ -14,10 +14,13 @@ from ltx2train.models.specs import load_variant
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 
 # Original module names (no diffusion_model. prefix) of the tiny model, renamed ones included.
-FIRST = ["transformer_blocks.0.attn1.to_q", "transformer_blocks.1.ff.net.0.proj", "patchify_proj",
-         "transformer_blocks.0.audio_attn2.to_v"]
-SECOND = ["transformer_blocks.0.attn1.to_q", "transformer_blocks.1.audio_to_video_attn.to_out.0",
-          "audio_patchify_proj"]
+FIRST = [
+    "transformer_blocks.0.attn1.to_q",
+    "transformer_blocks.1.ff.net.0.proj",
+    "patchify_proj",
+    "transformer_blocks.0.audio_attn2.to_v",
+]
+SECOND = ["transformer_blocks.0.attn1.to_q", "transformer_blocks.1.audio_to_video_attn.to_out.0", "audio_patchify_proj"]
 CONNECTOR = ["video_embeddings_connector.transformer_1d_blocks.0.attn1.to_k", "transformer_blocks.1.attn2.to_k"]
 # Tolerance of a stacked LoRA against the same deltas merged into the weights: float32, two paths of rounding
 # (x @ A^T @ B^T added to x @ W^T, against x @ (W + B @ A)^T) through two blocks. Measured: 5e-7 on outputs of
@@ -46,8 +49,11 @@ def _random_lora(model, names, seed, rank=4, alphas=(8.0, None, 2.0, 12.0)):
     for name, alpha in zip(names, alphas):
         component, path = lora_module_to_diffusers(name)
         linear = model[component].get_submodule(path)
-        modules[name] = LoraModule(torch.randn(rank, linear.in_features, generator=g) * 0.2,
-                                   torch.randn(linear.out_features, rank, generator=g) * 0.2, alpha)
+        modules[name] = LoraModule(
+            torch.randn(rank, linear.in_features, generator=g) * 0.2,
+            torch.randn(linear.out_features, rank, generator=g) * 0.2,
+            alpha,
+        )
     return LoraFile(modules)
 
 
@@ -114,18 +120,28 @@ def test_two_loras_at_strengths_equal_the_weighted_merge(checkpoint, kwargs):
 
 def _diffsynth(lora):
     """DiffSynth-Studio's trainer layout: original names, no prefix, PEFT's ``.default`` kept, alpha folded."""
-    return {f"{m}.lora_{k}.default.weight": t for m, w in lora.modules.items()
-            for k, t in (("A", w.down), ("B", w.folded_up()))}
+    return {
+        f"{m}.lora_{k}.default.weight": t
+        for m, w in lora.modules.items()
+        for k, t in (("A", w.down), ("B", w.folded_up()))
+    }
 
 
 def test_every_format_loads_to_the_same_outputs(checkpoint, kwargs, tmp_path):
     transformer = _load(checkpoint)
     lora = _random_lora({"transformer": transformer}, FIRST, 4)
-    sources = {fmt: save_lora(lora, tmp_path / f"{fmt}.safetensors", fmt)
-               for fmt in ("official", "official-alpha", "diffusers")}
+    sources = {
+        fmt: save_lora(lora, tmp_path / f"{fmt}.safetensors", fmt)
+        for fmt in ("official", "official-alpha", "diffusers")
+    }
     save_file(_diffsynth(lora), str(tmp_path / "diffsynth.safetensors"))
-    sources.update({"diffsynth": tmp_path / "diffsynth.safetensors", "LoraFile": lora,
-                    "state dict": to_state_dict(lora, "official-alpha")})
+    sources.update(
+        {
+            "diffsynth": tmp_path / "diffsynth.safetensors",
+            "LoraFile": lora,
+            "state dict": to_state_dict(lora, "official-alpha"),
+        }
+    )
     expected = _outputs(_merged(checkpoint, [(lora, 0.8)])["transformer"], kwargs)
     stack = LoraStack(transformer)
     for label, source in sources.items():
@@ -167,8 +183,10 @@ def test_applied_unloads_after_an_exception(checkpoint, kwargs):
     transformer = _load(checkpoint)
     base = _outputs(transformer, kwargs)
     stack = LoraStack(transformer)
-    loras = [(_random_lora({"transformer": transformer}, FIRST, 8), 1.0),
-             (_random_lora({"transformer": transformer}, SECOND, 9), 0.5)]
+    loras = [
+        (_random_lora({"transformer": transformer}, FIRST, 8), 1.0),
+        (_random_lora({"transformer": transformer}, SECOND, 9), 0.5),
+    ]
     with pytest.raises(RuntimeError, match="inside the block"):
         with stack.applied(loras) as names:
             assert names == ["lora1", "lora2"] and stack.names == names
@@ -189,24 +207,43 @@ def test_errors_name_the_lora_and_what_to_do(checkpoint, kwargs, monkeypatch):
     transformer = model["transformer"]
     stack = LoraStack(transformer)
     good = _random_lora(model, FIRST, 10)
-    with pytest.raises(ValueError, match=r"LoRA 'lora1' .*2 of 2 modules match nothing.*transformer_blocks\.7\.attn1"
-                                         r"\.to_q.*ltx2train inspect"):
-        stack.load({"diffusion_model.transformer_blocks.7.attn1.to_q.lora_A.weight": torch.zeros(2, 16),
-                    "diffusion_model.transformer_blocks.7.attn1.to_q.lora_B.weight": torch.zeros(16, 2),
-                    "diffusion_model.not_a_module.lora_A.weight": torch.zeros(2, 16),
-                    "diffusion_model.not_a_module.lora_B.weight": torch.zeros(16, 2)})
+    with pytest.raises(
+        ValueError,
+        match=r"LoRA 'lora1' .*2 of 2 modules match nothing.*transformer_blocks\.7\.attn1"
+        r"\.to_q.*ltx2train inspect",
+    ):
+        stack.load(
+            {
+                "diffusion_model.transformer_blocks.7.attn1.to_q.lora_A.weight": torch.zeros(2, 16),
+                "diffusion_model.transformer_blocks.7.attn1.to_q.lora_B.weight": torch.zeros(16, 2),
+                "diffusion_model.not_a_module.lora_A.weight": torch.zeros(2, 16),
+                "diffusion_model.not_a_module.lora_B.weight": torch.zeros(16, 2),
+            }
+        )
     with pytest.raises(ValueError, match="match nothing.*lora_unet_blocks_0"):  # kohya naming: not LTX-2's
-        stack.load({"lora_unet_blocks_0.lora_down.weight": torch.zeros(2, 16),
-                    "lora_unet_blocks_0.lora_up.weight": torch.zeros(16, 2)})
+        stack.load(
+            {
+                "lora_unet_blocks_0.lora_down.weight": torch.zeros(2, 16),
+                "lora_unet_blocks_0.lora_up.weight": torch.zeros(16, 2),
+            }
+        )
     with pytest.raises(ValueError, match="is not a LoRA file ltx2train reads.*'model.weight'"):
         stack.load({"model.weight": torch.zeros(2, 2)})
-    with pytest.raises(ValueError, match=r"text connectors \(video_embeddings_connector\.transformer_1d_blocks\.0"
-                                         r"\.attn1\.to_k\).*pass connectors= to LoraStack"):
+    with pytest.raises(
+        ValueError,
+        match=r"text connectors \(video_embeddings_connector\.transformer_1d_blocks\.0"
+        r"\.attn1\.to_k\).*pass connectors= to LoraStack",
+    ):
         stack.load(_random_lora(model, CONNECTOR, 11), name="with_connectors")
-    with pytest.raises(ValueError, match=r"another model.*transformer_blocks\.0\.attn1\.to_q: lora_B \[4096, 4\] x "
-                                         r"lora_A \[4, 4096\] for a 16x16 weight"):
-        stack.load(LoraFile({"transformer_blocks.0.attn1.to_q": LoraModule(torch.zeros(4, 4096),
-                                                                         torch.zeros(4096, 4))}), name="big")
+    with pytest.raises(
+        ValueError,
+        match=r"another model.*transformer_blocks\.0\.attn1\.to_q: lora_B \[4096, 4\] x "
+        r"lora_A \[4, 4096\] for a 16x16 weight",
+    ):
+        stack.load(
+            LoraFile({"transformer_blocks.0.attn1.to_q": LoraModule(torch.zeros(4, 4096), torch.zeros(4096, 4))}),
+            name="big",
+        )
     assert stack.names == [] and _peft_free(transformer)  # nothing half-loaded
 
     stack.load(good, 0.6, name="style")
@@ -265,8 +302,13 @@ def test_camera_control_layout_loads(checkpoint, kwargs, tmp_path):
     assert name == "ltx-2-19b-lora-camera-control-dolly-left"
     with pytest.raises(ValueError, match="already loaded"):  # the same file twice would double its effect
         stack.load(tmp_path / CAMERA_FILE, 0.8)
-    as_file = LoraFile({k[len("diffusion_model."): -len(".lora_A.weight")]: LoraModule(
-        v, state[k.replace("lora_A", "lora_B")]) for k, v in state.items() if k.endswith(".lora_A.weight")})
+    as_file = LoraFile(
+        {
+            k[len("diffusion_model.") : -len(".lora_A.weight")]: LoraModule(v, state[k.replace("lora_A", "lora_B")])
+            for k, v in state.items()
+            if k.endswith(".lora_A.weight")
+        }
+    )
     expected = _outputs(_merged(checkpoint, [(as_file, 0.8)])["transformer"], kwargs)
     _close(_outputs(transformer, kwargs), expected, **MERGE_TOL)
     stack.unload(name)

@@ -51,8 +51,9 @@ def _stage2_lora(transformer, path):
 @pytest.fixture(scope="module")
 def pipe(tiny_workspace, tmp_path_factory):
     checkpoint, gemma = _paths(tiny_workspace)
-    pipe = LTX2AudioVideoPipeline.from_pretrained(checkpoint, gemma, torch_dtype=torch.float32, device="cpu",
-                                                  max_sequence_length=32)
+    pipe = LTX2AudioVideoPipeline.from_pretrained(
+        checkpoint, gemma, torch_dtype=torch.float32, device="cpu", max_sequence_length=32
+    )
     pipe.stage2_lora = _stage2_lora(pipe.transformer, tmp_path_factory.mktemp("stage2") / "stage2.safetensors")
     return pipe
 
@@ -64,8 +65,14 @@ def calls(pipe):
 
     def record(module, args, kwargs):
         hidden, timestep = kwargs["hidden_states"], kwargs["timestep"]
-        seen.append((hidden.shape[1], hidden.shape[0], float(timestep.max()),
-                     STAGE2_ADAPTER in (getattr(module, "peft_config", None) or {})))
+        seen.append(
+            (
+                hidden.shape[1],
+                hidden.shape[0],
+                float(timestep.max()),
+                STAGE2_ADAPTER in (getattr(module, "peft_config", None) or {}),
+            )
+        )
 
     handle = pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
     yield seen
@@ -170,8 +177,17 @@ def test_image_to_video_pins_first_latent_frame(pipe, latents_out):
 
 def test_two_stage_applies_the_image_again_at_full_size(pipe, latents_out):
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8))
-    pipe(PROMPT, seed=0, height=128, width=128, num_frames=9, num_inference_steps=2, input_images=[image],
-         use_two_stage_pipeline=True, **QUIET)
+    pipe(
+        PROMPT,
+        seed=0,
+        height=128,
+        width=128,
+        num_frames=9,
+        num_inference_steps=2,
+        input_images=[image],
+        use_two_stage_pipeline=True,
+        **QUIET,
+    )
     torch.testing.assert_close(latents_out[0][:, :, :1], _encoded_image(pipe, image), rtol=1e-4, atol=1e-4)
 
 
@@ -186,8 +202,9 @@ def test_two_stage_doubles_size_and_leaves_no_lora(pipe, calls, tiny_workspace, 
     before = transformer_outputs(pipe.transformer, inputs)
     keys = list(pipe.transformer.state_dict())
     calls.clear()  # the fixed forward above is not part of the run
-    video, audio = pipe(PROMPT, seed=0, height=128, width=128, num_frames=9, num_inference_steps=2,
-                        use_two_stage_pipeline=True, **QUIET)
+    video, audio = pipe(
+        PROMPT, seed=0, height=128, width=128, num_frames=9, num_inference_steps=2, use_two_stage_pipeline=True, **QUIET
+    )
     assert len(video) == 9 and video[0].size == (128, 128) and audio.shape[0] == 2
     stage1, stage2 = calls[:2], calls[2:]
     assert {c[0] for c in stage1} == {2 * 2 * 2} and {c[0] for c in stage2} == {2 * 4 * 4}  # 2x per side
@@ -204,8 +221,16 @@ def test_two_stage_keeps_a_users_lora(pipe, calls, tiny_workspace, tmp_path):
     try:
         before = transformer_outputs(pipe.transformer, inputs)
         calls.clear()
-        pipe(PROMPT, seed=0, height=128, width=128, num_frames=9, num_inference_steps=2,
-             use_two_stage_pipeline=True, **QUIET)
+        pipe(
+            PROMPT,
+            seed=0,
+            height=128,
+            width=128,
+            num_frames=9,
+            num_inference_steps=2,
+            use_two_stage_pipeline=True,
+            **QUIET,
+        )
         assert all(c[3] for c in calls[2:])  # stage 2 ran with both adapters
         assert list(pipe.transformer.peft_config) == ["user"] and pipe.transformer.active_adapters() == ["user"]
         after = transformer_outputs(pipe.transformer, inputs)
@@ -224,8 +249,16 @@ def test_in_context_video_becomes_reference_tokens(pipe, calls, latents_out):
 
 
 def test_tiled_decode_follows_the_call(pipe):
-    video, _ = pipe(PROMPT, seed=0, tiled=True, tile_size_in_pixels=64, tile_overlap_in_pixels=32,
-                    tile_size_in_frames=16, tile_overlap_in_frames=8, **SMALL)
+    video, _ = pipe(
+        PROMPT,
+        seed=0,
+        tiled=True,
+        tile_size_in_pixels=64,
+        tile_overlap_in_pixels=32,
+        tile_size_in_frames=16,
+        tile_overlap_in_frames=8,
+        **SMALL,
+    )
     vae = pipe.video_vae
     assert vae.use_tiling and (vae.tile_sample_min_height, vae.tile_sample_stride_height) == (64, 32)
     assert (vae.tile_sample_min_num_frames, vae.tile_sample_stride_num_frames) == (16, 8) and len(video) == 9
@@ -251,13 +284,18 @@ BAD = [
     (dict(input_images_strength=1.5), r"input_images_strength=1.5: must be a number in \[0, 1\]"),
     (dict(denoising_strength=0.0), r"denoising_strength=0.0: must be a number in \(0, 1\]"),
     (dict(input_images=["x"]), r"input_images\[0\]='str': must be a PIL image"),
-    (dict(input_images=[Image.new("RGB", (8, 8))], input_images_indexes=[9]), r"each index must be in \[0, num_frames=9\)"),
+    (
+        dict(input_images=[Image.new("RGB", (8, 8))], input_images_indexes=[9]),
+        r"each index must be in \[0, num_frames=9\)",
+    ),
     (dict(input_images=[Image.new("RGB", (8, 8))] * 2, input_images_indexes=[0]), r"one frame index per input image"),
     (dict(input_images=[Image.new("RGB", (8, 8))] * 2, input_images_indexes=[1, 1]), r"must be unique"),
     (dict(in_context_videos=[np.zeros((4, 8, 8))]), r"in_context_videos\[0\]='array of shape \(4, 8, 8\)'"),
     (dict(in_context_videos=[[]]), r"in_context_videos\[0\]='list': must be a non-empty list of frames"),
-    (dict(in_context_videos=[[Image.new("RGB", (8, 8))]], in_context_downsample_factor=3),
-     r"in_context_downsample_factor=3: the reference video is height 64/3"),
+    (
+        dict(in_context_videos=[[Image.new("RGB", (8, 8))]], in_context_downsample_factor=3),
+        r"in_context_downsample_factor=3: the reference video is height 64/3",
+    ),
     (dict(tile_overlap_in_pixels=512), r"tile_overlap_in_pixels=512: must be smaller than tile_size_in_pixels=512"),
     (dict(cfg_scale=0.5), r"cfg_scale=0.5: must be a number >= 1"),
     (dict(prompt=["a", "b"]), r"prompt='list': must be one string"),
@@ -279,8 +317,9 @@ def test_two_stage_refused_without_upscaler_or_lora(pipe, tiny_workspace, tmp_pa
     for f in checkpoint.glob("*.safetensors"):
         if "upscaler" not in f.name:
             (bare / f.name).symlink_to(f)
-    no_up = LTX2AudioVideoPipeline.from_pretrained(bare, gemma, torch_dtype=torch.float32, device="cpu",
-                                                   max_sequence_length=32)
+    no_up = LTX2AudioVideoPipeline.from_pretrained(
+        bare, gemma, torch_dtype=torch.float32, device="cpu", max_sequence_length=32
+    )
     assert no_up.upsampler is None
     with pytest.raises(ValueError, match=r"use_two_stage_pipeline=True: needs the x2 spatial upscaler"):
         no_up(PROMPT, height=128, width=128, num_frames=9, use_two_stage_pipeline=True, **QUIET)
@@ -299,8 +338,9 @@ def test_low_vram_stores_fp8_swaps_every_block_and_stays_close(pipe, tiny_worksp
     from ltx2train.memory.fp8 import fp8_layers
 
     checkpoint, gemma = _paths(tiny_workspace)
-    low = LTX2AudioVideoPipeline.from_pretrained(checkpoint, gemma, torch_dtype=torch.float32, device="cpu",
-                                                 max_sequence_length=32, low_vram=True)
+    low = LTX2AudioVideoPipeline.from_pretrained(
+        checkpoint, gemma, torch_dtype=torch.float32, device="cpu", max_sequence_length=32, low_vram=True
+    )
     assert fp8_layers(low.transformer) and fp8_layers(low.connectors) and fp8_layers(low.text_encoder.model)
     swap = low.transformer.block_swap
     assert swap.swapped == list(range(low.transformer.config.num_layers))
@@ -327,12 +367,26 @@ def test_sample_command_runs_the_diffsynth_pipeline_two_stage(tiny_workspace, tm
     from ltx2train.config import save_config
     from ltx2train.models.loading import load_component
 
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["validation.height=64", "validation.width=128",
-                                                         "validation.num_frames=9", "validation.steps=2"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        ["validation.height=64", "validation.width=128", "validation.num_frames=9", "validation.steps=2"],
+    )
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
     lora = _stage2_lora(load_component("tiny", "transformer", cfg.model.checkpoint), tmp_path / "stage2.safetensors")
-    code = cli.main(["sample", str(recipe), "--two-stage", "--stage2-lora", str(lora), "--prompt", PROMPT,
-                     "--output", str(tmp_path / "out")])
+    code = cli.main(
+        [
+            "sample",
+            str(recipe),
+            "--two-stage",
+            "--stage2-lora",
+            str(lora),
+            "--prompt",
+            PROMPT,
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     path = Path(capsys.readouterr().out.strip().splitlines()[-1])
     with av.open(str(path)) as container:
@@ -358,20 +412,30 @@ def test_diffsynth_model_configs_load_the_same_pipeline(pipe, tiny_workspace, tm
     (base / "google" / "gemma-3").symlink_to(gemma)
     monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(base))
     repackage = "DiffSynth-Studio/LTX-2-Repackage"
-    configs = [ModelConfig(model_id="google/gemma-3", origin_file_pattern="model*.safetensors"),
-               *[ModelConfig(model_id=repackage, origin_file_pattern=f.filename) for f in SPLIT_FILES
-                 if f.component in load_variant("tiny").components],  # (LTX-2.5's decoder and duration head: not 2.0's)
-               ModelConfig(model_id=repackage, origin_file_pattern="ltx-2-spatial-upscaler-x2-1.0.safetensors")]
-    other = LTX2AudioVideoPipeline.from_pretrained(torch_dtype=torch.float32, device="cpu", model_configs=configs,
-                                                   tokenizer_config=ModelConfig(model_id="google/gemma-3"),
-                                                   max_sequence_length=32)
+    configs = [
+        ModelConfig(model_id="google/gemma-3", origin_file_pattern="model*.safetensors"),
+        *[
+            ModelConfig(model_id=repackage, origin_file_pattern=f.filename)
+            for f in SPLIT_FILES
+            if f.component in load_variant("tiny").components
+        ],  # (LTX-2.5's decoder and duration head: not 2.0's)
+        ModelConfig(model_id=repackage, origin_file_pattern="ltx-2-spatial-upscaler-x2-1.0.safetensors"),
+    ]
+    other = LTX2AudioVideoPipeline.from_pretrained(
+        torch_dtype=torch.float32,
+        device="cpu",
+        model_configs=configs,
+        tokenizer_config=ModelConfig(model_id="google/gemma-3"),
+        max_sequence_length=32,
+    )
     assert other.upsampler is not None
     video, audio = pipe(PROMPT, seed=0, **SMALL)
     again, again_audio = other(PROMPT, seed=0, **SMALL)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(video, again))
     assert torch.equal(audio, again_audio)
     with pytest.raises(FileNotFoundError, match=r"nobody/none.*does not download"):
-        LTX2AudioVideoPipeline.from_pretrained(model_configs=[ModelConfig(model_id="nobody/none",
-                                                                          origin_file_pattern="x.safetensors")])
+        LTX2AudioVideoPipeline.from_pretrained(
+            model_configs=[ModelConfig(model_id="nobody/none", origin_file_pattern="x.safetensors")]
+        )
     with pytest.raises(ValueError, match="found 0 LTX-2 checkpoints"):
         LTX2AudioVideoPipeline.from_pretrained(model_configs=configs[:1])

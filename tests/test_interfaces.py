@@ -16,15 +16,23 @@ from ltx2train.training.methods.full import FullMethod
 from ltx2train.training.methods.lora import LoraMethod
 from ltx2train.training.strategies.composed import Strategy
 
-IMPLEMENTATIONS = [(interfaces.Backend, DDPBackend), (interfaces.Backend, FSDP2Backend),
-                   (interfaces.Backend, DeepSpeedBackend), (interfaces.Method, LoraMethod),
-                   (interfaces.Method, FullMethod), (interfaces.Strategy, Strategy),
-                   (interfaces.ValidationSampler, PromptSampler)]
+IMPLEMENTATIONS = [
+    (interfaces.Backend, DDPBackend),
+    (interfaces.Backend, FSDP2Backend),
+    (interfaces.Backend, DeepSpeedBackend),
+    (interfaces.Method, LoraMethod),
+    (interfaces.Method, FullMethod),
+    (interfaces.Strategy, Strategy),
+    (interfaces.ValidationSampler, PromptSampler),
+]
 
 
 def _members(protocol) -> dict[str, object]:
-    return {name: value for name, value in vars(protocol).items()
-            if not name.startswith("_") and (callable(value) or isinstance(value, property))}
+    return {
+        name: value
+        for name, value in vars(protocol).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, property))
+    }
 
 
 def _parameters(function) -> list[tuple]:

@@ -37,15 +37,33 @@ def test_shipped_variants():
 def test_specs_match_reference_layout(variant_name):
     """Meta-built diffusers modules, mapped to original names: exactly the keys and shapes of the real files."""
     main_ref, upscaler_ref = load_reference(variant_name)
-    decoder_ref = {"diffusion_vae." + k: tuple(s) for k, s in json.loads(
-        (REFERENCE / "ltx25_22b_official_files.json").read_text())["vae/ltx-2.5-video-vae-bf16.safetensors"].items()
-        if not k.startswith("encoder.")} if variant_name == "ltx2.5" else {}  # its own file, named with our prefix
-    head_ref = {k: tuple(s) for k, s in json.loads((REFERENCE / "ltx25_22b_original_keys.json").read_text())[
-        "ltx2.5-duration-head"].items()} if variant_name == "ltx2.5" else {}
+    decoder_ref = (
+        {
+            "diffusion_vae." + k: tuple(s)
+            for k, s in json.loads((REFERENCE / "ltx25_22b_official_files.json").read_text())[
+                "vae/ltx-2.5-video-vae-bf16.safetensors"
+            ].items()
+            if not k.startswith("encoder.")
+        }
+        if variant_name == "ltx2.5"
+        else {}
+    )  # its own file, named with our prefix
+    head_ref = (
+        {
+            k: tuple(s)
+            for k, s in json.loads((REFERENCE / "ltx25_22b_original_keys.json").read_text())[
+                "ltx2.5-duration-head"
+            ].items()
+        }
+        if variant_name == "ltx2.5"
+        else {}
+    )
     ours, upscaler, decoder, head = {}, {}, {}, {}
     for name, (module, key_map) in _meta_maps(variant_name).items():
         shapes = original_keys_with_shapes(key_map, module)
-        target = {"spatial_upsampler": upscaler, "video_diffusion_decoder": decoder, "duration_head": head}.get(name, ours)
+        target = {"spatial_upsampler": upscaler, "video_diffusion_decoder": decoder, "duration_head": head}.get(
+            name, ours
+        )
         assert not set(shapes) & set(target), f"{name} overlaps another component"
         target.update(shapes)
     for ref, got in ((main_ref, ours), (upscaler_ref, upscaler), (decoder_ref, decoder), (head_ref, head)):
@@ -82,8 +100,9 @@ def test_tiny_round_trip_is_identity_on_values():
         module = spec.build(meta=False)
         key_map = build_key_map(name, module, variant.family)
         state = {k: torch.randn(v.shape) if v.is_floating_point() else v for k, v in module.state_dict().items()}
-        passthrough = {k: torch.randn(s) for k, s in original_keys_with_shapes(key_map, module).items()
-                       if k in key_map.passthrough}
+        passthrough = {
+            k: torch.randn(s) for k, s in original_keys_with_shapes(key_map, module).items() if k in key_map.passthrough
+        }
         original = key_map.convert_to_original(state, passthrough)
         assert len(original) == len(state) + len(passthrough)
         back, extra = key_map.convert_to_diffusers(original)

@@ -46,11 +46,19 @@ def _run(component, module, seed=0):
             audio = torch.randn(1, 5, cfg.audio_in_channels, generator=g)
             ctx = torch.randn(1, 6, cfg.caption_channels, generator=g)
             out = module(
-                hidden_states=video, audio_hidden_states=audio, encoder_hidden_states=ctx,
+                hidden_states=video,
+                audio_hidden_states=audio,
+                encoder_hidden_states=ctx,
                 audio_encoder_hidden_states=torch.randn(1, 6, cfg.caption_channels, generator=g),
-                timestep=torch.tensor([500.0]), encoder_attention_mask=torch.ones(1, 6),
-                audio_encoder_attention_mask=torch.ones(1, 6), num_frames=2, height=2, width=2,
-                fps=24.0, audio_num_frames=5, return_dict=False,
+                timestep=torch.tensor([500.0]),
+                encoder_attention_mask=torch.ones(1, 6),
+                audio_encoder_attention_mask=torch.ones(1, 6),
+                num_frames=2,
+                height=2,
+                width=2,
+                fps=24.0,
+                audio_num_frames=5,
+                return_dict=False,
             )
             return torch.cat([out[0].flatten(), out[1].flatten()])
         if component == "connectors":

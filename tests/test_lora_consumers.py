@@ -71,9 +71,14 @@ def trained_lora25(tiny25_workspace, tmp_path_factory):
 def trained_lora23_gates(tiny23_workspace, tmp_path_factory):
     """The ``trained_lora23`` recipe with LTX-2.3's own modules adapted too: the attention gates
     (``lora.gate_logits``) and the prompt AdaLN linears."""
-    return train_lora(tiny23_workspace, tmp_path_factory.mktemp("lora23_gates_run"), [
-        "lora.gate_logits=true",
-        "lora.target_modules=[to_q,to_k,to_v,to_out.0,ff.net.0.proj,prompt_adaln.linear,audio_prompt_adaln.linear]"])
+    return train_lora(
+        tiny23_workspace,
+        tmp_path_factory.mktemp("lora23_gates_run"),
+        [
+            "lora.gate_logits=true",
+            "lora.target_modules=[to_q,to_k,to_v,to_out.0,ff.net.0.proj,prompt_adaln.linear,audio_prompt_adaln.linear]",
+        ],
+    )
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -143,8 +148,16 @@ def test_diffusers_load_lora_weights_gives_our_outputs(reference, case, tmp_path
     base_out = transformer_outputs(_base(cfg), kwargs)
     diffusers_file = export_lora_file(path / ckpt.LORA_FILE, tmp_path / "diffusers.safetensors", fmt="diffusers").path
     for lora in (path / ckpt.LORA_FILE, diffusers_file):  # the default file as written, and the diffusers export
-        pipe = LTX2Pipeline(scheduler=None, vae=None, audio_vae=None, text_encoder=None, tokenizer=None,
-                            connectors=None, transformer=_base(cfg), vocoder=None)
+        pipe = LTX2Pipeline(
+            scheduler=None,
+            vae=None,
+            audio_vae=None,
+            text_encoder=None,
+            tokenizer=None,
+            connectors=None,
+            transformer=_base(cfg),
+            vocoder=None,
+        )
         pipe.load_lora_weights(str(lora))
         # every module of the file became a PEFT layer (prompt_adaln_single -> prompt_adaln, gates as they are)
         assert sum(isinstance(m, BaseTunerLayer) for m in pipe.transformer.modules()) == case[2]
@@ -153,8 +166,16 @@ def test_diffusers_load_lora_weights_gives_our_outputs(reference, case, tmp_path
         assert not torch.allclose(got[0], base_out[0], atol=1e-3)  # the LoRA acts
     # what the fold is for: a file with .alpha tensors is refused by diffusers
     alpha_file = export_lora_file(path / ckpt.LORA_FILE, tmp_path / "alpha.safetensors", fmt="official-alpha").path
-    pipe = LTX2Pipeline(scheduler=None, vae=None, audio_vae=None, text_encoder=None, tokenizer=None,
-                        connectors=None, transformer=_base(cfg), vocoder=None)
+    pipe = LTX2Pipeline(
+        scheduler=None,
+        vae=None,
+        audio_vae=None,
+        text_encoder=None,
+        tokenizer=None,
+        connectors=None,
+        transformer=_base(cfg),
+        vocoder=None,
+    )
     with pytest.raises(ValueError, match="Invalid LoRA checkpoint"):
         pipe.load_lora_weights(str(alpha_file))
 
@@ -169,8 +190,10 @@ def _ltx_core_fuse(cfg, lora_path):
     original = original_state_dict("transformer", _base(cfg), _family(cfg))
     model = {LTXV_MODEL_COMFY_RENAMING_MAP.apply_to_key(k): v.to(torch.bfloat16) for k, v in original.items()}
     lora = {LTXV_LORA_COMFY_RENAMING_MAP.apply_to_key(k): v for k, v in load_file(str(lora_path)).items()}
-    fused = apply_loras(StateDict(model, torch.device("cpu"), 0, {torch.bfloat16}),
-                        [LoraStateDictWithStrength(StateDict(lora, torch.device("cpu"), 0, set()), 1.0)])
+    fused = apply_loras(
+        StateDict(model, torch.device("cpu"), 0, {torch.bfloat16}),
+        [LoraStateDictWithStrength(StateDict(lora, torch.device("cpu"), 0, set()), 1.0)],
+    )
     return model, fused.sd
 
 
@@ -178,16 +201,17 @@ def test_ltx_core_fuses_our_default_file_at_alpha_over_rank(reference, case, tmp
     cfg, path, _, _ = reference
     lora = read_lora(path / ckpt.LORA_FILE)
     model, fused = _ltx_core_fuse(cfg, path / ckpt.LORA_FILE)
-    alpha_model, alpha_fused = _ltx_core_fuse(cfg, export_lora_file(path / ckpt.LORA_FILE, tmp_path / "a.safetensors",
-                                                                    fmt="official-alpha").path)
+    alpha_model, alpha_fused = _ltx_core_fuse(
+        cfg, export_lora_file(path / ckpt.LORA_FILE, tmp_path / "a.safetensors", fmt="official-alpha").path
+    )
     checked = 0
     for name, weights in lora.modules.items():
         key = f"{name}.weight"
         expected = model[key].float() + weights.delta()  # W + (alpha/r) B A
-        torch.testing.assert_close(fused[key].float(), expected, rtol=0, atol=2 ** -7 * expected.abs().max().item())
+        torch.testing.assert_close(fused[key].float(), expected, rtol=0, atol=2**-7 * expected.abs().max().item())
         # the same LoRA with .alpha tensors: ltx-core ignores them and fuses at scale 1 instead of 3
         wrong = alpha_fused[key].float() - alpha_model[key].float()
-        torch.testing.assert_close(wrong, weights.delta() / SCALE, rtol=0, atol=2 ** -7 * expected.abs().max().item())
+        torch.testing.assert_close(wrong, weights.delta() / SCALE, rtol=0, atol=2**-7 * expected.abs().max().item())
         checked += 1
     assert checked == len(lora.modules) == case[2]
 
@@ -261,8 +285,11 @@ def test_23_and_25_loras_round_trip_in_every_format_to_the_same_effective_weight
             keys = set(load_file(str(out)))
             head = "transformer." if fmt == "diffusers" else "diffusion_model."
             prompt = "prompt_adaln" if fmt == "diffusers" else "prompt_adaln_single"
-            assert {f"{head}{prompt}.linear.lora_A.weight", f"{head}audio_{prompt}.linear.lora_B.weight",
-                    f"{head}transformer_blocks.1.audio_to_video_attn.to_gate_logits.lora_A.weight"} <= keys
+            assert {
+                f"{head}{prompt}.linear.lora_A.weight",
+                f"{head}audio_{prompt}.linear.lora_B.weight",
+                f"{head}transformer_blocks.1.audio_to_video_attn.to_gate_logits.lora_A.weight",
+            } <= keys
     # an .alpha file from another tool (alpha != rank, B unfolded) reads to the same effect
     with_alpha = {}
     for name, w in source.modules.items():

@@ -30,6 +30,7 @@ from ltx2train.models.writing import save_single_file
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.trainer import Trainer
 
+
 @torch.no_grad()
 def _merged_by_hand(base, lora_file):
     """The base transformer with W + (alpha/r) B A written into its weights: the definition of the effect."""
@@ -89,8 +90,12 @@ def test_every_format_round_trips_to_the_same_effective_weights(trained_lora, tm
     for name, delta in _deltas(source).items():
         torch.testing.assert_close(from_state_dict(with_alpha).modules[name].delta(), delta, rtol=1e-5, atol=1e-7)
     # DiffSynth's native names: original module names, PEFT's ".default", no prefix
-    native = {k.replace("diffusion_model.", "").replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v
-              for k, v in to_state_dict(source).items()}
+    native = {
+        k.replace("diffusion_model.", "")
+        .replace(".lora_A.", ".lora_A.default.")
+        .replace(".lora_B.", ".lora_B.default."): v
+        for k, v in to_state_dict(source).items()
+    }
     assert from_state_dict(native).dialect == "diffsynth"
     assert all(torch.equal(from_state_dict(native).modules[m].up, w.up) for m, w in source.modules.items())
 
@@ -125,7 +130,9 @@ def test_video_only_and_audio_only_loras_leave_the_other_stream_as_the_base(trai
         else:
             assert torch.equal(video, base_video) and not torch.equal(audio, base_audio)
             torch.testing.assert_close(audio, full_audio, rtol=0, atol=1e-6)
-    no_cross = read_lora(export_lora_file(path / ckpt.LORA_FILE, tmp_path / "vn.safetensors", modality="video", cross_modal="none").path)
+    no_cross = read_lora(
+        export_lora_file(path / ckpt.LORA_FILE, tmp_path / "vn.safetensors", modality="video", cross_modal="none").path
+    )
     assert {module_stream(m) for m in no_cross.modules} == {"video"}
 
 
@@ -139,9 +146,14 @@ def test_merged_weights_reproduce_base_plus_lora_in_both_layouts(trained_lora, t
 
     repackaged = merge_lora(lora, cfg.model.checkpoint, tmp_path / "merged")
     assert repackaged.merged == len(lora.modules)
-    single_base = save_single_file({c: load_component("tiny", c, cfg.model.checkpoint)
-                                    for c in ("transformer", "connectors", "video_vae", "audio_vae", "vocoder")},
-                                   tmp_path / "base.safetensors", "2.0")
+    single_base = save_single_file(
+        {
+            c: load_component("tiny", c, cfg.model.checkpoint)
+            for c in ("transformer", "connectors", "video_vae", "audio_vae", "vocoder")
+        },
+        tmp_path / "base.safetensors",
+        "2.0",
+    )
     merge_lora(lora, single_base, tmp_path / "merged.safetensors", dtype=torch.bfloat16)
     for source, tol in ((tmp_path / "merged", 1e-5), (tmp_path / "merged.safetensors", 0.05)):
         merged = load_component("tiny", "transformer", source)
@@ -149,8 +161,10 @@ def test_merged_weights_reproduce_base_plus_lora_in_both_layouts(trained_lora, t
         for g, e in zip(got, expected):
             torch.testing.assert_close(g, e, rtol=tol, atol=tol)
     # the other components are copied through unchanged
-    with safe_open(str(tmp_path / "merged.safetensors"), framework="pt") as f, \
-            safe_open(str(cfg.model.checkpoint + "/audio_vocoder.safetensors"), framework="pt") as v:
+    with (
+        safe_open(str(tmp_path / "merged.safetensors"), framework="pt") as f,
+        safe_open(str(cfg.model.checkpoint + "/audio_vocoder.safetensors"), framework="pt") as v,
+    ):
         key = next(iter(v.keys()))
         assert torch.equal(f.get_tensor(key).float(), v.get_tensor(key).to(torch.bfloat16).float())
     assert (tmp_path / "merged" / "video_vae_decoder.safetensors").is_file()
@@ -172,8 +186,10 @@ def test_init_from_any_dialect_starts_with_that_files_effect(trained_lora, tiny_
     source = read_lora(path / ckpt.LORA_FILE)
     init = tmp_path / "init.safetensors"
     if fmt == "diffsynth":  # what DiffSynth's trainer saves: PEFT names with .default, no prefix, no alpha
-        state = {k.replace("diffusion_model.", "").replace(".weight", ".default.weight"): v
-                 for k, v in to_state_dict(source).items()}
+        state = {
+            k.replace("diffusion_model.", "").replace(".weight", ".default.weight"): v
+            for k, v in to_state_dict(source).items()
+        }
         save_file(state, str(init), metadata={"format": "pt"})
     elif fmt == "ltx-trainer":
         # Lightricks' trainer: diffusion_model. + PEFT names, its B as trained (alpha dropped), bf16, no LoRA
@@ -185,12 +201,15 @@ def test_init_from_any_dialect_starts_with_that_files_effect(trained_lora, tiny_
     else:
         init = export_lora_file(path / ckpt.LORA_FILE, tmp_path / "init.safetensors", fmt=fmt).path
     # another alpha than the file's: the import rescales B so the effect stays the file's
-    new = tiny_config(tiny_workspace, tmp_path / "run", [*TRAIN, "lora.alpha=2", f"lora.init_from={init}",
-                                                           "train.max_steps=1"])
+    new = tiny_config(
+        tiny_workspace, tmp_path / "run", [*TRAIN, "lora.alpha=2", f"lora.init_from={init}", "train.max_steps=1"]
+    )
     trainer = Trainer(new, log=lambda _: None)
     trainer.setup()
     kwargs = transformer_inputs(tiny_workspace, tmp_path)
-    expected = transformer_outputs(_merged_by_hand(load_component("tiny", "transformer", cfg.model.checkpoint), source), kwargs)
+    expected = transformer_outputs(
+        _merged_by_hand(load_component("tiny", "transformer", cfg.model.checkpoint), source), kwargs
+    )
     got = transformer_outputs(trainer.model, kwargs)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
@@ -199,7 +218,9 @@ def test_init_from_any_dialect_starts_with_that_files_effect(trained_lora, tiny_
 def test_init_from_checks_rank_and_targets(trained_lora, tiny_workspace, tmp_path):
     _, path = trained_lora
     for override, message in (("lora.rank=8", "rank 4"), ("lora.target_modules=[to_q]", "lora.target_modules")):
-        cfg = tiny_config(tiny_workspace, tmp_path / override, [*TRAIN, override, f"lora.init_from={path / 'lora.safetensors'}"])
+        cfg = tiny_config(
+            tiny_workspace, tmp_path / override, [*TRAIN, override, f"lora.init_from={path / 'lora.safetensors'}"]
+        )
         with pytest.raises(ValueError, match=message):
             Trainer(cfg, log=lambda _: None).setup()
 
@@ -244,8 +265,11 @@ def test_inspect_identifies_each_lora_format_and_component_files(trained_lora, t
     assert transformer["components"][0]["missing"] == []
     decoder = inspect_file(f"{cfg.model.checkpoint}/video_vae_decoder.safetensors")
     assert decoder["components"][0]["missing"] == [] and "video_vae_decoder" in decoder["components"][0]["file_layout"]
-    single = save_single_file({c: load_component("tiny", c, cfg.model.checkpoint) for c in ("transformer", "connectors")},
-                              tmp_path / "single.safetensors", "2.0")
+    single = save_single_file(
+        {c: load_component("tiny", c, cfg.model.checkpoint) for c in ("transformer", "connectors")},
+        tmp_path / "single.safetensors",
+        "2.0",
+    )
     report = inspect_file(single)
     assert [c["component"] for c in report["components"]] == ["connectors", "transformer"]
     assert report["components"][0]["file_layout"] == "official single file"
@@ -276,9 +300,13 @@ def test_connector_modules_are_warned_about_left_out_where_they_cannot_go_and_me
 
     modules = random_components("tiny", seed=1)
     state = {}
-    for name, (component, dname) in {"transformer_blocks.0.attn1.to_q": ("transformer", "transformer_blocks.0.attn1.to_q"),
-                                     "video_embeddings_connector.transformer_1d_blocks.0.attn1.to_k":
-                                         ("connectors", "video_connector.transformer_blocks.0.attn1.to_k")}.items():
+    for name, (component, dname) in {
+        "transformer_blocks.0.attn1.to_q": ("transformer", "transformer_blocks.0.attn1.to_q"),
+        "video_embeddings_connector.transformer_1d_blocks.0.attn1.to_k": (
+            "connectors",
+            "video_connector.transformer_blocks.0.attn1.to_k",
+        ),
+    }.items():
         linear = modules[component].get_submodule(dname)
         state[f"diffusion_model.{name}.lora_A.weight"] = torch.randn(2, linear.in_features)
         state[f"diffusion_model.{name}.lora_B.weight"] = torch.randn(linear.out_features, 2)
@@ -297,5 +325,6 @@ def test_connector_modules_are_warned_about_left_out_where_they_cannot_go_and_me
     merged = load_component("tiny", "connectors", tmp_path / "merged")
     name = "video_embeddings_connector.transformer_1d_blocks.0.attn1.to_k"
     dname = "video_connector.transformer_blocks.0.attn1.to_k"
-    torch.testing.assert_close(merged.get_submodule(dname).weight,
-                               base.get_submodule(dname).weight + lora.modules[name].delta())
+    torch.testing.assert_close(
+        merged.get_submodule(dname).weight, base.get_submodule(dname).weight + lora.modules[name].delta()
+    )

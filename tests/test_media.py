@@ -8,7 +8,12 @@ import torch
 
 from conftest import write_vfr_clip
 from ltx2train.data.media import (
-    MediaError, log_mel_spectrogram, read_audio, read_video_frames, fit_frames, write_video_with_audio,
+    MediaError,
+    log_mel_spectrogram,
+    read_audio,
+    read_video_frames,
+    fit_frames,
+    write_video_with_audio,
 )
 from ltx2train.data.metadata import read_metadata
 from ltx2train.data.synthetic import COLOURS, make_synthetic_dataset
@@ -38,7 +43,11 @@ def test_synthetic_clips_show_the_caption(synthetic):
         assert audio.shape == (2, round(17 / 24 * 16000))
         mono = audio.mean(0).numpy()
         early, late = _dominant_hz(mono[:3000]), _dominant_hz(mono[-3000:])
-        assert (late > early * 1.3) if "rising" in record.caption else (early > late * 1.3), (record.caption, early, late)
+        assert (late > early * 1.3) if "rising" in record.caption else (early > late * 1.3), (
+            record.caption,
+            early,
+            late,
+        )
 
 
 def test_log_mel_peaks_at_the_tone_frequency():
@@ -104,9 +113,15 @@ def test_metadata_formats_agree_and_bad_rows_are_rejected_with_their_reason(tmp_
     assert wrong_column.records == [] and len(wrong_column.rejects) == 2
     assert "no 'clip' (columns: ['caption', 'video'])" in wrong_column.rejects[0]["reason"]
     # one bad row of each kind: the good rows still come through, each bad one with its reason
-    lines = [b'{"video": "good.mp4", "caption": "a cat"}', b"{oops", b'{"video": "empty.mp4", "caption": "  "}',
-             b'{"video": "nocap.mp4"}', b'{"video": "bytes.mp4", "caption": "caf\xe9 au lait"}',
-             b'{"video": "./good.mp4", "caption": "the same clip again"}', b'{"video": "last.mp4", "caption": "a dog"}']
+    lines = [
+        b'{"video": "good.mp4", "caption": "a cat"}',
+        b"{oops",
+        b'{"video": "empty.mp4", "caption": "  "}',
+        b'{"video": "nocap.mp4"}',
+        b'{"video": "bytes.mp4", "caption": "caf\xe9 au lait"}',
+        b'{"video": "./good.mp4", "caption": "the same clip again"}',
+        b'{"video": "last.mp4", "caption": "a dog"}',
+    ]
     (tmp_path / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     mixed = read_metadata(tmp_path / "mixed.jsonl")
     assert [r.path for r in mixed.records] == ["good.mp4", "last.mp4"]
@@ -123,17 +138,19 @@ def test_a_diffsynth_metadata_csv_reads_with_no_overrides(tmp_path):
     """DiffSynth's ``metadata.csv`` (``video,prompt[,input_audio]``, IC-LoRA's ``in_context_videos`` as a path or a
     one-element list): its columns are read where the recipe keeps the defaults; a missing column names the closest."""
     (tmp_path / "metadata.csv").write_text(
-        'video,prompt,input_audio,in_context_videos\n'
-        'a.mp4,a red box,a.wav,depth_a.mp4\n'
-        'b.mp4,a blue disk,b.wav,"[\'depth_b.mp4\']"\n'
-        'c.mp4,two of them,c.wav,"[\'x.mp4\', \'y.mp4\']"\n')
+        "video,prompt,input_audio,in_context_videos\n"
+        "a.mp4,a red box,a.wav,depth_a.mp4\n"
+        "b.mp4,a blue disk,b.wav,\"['depth_b.mp4']\"\n"
+        "c.mp4,two of them,c.wav,\"['x.mp4', 'y.mp4']\"\n"
+    )
     parsed = read_metadata(tmp_path / "metadata.csv")
     assert [(r.path, r.caption) for r in parsed.records] == [("a.mp4", "a red box"), ("b.mp4", "a blue disk")]
     assert [r.audio for r in parsed.records] == [tmp_path / "a.wav", tmp_path / "b.wav"]
     assert [r.reference for r in parsed.records] == [tmp_path / "depth_a.mp4", tmp_path / "depth_b.mp4"]
     assert "'in_context_videos' holds 2 paths" in parsed.rejects[0]["reason"]
-    (tmp_path / "lists.jsonl").write_text('{"video": ["p.mp4", "q.mp4"], "prompt": "two"}\n'
-                                          '{"video": ["r.mp4"], "prompt": "one"}\n')
+    (tmp_path / "lists.jsonl").write_text(
+        '{"video": ["p.mp4", "q.mp4"], "prompt": "two"}\n{"video": ["r.mp4"], "prompt": "one"}\n'
+    )
     lists = read_metadata(tmp_path / "lists.jsonl")
     assert [r.path for r in lists.records] == ["r.mp4"] and "'video' holds 2 paths" in lists.rejects[0]["reason"]
     (tmp_path / "typo.csv").write_text("video,captions\na.mp4,a red box\n")
@@ -169,7 +186,7 @@ def test_audio_and_video_of_a_window_are_aligned(tmp_path, start_s):
     video[30] = 240
     audio = np.zeros((2, int(2.5 * sr)), np.float32)
     click = int(30 / fps * sr)
-    audio[:, click:click + 80] = 0.9
+    audio[:, click : click + 80] = 0.9
     path = write_video_with_audio(tmp_path / "click.mp4", video, fps, audio, sr)
     frames = read_video_frames(path, 41, fps, start_s=start_s)
     flash_s = int(frames.float().mean(dim=(1, 2, 3)).argmax()) / fps
@@ -187,8 +204,11 @@ def test_parquet_and_datasets_directories_read_through_datasets_with_sidecar_cap
     import datasets
 
     (tmp_path / "c.txt").write_text("a caption from the sidecar file\n")
-    rows = [{"video": "a.mp4", "caption": "a red box"}, {"video": "c.mp4", "caption": None},
-            {"video": "d.mp4", "caption": ""}]
+    rows = [
+        {"video": "a.mp4", "caption": "a red box"},
+        {"video": "c.mp4", "caption": None},
+        {"video": "d.mp4", "caption": ""},
+    ]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = datasets.Dataset.from_list(rows)
     table.to_parquet(str(tmp_path / "m.parquet"))
@@ -196,8 +216,10 @@ def test_parquet_and_datasets_directories_read_through_datasets_with_sidecar_cap
     hf_cache = os.listdir(datasets.config.HF_DATASETS_CACHE) if os.path.isdir(datasets.config.HF_DATASETS_CACHE) else []
     parsed = [read_metadata(tmp_path / name, root=tmp_path) for name in ("m.jsonl", "m.parquet", "m_dataset")]
     for metadata in parsed:
-        assert [(r.path, r.caption) for r in metadata.records] == [("a.mp4", "a red box"),
-                                                                   ("c.mp4", "a caption from the sidecar file")]
+        assert [(r.path, r.caption) for r in metadata.records] == [
+            ("a.mp4", "a red box"),
+            ("c.mp4", "a caption from the sidecar file"),
+        ]
         assert [(r["path"], "empty caption" in r["reason"]) for r in metadata.rejects] == [("d.mp4", True)]
     after = os.listdir(datasets.config.HF_DATASETS_CACHE) if os.path.isdir(datasets.config.HF_DATASETS_CACHE) else []
     assert after == hf_cache
@@ -235,13 +257,18 @@ def _media(path, container, video_codec, audio_codec, layout, rate, video=True, 
     return path
 
 
-@pytest.mark.parametrize("name, container, video_codec, audio_codec, layout, rate, both", [
-    ("surround.mp4", "mp4", "libx264", "aac", "5.1", 48000, False),  # 6 channels down-mixed: the tone stays left
-    ("mono8k.mp4", "mp4", "libx264", "aac", "mono", 8000, True),  # 8 kHz mono: upsampled, on both channels
-    ("clip.webm", "webm", "libvpx", "libopus", "stereo", 48000, False),
-    ("clip.mkv", "matroska", "libx264", "aac", "stereo", 44100, False)])
-def test_any_layout_rate_and_container_becomes_16_khz_stereo_of_the_window(tmp_path, name, container, video_codec,
-                                                                          audio_codec, layout, rate, both):
+@pytest.mark.parametrize(
+    "name, container, video_codec, audio_codec, layout, rate, both",
+    [
+        ("surround.mp4", "mp4", "libx264", "aac", "5.1", 48000, False),  # 6 channels down-mixed: the tone stays left
+        ("mono8k.mp4", "mp4", "libx264", "aac", "mono", 8000, True),  # 8 kHz mono: upsampled, on both channels
+        ("clip.webm", "webm", "libvpx", "libopus", "stereo", 48000, False),
+        ("clip.mkv", "matroska", "libx264", "aac", "stereo", 44100, False),
+    ],
+)
+def test_any_layout_rate_and_container_becomes_16_khz_stereo_of_the_window(
+    tmp_path, name, container, video_codec, audio_codec, layout, rate, both
+):
     path = _media(tmp_path / name, container, video_codec, audio_codec, layout, rate)
     wave = read_audio(path, sample_rate=16000, channels=2, duration_s=0.5)
     assert wave.shape == (2, 8000)
@@ -288,8 +315,11 @@ def _block_corner(frame):
     rows, cols = torch.nonzero(frame.float().mean(-1) > 128, as_tuple=True)
     height, width = frame.shape[:2]
     assert len(rows) == 96 and rows.max() - rows.min() + 1 in (8, 12)  # the whole block, not smeared
-    return ("top" if rows.float().mean() < height / 2 else "bottom") + "-" + (
-        "left" if cols.float().mean() < width / 2 else "right")
+    return (
+        ("top" if rows.float().mean() < height / 2 else "bottom")
+        + "-"
+        + ("left" if cols.float().mean() < width / 2 else "right")
+    )
 
 
 _TURNS = [  # (display matrix counter-clockwise, rotate tag, clockwise degrees a player turns by, block shown at)
@@ -304,8 +334,10 @@ _TURNS = [  # (display matrix counter-clockwise, rotate tag, clockwise degrees a
 
 # decord turns mp4's frames itself (not twice, then), Matroska's not; the old tag (clockwise degrees) only
 # survives in Matroska: ffmpeg 8's mp4 muxer drops it
-@pytest.mark.parametrize("suffix, ccw, rotate_tag, shown, corner", [
-    *[(suffix, *turn) for suffix in (".mp4", ".mkv") for turn in _TURNS], (".mkv", None, "90", 90, "top-right")])
+@pytest.mark.parametrize(
+    "suffix, ccw, rotate_tag, shown, corner",
+    [*[(suffix, *turn) for suffix in (".mp4", ".mkv") for turn in _TURNS], (".mkv", None, "90", 90, "top-right")],
+)
 def test_a_rotated_clip_is_probed_and_read_as_a_player_shows_it(tmp_path, suffix, ccw, rotate_tag, shown, corner):
     from ltx2train.data.media import probe_video, video_rotation
 

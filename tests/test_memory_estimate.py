@@ -32,8 +32,12 @@ def _variant(tmp_path, layers: int) -> Path:
     from ltx2train.models.specs import load_variant
 
     spec = load_variant("tiny")
-    data = {"name": f"tiny-{layers}", "family": spec.family, "description": "test",
-            "components": {n: {"class": c.class_name, "config": dict(c.config)} for n, c in spec.components.items()}}
+    data = {
+        "name": f"tiny-{layers}",
+        "family": spec.family,
+        "description": "test",
+        "components": {n: {"class": c.class_name, "config": dict(c.config)} for n, c in spec.components.items()},
+    }
     data["components"]["transformer"]["config"]["num_layers"] = layers
     path = tmp_path / f"tiny-{layers}.json"
     path.write_text(json.dumps(data))
@@ -119,14 +123,21 @@ def test_the_25_diffusion_decoder_adds_its_published_weights_to_validation():
     from ltx2train.analysis.estimate import estimate_memory
 
     published = json.loads((REFERENCE / "ltx25_22b_official_files.json").read_text())[
-        "vae/ltx-2.5-video-vae-bf16.safetensors"]
-    numel = sum(math.prod(shape) for key, shape in published.items()
-                if key.startswith(("decoder.", "per_channel")) and key != "decoder.type_emb")
-    conv = estimate_memory(_cfg("validation.prompts=[a cat]", recipe="ltx2.5_t2av_lora.yaml"), world_size=1,
-                           prepare=False)
-    diffusion = estimate_memory(_cfg("validation.prompts=[a cat]", "validation.video_decoder=diffusion",
-                                     recipe="ltx2.5_t2av_lora.yaml"),
-                                world_size=1, prepare=False)
+        "vae/ltx-2.5-video-vae-bf16.safetensors"
+    ]
+    numel = sum(
+        math.prod(shape)
+        for key, shape in published.items()
+        if key.startswith(("decoder.", "per_channel")) and key != "decoder.type_emb"
+    )
+    conv = estimate_memory(
+        _cfg("validation.prompts=[a cat]", recipe="ltx2.5_t2av_lora.yaml"), world_size=1, prepare=False
+    )
+    diffusion = estimate_memory(
+        _cfg("validation.prompts=[a cat]", "validation.video_decoder=diffusion", recipe="ltx2.5_t2av_lora.yaml"),
+        world_size=1,
+        prepare=False,
+    )
     assert diffusion.parts["validation_decoders"] - conv.parts["validation_decoders"] == 2 * numel
     assert any("video_decoder=diffusion" in note for note in diffusion.notes)
 
@@ -164,7 +175,9 @@ def test_deepspeed_zero2_divides_gradients_and_optimizer_state_zero3_parameters_
     assert zero2.parts["transformer_trained"] == one.parts["gradients"] // 2  # the module's copy in bfloat16
     assert zero3.parts["transformer_frozen"] == math.ceil(one.parts["transformer_frozen"] / 4)
     offloaded = _estimate(*ds, "distributed.offload_optimizer=true", world_size=4)
-    assert offloaded.parts["optimizer_state"] == 0 and offloaded.host["optimizer_state"] == zero2.parts["optimizer_state"]
+    assert (
+        offloaded.parts["optimizer_state"] == 0 and offloaded.host["optimizer_state"] == zero2.parts["optimizer_state"]
+    )
 
 
 def test_ddp_replicates_and_keeps_gradient_buckets():
@@ -188,13 +201,18 @@ def test_memory_options_change_their_parts_in_the_right_direction():
     # full fine-tuning: the swapped block's master weights, gradients and optimizer state move to the host
     full = _estimate("train.method=full", "train.gradient_checkpointing=true")
     full_swap = _estimate("train.method=full", "train.gradient_checkpointing=true", "memory.block_swap=1")
-    for part, moved in (("transformer_trained", "block_swap_weights"), ("gradients", "block_swap_gradients"),
-                        ("optimizer_state", "block_swap_optimizer_state")):
+    for part, moved in (
+        ("transformer_trained", "block_swap_weights"),
+        ("gradients", "block_swap_gradients"),
+        ("optimizer_state", "block_swap_optimizer_state"),
+    ):
         assert 0 < full_swap.host[moved] == full.parts[part] - full_swap.parts[part]
     from ltx2train.memory.offload import enable_block_swap
 
     model = _real_transformer(_cfg("train.method=full", "train.gradient_checkpointing=true"))
-    hosts = [h for block in enable_block_swap(model, 1, "cpu", trained_on_host=True)._weights.values() for _, h in block]
+    hosts = [
+        h for block in enable_block_swap(model, 1, "cpu", trained_on_host=True)._weights.values() for _, h in block
+    ]
     assert full_swap.host["block_swap_weights"] == sum(h.numel() * h.element_size() for h in hosts)
     # AdamW: two float32 moments per element and a float32 step per tensor
     assert full_swap.host["block_swap_optimizer_state"] == 2 * full_swap.host["block_swap_weights"] + 4 * len(hosts)
@@ -219,9 +237,15 @@ def test_activations_match_a_measured_step_of_a_deeper_tiny_model(tmp_path, chec
     part scales)."""
     from ltx2train.analysis.fake import LiveBytes
 
-    overrides = [f"model.variant={_variant(tmp_path, 3)}", "data.height=128", "data.width=128",
-                 "data.num_frames=17", f"train.gradient_checkpointing={str(checkpointing).lower()}",
-                 "train.mixed_precision=bf16", "model.dtype=bfloat16"]
+    overrides = [
+        f"model.variant={_variant(tmp_path, 3)}",
+        "data.height=128",
+        "data.width=128",
+        "data.num_frames=17",
+        f"train.gradient_checkpointing={str(checkpointing).lower()}",
+        "train.mixed_precision=bf16",
+        "model.dtype=bfloat16",
+    ]
     cfg, est = _cfg(*overrides), _estimate(*overrides)
     model = _real_transformer(cfg)
     kwargs, targets = _inputs(model, est.tokens)
@@ -242,8 +266,13 @@ def test_activations_match_a_measured_step_of_a_deeper_tiny_model(tmp_path, chec
 
 # ---------------------------------------------------------------------------------------------- command line
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "ltx2train", "inspect", "memory", *args], capture_output=True,
-                          text=True, timeout=600, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "ltx2train", "inspect", "memory", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
 
 
 def test_cli_prints_a_table_and_json():
@@ -254,7 +283,8 @@ def test_cli_prints_a_table_and_json():
     assert data.returncode == 0, data.stderr[-2000:]
     report = json.loads(data.stdout)
     assert report["world_size"] == 2 and report["total_bytes"] == max(
-        v for k, v in report["phases"].items() if not k.startswith("prepare"))
+        v for k, v in report["phases"].items() if not k.startswith("prepare")
+    )
     assert {"transformer_frozen", "gradients", "optimizer_state", "activations"} <= set(report["parts"])
 
 

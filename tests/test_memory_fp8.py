@@ -61,8 +61,12 @@ def _audio_vae_run(root, tmp_path):
     return _vae_run(torch.randn(1, 2, 32, 16, generator=g).to(BF16))  # (B, stereo, mel frames, mel bins)
 
 
-RUNS = {"transformer": _transformer_run, "connectors": _connectors_run, "video_vae": _video_vae_run,
-        "audio_vae": _audio_vae_run}
+RUNS = {
+    "transformer": _transformer_run,
+    "connectors": _connectors_run,
+    "video_vae": _video_vae_run,
+    "audio_vae": _audio_vae_run,
+}
 # Relative L2 error of each output against the same component in bf16, measured on the tiny random-weight model
 # (whose random stacks amplify the rounding of the weights); each limit is ~1.5x the measured value.
 TOLERANCE = {
@@ -98,8 +102,9 @@ def test_each_component_halves_its_cast_weights_and_stays_close_to_bf16(tiny_wor
 def test_gemma_keeps_its_embedding_and_stays_close_to_bf16(tiny_workspace):
     from ltx2train.models.text_encoder import load_text_encoder
 
-    text_encoder = load_text_encoder(tiny_config(tiny_workspace, tiny_workspace / "unused").model.text_encoder,
-                                     dtype=BF16, max_sequence_length=16)
+    text_encoder = load_text_encoder(
+        tiny_config(tiny_workspace, tiny_workspace / "unused").model.text_encoder, dtype=BF16, max_sequence_length=16
+    )
     prompts = ["a red circle moves right with a rising tone", "a blue square"]
     reference = copy.deepcopy(text_encoder.model)
     expected = text_encoder.encode(prompts).hidden_states
@@ -115,8 +120,9 @@ def test_gemma_keeps_its_embedding_and_stays_close_to_bf16(tiny_workspace):
     assert torch.equal(text_encoder.encode(prompts).hidden_states, outputs)
 
 
-@pytest.mark.parametrize("component, most", [("transformer", 0.52), ("connectors", 0.76), ("video_vae", 0.50),
-                                              ("audio_vae", 0.50)])
+@pytest.mark.parametrize(
+    "component, most", [("transformer", 0.52), ("connectors", 0.76), ("video_vae", 0.50), ("audio_vae", 0.50)]
+)
 def test_ltx2_19b_components_keep_what_the_skip_patterns_name(component, most):
     """On the real 19B architecture (on meta, no weights): the share of the bytes FP8 keeps. The transformer keeps
     only its blocks' layers (98% of its weights); the connectors keep their 0.72B-weight text projection."""
@@ -138,7 +144,9 @@ def _check_report(report, module, component):
     assert report.layers == len(layers) > 0
     assert all(p.dtype == STORAGE_DTYPE for m in layers.values() for p in m.parameters())
     assert report.cast_bytes_after <= 0.55 * report.cast_bytes_before  # the cast layers: cut by >= 45%
-    assert report.bytes_after == param_bytes(module) and report.saved == report.cast_bytes_before - report.cast_bytes_after
+    assert (
+        report.bytes_after == param_bytes(module) and report.saved == report.cast_bytes_before - report.cast_bytes_after
+    )
     assert report.bytes_after / report.bytes_before <= TOTAL_RATIO[component]
 
 
@@ -155,7 +163,7 @@ def test_redraw_lora_init_gives_back_the_continuous_kaiming_draw():
     assert redraw_lora_init(model) == 1
     down = model[0].lora_A["default"].weight
     assert down.dtype == torch.float32 and down.unique().numel() > 10000
-    assert down.abs().max() <= 1 / 64 and down.std().item() == pytest.approx(1 / 64 / 3 ** 0.5, rel=0.05)
+    assert down.abs().max() <= 1 / 64 and down.std().item() == pytest.approx(1 / 64 / 3**0.5, rel=0.05)
 
 
 def test_store_fp8_refuses_adapters_a_second_pass_and_unknown_components(tiny_workspace):
@@ -175,8 +183,15 @@ def test_store_fp8_refuses_adapters_a_second_pass_and_unknown_components(tiny_wo
 
 # bf16 base (FP8 computed in bf16); train.mixed_precision stays "no": Accelerate's state is one per process and
 # the other in-process tests run without mixed precision.
-FP8_LORA = [*LORA_TRAIN, "memory.fp8_frozen=[transformer,connectors]", "model.dtype=bfloat16",
-            "train.gradient_checkpointing=true", "train.max_steps=6", "train.checkpoint_every=3", "train.keep_last=5"]
+FP8_LORA = [
+    *LORA_TRAIN,
+    "memory.fp8_frozen=[transformer,connectors]",
+    "model.dtype=bfloat16",
+    "train.gradient_checkpointing=true",
+    "train.max_steps=6",
+    "train.checkpoint_every=3",
+    "train.keep_last=5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -242,8 +257,10 @@ def test_a_lora_over_an_fp8_base_resumes_exactly(tiny_workspace, fp8_lora_run, t
     resumed = Trainer(cfg, log=messages.append).train()
     assert any("resumed from" in m for m in messages)
     assert resumed.losses == straight.losses[3:]
-    with safe_open(str(straight.checkpoint / "lora.safetensors"), framework="pt") as a, \
-            safe_open(str(resumed.checkpoint / "lora.safetensors"), framework="pt") as b:
+    with (
+        safe_open(str(straight.checkpoint / "lora.safetensors"), framework="pt") as a,
+        safe_open(str(resumed.checkpoint / "lora.safetensors"), framework="pt") as b,
+    ):
         assert a.keys() == b.keys() and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
 
 
@@ -268,12 +285,30 @@ def test_two_ddp_processes_train_a_lora_over_an_fp8_base(tiny_workspace, tmp_pat
 
     from ltx2train.config import save_config
 
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [*FP8_LORA, "train.max_steps=2", "train.checkpoint_every=2",
-                                                         "data.batch_size=1"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [*FP8_LORA, "train.max_steps=2", "train.checkpoint_every=2", "data.batch_size=1"],
+    )
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "ltx2train", "train", str(recipe)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "ltx2train",
+            "train",
+            str(recipe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es) (ddp)" in proc.stdout and proc.stdout.count("stored in FP8") == 1
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -281,8 +316,9 @@ def test_two_ddp_processes_train_a_lora_over_an_fp8_base(tiny_workspace, tmp_pat
 
 
 @pytest.mark.parametrize("backend", ["distributed.backend=fsdp2", "distributed.backend=deepspeed"])
-def test_an_fp8_transformer_under_a_sharding_backend_is_refused_before_anything_starts(tiny_workspace, tmp_path,
-                                                                                      monkeypatch, backend):
+def test_an_fp8_transformer_under_a_sharding_backend_is_refused_before_anything_starts(
+    tiny_workspace, tmp_path, monkeypatch, backend
+):
     from ltx2train.training import builder
 
     def no_backend(cfg):
@@ -290,8 +326,11 @@ def test_an_fp8_transformer_under_a_sharding_backend_is_refused_before_anything_
 
     monkeypatch.setattr(builder, "build_backend", no_backend)
     name = backend.split("=")[1]
-    with pytest.raises(ValueError, match=f"memory.fp8_frozen: transformer with distributed.backend={name} is not "
-                                         "supported yet .*use distributed.backend=ddp"):  # the recipe's rules
+    with pytest.raises(
+        ValueError,
+        match=f"memory.fp8_frozen: transformer with distributed.backend={name} is not "
+        "supported yet .*use distributed.backend=ddp",
+    ):  # the recipe's rules
         Trainer(tiny_config(tiny_workspace, tmp_path / "run", [*FP8_LORA, backend]), log=lambda _: None).setup()
 
 

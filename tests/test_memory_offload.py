@@ -92,10 +92,14 @@ def test_block_swap_gives_the_same_outputs_and_gradients(tiny_workspace, tmp_pat
         assert all(torch.equal(a, b) for a, b in zip(swapped.eval()(**inputs), reference.eval()(**inputs)))
 
 
-@pytest.mark.parametrize("checkpointing, early_stop", [(False, True), (True, True), (True, False)],
-                         ids=["plain", "checkpointed", "checkpointed-full-recompute"])
-def test_each_swapped_block_is_resident_exactly_when_it_runs(tiny_workspace, tmp_path, inputs, checkpointing,
-                                                              early_stop):
+@pytest.mark.parametrize(
+    "checkpointing, early_stop",
+    [(False, True), (True, True), (True, False)],
+    ids=["plain", "checkpointed", "checkpointed-full-recompute"],
+)
+def test_each_swapped_block_is_resident_exactly_when_it_runs(
+    tiny_workspace, tmp_path, inputs, checkpointing, early_stop
+):
     from torch.utils.checkpoint import set_checkpoint_early_stop
 
     transformer, params = _transformer(tiny_workspace, tmp_path, checkpointing)
@@ -113,18 +117,32 @@ def test_each_swapped_block_is_resident_exactly_when_it_runs(tiny_workspace, tmp
     # block 3 kept (backward starts with it). Backward, in reverse: block 2 copied when the gradient reaches
     # block 3, block 3 dropped when it reaches block 2, block 2 dropped at the end.
     if checkpointing:
-        assert list(swap.events) == [("forward", "copy", 2), ("forward", "copy", 3), ("forward", "drop", 2),
-                                     ("backward", "copy", 2), ("backward", "drop", 3), ("backward", "drop", 2)]
+        assert list(swap.events) == [
+            ("forward", "copy", 2),
+            ("forward", "copy", 3),
+            ("forward", "drop", 2),
+            ("backward", "copy", 2),
+            ("backward", "drop", 3),
+            ("backward", "drop", 2),
+        ]
     else:  # autograd holds views of the weights until backward: the blocks stay from forward to backward
-        assert list(swap.events) == [("forward", "copy", 2), ("forward", "copy", 3),
-                                     ("backward", "drop", 3), ("backward", "drop", 2)]
+        assert list(swap.events) == [
+            ("forward", "copy", 2),
+            ("forward", "copy", 3),
+            ("backward", "drop", 3),
+            ("backward", "drop", 2),
+        ]
     assert swap.copies == (3 if checkpointing else 2)
     # Without gradients every block is dropped after it runs.
     swap.events.clear()
     with torch.no_grad():
         transformer(**inputs)
-    assert list(swap.events) == [("forward", "copy", 2), ("forward", "copy", 3), ("forward", "drop", 2),
-                                 ("forward", "drop", 3)]
+    assert list(swap.events) == [
+        ("forward", "copy", 2),
+        ("forward", "copy", 3),
+        ("forward", "drop", 2),
+        ("forward", "drop", 3),
+    ]
     for handle in handles:
         handle.remove()
 
@@ -138,7 +156,8 @@ def test_all_blocks_swapped_and_the_resident_copy_is_a_device_copy(tiny_workspac
     weight = transformer.transformer_blocks[0].attn1.to_q.base_layer.weight
     assert weight.data_ptr() == hosts[id(weight)].data_ptr()
     transformer.transformer_blocks[0].register_forward_pre_hook(
-        lambda m, a: seen.append(("ptr", 0, weight.data_ptr() != hosts[id(weight)].data_ptr())))
+        lambda m, a: seen.append(("ptr", 0, weight.data_ptr() != hosts[id(weight)].data_ptr()))
+    )
     _, grads = _loss_and_grads(transformer, params, inputs)
     _, expected = _loss_and_grads(reference, [p for n, p in reference.named_parameters() if "lora_" in n], inputs)
     assert all(torch.equal(a, b) for a, b in zip(grads, expected))
@@ -196,8 +215,9 @@ def _full_step(transformer, optimizer, micro_batches, swap=None):
 
 
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
-def test_full_fine_tuning_with_swapped_blocks_trains_what_it_trains_without(tiny_workspace, tmp_path, inputs,
-                                                                             checkpointing):
+def test_full_fine_tuning_with_swapped_blocks_trains_what_it_trains_without(
+    tiny_workspace, tmp_path, inputs, checkpointing
+):
     reference, ref_optimizer = _full(tiny_workspace, tmp_path, checkpointing)
     swapped, optimizer = _full(tiny_workspace, tmp_path, checkpointing)
     swap = enable_block_swap(swapped, SWAPPED, CPU, trained_on_host=True)
@@ -251,7 +271,8 @@ def _offloaded_grads(transformer, params, kwargs, hooks):
 
 
 def test_activation_offload_keeps_gradients_bit_identical_and_copies_each_saved_tensor_once(
-        tiny_workspace, tmp_path, inputs):
+    tiny_workspace, tmp_path, inputs
+):
     transformer, params = _transformer(tiny_workspace, tmp_path, checkpointing=True)
     _, plain = _loss_and_grads(transformer, params, inputs)
     on_cpu = offload_activations(True)  # what a CPU run gets: every tensor is already on the host
@@ -275,11 +296,21 @@ def test_training_with_block_swap_and_activation_offload_matches_training_withou
     from ltx2train.memory.offload import BlockSwap
     from ltx2train.training.trainer import Trainer
 
-    common = [*LORA_TRAIN, "train.max_steps=8", "train.checkpoint_every=0", "train.gradient_checkpointing=true",
-              "validation.loss_sigmas=[0.5]", "validation.at_start=true"]
+    common = [
+        *LORA_TRAIN,
+        "train.max_steps=8",
+        "train.checkpoint_every=0",
+        "train.gradient_checkpointing=true",
+        "validation.loss_sigmas=[0.5]",
+        "validation.at_start=true",
+    ]
     plain = Trainer(tiny_config(tiny_workspace, tmp_path / "plain", common), log=lambda _: None).train()
-    trainer = Trainer(tiny_config(tiny_workspace, tmp_path / "offloaded", [
-        *common, "memory.block_swap=2", "memory.activation_offload=true"]), log=lambda _: None)
+    trainer = Trainer(
+        tiny_config(
+            tiny_workspace, tmp_path / "offloaded", [*common, "memory.block_swap=2", "memory.activation_offload=true"]
+        ),
+        log=lambda _: None,
+    )
     offloaded = trainer.train()
     swap = trainer.backend.block_swap
     assert isinstance(swap, BlockSwap) and swap.swapped == [0, 1]  # the tiny model's 2 blocks
@@ -299,9 +330,18 @@ def test_block_swap_over_an_fp8_base_trains(tiny_workspace, tmp_path):
     from ltx2train.memory.fp8 import store_fp8
     from ltx2train.models.loading import load_component
 
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [
-        *LORA_TRAIN, "train.max_steps=4", "train.checkpoint_every=0", "train.gradient_checkpointing=true",
-        "memory.block_swap=1", "memory.fp8_frozen=[transformer]"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            *LORA_TRAIN,
+            "train.max_steps=4",
+            "train.checkpoint_every=0",
+            "train.gradient_checkpointing=true",
+            "memory.block_swap=1",
+            "memory.fp8_frozen=[transformer]",
+        ],
+    )
     fresh = load_component(cfg.model.variant, "transformer", cfg.model.checkpoint)
     store_fp8(fresh, "transformer", compute_dtype=torch.float32)
     before = {n: p.detach() for n, p in fresh.named_parameters() if p.dtype == torch.float8_e4m3fn}
@@ -310,6 +350,8 @@ def test_block_swap_over_an_fp8_base_trains(tiny_workspace, tmp_path):
     assert before and trainer.backend.block_swap.copies >= 4
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses)
     after = {n.replace("base_layer.", ""): p for n, p in trainer.model.named_parameters()}
-    assert all(after[n].dtype == torch.float8_e4m3fn and torch.equal(after[n].detach().cpu().view(torch.uint8),
-                                                                        p.cpu().view(torch.uint8))
-               for n, p in before.items())
+    assert all(
+        after[n].dtype == torch.float8_e4m3fn
+        and torch.equal(after[n].detach().cpu().view(torch.uint8), p.cpu().view(torch.uint8))
+        for n, p in before.items()
+    )

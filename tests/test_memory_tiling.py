@@ -11,8 +11,11 @@ from ltx2train.models.loading import load_component
 def _largest_activation(vae, fn) -> int:
     """Elements of the largest output of any layer of ``vae`` while ``fn`` runs (forward hooks)."""
     sizes = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
-             for m in vae.modules() if isinstance(m, torch.nn.Conv3d)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
+        for m in vae.modules()
+        if isinstance(m, torch.nn.Conv3d)
+    ]
     try:
         fn()
     finally:
@@ -28,12 +31,16 @@ def test_tiled_vae_bounds_the_largest_activation_and_keeps_the_shapes(tiny_works
     video = torch.nn.functional.interpolate(smooth, size=(1, 256, 256), mode="trilinear")
     with torch.no_grad():
         whole_latents = vae.encode(video).latent_dist.mode()
-        whole = [_largest_activation(vae, lambda: vae.encode(video)),
-                 _largest_activation(vae, lambda: vae.decode(whole_latents))]
+        whole = [
+            _largest_activation(vae, lambda: vae.encode(video)),
+            _largest_activation(vae, lambda: vae.decode(whole_latents)),
+        ]
         enable_vae_tiling(vae, tile=128, overlap=64)  # tiles of 4 latents, stride 2
         latents = vae.encode(video).latent_dist.mode()
-        tiled = [_largest_activation(vae, lambda: vae.encode(video)),
-                 _largest_activation(vae, lambda: vae.decode(latents))]
+        tiled = [
+            _largest_activation(vae, lambda: vae.encode(video)),
+            _largest_activation(vae, lambda: vae.decode(latents)),
+        ]
         assert latents.shape == whole_latents.shape and vae.decode(latents).sample.shape == video.shape
     assert torch.isfinite(latents).all()
     # a 128 px tile is a quarter of a 256 px frame: so is the largest activation, in encode and in decode

@@ -16,8 +16,14 @@ from ltx2train.models.trained import CONNECTOR_TRAINED
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.trainer import Trainer
 
-FULL = ["train.method=full", "validation.at_start=false", "validation.every=0", "validation.loss_sigmas=[]",
-        "optimizer.lr=1e-4", "train.log_every=1"]
+FULL = [
+    "train.method=full",
+    "validation.at_start=false",
+    "validation.every=0",
+    "validation.loss_sigmas=[]",
+    "optimizer.lr=1e-4",
+    "train.log_every=1",
+]
 PROMPT = ["validation.prompts=[a red circle moves right with a rising tone]", "validation.steps=2"]
 
 
@@ -55,7 +61,9 @@ def test_full_export_loads_strictly_and_samples_like_validation(full_run, tmp_pa
 def test_full_fine_tuning_resumes_exactly(tiny_workspace, tmp_path):
     common = [*FULL, "validation.prompts=[]", "train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=5"]
     straight = Trainer(tiny_config(tiny_workspace, tmp_path / "straight", common), log=lambda _: None).train()
-    first = Trainer(tiny_config(tiny_workspace, tmp_path / "resumed", [*common, "train.max_steps=2"]), log=lambda _: None)
+    first = Trainer(
+        tiny_config(tiny_workspace, tmp_path / "resumed", [*common, "train.max_steps=2"]), log=lambda _: None
+    )
     first.train()
     resumed = Trainer(tiny_config(tiny_workspace, tmp_path / "resumed", common), log=lambda _: None).train()
     assert resumed.losses == straight.losses[2:]
@@ -72,10 +80,16 @@ def test_a_lora_checkpoint_does_not_resume_a_full_run(tiny_workspace, tmp_path):
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tiny_workspace, tmp_path):
-    common = ["validation.prompts=[]", "validation.loss_sigmas=[]", "train.log_every=1", "train.checkpoint_every=2",
-              "train.keep_last=5"]
-    straight = Trainer(tiny_config(tiny_workspace, tmp_path / "straight", [*common, "train.max_steps=6"]),
-                       log=lambda _: None).train()
+    common = [
+        "validation.prompts=[]",
+        "validation.loss_sigmas=[]",
+        "train.log_every=1",
+        "train.checkpoint_every=2",
+        "train.keep_last=5",
+    ]
+    straight = Trainer(
+        tiny_config(tiny_workspace, tmp_path / "straight", [*common, "train.max_steps=6"]), log=lambda _: None
+    ).train()
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_workspace, run, [*common, "train.max_steps=4"]), log=lambda _: None).train()
     damaged = next((ckpt.checkpoint_dir(run, 4) / "state" / "optim").glob("*.distcp"))
@@ -106,8 +120,11 @@ CONNECTORS = ["train.trainable=[transformer,connectors]"]
 @pytest.fixture(scope="module")
 def lora_connectors_run(tiny_workspace, tmp_path_factory):
     out = tmp_path_factory.mktemp("lora_connectors")
-    cfg = tiny_config(tiny_workspace, out, [*LORA_TRAIN, *CONNECTORS, *PROMPT, "train.max_steps=3",
-                                            "train.checkpoint_every=3", f"lora.alpha={LORA_RANK}"])  # (see below)
+    cfg = tiny_config(
+        tiny_workspace,
+        out,
+        [*LORA_TRAIN, *CONNECTORS, *PROMPT, "train.max_steps=3", "train.checkpoint_every=3", f"lora.alpha={LORA_RANK}"],
+    )  # (see below)
     trainer = Trainer(cfg, log=lambda _: None)
     return cfg, trainer, trainer.train()
 
@@ -142,8 +159,9 @@ def _metadata(path) -> dict:
         return f.metadata()
 
 
-def test_a_lora_with_connector_modules_initialises_only_a_run_that_trains_them(lora_connectors_run, tiny_workspace,
-                                                                                tmp_path):
+def test_a_lora_with_connector_modules_initialises_only_a_run_that_trains_them(
+    lora_connectors_run, tiny_workspace, tmp_path
+):
     _, _, result = lora_connectors_run
     source = result.checkpoint / ckpt.LORA_FILE
     init = [*LORA_TRAIN, f"lora.init_from={source}", "train.max_steps=1", "optimizer.lr=1e-12"]
@@ -161,7 +179,9 @@ def test_a_lora_with_connector_modules_initialises_only_a_run_that_trains_them(l
 def test_a_lora_on_the_connectors_resumes_exactly_and_only_as_such(tiny_workspace, tmp_path):
     common = [*LORA_TRAIN, *CONNECTORS, "train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=5"]
     straight = Trainer(tiny_config(tiny_workspace, tmp_path / "straight", common), log=lambda _: None).train()
-    Trainer(tiny_config(tiny_workspace, tmp_path / "resumed", [*common, "train.max_steps=2"]), log=lambda _: None).train()
+    Trainer(
+        tiny_config(tiny_workspace, tmp_path / "resumed", [*common, "train.max_steps=2"]), log=lambda _: None
+    ).train()
     resumed = Trainer(tiny_config(tiny_workspace, tmp_path / "resumed", common), log=lambda _: None).train()
     assert resumed.losses == straight.losses[2:]
     a, b = read_trained_state(straight.checkpoint), read_trained_state(resumed.checkpoint)
@@ -173,8 +193,9 @@ def test_a_lora_on_the_connectors_resumes_exactly_and_only_as_such(tiny_workspac
 
 
 def test_full_fine_tuning_of_the_connectors_exports_them_beside_the_transformer(tiny_workspace, tmp_path):
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [*FULL, *CONNECTORS, *PROMPT, "train.max_steps=2",
-                                                         "train.checkpoint_every=2"])
+    cfg = tiny_config(
+        tiny_workspace, tmp_path / "run", [*FULL, *CONNECTORS, *PROMPT, "train.max_steps=2", "train.checkpoint_every=2"]
+    )
     result = Trainer(cfg, log=lambda _: None).train()
     base = load_component("tiny", "connectors", cfg.model.checkpoint)
     trained = load_component("tiny", "connectors", result.checkpoint)  # strict: a complete file
@@ -191,12 +212,16 @@ def test_full_fine_tuning_of_the_connectors_exports_them_beside_the_transformer(
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_without_an_audio_branch_the_audio_connector_stays_frozen(tiny_workspace, tmp_path, method):
     extra = LORA_TRAIN if method == "lora" else FULL
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [*extra, *CONNECTORS, "strategy.name=t2v",
-                                                         "train.max_steps=1", "validation.prompts=[]"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [*extra, *CONNECTORS, "strategy.name=t2v", "train.max_steps=1", "validation.prompts=[]"],
+    )
     trainer = Trainer(cfg, log=lambda _: None)
     result = trainer.train()
-    trained = {n.split(".")[1] for n, p in trainer.model.named_parameters() if p.requires_grad
-               and n.startswith("connectors.")}
+    trained = {
+        n.split(".")[1] for n, p in trainer.model.named_parameters() if p.requires_grad and n.startswith("connectors.")
+    }
     assert trained == {"video_connector"}
     if method == "lora":
         lora = load_file(str(result.checkpoint / ckpt.LORA_FILE))

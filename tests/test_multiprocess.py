@@ -16,22 +16,49 @@ from ltx2train.training import checkpoint as ckpt
 
 @pytest.mark.slow
 def test_two_processes_train_with_the_schedule_of_one(tiny_workspace, tmp_path):
-    cfg = tiny_config(tiny_workspace, tmp_path / "run",
-                      ["train.max_steps=4", "train.checkpoint_every=2", "train.log_every=1", "optimizer.warmup_steps=1",
-                       "data.batch_size=1", "validation.prompts=[a red circle moves right]", "validation.every=2",
-                       "validation.steps=2", "validation.at_start=false"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            "train.max_steps=4",
+            "train.checkpoint_every=2",
+            "train.log_every=1",
+            "optimizer.warmup_steps=1",
+            "data.batch_size=1",
+            "validation.prompts=[a red circle moves right]",
+            "validation.every=2",
+            "validation.steps=2",
+            "validation.at_start=false",
+        ],
+    )
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "ltx2train", "train", str(recipe)],
-        capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "ltx2train",
+            "train",
+            str(recipe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
     # validation runs on the main process only while the other waits: one sample per validation step
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
-        "step_000002_prompt0.mp4", "step_000004_prompt0.mp4"]
+        "step_000002_prompt0.mp4",
+        "step_000004_prompt0.mp4",
+    ]
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     metrics = [m for m in logged if "lr" in m]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]  # logged once, by the main process
@@ -56,16 +83,33 @@ def test_two_processes_prepare_disjoint_halves_and_one_manifest(tiny_workspace, 
     data = tmp_path / "data"
     shutil.copytree(tiny_workspace / "data", data)
     (data / "clips" / "clip_003.mp4").write_bytes(b"corrupt")
-    cfg = tiny_config(tiny_workspace, tmp_path / "run",
-                      [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={data / 'metadata.jsonl'}"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={data / 'metadata.jsonl'}"],
+    )
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
     # torchrun turns prepare's "some rows rejected" (4) into 1: the main process says it through the exit file
     exit_file = tmp_path / "exit.json"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "LTX2TRAIN_EXIT_FILE": str(exit_file)}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
-         "-m", "ltx2train", "prepare", str(recipe)],
-        capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29518",
+            "-m",
+            "ltx2train",
+            "prepare",
+            str(recipe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(exit_file.read_text())["exit_code"] == 4
@@ -86,13 +130,32 @@ def test_two_processes_prepare_disjoint_halves_and_one_manifest(tiny_workspace, 
 def test_accelerate_cpu_launch_of_n_processes_is_reported_as_one(tiny_workspace, tmp_path):
     """`accelerate launch --cpu --num_processes 2` really starts one process: the run says so and names the
     command that starts two."""
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["train.max_steps=1", "validation.prompts=[]",
-                                                           "validation.loss_sigmas=[]", "validation.at_start=false"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        ["train.max_steps=1", "validation.prompts=[]", "validation.loss_sigmas=[]", "validation.at_start=false"],
+    )
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                           "-m", "ltx2train", "train", str(recipe)], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "-m",
+            "ltx2train",
+            "train",
+            str(recipe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 process(es)" in proc.stdout
     assert "started ONE process" in proc.stdout and "torchrun --nproc_per_node N" in proc.stdout

@@ -327,7 +327,11 @@ def test_production_settings_match_our_variant():
 
     up = load_variant("ltx2-19b").component("spatial_upsampler").config
     assert (upsampler.in_channels, upsampler.mid_channels, upsampler.num_blocks_per_stage, upsampler.dims) == (
-        up["in_channels"], up["mid_channels"], up["num_blocks_per_stage"], up["dims"])
+        up["in_channels"],
+        up["mid_channels"],
+        up["num_blocks_per_stage"],
+        up["dims"],
+    )
     assert upsampler.spatial_upsample == up["spatial_upsample"]
     assert upsampler.temporal_upsample == up["temporal_upsample"]
     assert isinstance(upsampler.upsampler, SpatialRationalResampler) == up["use_rational_resampler"] is True

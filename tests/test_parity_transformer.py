@@ -675,13 +675,25 @@ def test_shipped_spec_matches_production_23_config():
     assert official.cross_attention_adaln is True and official.prompt_adaln_single is not None
     assert not hasattr(official, "caption_projection") and not hasattr(official, "audio_caption_projection")
     block = official.transformer_blocks[0]
-    gated = [block.attn1, block.attn2, block.audio_attn1, block.audio_attn2, block.audio_to_video_attn,
-             block.video_to_audio_attn]
+    gated = [
+        block.attn1,
+        block.attn2,
+        block.audio_attn1,
+        block.audio_attn2,
+        block.audio_to_video_attn,
+        block.video_to_audio_attn,
+    ]
     assert all(attn.to_gate_logits is not None for attn in gated)
     # The parity model below is the shipped spec with only the widths and the depth reduced.
-    assert set(REDUCED_23) <= {"num_attention_heads", "attention_head_dim", "audio_num_attention_heads",
-                               "audio_attention_head_dim", "cross_attention_dim", "audio_cross_attention_dim",
-                               "num_layers"}
+    assert set(REDUCED_23) <= {
+        "num_attention_heads",
+        "attention_head_dim",
+        "audio_num_attention_heads",
+        "audio_attention_head_dim",
+        "cross_attention_dim",
+        "audio_cross_attention_dim",
+        "num_layers",
+    }
 
 
 def test_inputs_are_laid_out_alike(inputs):

@@ -197,11 +197,15 @@ def models():
     ours = AutoencoderKLLTX2Video.from_config(_reduced_diffusers_config()).eval()
     key_map = build_key_map("video_vae", ours, family="2.0")
     converted, passthrough = key_map.convert_to_diffusers(original, source="ltx_core modules", strict=True)
-    assert set(passthrough) == set(key_map.passthrough) == {
-        "vae.per_channel_statistics.channel",
-        "vae.per_channel_statistics.mean-of-stds",
-        "vae.per_channel_statistics.mean-of-stds_over_std-of-means",
-    }
+    assert (
+        set(passthrough)
+        == set(key_map.passthrough)
+        == {
+            "vae.per_channel_statistics.channel",
+            "vae.per_channel_statistics.mean-of-stds",
+            "vae.per_channel_statistics.mean-of-stds_over_std-of-means",
+        }
+    )
     assert len(converted) + len(passthrough) == len(original)  # every official tensor has a home
     ours.load_state_dict(converted, strict=True)
     return encoder, decoder, ours

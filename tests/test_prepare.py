@@ -79,8 +79,11 @@ def test_bad_clips_are_reported_and_skipped_good_ones_kept(tiny_workspace, tmp_p
     lines = (data / "metadata.jsonl").read_text().splitlines()
     lines.append(json.dumps({"video": "clips/missing.mp4", "caption": "a red box"}))
     (data / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-    cfg = tiny_config(tiny_workspace, tmp_path / "run",
-                      [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={data / 'metadata.jsonl'}"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={data / 'metadata.jsonl'}"],
+    )
     report = prepare(cfg)
     rejected = {f["index"]: f["reason"] for f in report.rejected}
     assert set(rejected) == {1, 6} and "clip_001.mp4" in rejected[1] and "missing.mp4" in rejected[6]
@@ -125,9 +128,15 @@ def test_shards_write_the_manifest_of_one_prepare_once_every_part_is_done(tiny_w
     # the metadata changes (a clip dropped): part 1's marker is of the old split; part 0 alone completes nothing
     metadata = tmp_path / "metadata.jsonl"
     metadata.write_text("".join(open(cfg.data.metadata).readlines()[:5]))
-    shrunk = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
-                                                            f"data.metadata={metadata}",
-                                                            f"data.root={Path(cfg.data.metadata).parent}"])
+    shrunk = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"data.metadata={metadata}",
+            f"data.root={Path(cfg.data.metadata).parent}",
+        ],
+    )
     again = prepare(shrunk, shard=Shard(0, 2))
     assert again.encoded == [] and again.skipped == [0, 2, 4] and not again.manifest
     assert prepare(shrunk, shard=Shard(1, 2)).manifest
@@ -150,7 +159,7 @@ def _clip_with_a_red_square(path, height, width, frames=17, fps=24.0, square_x=0
 
     video = np.full((frames, height, width, 3), 20, np.uint8)
     side, cx, cy = height // 4, int(square_x * width), height // 2
-    video[:, cy - side // 2: cy + side // 2, cx - side // 2: cx + side // 2] = (230, 20, 20)
+    video[:, cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2] = (230, 20, 20)
     t = np.arange(int(frames / fps * 16000) + 1600) / 16000
     audio = np.stack([0.2 * np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)
     return write_video_with_audio(path, video, fps, audio)
@@ -167,11 +176,19 @@ def test_dynamic_resolution_keeps_each_clips_aspect_ratio_and_its_subject(tiny_w
     from ltx2train.data.metadata import read_metadata
 
     clips = {"wide": (64, 192), "hd": (68, 120), "square": (96, 96)}  # 3:1, 1920x1088 / 16, 1:1
-    rows = [{"video": str(_clip_with_a_red_square(tmp_path / f"{name}.mp4", h, w, frames=21 if name == "hd" else 11)),
-             "caption": f"a red square at the right edge ({name})"} for name, (h, w) in clips.items()]
+    rows = [
+        {
+            "video": str(_clip_with_a_red_square(tmp_path / f"{name}.mp4", h, w, frames=21 if name == "hd" else 11)),
+            "caption": f"a red square at the right edge ({name})",
+        }
+        for name, (h, w) in clips.items()
+    ]
     (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
-                                                         f"data.metadata={tmp_path / 'meta.jsonl'}", *DYNAMIC])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={tmp_path / 'meta.jsonl'}", *DYNAMIC],
+    )
     settings = settings_from_config(cfg)
     records = read_metadata(cfg.data.metadata).records
     chosen = [choose_bucket(r, settings) for r in records]
@@ -189,13 +206,15 @@ def test_dynamic_resolution_keeps_each_clips_aspect_ratio_and_its_subject(tiny_w
     dataset = CachedDataset(cfg.data.cache_dir)
     assert dataset.buckets == ["32x96x9", "64x128x17", "96x96x9"]
     for i, bucket in enumerate(chosen):  # latents: /32 in space, (F - 1) / 8 + 1 in time
-        assert tuple(dataset[i]["video_latents"].shape[1:]) == ((bucket.frames - 1) // 8 + 1, bucket.height // 32,
-                                                               bucket.width // 32)
+        assert tuple(dataset[i]["video_latents"].shape[1:]) == (
+            (bucket.frames - 1) // 8 + 1,
+            bucket.height // 32,
+            bucket.width // 32,
+        )
         assert dataset[i]["audio_latents"].shape[1] == round(bucket.frames / 24 * 25)
 
 
-def test_prepare_exit_codes_say_what_was_kept_and_decoder_noise_goes_into_the_reason(tiny_workspace, tmp_path,
-                                                                                     capfd):
+def test_prepare_exit_codes_say_what_was_kept_and_decoder_noise_goes_into_the_reason(tiny_workspace, tmp_path, capfd):
     """`ltx2train prepare`: 4 when some rows were rejected (the rest cached), 5 when nothing was kept; what ffmpeg
     printed about a broken file is in its reason, not on the terminal."""
     from ltx2train import cli
@@ -211,8 +230,11 @@ def test_prepare_exit_codes_say_what_was_kept_and_decoder_noise_goes_into_the_re
     (data / "empty.jsonl").write_text("")
 
     def run(metadata, cache_name):
-        cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / cache_name}",
-                                                             f"data.metadata={data / metadata}"])
+        cfg = tiny_config(
+            tiny_workspace,
+            tmp_path / "run",
+            [f"data.cache_dir={tmp_path / cache_name}", f"data.metadata={data / metadata}"],
+        )
         code = cli.main(["prepare", str(save_config(cfg, tmp_path / f"{cache_name}.yaml"))])
         return code, capfd.readouterr()
 
@@ -240,12 +262,18 @@ def test_a_clip_without_audio_trains_its_video_and_short_audio_is_masked_not_sil
     frames = np.full((17, 64, 64, 3), 90, np.uint8)
     t = np.arange(int(9 / 24 * 16000 / 2)) / 16000  # half of the recipe's 9-frame window
     half = np.stack([0.3 * np.sin(2 * np.pi * 330 * t)] * 2).astype(np.float32)
-    clips = {"mute": write_video_with_audio(tmp_path / "mute.mp4", frames, 24.0, None),
-             "short": write_video_with_audio(tmp_path / "short.mp4", frames, 24.0, half)}
-    (tmp_path / "meta.jsonl").write_text("".join(json.dumps({"video": str(p), "caption": f"a grey {n} clip"}) + "\n"
-                                                 for n, p in clips.items()))
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
-                                                         f"data.metadata={tmp_path / 'meta.jsonl'}"])
+    clips = {
+        "mute": write_video_with_audio(tmp_path / "mute.mp4", frames, 24.0, None),
+        "short": write_video_with_audio(tmp_path / "short.mp4", frames, 24.0, half),
+    }
+    (tmp_path / "meta.jsonl").write_text(
+        "".join(json.dumps({"video": str(p), "caption": f"a grey {n} clip"}) + "\n" for n, p in clips.items())
+    )
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={tmp_path / 'meta.jsonl'}"],
+    )
     report = prepare(cfg)
     assert sorted(report.encoded) == [0, 1] and not report.rejected
     manifest = cache.read_manifest(cfg.data.cache_dir)
@@ -263,8 +291,9 @@ def test_a_clip_without_audio_trains_its_video_and_short_audio_is_masked_not_sil
     batch = dataset.collate([dataset[0], dataset[1]])
     connectors = load_component(cfg.model.variant, "connectors", cfg.model.checkpoint)
     with torch.no_grad():  # the text context as the training step builds it
-        context = connect_text(connectors, ProjectedText(batch["text_video"], batch.get("text_audio"),
-                                                         batch["text_attention_mask"]))
+        context = connect_text(
+            connectors, ProjectedText(batch["text_video"], batch.get("text_audio"), batch["text_attention_mask"])
+        )
     inputs = build_strategy(cfg).inputs(batch, context, generator=torch.Generator().manual_seed(0))
     strategy = build_strategy(cfg)
     assert inputs.audio_loss_mask[0].sum() == 0 and int(inputs.audio_loss_mask[1].sum()) == real
@@ -300,8 +329,13 @@ def test_images_are_one_frame_clips_that_train(tiny_workspace, tmp_path):
         row["video"] = str(tiny_workspace / "data" / row["video"])
     rows.append({"video": str(_png(tmp_path / "still.png", 64, 64)), "caption": "a still grey picture"})
     (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    common = [f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={tmp_path / 'meta.jsonl'}",
-              "data.frame_buckets=[1, 9]", "validation.prompts=[]", "validation.loss_sigmas=[]"]
+    common = [
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"data.metadata={tmp_path / 'meta.jsonl'}",
+        "data.frame_buckets=[1, 9]",
+        "validation.prompts=[]",
+        "validation.loss_sigmas=[]",
+    ]
     cfg = tiny_config(tiny_workspace, tmp_path / "run", [*common, "train.max_steps=6", "train.checkpoint_every=0"])
     report = prepare(cfg)
     assert sorted(report.encoded) == [0, 1, 2] and not report.rejected
@@ -328,8 +362,11 @@ def test_spread_windows_make_several_samples_from_one_long_clip(tiny_workspace, 
     audio = np.stack([0.3 * np.sin(2 * np.pi * 300 * t)] * 2).astype(np.float32)
     path = write_video_with_audio(tmp_path / "long.mp4", video, 24.0, audio)
     (tmp_path / "meta.jsonl").write_text(json.dumps({"video": str(path), "caption": "a slow fade"}) + "\n")
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}", "data.window=spread",
-                                                         f"data.metadata={tmp_path / 'meta.jsonl'}"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [f"data.cache_dir={tmp_path / 'cache'}", "data.window=spread", f"data.metadata={tmp_path / 'meta.jsonl'}"],
+    )
     settings = settings_from_config(cfg)
     (record,) = read_metadata(cfg.data.metadata).records
     bucket = choose_bucket(record, settings)
@@ -360,13 +397,24 @@ def test_a_cache_of_other_weights_is_refused_and_overwrite_rebuilds_it(tiny_work
     cfg = _workspace_copy(tiny_workspace, tmp_path)
     prepare(cfg)
     made = cache.read_manifest(cfg.data.cache_dir)["produced_by"]
-    assert sorted(made) == ["audio_vae_encoder", "connectors", "ltx2train", "text_encoder", "variant", "version",
-                            "video_vae_encoder"]
+    assert sorted(made) == [
+        "audio_vae_encoder",
+        "connectors",
+        "ltx2train",
+        "text_encoder",
+        "variant",
+        "version",
+        "video_vae_encoder",
+    ]
     other = write_tiny_checkpoint(tmp_path / "other_model", seed=1)
-    swapped = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}",
-                                                             f"model.checkpoint={other}"])
-    with pytest.raises(ValueError, match=r"made with other weights \(video_vae_encoder: cache [0-9a-f]+, recipe "
-                                         r"[0-9a-f]+; audio_vae_encoder: .*connectors: .*--overwrite"):
+    swapped = tiny_config(
+        tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}", f"model.checkpoint={other}"]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"made with other weights \(video_vae_encoder: cache [0-9a-f]+, recipe "
+        r"[0-9a-f]+; audio_vae_encoder: .*connectors: .*--overwrite",
+    ):
         prepare(swapped)
     with pytest.raises(ValueError, match="made with other weights"):
         Trainer(swapped, log=lambda _: None).setup()
@@ -410,19 +458,31 @@ def test_columns_and_extras_external_audio_images_reference_first_frame_and_empt
     write_video_with_audio(tmp_path / "mute.mp4", frames, 24.0, None)
     voiced = write_video_with_audio(tmp_path / "voiced.mp4", frames, 24.0, tone)
     depth = write_video_with_audio(tmp_path / "depth.mp4", 255 - frames, 24.0, None)
-    rows = [{"video": "mute.mp4", "sound": "tone.wav", "ref": "depth.mp4", "caption": "a fade with a tone"},
-            {"video": str(voiced), "ref": str(depth), "caption": "the same fade, its own audio"},
-            {"video": "", "still": "still.png", "ref": "still.png", "caption": "a still"},
-            {"video": "mute.mp4 ", "ref": "missing.mp4", "caption": "a duplicate"},
-            {"video": str(voiced.with_name("v2.mp4")), "sound": "gone.wav", "ref": "depth.mp4", "caption": "x"}]
+    rows = [
+        {"video": "mute.mp4", "sound": "tone.wav", "ref": "depth.mp4", "caption": "a fade with a tone"},
+        {"video": str(voiced), "ref": str(depth), "caption": "the same fade, its own audio"},
+        {"video": "", "still": "still.png", "ref": "still.png", "caption": "a still"},
+        {"video": "mute.mp4 ", "ref": "missing.mp4", "caption": "a duplicate"},
+        {"video": str(voiced.with_name("v2.mp4")), "sound": "gone.wav", "ref": "depth.mp4", "caption": "x"},
+    ]
     _wav(tmp_path / "tone.wav", tone)
     _png(tmp_path / "still.png", 64, 64)
     shutil.copy(voiced, voiced.with_name("v2.mp4"))
     (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [
-        f"data.cache_dir={tmp_path / 'cache'}", f"data.metadata={tmp_path / 'meta.jsonl'}", "data.audio_column=sound",
-        "data.image_column=still", "data.reference_video_column=ref", "data.frame_buckets=[1,9]",
-        "data.extras=[first_frame,reference,empty_prompt]", "data.reference_downscale=2"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"data.metadata={tmp_path / 'meta.jsonl'}",
+            "data.audio_column=sound",
+            "data.image_column=still",
+            "data.reference_video_column=ref",
+            "data.frame_buckets=[1,9]",
+            "data.extras=[first_frame,reference,empty_prompt]",
+            "data.reference_downscale=2",
+        ],
+    )
     report = prepare(cfg)
     assert report.encoded == [0, 1, 2]
     reasons = {r["index"]: r["reason"] for r in report.rejected}
@@ -466,8 +526,16 @@ def test_random_windows_are_distinct_reproducible_starts_grouped_as_one_clip(tin
     video = np.stack([np.full((64, 64, 3), 10 + 3 * k, np.uint8) for k in range(60)])
     path = write_video_with_audio(tmp_path / "long.mp4", video, 24.0, None)
     (tmp_path / "meta.jsonl").write_text(json.dumps({"video": str(path), "caption": "a slow fade"}) + "\n")
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}", "data.window=random",
-                                                         "data.max_windows=3", f"data.metadata={tmp_path / 'meta.jsonl'}"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.window=random",
+            "data.max_windows=3",
+            f"data.metadata={tmp_path / 'meta.jsonl'}",
+        ],
+    )
     settings = settings_from_config(cfg)
     (record,) = read_metadata(cfg.data.metadata).records
     bucket = choose_bucket(record, settings)
@@ -497,14 +565,24 @@ def test_prepare_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(tiny_works
     (tmp_path / "meta.jsonl").write_text("\n".join(rows) + "\n")
 
     def config(name):
-        return tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / name}",
-                                                              f"data.metadata={tmp_path / 'meta.jsonl'}",
-                                                              f"data.root={tiny_workspace / 'data'}"])
+        return tiny_config(
+            tiny_workspace,
+            tmp_path / "run",
+            [
+                f"data.cache_dir={tmp_path / name}",
+                f"data.metadata={tmp_path / 'meta.jsonl'}",
+                f"data.root={tiny_workspace / 'data'}",
+            ],
+        )
 
     def run(name, stderr):
         recipe = save_config(config(name), tmp_path / f"{name}.yaml")
-        return subprocess.run([sys.executable, "-m", "ltx2train", "prepare", str(recipe)], stderr=stderr,
-                              stdout=subprocess.DEVNULL, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "ltx2train", "prepare", str(recipe)],
+            stderr=stderr,
+            stdout=subprocess.DEVNULL,
+            timeout=300,
+        )
 
     import fcntl
     import struct
@@ -563,12 +641,20 @@ def test_fp8_frozen_encoders_and_a_tiled_vae_prepare_a_cache_close_to_the_plain_
     """memory.fp8_frozen=[text_encoder, connectors, video_vae, audio_vae] + memory.tiled_vae: the same clips,
     every latent close to the plain cache's (the 64 px clips are below one tile: tiling changes nothing here; its
     bound on memory is tests/test_memory_tiling.py)."""
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [
-        f"data.cache_dir={tmp_path / 'cache'}", "memory.tiled_vae=true",
-        "memory.fp8_frozen=[text_encoder,connectors,video_vae,audio_vae]"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "memory.tiled_vae=true",
+            "memory.fp8_frozen=[text_encoder,connectors,video_vae,audio_vae]",
+        ],
+    )
     assert len(prepare(cfg).encoded) == 6
-    plain, fp8 = CachedDataset(tiny_config(tiny_workspace, tmp_path / "run").data.cache_dir), CachedDataset(
-        cfg.data.cache_dir)
+    plain, fp8 = (
+        CachedDataset(tiny_config(tiny_workspace, tmp_path / "run").data.cache_dir),
+        CachedDataset(cfg.data.cache_dir),
+    )
     for i in range(6):
         for key in ("video_latents", "audio_latents", "text_video"):
             a, b = plain[i][key], fp8[i][key]
@@ -591,21 +677,44 @@ def test_each_command_needs_only_the_files_it_uses(tiny_workspace, tmp_path):
     whatever else the directory holds."""
     from ltx2train.training.trainer import Trainer
 
-    encoders = _model_with(tiny_workspace, tmp_path / "a", ["text_encoder_post_modules.safetensors",
-                                                           "video_vae_encoder.safetensors", "audio_vae_encoder.safetensors"])
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"model.checkpoint={encoders}",
-                                                         f"model.text_encoder={encoders / 'gemma'}",
-                                                         f"data.cache_dir={tmp_path / 'cache'}"])
+    encoders = _model_with(
+        tiny_workspace,
+        tmp_path / "a",
+        ["text_encoder_post_modules.safetensors", "video_vae_encoder.safetensors", "audio_vae_encoder.safetensors"],
+    )
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            f"model.checkpoint={encoders}",
+            f"model.text_encoder={encoders / 'gemma'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     assert len(prepare(cfg).encoded) == 6
     made = cache.read_manifest(cfg.data.cache_dir)["produced_by"]
     full = cache.read_manifest(tiny_config(tiny_workspace, tmp_path).data.cache_dir)["produced_by"]
     assert all(made[k] == full[k] for k in ("video_vae_encoder", "audio_vae_encoder", "connectors"))
-    assert all(torch.equal(CachedDataset(cfg.data.cache_dir)[i]["video_latents"],
-                           CachedDataset(tiny_config(tiny_workspace, tmp_path).data.cache_dir)[i]["video_latents"])
-               for i in range(2))
-    trains = _model_with(tiny_workspace, tmp_path / "b", ["transformer.safetensors",
-                                                         "text_encoder_post_modules.safetensors"])
-    run = tiny_config(tiny_workspace, tmp_path / "train", [f"model.checkpoint={trains}", "train.max_steps=2",
-                                                           f"data.cache_dir={tmp_path / 'cache'}", "validation.prompts=[]",
-                                                           "validation.every=0", "validation.at_start=false"])
+    assert all(
+        torch.equal(
+            CachedDataset(cfg.data.cache_dir)[i]["video_latents"],
+            CachedDataset(tiny_config(tiny_workspace, tmp_path).data.cache_dir)[i]["video_latents"],
+        )
+        for i in range(2)
+    )
+    trains = _model_with(
+        tiny_workspace, tmp_path / "b", ["transformer.safetensors", "text_encoder_post_modules.safetensors"]
+    )
+    run = tiny_config(
+        tiny_workspace,
+        tmp_path / "train",
+        [
+            f"model.checkpoint={trains}",
+            "train.max_steps=2",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "validation.prompts=[]",
+            "validation.every=0",
+            "validation.at_start=false",
+        ],
+    )
     assert Trainer(run, log=lambda _: None).train().step == 2

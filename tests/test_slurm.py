@@ -24,9 +24,17 @@ pytestmark = pytest.mark.slow
 
 LAUNCH = Path(__file__).resolve().parent.parent / "launch" / "slurm"
 STEPS = 200  # ~25 steps/s on the tiny model: long enough to be preempted twice
-TRAIN = [f"train.max_steps={STEPS}", "train.checkpoint_every=100", "train.keep_last=10", "train.log_every=1",
-         "data.batch_size=1", "validation.at_start=false", "validation.every=0", "validation.prompts=[]",
-         "validation.loss_sigmas=[]"]
+TRAIN = [
+    f"train.max_steps={STEPS}",
+    "train.checkpoint_every=100",
+    "train.keep_last=10",
+    "train.log_every=1",
+    "data.batch_size=1",
+    "validation.at_start=false",
+    "validation.every=0",
+    "validation.prompts=[]",
+    "validation.loss_sigmas=[]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +72,15 @@ def _preempt(cluster, job: str, run: Path, log: Path, after_step: int, how: str,
     time limit), then wait for the requeued job to run again (after the cluster's credential lifetime, 10 s here)."""
     _wait_for(lambda: _steps(run) and max(_steps(run)) > after_step, f"job {job} past step {after_step}: {log}")
     cluster.run(["scancel", "--signal=USR1", f"--{how}", job])
-    _wait_for(lambda: cluster.job(job).get("Restarts") == str(restarts) and cluster.job(job)["JobState"] == "RUNNING",
-              f"job {job} requeued and running again: {cluster.job(job)}")
+    _wait_for(
+        lambda: cluster.job(job).get("Restarts") == str(restarts) and cluster.job(job)["JobState"] == "RUNNING",
+        f"job {job} requeued and running again: {cluster.job(job)}",
+    )
 
 
-def test_a_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_weights(cluster, tiny_workspace,
-                                                                                        tmp_path):
+def test_a_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_weights(
+    cluster, tiny_workspace, tmp_path
+):
     run, log = tmp_path / "run", tmp_path / "train.log"
     recipe = save_config(tiny_config(tiny_workspace, run, TRAIN), tmp_path / "recipe.yaml")
     job = cluster.sbatch(["--nodes=2", f"--output={log}", str(LAUNCH / "train.sbatch"), str(recipe)], _job_env())
@@ -92,9 +103,25 @@ def test_a_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_w
     # the same recipe, uninterrupted, 2 processes: the same final LoRA, bit for bit
     reference = tmp_path / "reference"
     reference_recipe = save_config(tiny_config(tiny_workspace, reference, TRAIN), tmp_path / "reference.yaml")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29611", "-m", "ltx2train", "train", str(reference_recipe)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **_job_env()})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29611",
+            "-m",
+            "ltx2train",
+            "train",
+            str(reference_recipe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **_job_env()},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ours = load_file(str(ckpt.checkpoint_dir(run, STEPS) / "lora.safetensors"))
     theirs = load_file(str(ckpt.checkpoint_dir(reference, STEPS) / "lora.safetensors"))
@@ -105,8 +132,9 @@ def test_a_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_w
 def test_a_job_that_fails_with_a_config_error_is_not_requeued(cluster, tiny_workspace, tmp_path):
     log = tmp_path / "bad.log"
     recipe = save_config(tiny_config(tiny_workspace, tmp_path / "run", TRAIN), tmp_path / "recipe.yaml")
-    job = cluster.sbatch([f"--output={log}", str(LAUNCH / "train.sbatch"), str(recipe), "train.max_stpes=3"],
-                         _job_env())
+    job = cluster.sbatch(
+        [f"--output={log}", str(LAUNCH / "train.sbatch"), str(recipe), "train.max_stpes=3"], _job_env()
+    )
     info = cluster.wait(job, ("COMPLETED", "FAILED", "CANCELLED"), timeout=300)
     text = log.read_text()
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0" and info["Restarts"] == "0", text[-2000:]
@@ -114,26 +142,35 @@ def test_a_job_that_fails_with_a_config_error_is_not_requeued(cluster, tiny_work
     assert "Traceback" not in text
 
 
-def test_the_prepare_array_writes_the_cache_of_one_prepare_and_a_rerun_skips_finished_clips(cluster, tiny_workspace,
-                                                                                            tmp_path):
+def test_the_prepare_array_writes_the_cache_of_one_prepare_and_a_rerun_skips_finished_clips(
+    cluster, tiny_workspace, tmp_path
+):
     single = tiny_config(tiny_workspace, tmp_path / "run")
-    recipe = save_config(tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}"]),
-                         tmp_path / "recipe.yaml")
+    recipe = save_config(
+        tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}"]),
+        tmp_path / "recipe.yaml",
+    )
 
     def array(tag: str) -> list[str]:
-        job = cluster.sbatch(["--array=0-1", f"--output={tmp_path}/{tag}-%a.log", str(LAUNCH / "prepare.sbatch"),
-                              str(recipe)], _job_env())
+        job = cluster.sbatch(
+            ["--array=0-1", f"--output={tmp_path}/{tag}-%a.log", str(LAUNCH / "prepare.sbatch"), str(recipe)],
+            _job_env(),
+        )
         for task in ("0", "1"):
             info = cluster.wait(f"{job}_{task}", ("COMPLETED", "FAILED", "CANCELLED"), timeout=300)
             assert info["JobState"] == "COMPLETED", (tmp_path / f"{tag}-{task}.log").read_text()[-2000:]
         return [(tmp_path / f"{tag}-{task}.log").read_text() for task in ("0", "1")]
 
     logs = array("first")
-    assert [re.search(r"prepare \(shard (\d)/2\): 3 kept \((\d+) encoded, (\d+) already cached\)", text).groups()
-            for text in logs] == [("0", "3", "0"), ("1", "3", "0")]  # 6 clips, index % 2
+    assert [
+        re.search(r"prepare \(shard (\d)/2\): 3 kept \((\d+) encoded, (\d+) already cached\)", text).groups()
+        for text in logs
+    ] == [("0", "3", "0"), ("1", "3", "0")]  # 6 clips, index % 2
     assert sum("manifest written: every shard is done" in text for text in logs) >= 1
-    ours, theirs = json.loads((tmp_path / "cache" / "manifest.json").read_text()), json.loads(
-        (Path(single.data.cache_dir) / "manifest.json").read_text())
+    ours, theirs = (
+        json.loads((tmp_path / "cache" / "manifest.json").read_text()),
+        json.loads((Path(single.data.cache_dir) / "manifest.json").read_text()),
+    )
     assert ours == theirs
     for sample in theirs["samples"]:
         a = load_file(str(tmp_path / "cache" / sample["file"]))

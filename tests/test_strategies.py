@@ -15,8 +15,11 @@ from ltx2train.models.text_encoder import ProjectedText, connect_text
 from ltx2train.training.methods import build_method
 from ltx2train.training.strategies import PRESETS, build_strategy, check_strategy, pack_audio, pack_video
 
-EXTRAS = ["data.reference_video_column=ref", "data.extras=[first_frame,reference,empty_prompt]",
-          "data.reference_downscale=2"]
+EXTRAS = [
+    "data.reference_video_column=ref",
+    "data.extras=[first_frame,reference,empty_prompt]",
+    "data.reference_downscale=2",
+]
 
 
 def _prepare_extras(workspace, root):
@@ -28,8 +31,12 @@ def _prepare_extras(workspace, root):
     for i, row in enumerate(rows):
         row["video"], row["ref"] = str(data / row["video"]), str(data / rows[(i + 1) % len(rows)]["video"])
     (root / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    overrides = [f"data.metadata={root / 'meta.jsonl'}", f"data.cache_dir={root / 'cache'}", *EXTRAS,
-                 "validation.prompts=[]"]  # i2av and ic_lora validate only with a condition per prompt
+    overrides = [
+        f"data.metadata={root / 'meta.jsonl'}",
+        f"data.cache_dir={root / 'cache'}",
+        *EXTRAS,
+        "validation.prompts=[]",
+    ]  # i2av and ic_lora validate only with a condition per prompt
     report = prepare(tiny_config(workspace, root / "unused", overrides))
     assert len(report.encoded) == 4
     return root, overrides
@@ -55,8 +62,9 @@ def _setup(tiny_workspace, tmp_path, overrides, strategy_overrides=()):
 
     def context(batch):
         with torch.no_grad():
-            return connect_text(connectors, ProjectedText(batch["text_video"], batch.get("text_audio"),
-                                                          batch["text_attention_mask"]))
+            return connect_text(
+                connectors, ProjectedText(batch["text_video"], batch.get("text_audio"), batch["text_attention_mask"])
+            )
 
     return cfg, dataset, transformer, strategy, context
 
@@ -86,7 +94,8 @@ def _generators(n, seed=0):
 def test_conditioning_tokens_carry_no_noise_and_get_no_loss_gradient(extras, tiny_workspace, tmp_path, name):
     root, overrides = extras
     cfg, dataset, transformer, strategy, context = _setup(
-        tiny_workspace, tmp_path, overrides, [f"strategy.name={name}", "strategy.first_frame_probability=1.0"])
+        tiny_workspace, tmp_path, overrides, [f"strategy.name={name}", "strategy.first_frame_probability=1.0"]
+    )
     batch = dataset.collate([dataset[0], dataset[1]])
     inputs = strategy.inputs(batch, context, generator=_generators(2))
     kw = inputs.model_kwargs
@@ -99,8 +108,9 @@ def test_conditioning_tokens_carry_no_noise_and_get_no_loss_gradient(extras, tin
         image = pack_video(batch["first_frame_latents"])
         assert torch.equal(kw["hidden_states"][:, :hw], image)
         assert torch.equal(image, video[:, :hw])  # the causal VAE: the frame alone encodes as the clip's frame 0
-        other = strategy.inputs({**batch, "first_frame_latents": batch["first_frame_latents"] + 1}, context,
-                                generator=_generators(2)).model_kwargs  # the condition is the cached image's
+        other = strategy.inputs(
+            {**batch, "first_frame_latents": batch["first_frame_latents"] + 1}, context, generator=_generators(2)
+        ).model_kwargs  # the condition is the cached image's
         assert torch.equal(other["hidden_states"][:, :hw], image + 1)
         assert torch.equal(other["hidden_states"][:, hw:], kw["hidden_states"][:, hw:])
         assert (kw["timestep"][:, :hw] == 0).all() and (kw["timestep"][:, hw:] > 0).all()
@@ -141,8 +151,11 @@ def test_t2v_runs_no_audio_and_puts_no_adapter_on_the_audio_branch(extras, tiny_
     assert torch.equal(video_a, video_b)
     # full fine-tuning under t2v: the audio branch frozen, everything else trained
     full = load_component("tiny", "transformer", cfg.model.checkpoint)
-    build_method(tiny_config(tiny_workspace, tmp_path / "f", [*overrides, "train.method=full"]), load_variant_tiny(),
-                 frozen=strategy.frozen_modules).apply(full, print)
+    build_method(
+        tiny_config(tiny_workspace, tmp_path / "f", [*overrides, "train.method=full"]),
+        load_variant_tiny(),
+        frozen=strategy.frozen_modules,
+    ).apply(full, print)
     frozen = {n for n, p in full.named_parameters() if not p.requires_grad}
     assert frozen and all("audio" in n or "_a2v_" in n or n.startswith("av_cross_attn_") for n in frozen)
     assert full.transformer_blocks[0].attn1.to_q.weight.requires_grad
@@ -154,28 +167,34 @@ def test_t2v_runs_no_audio_and_puts_no_adapter_on_the_audio_branch(extras, tiny_
 
 def test_caption_dropout_swaps_in_the_empty_prompt_per_sample(extras, tiny_workspace, tmp_path):
     root, overrides = extras
-    cfg, dataset, transformer, strategy, _ = _setup(tiny_workspace, tmp_path, overrides,
-                                                    ["strategy.caption_dropout=0.5"])
+    cfg, dataset, transformer, strategy, _ = _setup(
+        tiny_workspace, tmp_path, overrides, ["strategy.caption_dropout=0.5"]
+    )
     empty = dataset.empty_prompt()
     batch = dataset.collate([dataset[i] for i in range(4)])
     seen = []
 
     def context(b):
         seen.append(b)
-        return connect_text(load_component("tiny", "connectors", cfg.model.checkpoint),
-                            ProjectedText(b["text_video"], None, b["text_attention_mask"]))
+        return connect_text(
+            load_component("tiny", "connectors", cfg.model.checkpoint),
+            ProjectedText(b["text_video"], None, b["text_attention_mask"]),
+        )
 
     dropped_counts = set()
     for seed in range(6):
         strategy.inputs(batch, context, generator=_generators(4, seed))
         b = seen[-1]
         length = b["text_attention_mask"].shape[1]
-        dropped = [torch.equal(b["text_video"][i, -empty["text_video"].shape[0]:], empty["text_video"])
-                   and b["text_attention_mask"][i].sum() == empty["text_attention_mask"].sum() for i in range(4)]
+        dropped = [
+            torch.equal(b["text_video"][i, -empty["text_video"].shape[0] :], empty["text_video"])
+            and b["text_attention_mask"][i].sum() == empty["text_attention_mask"].sum()
+            for i in range(4)
+        ]
         for i, d in enumerate(dropped):
             if not d:  # kept: the sample's own caption, left-padded
                 own = batch["text_video"][i]
-                assert torch.equal(b["text_video"][i, length - own.shape[0]:], own)
+                assert torch.equal(b["text_video"][i, length - own.shape[0] :], own)
         dropped_counts.add(sum(dropped))
         again = strategy.inputs(batch, context, generator=_generators(4, seed))  # keyed by the generators
         assert torch.equal(seen[-1]["text_video"], b["text_video"]) and again is not None
@@ -203,20 +222,25 @@ def test_strategy_needs_are_checked_before_weights_load(extras, tiny_workspace, 
 
     plain = CachedDataset(tiny_config(tiny_workspace, tmp_path / "r").data.cache_dir).settings
     with pytest.raises(ValueError, match="needs reference latents.*data.extras including reference"):
-        check_strategy(tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=ic_lora", *EXTRAS,
-                                                                   "validation.prompts=[]"]), plain)
+        check_strategy(
+            tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=ic_lora", *EXTRAS, "validation.prompts=[]"]),
+            plain,
+        )
     no_audio = {**plain, "with_audio": False}
     with pytest.raises(ValueError, match="audio given.*with_audio=false.*strategy.audio=none"):
-        check_strategy(tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=a2v", "validation.prompts=[]"]),
-                       no_audio)
+        check_strategy(
+            tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=a2v", "validation.prompts=[]"]), no_audio
+        )
     check_strategy(tiny_config(tiny_workspace, tmp_path / "r", ["strategy.name=t2v"]), no_audio)  # video only: fine
-    for bad, message in ((["strategy.name=i2v"], "strategy.name.*i2av"),
-                         (["strategy.caption_dropout=0.1"], "caption_dropout.*empty_prompt to data.extras"),
-                         (["strategy.name=ic_lora"], "ic_lora: needs the reference"),
-                         (["strategy.audio=silent"], "strategy.audio"),
-                         (["strategy.first_frame_probability=2"], "first_frame_probability: must be in"),
-                         (["strategy.name=i2av"], "validation.images: strategy.name=i2av .* one per prompt"),
-                         (["validation.images=[a.png]"], "validation.images: one per prompt \\(2 prompt")):
+    for bad, message in (
+        (["strategy.name=i2v"], "strategy.name.*i2av"),
+        (["strategy.caption_dropout=0.1"], "caption_dropout.*empty_prompt to data.extras"),
+        (["strategy.name=ic_lora"], "ic_lora: needs the reference"),
+        (["strategy.audio=silent"], "strategy.audio"),
+        (["strategy.first_frame_probability=2"], "first_frame_probability: must be in"),
+        (["strategy.name=i2av"], "validation.images: strategy.name=i2av .* one per prompt"),
+        (["validation.images=[a.png]"], "validation.images: one per prompt \\(2 prompt"),
+    ):
         with pytest.raises(ConfigError, match=message):
             load_config(RECIPE, [f"model.checkpoint={tmp_path}", *bad])
 
@@ -246,10 +270,23 @@ def _train_every_strategy(workspace, overrides, tmp_path, method):
 
     for name in PRESETS:
         out = tmp_path / f"{name}_{method}"
-        cfg = tiny_config(workspace, out, [
-            *overrides, f"strategy.name={name}", f"train.method={method}", "train.max_steps=3", "train.log_every=1",
-            "validation.at_start=false", "validation.prompts=[]", "validation.loss_sigmas=[0.5]",
-            "strategy.caption_dropout=0.3", "optimizer.warmup_steps=0", "optimizer.lr=1e-3"])
+        cfg = tiny_config(
+            workspace,
+            out,
+            [
+                *overrides,
+                f"strategy.name={name}",
+                f"train.method={method}",
+                "train.max_steps=3",
+                "train.log_every=1",
+                "validation.at_start=false",
+                "validation.prompts=[]",
+                "validation.loss_sigmas=[0.5]",
+                "strategy.caption_dropout=0.3",
+                "optimizer.warmup_steps=0",
+                "optimizer.lr=1e-3",
+            ],
+        )
         variant = cfg.model.variant
         result = Trainer(cfg, log=lambda _: None).train()
         assert result.step == 3 and all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses), name
@@ -287,14 +324,32 @@ def test_conditioned_validation_and_sample_reproduce_each_other(extras, tiny_wor
     first, other = (read_video_frames(c, 1, 24.0)[0].numpy() for c in clips[:2])
     Image.fromarray(first).save(tmp_path / "first.png")
     Image.fromarray(other).save(tmp_path / "other.png")
-    condition = {"i2av": ("validation.images", tmp_path / "first.png", tmp_path / "other.png"),
-                 "ic_lora": ("validation.reference_videos", clips[0], clips[1]),
-                 "a2v": ("validation.audios", clips[0], clips[1]), "v2a": ("validation.videos", clips[0], clips[1])}[name]
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [
-        *overrides, f"strategy.name={name}", "train.max_steps=2", "validation.at_start=false",
-        "validation.prompts=[a red circle moves right]", f"{condition[0]}=[{condition[1]}]", "validation.steps=2",
-        "validation.height=64", "validation.width=64", "validation.num_frames=9", "validation.loss_sigmas=[]",
-        "optimizer.warmup_steps=0", "optimizer.lr=1e-2", "lora.init_from=null"])
+    condition = {
+        "i2av": ("validation.images", tmp_path / "first.png", tmp_path / "other.png"),
+        "ic_lora": ("validation.reference_videos", clips[0], clips[1]),
+        "a2v": ("validation.audios", clips[0], clips[1]),
+        "v2a": ("validation.videos", clips[0], clips[1]),
+    }[name]
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            *overrides,
+            f"strategy.name={name}",
+            "train.max_steps=2",
+            "validation.at_start=false",
+            "validation.prompts=[a red circle moves right]",
+            f"{condition[0]}=[{condition[1]}]",
+            "validation.steps=2",
+            "validation.height=64",
+            "validation.width=64",
+            "validation.num_frames=9",
+            "validation.loss_sigmas=[]",
+            "optimizer.warmup_steps=0",
+            "optimizer.lr=1e-2",
+            "lora.init_from=null",
+        ],
+    )
     result = Trainer(cfg, log=lambda _: None).train()
     in_training = result.last_validation[0]
     key = {"i2av": "image", "ic_lora": "reference_video", "a2v": "audio", "v2a": "video"}[name]
@@ -328,11 +383,26 @@ def test_a_given_modality_reaches_the_transformer_clean_at_timestep_zero(extras,
         with given_modality(transformer, **given):
             handle = transformer.register_forward_pre_hook(lambda m, a, k: seen.append(dict(k)), with_kwargs=True)
             with torch.no_grad():
-                transformer(**{**kw, "hidden_states": torch.cat([kw["hidden_states"]] * 2),  # a CFG batch
-                               **{k: torch.cat([kw[k]] * 2) for k in ("audio_hidden_states", "encoder_hidden_states",
-                                  "audio_encoder_hidden_states", "encoder_attention_mask",
-                                  "audio_encoder_attention_mask", "timestep", "audio_timestep", "sigma",
-                                  "audio_sigma")}})
+                transformer(
+                    **{
+                        **kw,
+                        "hidden_states": torch.cat([kw["hidden_states"]] * 2),  # a CFG batch
+                        **{
+                            k: torch.cat([kw[k]] * 2)
+                            for k in (
+                                "audio_hidden_states",
+                                "encoder_hidden_states",
+                                "audio_encoder_hidden_states",
+                                "encoder_attention_mask",
+                                "audio_encoder_attention_mask",
+                                "timestep",
+                                "audio_timestep",
+                                "sigma",
+                                "audio_sigma",
+                            )
+                        },
+                    }
+                )
             handle.remove()
     a2v, v2a = seen
     assert torch.equal(a2v["audio_hidden_states"], torch.cat([audio] * 2)) and (a2v["audio_timestep"] == 0).all()

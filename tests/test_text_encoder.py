@@ -42,8 +42,16 @@ def test_context_through_connectors(encoder, tiny_dir):
     connectors = load_component("tiny", "connectors", tiny_dir)
     batch = apply_connectors(connectors, encoder.encode(PROMPTS))
     cfg = connectors.config
-    assert batch.video.shape == (2, 16, cfg.video_connector_num_attention_heads * cfg.video_connector_attention_head_dim)
-    assert batch.audio.shape == (2, 16, cfg.audio_connector_num_attention_heads * cfg.audio_connector_attention_head_dim)
+    assert batch.video.shape == (
+        2,
+        16,
+        cfg.video_connector_num_attention_heads * cfg.video_connector_attention_head_dim,
+    )
+    assert batch.audio.shape == (
+        2,
+        16,
+        cfg.audio_connector_num_attention_heads * cfg.audio_connector_attention_head_dim,
+    )
     # each prompt's context is independent of what it was batched with
     for i, prompt in enumerate(PROMPTS):
         alone = apply_connectors(connectors, encoder.encode([prompt]))
@@ -76,13 +84,20 @@ def test_project_then_connect_equals_the_connectors(per_modality):
 
     torch.manual_seed(0)
     extra = dict(per_modality_projections=True, video_hidden_dim=32, audio_hidden_dim=16) if per_modality else {}
-    connectors = LTX2TextConnectors(caption_channels=16, text_proj_in_factor=3, video_connector_num_attention_heads=2,
-                                    video_connector_attention_head_dim=16 if per_modality else 8,
-                                    video_connector_num_layers=1,
-                                    video_connector_num_learnable_registers=8, audio_connector_num_attention_heads=2,
-                                    audio_connector_attention_head_dim=8,
-                                    audio_connector_num_layers=1, audio_connector_num_learnable_registers=8,
-                                    connector_rope_base_seq_len=16, **extra).eval()
+    connectors = LTX2TextConnectors(
+        caption_channels=16,
+        text_proj_in_factor=3,
+        video_connector_num_attention_heads=2,
+        video_connector_attention_head_dim=16 if per_modality else 8,
+        video_connector_num_layers=1,
+        video_connector_num_learnable_registers=8,
+        audio_connector_num_attention_heads=2,
+        audio_connector_attention_head_dim=8,
+        audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=8,
+        connector_rope_base_seq_len=16,
+        **extra,
+    ).eval()
     with torch.no_grad():
         for p in connectors.parameters():
             p.normal_(0, 0.1)

@@ -13,8 +13,21 @@ import torch
 
 from conftest import tiny_config
 
-TRAIN_KEYS = {"loss", "video_loss", "audio_loss", "grad_norm", "lr", "step_time_s", "steps_per_s", "samples_per_s",
-              "video_tokens_per_s", "audio_tokens_per_s", "tflops_per_device", "mfu", "peak_memory_mb"}
+TRAIN_KEYS = {
+    "loss",
+    "video_loss",
+    "audio_loss",
+    "grad_norm",
+    "lr",
+    "step_time_s",
+    "steps_per_s",
+    "samples_per_s",
+    "video_tokens_per_s",
+    "audio_tokens_per_s",
+    "tflops_per_device",
+    "mfu",
+    "peak_memory_mb",
+}
 
 
 def wandb_records(run_dir: Path) -> list:
@@ -28,8 +41,8 @@ def wandb_records(run_dir: Path) -> list:
         if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
             pos += 32768 - pos % 32768
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(partial + chunk if kind == 4 else chunk)
@@ -77,9 +90,17 @@ def test_tiny_run_logs_to_wandb_offline_and_tensorboard_and_resumes_the_same_run
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("LTX2TRAIN_PEAK_TFLOPS", "0.001")  # a peak for the CPU, so that MFU is logged here too
     run = tmp_path / "run"
-    overrides = ["train.checkpoint_every=1", "validation.every=0", "validation.steps=2", "validation.at_start=false",
-                 "validation.prompts=[a red circle moves right]", "tracker.backend=wandb,tensorboard",
-                 "tracker.mode=offline", "tracker.run_name=e2e", "train.log_every=1"]
+    overrides = [
+        "train.checkpoint_every=1",
+        "validation.every=0",
+        "validation.steps=2",
+        "validation.at_start=false",
+        "validation.prompts=[a red circle moves right]",
+        "tracker.backend=wandb,tensorboard",
+        "tracker.mode=offline",
+        "tracker.run_name=e2e",
+        "train.log_every=1",
+    ]
     result = Trainer(tiny_config(tiny_workspace, run, [*overrides, "train.max_steps=2"]), log=lambda _: None).train()
     (first,) = (run / "wandb").glob("offline-run-*")
     history = wandb_history(first)
@@ -122,15 +143,20 @@ def test_tiny_run_logs_to_wandb_offline_and_tensorboard_and_resumes_the_same_run
     assert wandb_history(runs[-1])["_step"][:2] == [2, 3]
     tb = tensorboard_events(run / "tensorboard" / "e2e")
     assert [e.step for e in tb.Scalars("loss")] == [1, 2, 3]
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
-             if "lr" in json.loads(line)]
+    steps = [
+        json.loads(line)["step"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "lr" in json.loads(line)
+    ]
     assert steps == [1, 2, 3]
 
 
 def test_tracker_backend_is_checked_and_tensorboard_names_its_extra(tiny_workspace, tmp_path):
     from ltx2train.config.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"tracker.backend: expected one of none \| wandb \| tensorboard, got 'tensorbord'"):
+    with pytest.raises(
+        ConfigError, match=r"tracker.backend: expected one of none \| wandb \| tensorboard, got 'tensorbord'"
+    ):
         tiny_config(tiny_workspace, tmp_path / "run", ["tracker.backend=wandb,tensorbord"])
     with pytest.raises(ConfigError, match="'none' cannot be combined"):
         tiny_config(tiny_workspace, tmp_path / "run", ["tracker.backend=none,wandb"])
@@ -157,8 +183,9 @@ def test_step_flops_extrapolate_over_blocks_exactly_and_count_attention(tiny_wor
     # the same count done directly on all three blocks
     _register_cpu_attention()
     mode = fake.fake_mode()
-    module = fake.fake_parameters(fake.build_transformer(cfg, spec, frozen=torch.bfloat16, trained=torch.float32,
-                                                         fp8=False, num_layers=3), mode).train()
+    module = fake.fake_parameters(
+        fake.build_transformer(cfg, spec, frozen=torch.bfloat16, trained=torch.float32, fp8=False, num_layers=3), mode
+    ).train()
     counter = FlopCounterMode(display=False)
     with mode:
         kwargs = fake.step_inputs(module, Tokens(2, 1, 1, 8, 9, 32, 24.0), torch.bfloat16)
@@ -172,8 +199,9 @@ def test_step_flops_extrapolate_over_blocks_exactly_and_count_attention(tiny_wor
     # full fine-tuning adds the base's weight gradients (against a rank-1 LoRA, whose adapters cost next to nothing)
     lora = tiny_config(tiny_workspace, tmp_path / "run", ["lora.rank=1"])
     full = tiny_config(tiny_workspace, tmp_path / "run", ["train.method=full"])
-    assert step_flops(full, spec, batch=2, video=8, audio=9, text=32) > step_flops(lora, spec, batch=2, video=8,
-                                                                                 audio=9, text=32)
+    assert step_flops(full, spec, batch=2, video=8, audio=9, text=32) > step_flops(
+        lora, spec, batch=2, video=8, audio=9, text=32
+    )
 
 
 def test_peak_flops_from_the_table_or_the_environment(monkeypatch):

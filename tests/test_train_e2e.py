@@ -13,8 +13,16 @@ from ltx2train.data import cache
 from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.trainer import Trainer
 
-SHORT = ["validation.at_start=false", "train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=1", "validation.every=0",
-         "validation.prompts=[a red circle moves right with a rising tone]", "validation.steps=2", "train.log_every=1"]
+SHORT = [
+    "validation.at_start=false",
+    "train.max_steps=4",
+    "train.checkpoint_every=2",
+    "train.keep_last=1",
+    "validation.every=0",
+    "validation.prompts=[a red circle moves right with a rising tone]",
+    "validation.steps=2",
+    "train.log_every=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,7 @@ def test_checkpoint_is_an_official_layout_lora_with_alpha_folded_and_metadata(sh
     os.umask(umask)
     for path in (result.checkpoint / "lora.safetensors", result.checkpoint.parents[1] / "config.yaml"):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
-    assert (cfg.train.output_dir and (result.checkpoint.parents[1] / "config.yaml").is_file())
+    assert cfg.train.output_dir and (result.checkpoint.parents[1] / "config.yaml").is_file()
 
 
 def test_exported_lora_reloaded_by_sample_reproduces_validation_exactly(short_run, tmp_path):
@@ -111,11 +119,18 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes(tiny_workspa
     from ltx2train.config import save_config
 
     run = tmp_path / "run"
-    cfg = tiny_config(tiny_workspace, run, ["train.max_steps=100000", "train.checkpoint_every=0", "train.log_every=1",
-                                             "validation.prompts=[]"])
+    cfg = tiny_config(
+        tiny_workspace,
+        run,
+        ["train.max_steps=100000", "train.checkpoint_every=0", "train.log_every=1", "validation.prompts=[]"],
+    )
     recipe = save_config(cfg, tmp_path / "recipe.yaml")
-    proc = subprocess.Popen([sys.executable, "-m", "ltx2train", "train", str(recipe)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ltx2train", "train", str(recipe)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
@@ -127,15 +142,28 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_resumes(tiny_workspa
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     saved = ckpt.list_checkpoints(run)
     assert [s for s, _ in saved] == [steps[-1]]  # the step it was on, although checkpoint_every=0
-    resumed = Trainer(tiny_config(tiny_workspace, run, [f"train.max_steps={steps[-1] + 2}", "validation.prompts=[]",
-                                                         "train.checkpoint_every=0"]), log=lambda _: None).train()
+    resumed = Trainer(
+        tiny_config(
+            tiny_workspace,
+            run,
+            [f"train.max_steps={steps[-1] + 2}", "validation.prompts=[]", "train.checkpoint_every=0"],
+        ),
+        log=lambda _: None,
+    ).train()
     assert [s for s, _ in resumed.losses] == [steps[-1] + 1, steps[-1] + 2]
 
 
 def test_validation_loss_is_deterministic_and_falls_with_training(tiny_workspace, tmp_path):
-    common = ["validation.prompts=[]", "validation.at_start=true", "validation.every=0", "train.checkpoint_every=0",
-              "optimizer.warmup_steps=2"]
-    a = Trainer(tiny_config(tiny_workspace, tmp_path / "a", ["train.max_steps=40", *common]), log=lambda _: None).train()
+    common = [
+        "validation.prompts=[]",
+        "validation.at_start=true",
+        "validation.every=0",
+        "train.checkpoint_every=0",
+        "optimizer.warmup_steps=2",
+    ]
+    a = Trainer(
+        tiny_config(tiny_workspace, tmp_path / "a", ["train.max_steps=40", *common]), log=lambda _: None
+    ).train()
     b = Trainer(tiny_config(tiny_workspace, tmp_path / "b", ["train.max_steps=1", *common]), log=lambda _: None).train()
     (start_a, before), (end_step, after) = a.validation_losses
     assert start_a == 0 and end_step == 40
@@ -146,16 +174,28 @@ def test_validation_loss_is_deterministic_and_falls_with_training(tiny_workspace
 def test_validation_uses_the_pipelines_guidance(tiny_workspace, tmp_path):
     prompt = ["validation.prompts=[a red circle moves right]", "validation.steps=2"]
     neutral = tiny_config(tiny_workspace, tmp_path / "run", prompt)
-    guided = tiny_config(tiny_workspace, tmp_path / "run", [
-        *prompt, "validation.guidance_scale=3.0", "validation.audio_guidance_scale=7.0", "validation.stg_scale=1.0",
-        "validation.stg_blocks=[1]", "validation.modality_scale=3.0", "validation.guidance_rescale=0.7",
-        "validation.negative_prompt=black background"])
+    guided = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            *prompt,
+            "validation.guidance_scale=3.0",
+            "validation.audio_guidance_scale=7.0",
+            "validation.stg_scale=1.0",
+            "validation.stg_blocks=[1]",
+            "validation.modality_scale=3.0",
+            "validation.guidance_rescale=0.7",
+            "validation.negative_prompt=black background",
+        ],
+    )
     _, (plain,) = sample(neutral, lora=None, output_dir=tmp_path / "a")
     _, (with_guidance,) = sample(guided, lora=None, output_dir=tmp_path / "b")
     assert np.isfinite(with_guidance.video).all() and torch.isfinite(with_guidance.audio).all()
     assert not np.array_equal(plain.video, with_guidance.video)
     assert not torch.equal(plain.audio, with_guidance.audio)
-    bad = tiny_config(tiny_workspace, tmp_path / "run", [*prompt, "validation.stg_scale=1.0", "validation.stg_blocks=[29]"])
+    bad = tiny_config(
+        tiny_workspace, tmp_path / "run", [*prompt, "validation.stg_scale=1.0", "validation.stg_blocks=[29]"]
+    )
     with pytest.raises(ValueError, match=r"STG blocks \[29\] are not blocks of this 2-block transformer"):
         sample(bad, lora=None, output_dir=tmp_path / "c")
 
@@ -164,7 +204,9 @@ def test_a_cache_without_audio_is_refused_before_the_transformer_loads(tiny_work
     from ltx2train.data.prepare import prepare
     from ltx2train.training import builder as builder_module
 
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}", "data.with_audio=false"])
+    cfg = tiny_config(
+        tiny_workspace, tmp_path / "run", [f"data.cache_dir={tmp_path / 'cache'}", "data.with_audio=false"]
+    )
     prepare(cfg)
 
     def no_loading(*args, **kwargs):
@@ -188,10 +230,21 @@ def test_batch_size_2_trains_over_several_buckets_and_resumes_exactly(tiny_works
         metadata = make_synthetic_dataset(tmp_path / name, num_clips=4, num_frames=9, height=h, width=w, seed=len(name))
         rows += [line.replace('"clips/', f'"{name}/clips/') for line in metadata.read_text().splitlines()]
     (tmp_path / "meta.jsonl").write_text("\n".join(rows) + "\n")
-    common = [f"data.metadata={tmp_path / 'meta.jsonl'}", f"data.cache_dir={tmp_path / 'cache'}", "data.height=null",
-              "data.width=null", f"data.max_pixels={64 * 128}", "data.aspect_ratios=[1.0, 2.0]", "data.batch_size=2",
-              "validation.prompts=[]", "validation.loss_sigmas=[]", "train.log_every=1", "optimizer.lr=5e-3",
-              "train.checkpoint_every=3", "train.keep_last=5"]
+    common = [
+        f"data.metadata={tmp_path / 'meta.jsonl'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.height=null",
+        "data.width=null",
+        f"data.max_pixels={64 * 128}",
+        "data.aspect_ratios=[1.0, 2.0]",
+        "data.batch_size=2",
+        "validation.prompts=[]",
+        "validation.loss_sigmas=[]",
+        "train.log_every=1",
+        "optimizer.lr=5e-3",
+        "train.checkpoint_every=3",
+        "train.keep_last=5",
+    ]
     cfg = tiny_config(tiny_workspace, tmp_path / "run", [*common, "train.max_steps=8"])
     prepare(cfg)
     lines = []
@@ -224,9 +277,18 @@ def test_two_datasets_prepare_with_one_command_and_train_by_their_repeats(tiny_w
     from ltx2train.data.synthetic import make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "extra", num_clips=2, num_frames=9, height=64, width=64, seed=7)
-    extra = f"[{{metadata: {tmp_path / 'extra' / 'metadata.jsonl'}, cache_dir: {tmp_path / 'extra_cache'}, repeats: 3}}]"
-    common = [f"data.datasets={extra}", "validation.prompts=[]", "validation.loss_sigmas=[]", "train.log_every=1",
-              "train.checkpoint_every=3", "train.keep_last=5", "data.batch_size=2"]
+    extra = (
+        f"[{{metadata: {tmp_path / 'extra' / 'metadata.jsonl'}, cache_dir: {tmp_path / 'extra_cache'}, repeats: 3}}]"
+    )
+    common = [
+        f"data.datasets={extra}",
+        "validation.prompts=[]",
+        "validation.loss_sigmas=[]",
+        "train.log_every=1",
+        "train.checkpoint_every=3",
+        "train.keep_last=5",
+        "data.batch_size=2",
+    ]
     cfg = tiny_config(tiny_workspace, tmp_path / "run", [*common, "train.max_steps=6"])
     assert cli.main(["prepare", str(save_config(cfg, tmp_path / "recipe.yaml"))]) == 0
     assert len(cache.read_manifest(tmp_path / "extra_cache")["samples"]) == 2

@@ -145,10 +145,20 @@ def test_adamw8bit_keeps_large_moments_in_8_bits_and_trains_a_lora(tiny_workspac
     from ltx2train.config import ConfigError, load_config
     from ltx2train.training.trainer import Trainer
 
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["optimizer.name=adamw8bit", "optimizer.lr=1e-2",
-                                                         "validation.prompts=[]", "validation.loss_sigmas=[]",
-                                                         "train.max_steps=8", "train.log_every=1",
-                                                         "optimizer.warmup_steps=0", "optimizer.scheduler=constant"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            "optimizer.name=adamw8bit",
+            "optimizer.lr=1e-2",
+            "validation.prompts=[]",
+            "validation.loss_sigmas=[]",
+            "train.max_steps=8",
+            "train.log_every=1",
+            "optimizer.warmup_steps=0",
+            "optimizer.scheduler=constant",
+        ],
+    )
     weights = [torch.nn.Parameter(torch.randn(64, 128, generator=torch.Generator().manual_seed(0))) for _ in range(2)]
     ours, reference = build_optimizer([weights[0]], cfg.optimizer), torch.optim.AdamW([weights[1]], lr=1e-2)
     for _ in range(3):
@@ -176,9 +186,18 @@ def test_num_epochs_sets_max_steps_from_the_data(tiny_workspace, tmp_path):
     from ltx2train.training.trainer import Trainer
 
     lines = []
-    cfg = tiny_config(tiny_workspace, tmp_path / "run", ["train.num_epochs=2", "data.batch_size=2",
-                                                         "train.max_steps=1000", "validation.prompts=[]",
-                                                         "validation.every=0", "validation.loss_sigmas=[]"])
+    cfg = tiny_config(
+        tiny_workspace,
+        tmp_path / "run",
+        [
+            "train.num_epochs=2",
+            "data.batch_size=2",
+            "train.max_steps=1000",
+            "validation.prompts=[]",
+            "validation.every=0",
+            "validation.loss_sigmas=[]",
+        ],
+    )
     result = Trainer(cfg, log=lines.append).train()
     assert result.step == 6 == cfg.train.max_steps
     assert any("train.num_epochs=2: 3 optimizer step(s) per epoch" in line for line in lines)
@@ -204,8 +223,14 @@ def test_a_preset_lora_is_merged_into_the_base_and_only_the_new_lora_is_saved(ti
     assert merge_into_base(preset, merged) == 3 * base.config.num_layers
     changed = [n for n, p in merged.named_parameters() if not torch.equal(p, base.get_parameter(n))]
     assert changed and all(".attn1.to_q." in n or ".attn1.to_v." in n or ".audio_attn1.to_k." in n for n in changed)
-    short = ["validation.at_start=false", "validation.every=0", "train.max_steps=2", "optimizer.lr=1e-2",
-             "validation.prompts=[a red circle]", "validation.steps=2"]  # alpha = rank: the file is the adapter
+    short = [
+        "validation.at_start=false",
+        "validation.every=0",
+        "train.max_steps=2",
+        "optimizer.lr=1e-2",
+        "validation.prompts=[a red circle]",
+        "validation.steps=2",
+    ]  # alpha = rank: the file is the adapter
     cfg = tiny_config(tiny_workspace, tmp_path / "run", [*short, f"lora.preset=[{preset}]"])
     result = Trainer(cfg, log=lambda _: None).train()
     saved = read_lora(result.checkpoint / ckpt.LORA_FILE)
@@ -223,7 +248,15 @@ def test_two_runs_in_one_process_may_ask_for_different_mixed_precision(tiny_work
     from ltx2train.training.trainer import Trainer
 
     for precision in ("no", "bf16"):
-        cfg = tiny_config(tiny_workspace, tmp_path / precision, [f"train.mixed_precision={precision}",
-                                                                  "train.max_steps=1", "validation.prompts=[]",
-                                                                  "validation.every=0", "validation.loss_sigmas=[]"])
+        cfg = tiny_config(
+            tiny_workspace,
+            tmp_path / precision,
+            [
+                f"train.mixed_precision={precision}",
+                "train.max_steps=1",
+                "validation.prompts=[]",
+                "validation.every=0",
+                "validation.loss_sigmas=[]",
+            ],
+        )
         assert Trainer(cfg, log=lambda _: None).train().step == 1

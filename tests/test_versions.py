@@ -28,8 +28,16 @@ from ltx2train.training.trainer import Trainer
 
 PROMPT = "a red circle moves right with a rising tone"
 QUIET = lambda _: None  # noqa: E731
-SHORT = ["validation.at_start=false", "train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=5",
-         "validation.every=0", f"validation.prompts=[{PROMPT}]", "validation.steps=2", "train.log_every=1"]
+SHORT = [
+    "validation.at_start=false",
+    "train.max_steps=4",
+    "train.checkpoint_every=2",
+    "train.keep_last=5",
+    "validation.every=0",
+    f"validation.prompts=[{PROMPT}]",
+    "validation.steps=2",
+    "train.log_every=1",
+]
 WORKSPACES = {"2.3": "tiny23_workspace", "2.5": "tiny25_workspace"}
 VARIANTS = {"2.0": "tiny", "2.3": "tiny-2.3", "2.5": "tiny-2.5"}
 
@@ -53,17 +61,23 @@ def test_the_tiny_23_model_has_the_23_structure():
     reference = json.loads((REFERENCE / "ltx23_22b_original_keys.json").read_text())["ltx2.3-22b"]
     strip = lambda keys: {re.sub(r"\.\d+\.", ".N.", re.sub(r"\.\d+\.", ".N.", k)) for k in keys}  # noqa: E731
     spec = load_variant("tiny-2.3")
-    for component, prefix in (("transformer", "model.diffusion_model.transformer_blocks"),
-                              ("connectors", "model.diffusion_model.video_embeddings_connector"),
-                              ("vocoder", "vocoder."), ("audio_vae", "audio_vae.")):
+    for component, prefix in (
+        ("transformer", "model.diffusion_model.transformer_blocks"),
+        ("connectors", "model.diffusion_model.video_embeddings_connector"),
+        ("vocoder", "vocoder."),
+        ("audio_vae", "audio_vae."),
+    ):
         module = spec.component(component).build(meta=True)
         key_map = build_key_map(component, module, spec.family)
         ours = set(key_map.to_diffusers)
         assert {key_map.to_original[key_map.to_diffusers[k]] for k in ours} == ours  # a bijection
         theirs = {k for k in reference if k.startswith(prefix)}
         assert strip(k for k in ours if k.startswith(prefix)) == strip(theirs), component
-    gates = [k for k in build_key_map("transformer", spec.component("transformer").build(meta=True), "2.3").to_diffusers
-             if "to_gate_logits" in k]
+    gates = [
+        k
+        for k in build_key_map("transformer", spec.component("transformer").build(meta=True), "2.3").to_diffusers
+        if "to_gate_logits" in k
+    ]
     assert gates and all(k.endswith(("to_gate_logits.weight", "to_gate_logits.bias")) for k in gates)
 
 
@@ -117,13 +131,25 @@ def test_the_23_recipes_validate_as_ltx_pipelines_runs_23():
         v = load_config(recipes / f"{name}.yaml").validation
         video, audio = LTX_2_3_PARAMS.video_guider_params, LTX_2_3_PARAMS.audio_guider_params
         assert v.stg_blocks == video.stg_blocks == audio.stg_blocks, name
-        assert (v.steps, v.guidance_scale, v.audio_guidance_scale) == (LTX_2_3_PARAMS.num_inference_steps,
-                                                                      video.cfg_scale, audio.cfg_scale), name
+        assert (v.steps, v.guidance_scale, v.audio_guidance_scale) == (
+            LTX_2_3_PARAMS.num_inference_steps,
+            video.cfg_scale,
+            audio.cfg_scale,
+        ), name
 
 
-@pytest.mark.parametrize("checkpoint_of, variant", [("2.3", "tiny"), ("2.3", "ltx2-19b"), ("2.0", "tiny-2.3"),
-                                                    ("2.0", "ltx2.3-22b"), ("2.5", "tiny-2.3"), ("2.3", "tiny-2.5"),
-                                                    ("2.5", "ltx2.5")])
+@pytest.mark.parametrize(
+    "checkpoint_of, variant",
+    [
+        ("2.3", "tiny"),
+        ("2.3", "ltx2-19b"),
+        ("2.0", "tiny-2.3"),
+        ("2.0", "ltx2.3-22b"),
+        ("2.5", "tiny-2.3"),
+        ("2.3", "tiny-2.5"),
+        ("2.5", "ltx2.5"),
+    ],
+)
 def test_a_checkpoint_of_another_version_is_refused_naming_both(request, tmp_path, capsys, checkpoint_of, variant):
     root = workspace(request, checkpoint_of)
     recipe = save_config(tiny_config(root, tmp_path / "run"), tmp_path / "recipe.yaml")
@@ -132,8 +158,10 @@ def test_a_checkpoint_of_another_version_is_refused_naming_both(request, tmp_pat
     for command in ("train", "prepare", "sample"):
         assert cli.main([command, str(recipe), f"model.variant={variant}"]) == 2, command
         err = capsys.readouterr().err
-        assert f"weights are LTX-{checkpoint_of} ({found}), but model.variant is {variant} " \
-               f"({spec.version}): set model.variant={found}" in err, err
+        assert (
+            f"weights are LTX-{checkpoint_of} ({found}), but model.variant is {variant} "
+            f"({spec.version}): set model.variant={found}" in err
+        ), err
         assert "Traceback" not in err
     assert not (tmp_path / "run").exists()  # refused before any work
 
@@ -142,17 +170,20 @@ def test_the_pipeline_refuses_a_checkpoint_of_another_variant(tiny23_workspace, 
     from ltx2train.inference.av_pipeline import LTX2AudioVideoPipeline
 
     with pytest.raises(VersionMismatchError, match=r"weights are LTX-2.3 \(tiny-2.3\), but model.variant is tiny "):
-        LTX2AudioVideoPipeline.from_pretrained(tiny23_workspace / "model", tiny23_workspace / "model" / "gemma",
-                                               variant="tiny", device="cpu")
+        LTX2AudioVideoPipeline.from_pretrained(
+            tiny23_workspace / "model", tiny23_workspace / "model" / "gemma", variant="tiny", device="cpu"
+        )
     with pytest.raises(VersionMismatchError, match=r"is a Gemma 3 .* tiny-2.5 \(LTX-2.5\) reads Gemma 4"):
-        LTX2AudioVideoPipeline.from_pretrained(tiny25_workspace / "model", tiny23_workspace / "model" / "gemma",
-                                               device="cpu")
+        LTX2AudioVideoPipeline.from_pretrained(
+            tiny25_workspace / "model", tiny23_workspace / "model" / "gemma", device="cpu"
+        )
 
 
 def test_a_text_encoder_of_another_gemma_is_refused(tiny25_workspace, tiny23_workspace, tmp_path, capsys):
-    recipe = save_config(tiny_config(tiny25_workspace, tmp_path / "run",
-                                     [f"model.text_encoder={tiny23_workspace / 'model' / 'gemma'}"]),
-                         tmp_path / "recipe.yaml")
+    recipe = save_config(
+        tiny_config(tiny25_workspace, tmp_path / "run", [f"model.text_encoder={tiny23_workspace / 'model' / 'gemma'}"]),
+        tmp_path / "recipe.yaml",
+    )
     for command in ("train", "prepare", "sample"):
         assert cli.main([command, str(recipe)]) == 2
         err = capsys.readouterr().err
@@ -166,26 +197,35 @@ def test_a_file_of_another_size_is_named_with_what_differs(tiny23_workspace, tmp
     state = load_file(str(model / "transformer.safetensors"))
     state = {k: v for k, v in state.items() if ".transformer_blocks.1." not in k}  # one block fewer
     save_file(state, str(model / "transformer.safetensors"))
-    with pytest.raises(VersionMismatchError, match=r"matches no shipped variant .* missing \(e\.g\. "
-                                                   r"model\.diffusion_model\.transformer_blocks\.1\..*closest shipped "
-                                                   r"variant is tiny-2.3 \(LTX-2.3\)"):
+    with pytest.raises(
+        VersionMismatchError,
+        match=r"matches no shipped variant .* missing \(e\.g\. "
+        r"model\.diffusion_model\.transformer_blocks\.1\..*closest shipped "
+        r"variant is tiny-2.3 \(LTX-2.3\)",
+    ):
         check_version(model, spec, ["transformer"])
 
 
 @pytest.mark.parametrize("cache_of, variant", [("2.0", "2.3"), ("2.3", "2.5"), ("2.5", "2.3")])
 def test_a_cache_of_another_version_is_refused_with_how_to_prepare(request, tmp_path, capsys, cache_of, variant):
     cache_dir = tiny_config(workspace(request, cache_of), tmp_path).data.cache_dir
-    recipe = save_config(tiny_config(workspace(request, variant), tmp_path / "run", [f"data.cache_dir={cache_dir}"]),
-                         tmp_path / "recipe.yaml")
+    recipe = save_config(
+        tiny_config(workspace(request, variant), tmp_path / "run", [f"data.cache_dir={cache_dir}"]),
+        tmp_path / "recipe.yaml",
+    )
     for command in ("train", "prepare"):
         assert cli.main([command, str(recipe)]) == 2
         err = capsys.readouterr().err
-        assert (f"prepared for {VARIANTS[cache_of]} (LTX-{cache_of}), but the recipe's model.variant is "
-                f"{VARIANTS[variant]} (LTX-{variant})") in err, err
+        assert (
+            f"prepared for {VARIANTS[cache_of]} (LTX-{cache_of}), but the recipe's model.variant is "
+            f"{VARIANTS[variant]} (LTX-{variant})"
+        ) in err, err
         assert "--overwrite" in err
     manifest = json.loads((Path(cache_dir) / "manifest.json").read_text())
-    assert (manifest["produced_by"]["variant"], manifest["produced_by"]["version"]) == (VARIANTS[cache_of],
-                                                                                        f"LTX-{cache_of}")
+    assert (manifest["produced_by"]["variant"], manifest["produced_by"]["version"]) == (
+        VARIANTS[cache_of],
+        f"LTX-{cache_of}",
+    )
 
 
 @pytest.mark.parametrize("version", ["2.3", "2.5"])
@@ -224,8 +264,9 @@ def test_trained_connectors_reload_into_sample_like_validation(request, tmp_path
     projection per modality before them, frozen): the checkpoint reproduces the validation clip in ``sample``."""
     root = workspace(request, version)
     extra = ["lora.alpha=null"] if method == "lora" else ["train.method=full", "optimizer.lr=1e-4"]
-    cfg = tiny_config(root, tmp_path / "run", [*SHORT, *extra, "train.max_steps=2",
-                                               "train.trainable=[transformer,connectors]"])
+    cfg = tiny_config(
+        root, tmp_path / "run", [*SHORT, *extra, "train.max_steps=2", "train.trainable=[transformer,connectors]"]
+    )
     result = Trainer(cfg, log=QUIET).train()
     if method == "lora":
         assert any("embeddings_connector." in m for m in read_lora(result.checkpoint / ckpt.LORA_FILE).modules)
@@ -233,8 +274,9 @@ def test_trained_connectors_reload_into_sample_like_validation(request, tmp_path
     else:
         base = load_component(VARIANTS[version], "connectors", cfg.model.checkpoint)
         trained = load_component(VARIANTS[version], "connectors", result.checkpoint)
-        changed = {n.split(".")[0] for (n, p), q in zip(base.named_parameters(), trained.parameters())
-                   if not torch.equal(p, q)}
+        changed = {
+            n.split(".")[0] for (n, p), q in zip(base.named_parameters(), trained.parameters()) if not torch.equal(p, q)
+        }
         assert changed == {"video_connector", "audio_connector"}
         _, clips = sample(cfg, lora=None, transformer=result.checkpoint, output_dir=tmp_path / "sample")
     in_training = result.last_validation[0]
@@ -256,8 +298,18 @@ def test_the_default_lora_trains_stably_and_audio_learns(request, tmp_path, vers
     """The default targets (attention q/k/v/out, gates untouched): 60 steps, nothing non-finite, the loss and the
     audio loss both fall, and the gates stay exactly the base model's."""
     root = workspace(request, version)
-    cfg = tiny_config(root, tmp_path, ["validation.at_start=false", "validation.every=0", "validation.prompts=[]",
-                                       "train.max_steps=60", "train.log_every=10", "train.checkpoint_every=60"])
+    cfg = tiny_config(
+        root,
+        tmp_path,
+        [
+            "validation.at_start=false",
+            "validation.every=0",
+            "validation.prompts=[]",
+            "train.max_steps=60",
+            "train.log_every=10",
+            "train.checkpoint_every=60",
+        ],
+    )
     trainer = Trainer(cfg, log=QUIET)
     result = trainer.train()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -268,15 +320,25 @@ def test_the_default_lora_trains_stably_and_audio_learns(request, tmp_path, vers
     assert last < first
     base = load_component(VARIANTS[version], "transformer", cfg.model.checkpoint)
     gates = {n: p for n, p in trainer.model.named_parameters() if "to_gate_logits" in n}
-    assert gates and all("lora_" not in n and torch.equal(p, base.get_parameter(n.replace(".base_layer", "")))
-                         for n, p in gates.items())
+    assert gates and all(
+        "lora_" not in n and torch.equal(p, base.get_parameter(n.replace(".base_layer", ""))) for n, p in gates.items()
+    )
     assert result.step == 60
 
 
 def test_gate_logits_are_an_explicit_option(tiny23_workspace, tmp_path, capsys):
-    cfg = tiny_config(tiny23_workspace, tmp_path / "gates", ["validation.at_start=false", "validation.every=0",
-                                                             "validation.prompts=[]", "train.max_steps=2",
-                                                             "lora.gate_logits=true", "optimizer.lr=1e-2"])
+    cfg = tiny_config(
+        tiny23_workspace,
+        tmp_path / "gates",
+        [
+            "validation.at_start=false",
+            "validation.every=0",
+            "validation.prompts=[]",
+            "train.max_steps=2",
+            "lora.gate_logits=true",
+            "optimizer.lr=1e-2",
+        ],
+    )
     result = Trainer(cfg, log=QUIET).train()
     lora = read_lora(result.checkpoint / ckpt.LORA_FILE)
     gated = [m for m in lora.modules if m.endswith("to_gate_logits")]
@@ -309,15 +371,35 @@ def test_two_stage_and_distilled_sampling(run, tmp_path, capsys):
     from ltx2train.models.layout import upscaler_file
 
     assert (Path(cfg.model.checkpoint) / upscaler_file(version)).is_file()
-    recipe = save_config(tiny_config(root, tmp_path / "run", ["validation.height=64", "validation.width=128",
-                                                              "validation.num_frames=9", "validation.steps=2"]),
-                         tmp_path / "recipe.yaml")
-    stage2 = _stage2_lora(load_component(VARIANTS[version], "transformer", cfg.model.checkpoint),
-                          tmp_path / "s2.safetensors")
+    recipe = save_config(
+        tiny_config(
+            root,
+            tmp_path / "run",
+            ["validation.height=64", "validation.width=128", "validation.num_frames=9", "validation.steps=2"],
+        ),
+        tmp_path / "recipe.yaml",
+    )
+    stage2 = _stage2_lora(
+        load_component(VARIANTS[version], "transformer", cfg.model.checkpoint), tmp_path / "s2.safetensors"
+    )
     lora = str(result.checkpoint / ckpt.LORA_FILE)
     for flags in (["--two-stage", "--stage2-lora", str(stage2)], ["--distilled-pipeline"]):
-        assert cli.main(["sample", str(recipe), *flags, "--lora", lora, "--prompt", PROMPT,
-                         "--output", str(tmp_path / flags[0])]) == 0
+        assert (
+            cli.main(
+                [
+                    "sample",
+                    str(recipe),
+                    *flags,
+                    "--lora",
+                    lora,
+                    "--prompt",
+                    PROMPT,
+                    "--output",
+                    str(tmp_path / flags[0]),
+                ]
+            )
+            == 0
+        )
         path = Path(capsys.readouterr().out.strip().splitlines()[-1])
         with av.open(str(path)) as container:
             assert (container.streams.video[0].width, container.streams.video[0].height) == (128, 64)
@@ -335,14 +417,28 @@ def test_25_training_marks_the_first_latent_frame_as_diffusers_dfr_pipeline_does
 
     transformer = load_component("tiny-2.5", "transformer", tiny25_workspace / "model")
     vae = load_component("tiny-2.5", "video_vae", tiny25_workspace / "model")
-    dfr = LTX2DFRPipeline(scheduler=None, vae=vae, audio_vae=None, text_encoder=None, tokenizer=None, connectors=None,
-                          transformer=transformer, vocoder=None)
+    dfr = LTX2DFRPipeline(
+        scheduler=None,
+        vae=vae,
+        audio_vae=None,
+        text_encoder=None,
+        tokenizer=None,
+        connectors=None,
+        transformer=transformer,
+        vocoder=None,
+    )
     kwargs = transformer_inputs(tiny25_workspace, tmp_path)
     ours = kwargs["video_keyframes_mask"]
     for reference in (None, torch.zeros(1, 8, 2, 1, 1)):
-        *_, reference_mask, _ = dfr.prepare_latents(batch_size=1, num_channels_latents=8, height=64, width=64,
-                                                    num_frames=9, reference_latents=reference,
-                                                    generator=torch.Generator().manual_seed(0))
+        *_, reference_mask, _ = dfr.prepare_latents(
+            batch_size=1,
+            num_channels_latents=8,
+            height=64,
+            width=64,
+            num_frames=9,
+            reference_latents=reference,
+            generator=torch.Generator().manual_seed(0),
+        )
         n = ours.shape[1]
         assert torch.equal(reference_mask[:, :n], ours) and not reference_mask[:, n:].any()
     with torch.no_grad():
@@ -361,7 +457,8 @@ def test_25_validation_and_sample_mark_the_first_latent_frame(tiny25_workspace, 
 
     def spy(pipe, *args, **kwargs):
         handle = pipe.transformer.register_forward_pre_hook(
-            lambda m, a, kw: seen.append(kw.get("video_keyframes_mask")), with_kwargs=True)
+            lambda m, a, kw: seen.append(kw.get("video_keyframes_mask")), with_kwargs=True
+        )
         try:
             return original(pipe, *args, **kwargs)
         finally:
@@ -386,7 +483,8 @@ def test_full_fine_tuning_under_fsdp2_on_two_processes(request, tmp_path, versio
     one = tiny_config(root, tmp_path / "one", [*COMMON, *full, "data.batch_size=2"])
     Trainer(one, log=QUIET).train()
     assert [loss for _, loss in _losses(tmp_path / "fsdp2")] == pytest.approx(
-        [loss for _, loss in _losses(tmp_path / "one")], rel=1e-5)
+        [loss for _, loss in _losses(tmp_path / "one")], rel=1e-5
+    )
     variant = VARIANTS[version]
     sharded = load_component(variant, "transformer", ckpt.checkpoint_dir(tmp_path / "fsdp2", 4))  # strict
     single = load_component(variant, "transformer", ckpt.checkpoint_dir(tmp_path / "one", 4))
@@ -444,23 +542,42 @@ def test_a_25_release_directory_loads_prepares_and_trains(tiny25_workspace, tmp_
         again = load_component("tiny-2.5", component, release)  # strict: every key, shape and file
         assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), module.state_dict().values()))
     shutil.copytree(split / "gemma", release / "gemma")
-    cfg = tiny_config(tiny25_workspace, tmp_path / "run", [f"model.checkpoint={release}", "validation.prompts=[]",
-                                                           f"model.text_encoder={release / 'gemma'}",
-                                                           f"data.cache_dir={tmp_path / 'cache'}",
-                                                           "train.max_steps=2", "validation.every=0",
-                                                           "validation.at_start=false"])
+    cfg = tiny_config(
+        tiny25_workspace,
+        tmp_path / "run",
+        [
+            f"model.checkpoint={release}",
+            "validation.prompts=[]",
+            f"model.text_encoder={release / 'gemma'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "train.max_steps=2",
+            "validation.every=0",
+            "validation.at_start=false",
+        ],
+    )
     report = prepare(cfg)
     assert len(report.encoded) == 6
-    ours, theirs = (json.loads((Path(d) / "manifest.json").read_text())["produced_by"]
-                    for d in (cfg.data.cache_dir, tiny_config(tiny25_workspace, tmp_path).data.cache_dir))
+    ours, theirs = (
+        json.loads((Path(d) / "manifest.json").read_text())["produced_by"]
+        for d in (cfg.data.cache_dir, tiny_config(tiny25_workspace, tmp_path).data.cache_dir)
+    )
     parts = ("video_vae_encoder", "audio_vae_encoder", "connectors")
     assert {k: ours[k] for k in parts} == {k: theirs[k] for k in parts}  # the same weights, whatever the layout
     assert Trainer(cfg, log=QUIET).train().step == 2
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, backend", [("lora", "ddp"), ("lora", "fsdp2"), ("lora", "zero2"), ("lora", "zero3_offload"),
-                                             ("full", "ddp"), ("full", "zero2")])
+@pytest.mark.parametrize(
+    "method, backend",
+    [
+        ("lora", "ddp"),
+        ("lora", "fsdp2"),
+        ("lora", "zero2"),
+        ("lora", "zero3_offload"),
+        ("full", "ddp"),
+        ("full", "zero2"),
+    ],
+)
 @pytest.mark.parametrize("version", ["2.3", "2.5"])
 def test_each_backend_on_two_processes(request, tmp_path, version, method, backend):
     """2 processes (gloo) under ddp, FSDP2, DeepSpeed ZeRO-2 and ZeRO-3 with optimizer offload train what one process
@@ -472,7 +589,8 @@ def test_each_backend_on_two_processes(request, tmp_path, version, method, backe
     _train(root, tmp_path / backend, [*train, *BACKENDS[backend]])
     Trainer(tiny_config(root, tmp_path / "one", [*COMMON, *train, "data.batch_size=2"]), log=QUIET).train()
     assert [loss for _, loss in _losses(tmp_path / backend)] == pytest.approx(
-        [loss for _, loss in _losses(tmp_path / "one")], rel=1e-5)
+        [loss for _, loss in _losses(tmp_path / "one")], rel=1e-5
+    )
     name = ckpt.LORA_FILE if method == "lora" else "transformer.safetensors"
     a, b = (load_file(str(ckpt.checkpoint_dir(tmp_path / d, 4) / name)) for d in (backend, "one"))
     assert a.keys() == b.keys()
@@ -488,10 +606,20 @@ def test_a_lora_over_an_fp8_base_with_block_swap_trains(request, tmp_path, versi
     """The memory levers on 2.3 and 2.5: the frozen transformer stored in FP8, the last block swapped from host
     memory, checkpointing; the LoRA trains (finite losses, non-zero update) and its base stays FP8."""
     root = workspace(request, version)
-    cfg = tiny_config(root, tmp_path, ["validation.at_start=false", "validation.every=0", "validation.prompts=[]",
-                                       "train.max_steps=3", "train.gradient_checkpointing=true",
-                                       "memory.fp8_frozen=[transformer,connectors]", "memory.block_swap=1",
-                                       "model.dtype=bfloat16"])
+    cfg = tiny_config(
+        root,
+        tmp_path,
+        [
+            "validation.at_start=false",
+            "validation.every=0",
+            "validation.prompts=[]",
+            "train.max_steps=3",
+            "train.gradient_checkpointing=true",
+            "memory.fp8_frozen=[transformer,connectors]",
+            "memory.block_swap=1",
+            "model.dtype=bfloat16",
+        ],
+    )
     trainer = Trainer(cfg, log=QUIET)
     result = trainer.train()
     assert result.step == 3 and all(np.isfinite(loss) for _, loss in result.losses)
@@ -526,7 +654,10 @@ def test_a_lora_merges_into_the_versions_layout(request, tmp_path, version):
     base_dir, transformer_file = root / "model", "transformer.safetensors"
     if version == "2.5":
         modules = {c: load_component(variant, c, base_dir) for c in load_variant(variant).components}
-        base_dir, transformer_file = tmp_path / "LTX-2.5", "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors"
+        base_dir, transformer_file = (
+            tmp_path / "LTX-2.5",
+            "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors",
+        )
         save_release(modules, base_dir, "2.5")
     _, checkpoint = train_lora(root, tmp_path / "lora")
     lora = checkpoint / ckpt.LORA_FILE

@@ -44,8 +44,14 @@ from ltx2train.analysis.fake import build_transformer, quiet_diffusers
 from ltx2train.analysis.precision import Precision, precision_of
 from ltx2train.analysis.simulate import StepActivations, simulate_inference, simulate_step, simulate_vae
 from ltx2train.analysis.tokens import largest_bucket, tokens_for
-from ltx2train.analysis.weights import (WeightCounts, component_bytes, count_weights, gemma_bytes, gemma_config,
-                                        gemma_forward_bytes)
+from ltx2train.analysis.weights import (
+    WeightCounts,
+    component_bytes,
+    count_weights,
+    gemma_bytes,
+    gemma_config,
+    gemma_forward_bytes,
+)
 from ltx2train.utils.errors import UserError
 
 ADAMW8BIT_MIN_SIZE, ADAMW8BIT_BLOCK = 4096, 256  # bitsandbytes' min_8bit_size and blockwise quantisation block
@@ -67,8 +73,15 @@ class MemoryEstimate:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"total_bytes": self.total_bytes, "parts": self.parts, "phases": self.phases, "host": self.host,
-                "tokens": self.tokens, "world_size": self.world_size, "notes": self.notes}
+        return {
+            "total_bytes": self.total_bytes,
+            "parts": self.parts,
+            "phases": self.phases,
+            "host": self.host,
+            "tokens": self.tokens,
+            "world_size": self.world_size,
+            "notes": self.notes,
+        }
 
 
 def _shard(shapes: list[tuple], world: int) -> int:
@@ -85,8 +98,12 @@ def optimizer_state_bytes(numels: list[int], name: str) -> int:
     if name == "adamw":
         return sum(2 * n * 4 + 4 for n in numels)
     if name == "adamw8bit":
-        return sum(2 * n + 2 * 4 * math.ceil(n / ADAMW8BIT_BLOCK) if n >= ADAMW8BIT_MIN_SIZE else 2 * n * 4
-                   for n in numels) + 2 * 256 * 4  # the two shared quantisation maps
+        return (
+            sum(
+                2 * n + 2 * 4 * math.ceil(n / ADAMW8BIT_BLOCK) if n >= ADAMW8BIT_MIN_SIZE else 2 * n * 4 for n in numels
+            )
+            + 2 * 256 * 4
+        )  # the two shared quantisation maps
     raise UserError(f"optimizer.name: unknown optimizer {name!r}; expected adamw or adamw8bit")
 
 
@@ -104,10 +121,15 @@ class _Totals:
 
     @classmethod
     def of(cls, w: WeightCounts, layers: int) -> "_Totals":
-        return cls(w.outside_frozen + layers * w.block_frozen, w.outside_trained + layers * w.block_trained,
-                   w.outside_trained_numels + layers * w.block_trained_numels,
-                   w.outside_frozen_shapes + layers * w.block_frozen_shapes,
-                   w.outside_trained_shapes + layers * w.block_trained_shapes, w.block_frozen, w.block_trained)
+        return cls(
+            w.outside_frozen + layers * w.block_frozen,
+            w.outside_trained + layers * w.block_trained,
+            w.outside_trained_numels + layers * w.block_trained_numels,
+            w.outside_frozen_shapes + layers * w.block_frozen_shapes,
+            w.outside_trained_shapes + layers * w.block_trained_shapes,
+            w.block_frozen,
+            w.block_trained,
+        )
 
 
 def _world_size(world_size: int | None) -> int:
@@ -117,8 +139,9 @@ def _world_size(world_size: int | None) -> int:
     return world
 
 
-def _weight_parts(cfg, w: WeightCounts, layers: int, world: int, precision: Precision, parts: dict, host: dict,
-                  notes: list) -> None:
+def _weight_parts(
+    cfg, w: WeightCounts, layers: int, world: int, precision: Precision, parts: dict, host: dict, notes: list
+) -> None:
     """Weights, gradients, optimizer state and the backend's own buffers, per GPU."""
     t, backend, name = _Totals.of(w, layers), cfg.distributed.backend, cfg.optimizer.name
     if backend == "fsdp2":
@@ -136,24 +159,34 @@ def _weight_parts(cfg, w: WeightCounts, layers: int, world: int, precision: Prec
     _block_swap(cfg, w, layers, name, precision, parts, host, notes)
 
 
-def _fsdp2_parts(cfg, t: _Totals, w: WeightCounts, layers: int, world: int, precision: Precision, parts: dict,
-                 host: dict) -> None:
+def _fsdp2_parts(
+    cfg, t: _Totals, w: WeightCounts, layers: int, world: int, precision: Precision, parts: dict, host: dict
+) -> None:
     """Every parameter in dim-0 shards (gradients and optimizer state with them); gathered in the compute dtype
     a block at a time (the running one and the prefetched next), the root's for the whole step."""
     d, name = cfg.distributed, cfg.optimizer.name
     shard_numels = [math.ceil((s[0] if s else 1) / world) * math.prod(s[1:]) for s, _ in t.trained_shapes]
-    _place(parts, host, {"transformer_frozen": _shard(t.frozen_shapes, world),
-                         "transformer_trained": _shard(t.trained_shapes, world),
-                         "gradients": sum(shard_numels) * precision.trained.itemsize,
-                         "optimizer_state": optimizer_state_bytes(shard_numels, name)}, d.cpu_offload)
+    _place(
+        parts,
+        host,
+        {
+            "transformer_frozen": _shard(t.frozen_shapes, world),
+            "transformer_trained": _shard(t.trained_shapes, world),
+            "gradients": sum(shard_numels) * precision.trained.itemsize,
+            "optimizer_state": optimizer_state_bytes(shard_numels, name),
+        },
+        d.cpu_offload,
+    )
 
     def gathered(shapes: list[tuple]) -> int:
         return sum(math.prod(s) * (precision.gathered.itemsize if precision.gathered else size) for s, size in shapes)
 
     blocks = 2 if d.reshard_after_forward else layers  # reshard_after_forward=false keeps every block gathered
-    parts["fsdp_unsharded"] = (gathered(w.outside_frozen_shapes + w.outside_trained_shapes)
-                               + blocks * gathered(w.block_frozen_shapes + w.block_trained_shapes)
-                               + 4 * sum(w.block_trained_numels))  # a block's float32 gradients before reduce-scatter
+    parts["fsdp_unsharded"] = (
+        gathered(w.outside_frozen_shapes + w.outside_trained_shapes)
+        + blocks * gathered(w.block_frozen_shapes + w.block_trained_shapes)
+        + 4 * sum(w.block_trained_numels)
+    )  # a block's float32 gradients before reduce-scatter
     on_host = d.cpu_offload or name == "adamw8bit"  # offloaded: the step runs on the host
     parts["optimizer_step_temp"] = 0 if on_host else 4 * sum(shard_numels)
 
@@ -165,27 +198,41 @@ def _place(parts: dict, host: dict, sizes: dict, offloaded: bool) -> None:
             parts[key] = 0
 
 
-def _deepspeed_parts(cfg, t: _Totals, w: WeightCounts, world: int, precision: Precision, parts: dict,
-                     host: dict) -> None:
+def _deepspeed_parts(
+    cfg, t: _Totals, w: WeightCounts, world: int, precision: Precision, parts: dict, host: dict
+) -> None:
     """ZeRO-2: the module whole on every GPU, float32 master weights, gradients and optimizer state partitioned;
     ZeRO-3: the module partitioned too, gathered a block or two at a time."""
     d, name = cfg.distributed, cfg.optimizer.name
     partition = math.ceil(sum(t.trained_numels) / world)
     if d.zero_stage >= 3:
-        _place(parts, host, {"transformer_frozen": math.ceil(t.frozen / world),
-                             "transformer_trained": math.ceil(t.trained / world)}, d.offload_params)
+        _place(
+            parts,
+            host,
+            {"transformer_frozen": math.ceil(t.frozen / world), "transformer_trained": math.ceil(t.trained / world)},
+            d.offload_params,
+        )
         parts["zero3_gathered"] = w.outside_frozen + w.outside_trained + 2 * (w.block_frozen + w.block_trained)
     else:
         parts["transformer_frozen"], parts["transformer_trained"] = t.frozen, t.trained
     master = 4 * partition if precision.master else 0  # without bf16/fp16 the optimizer steps the module's float32
-    _place(parts, host, {"master_weights": master, "gradients": 4 * partition,
-                         "optimizer_state": optimizer_state_bytes([partition], name)}, d.offload_optimizer)
+    _place(
+        parts,
+        host,
+        {
+            "master_weights": master,
+            "gradients": 4 * partition,
+            "optimizer_state": optimizer_state_bytes([partition], name),
+        },
+        d.offload_optimizer,
+    )
     parts["zero_buckets"] = ZERO_REDUCE_BUCKET * precision.trained.itemsize
     parts["optimizer_step_temp"] = 0 if d.offload_optimizer or name == "adamw8bit" else 4 * partition
 
 
-def _block_swap(cfg, w: WeightCounts, layers: int, name: str, precision: Precision, parts: dict, host: dict,
-                notes: list) -> None:
+def _block_swap(
+    cfg, w: WeightCounts, layers: int, name: str, precision: Precision, parts: dict, host: dict, notes: list
+) -> None:
     """``memory.block_swap``: the last N blocks' frozen weights on the host, a few block copies on the device.
     Under full fine-tuning their float32 master weights too, with their gradients and optimizer state (the
     optimizer steps them there), and DDP's buckets no longer hold their gradients."""
@@ -210,12 +257,15 @@ def _block_swap(cfg, w: WeightCounts, layers: int, name: str, precision: Precisi
         if parts["optimizer_step_temp"]:
             parts["optimizer_step_temp"] -= 4 * numels
     if not cfg.train.gradient_checkpointing:
-        notes.append("memory.block_swap without train.gradient_checkpointing: autograd keeps every swapped block's "
-                     "device copy until backward, so the step's peak is not lower (between steps it is)")
+        notes.append(
+            "memory.block_swap without train.gradient_checkpointing: autograd keeps every swapped block's "
+            "device copy until backward, so the step's peak is not lower (between steps it is)"
+        )
 
 
-def _activation_parts(cfg, sim: StepActivations, w: WeightCounts, layers: int, parts: dict, host: dict,
-                      notes: list) -> None:
+def _activation_parts(
+    cfg, sim: StepActivations, w: WeightCounts, layers: int, parts: dict, host: dict, notes: list
+) -> None:
     parts["step_inputs"] = sim.inputs
     parts["activations"] = sim.at_end_of_forward(layers)
     parts["activation_transient"] = sim.transient
@@ -227,9 +277,11 @@ def _activation_parts(cfg, sim: StepActivations, w: WeightCounts, layers: int, p
         blocks = 1 if cfg.train.gradient_checkpointing else layers
         parts["fp8_compute_copies"] = blocks * w.block_fp8_cast
         if not cfg.train.gradient_checkpointing:
-            notes.append("memory.fp8_frozen=[transformer] without gradient checkpointing: autograd keeps each FP8 "
-                         "layer's compute-dtype copy until backward (fp8_compute_copies), so the step's peak is not "
-                         "lower than without FP8")
+            notes.append(
+                "memory.fp8_frozen=[transformer] without gradient checkpointing: autograd keeps each FP8 "
+                "layer's compute-dtype copy until backward (fp8_compute_copies), so the step's peak is not "
+                "lower than without FP8"
+            )
 
 
 def _other_weights(cfg, spec, precision: Precision, parts: dict, notes: list) -> None:
@@ -242,14 +294,20 @@ def _other_weights(cfg, spec, precision: Precision, parts: dict, notes: list) ->
         parts["validation_decoders"] = (
             component_bytes(spec.component("video_vae"), dtype, "video_vae" in fp8, "video_vae")
             + component_bytes(spec.component("audio_vae"), dtype, "audio_vae" in fp8, "audio_vae")
-            + component_bytes(spec.component("vocoder"), torch.float32, False, "vocoder"))
-        notes.append("validation_decoders (video VAE, audio VAE, vocoder) stay on the main process's GPU for the "
-                     "whole run: the peak is the main process's")
+            + component_bytes(spec.component("vocoder"), torch.float32, False, "vocoder")
+        )
+        notes.append(
+            "validation_decoders (video VAE, audio VAE, vocoder) stay on the main process's GPU for the "
+            "whole run: the peak is the main process's"
+        )
         if cfg.validation.video_decoder == "diffusion":
-            parts["validation_decoders"] += component_bytes(spec.component("video_diffusion_decoder"), dtype, False,
-                                                            "video_diffusion_decoder")
-            notes.append("validation.video_decoder=diffusion: its weights are in validation_decoders; its decode "
-                         "(compiled FlexAttention on a GPU) is not simulated: benchmarks/video_decode.py measures it")
+            parts["validation_decoders"] += component_bytes(
+                spec.component("video_diffusion_decoder"), dtype, False, "video_diffusion_decoder"
+            )
+            notes.append(
+                "validation.video_decoder=diffusion: its weights are in validation_decoders; its decode "
+                "(compiled FlexAttention on a GPU) is not simulated: benchmarks/video_decode.py measures it"
+            )
 
 
 def _validation_parts(cfg, spec, precision: Precision, parts: dict) -> None:
@@ -261,13 +319,15 @@ def _validation_parts(cfg, spec, precision: Precision, parts: dict) -> None:
         return
     transformer = spec.component("transformer")
     guided = v.guidance_scale > 1.0 or v.audio_guidance_scale > 1.0  # CFG: conditional + unconditional batch
-    tokens = tokens_for(v.height, v.width, v.num_frames, v.fps, cfg.data.max_sequence_length, 2 if guided else 1,
-                        transformer.config)
+    tokens = tokens_for(
+        v.height, v.width, v.num_frames, v.fps, cfg.data.max_sequence_length, 2 if guided else 1, transformer.config
+    )
     parts["validation_forward"] = simulate_inference(cfg, transformer, precision, tokens)
     vae = spec.component("video_vae")
     latent = (1, vae.config["latent_channels"], tokens.frames, tokens.height, tokens.width)
-    parts["validation_decode"] = simulate_vae(vae, torch_dtype(cfg.model.dtype), latent, decode=True,
-                                              tiled=cfg.memory.tiled_vae)
+    parts["validation_decode"] = simulate_vae(
+        vae, torch_dtype(cfg.model.dtype), latent, decode=True, tiled=cfg.memory.tiled_vae
+    )
 
 
 def _prepare_parts(cfg, spec, bucket: str, notes: list) -> dict:
@@ -286,26 +346,49 @@ def _prepare_parts(cfg, spec, bucket: str, notes: list) -> dict:
         "prepare_text_forward": gemma_forward_bytes(config, cfg.data.max_sequence_length, dtype),
         "prepare_vae": component_bytes(vae, dtype, "video_vae" in fp8, "video_vae")
         + component_bytes(spec.component("audio_vae"), torch.float32, "audio_vae" in fp8, "audio_vae"),
-        "prepare_encode": simulate_vae(vae, dtype, (1, 3, b.frames, b.height, b.width), decode=False,
-                                       tiled=cfg.memory.tiled_vae),
+        "prepare_encode": simulate_vae(
+            vae, dtype, (1, 3, b.frames, b.height, b.width), decode=False, tiled=cfg.memory.tiled_vae
+        ),
     }
 
 
 def _phases(cfg, parts: dict, w: WeightCounts, layers: int) -> dict:
     """What is live together at each moment that can be the peak."""
-    persistent = sum(parts.get(k, 0) for k in (
-        "transformer_frozen", "transformer_trained", "master_weights", "optimizer_state", "connectors",
-        "validation_decoders", "ddp_buckets", "zero_buckets", "block_swap_buffers", "zero3_gathered"))
+    persistent = sum(
+        parts.get(k, 0)
+        for k in (
+            "transformer_frozen",
+            "transformer_trained",
+            "master_weights",
+            "optimizer_state",
+            "connectors",
+            "validation_decoders",
+            "ddp_buckets",
+            "zero_buckets",
+            "block_swap_buffers",
+            "zero3_gathered",
+        )
+    )
     gathered = parts.get("fsdp_unsharded", 0)
     # Gradients during backward: all of them when accumulating over micro-batches, else those written before the
     # peak (the blocks run last in backward come first): at most one block's and the parameters outside them.
     trained = w.outside_trained + layers * w.block_trained
-    share = 1.0 if cfg.train.gradient_accumulation_steps > 1 else (w.block_trained + w.outside_trained) / max(1, trained)
+    share = (
+        1.0 if cfg.train.gradient_accumulation_steps > 1 else (w.block_trained + w.outside_trained) / max(1, trained)
+    )
     live_grads = int(parts["gradients"] * min(1.0, share))
     phases = {
-        "forward_backward": persistent + gathered + parts["step_inputs"] + parts["activations"]
-        + parts["activation_transient"] + parts.get("fp8_compute_copies", 0) + live_grads,
-        "backward_end": persistent + gathered + parts["step_inputs"] + parts["activation_transient"]
+        "forward_backward": persistent
+        + gathered
+        + parts["step_inputs"]
+        + parts["activations"]
+        + parts["activation_transient"]
+        + parts.get("fp8_compute_copies", 0)
+        + live_grads,
+        "backward_end": persistent
+        + gathered
+        + parts["step_inputs"]
+        + parts["activation_transient"]
         + parts["gradients"],
         "optimizer_step": persistent + parts["gradients"] + parts["optimizer_step_temp"],
     }
@@ -328,8 +411,9 @@ def _estimate(cfg, world: int, spec, prepare: bool) -> MemoryEstimate:
     layers, precision, notes = transformer.config["num_layers"], precision_of(cfg), []
     bucket, tokens = largest_bucket(cfg, transformer.config)
     fp8 = "transformer" in cfg.memory.fp8_frozen and cfg.train.method == "lora"
-    weights = count_weights(build_transformer(cfg, transformer, frozen=precision.frozen, trained=precision.trained,
-                                              fp8=fp8))
+    weights = count_weights(
+        build_transformer(cfg, transformer, frozen=precision.frozen, trained=precision.trained, fp8=fp8)
+    )
     parts, host = {}, {}
     _weight_parts(cfg, weights, layers, world, precision, parts, host, notes)
     _other_weights(cfg, spec, precision, parts, notes)
@@ -343,16 +427,30 @@ def _estimate(cfg, world: int, spec, prepare: bool) -> MemoryEstimate:
         parts.update(prep)
         phases["prepare_text"] = prep["prepare_text_encoder"] + prep["prepare_text_forward"]
         phases["prepare_media"] = prep["prepare_vae"] + prep["prepare_encode"]
-    info = {"bucket": bucket, **tokens.describe(), "layers": layers,
-            "activations_per_block": sim.block, "activations_outside_blocks": sim.outside,
-            "bytes_per_video_token_per_block": sim.block / max(1, tokens.batch * tokens.video),
-            "simulation_seconds": round(sim.seconds, 2)}
-    notes.append("activations: simulated step (PyTorch CPU kernels, fake tensors); CUDA allocator rounding, "
-                 "cuBLAS/cuDNN workspaces and fragmentation are not counted")
+    info = {
+        "bucket": bucket,
+        **tokens.describe(),
+        "layers": layers,
+        "activations_per_block": sim.block,
+        "activations_outside_blocks": sim.outside,
+        "bytes_per_video_token_per_block": sim.block / max(1, tokens.batch * tokens.video),
+        "simulation_seconds": round(sim.seconds, 2),
+    }
+    notes.append(
+        "activations: simulated step (PyTorch CPU kernels, fake tensors); CUDA allocator rounding, "
+        "cuBLAS/cuDNN workspaces and fragmentation are not counted"
+    )
     order = {k: i for i, k in enumerate(PART_LABELS)}
     parts = dict(sorted(parts.items(), key=lambda kv: order.get(kv[0], len(order))))
-    return MemoryEstimate(int(total), {k: int(v) for k, v in parts.items()}, {k: int(v) for k, v in phases.items()},
-                          {k: int(v) for k, v in host.items()}, info, world, notes)
+    return MemoryEstimate(
+        int(total),
+        {k: int(v) for k, v in parts.items()},
+        {k: int(v) for k, v in phases.items()},
+        {k: int(v) for k, v in host.items()},
+        info,
+        world,
+        notes,
+    )
 
 
 PART_LABELS = {

@@ -59,8 +59,9 @@ def fake_parameters(module: torch.nn.Module, mode) -> torch.nn.Module:
         for sub in module.modules():
             for name, p in list(sub._parameters.items()):
                 if p is not None:
-                    sub._parameters[name] = torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype),
-                                                               requires_grad=p.requires_grad)
+                    sub._parameters[name] = torch.nn.Parameter(
+                        torch.empty(p.shape, dtype=p.dtype), requires_grad=p.requires_grad
+                    )
             for name, b in list(sub._buffers.items()):
                 if b is not None:
                     sub._buffers[name] = torch.zeros(b.shape, dtype=b.dtype)
@@ -75,13 +76,24 @@ def step_inputs(module, tokens: Tokens, dtype: torch.dtype) -> dict:
     c, b = module.config, tokens.batch
     sigma = torch.rand(b)
     # the connectors' outputs: Gemma's width for LTX-2 (the transformer projects them), the attention widths for 2.3
-    video_dim, audio_dim = ((c.caption_channels, c.caption_channels) if c.use_prompt_embeddings
-                            else (c.cross_attention_dim, c.audio_cross_attention_dim))
-    context = TextContext(torch.randn(b, tokens.text, video_dim, dtype=dtype),
-                          torch.randn(b, tokens.text, audio_dim, dtype=dtype), torch.ones(b, tokens.text))
-    video = VideoTokens(torch.randn(b, tokens.video, c.in_channels, dtype=dtype),
-                        sigma[:, None].expand(b, tokens.video).contiguous(), tokens.frames, tokens.height,
-                        tokens.width, tokens.fps)
+    video_dim, audio_dim = (
+        (c.caption_channels, c.caption_channels)
+        if c.use_prompt_embeddings
+        else (c.cross_attention_dim, c.audio_cross_attention_dim)
+    )
+    context = TextContext(
+        torch.randn(b, tokens.text, video_dim, dtype=dtype),
+        torch.randn(b, tokens.text, audio_dim, dtype=dtype),
+        torch.ones(b, tokens.text),
+    )
+    video = VideoTokens(
+        torch.randn(b, tokens.video, c.in_channels, dtype=dtype),
+        sigma[:, None].expand(b, tokens.video).contiguous(),
+        tokens.frames,
+        tokens.height,
+        tokens.width,
+        tokens.fps,
+    )
     audio = AudioTokens(torch.randn(b, tokens.audio, c.audio_in_channels, dtype=dtype), sigma)
     return transformer_kwargs(video, audio, context, sigma, use_cross_timestep=True, device="cpu")
 
@@ -89,8 +101,10 @@ def step_inputs(module, tokens: Tokens, dtype: torch.dtype) -> dict:
 def step_targets(module, tokens: Tokens) -> list[torch.Tensor]:
     """Random float32 velocity targets for ``step_inputs``' video and audio tokens."""
     c = module.config
-    return [torch.randn(tokens.batch, tokens.video, c.out_channels),
-            torch.randn(tokens.batch, tokens.audio, c.audio_out_channels)]
+    return [
+        torch.randn(tokens.batch, tokens.video, c.out_channels),
+        torch.randn(tokens.batch, tokens.audio, c.audio_out_channels),
+    ]
 
 
 class LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):

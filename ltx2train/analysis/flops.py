@@ -21,9 +21,20 @@ from ltx2train.analysis.tokens import Tokens
 
 # Dense bf16 tensor-core peaks (no sparsity) per GPU, in FLOP/s, by a substring of torch.cuda.get_device_name().
 PEAK_BF16_FLOPS = (
-    ("B200", 2250e12), ("H200", 989.4e12), ("GH200", 989.4e12), ("H100 PCIe", 756.5e12), ("H100", 989.4e12),
-    ("H800", 989.4e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362.1e12), ("L40", 181e12), ("A6000", 154.8e12),
-    ("RTX 4090", 165.2e12), ("A10", 125e12), ("L4", 121e12),
+    ("B200", 2250e12),
+    ("H200", 989.4e12),
+    ("GH200", 989.4e12),
+    ("H100 PCIe", 756.5e12),
+    ("H100", 989.4e12),
+    ("H800", 989.4e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362.1e12),
+    ("L40", 181e12),
+    ("A6000", 154.8e12),
+    ("RTX 4090", 165.2e12),
+    ("A10", 125e12),
+    ("L4", 121e12),
 )
 PEAK_VARIABLE = "LTX2TRAIN_PEAK_TFLOPS"  # overrides the table (TFLOP/s per device), e.g. for a GPU not in it
 
@@ -47,9 +58,11 @@ def _register_cpu_attention() -> None:
     if aten._scaled_dot_product_flash_attention_for_cpu in fc.flop_registry:
         return
     fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)(
-        lambda q, k, v, *args, out_shape=None, **kwargs: fc.sdpa_flop_count(q, k, v))
+        lambda q, k, v, *args, out_shape=None, **kwargs: fc.sdpa_flop_count(q, k, v)
+    )
     fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)(
-        lambda g, q, k, v, *args, out_shape=None, **kwargs: fc.sdpa_backward_flop_count(g, q, k, v))
+        lambda g, q, k, v, *args, out_shape=None, **kwargs: fc.sdpa_backward_flop_count(g, q, k, v)
+    )
 
 
 def _count(cfg, spec, tokens, layers: int) -> int:

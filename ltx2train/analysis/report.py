@@ -7,8 +7,12 @@ from ltx2train.utils.format import format_bytes
 
 
 PHASE_LABELS = {
-    "forward_backward": "forward + backward", "backward_end": "end of backward", "optimizer_step": "optimizer step",
-    "validation": "validation", "prepare_text": "prepare, text phase", "prepare_media": "prepare, media phase",
+    "forward_backward": "forward + backward",
+    "backward_end": "end of backward",
+    "optimizer_step": "optimizer step",
+    "validation": "validation",
+    "prepare_text": "prepare, text phase",
+    "prepare_media": "prepare, media phase",
 }
 
 
@@ -35,8 +39,11 @@ def format_estimate(est: MemoryEstimate, cfg, recipe: str = "") -> str:
         lines += ["", f"  {'host memory (offload, block swap)':<44}{'bytes':>12}"]
         lines += [f"  {k.replace('_', ' '):<44}{format_bytes(v):>12}" for k, v in est.host.items()]
     per_token = t["bytes_per_video_token_per_block"] / 1024
-    lines += ["", f"activations: {format_bytes(t['activations_per_block']).strip()} per block x {t['layers']} blocks "
-              f"({per_token:.1f} KiB per video token per block, audio and text included) + "
-              f"{format_bytes(t['activations_outside_blocks']).strip()} outside the blocks at the end of the forward"]
+    lines += [
+        "",
+        f"activations: {format_bytes(t['activations_per_block']).strip()} per block x {t['layers']} blocks "
+        f"({per_token:.1f} KiB per video token per block, audio and text included) + "
+        f"{format_bytes(t['activations_outside_blocks']).strip()} outside the blocks at the end of the forward",
+    ]
     lines += [f"note: {n}" for n in est.notes]
     return "\n".join(lines)

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ltx2train.analysis.fake import (LiveBytes, build_transformer, fake_mode, fake_parameters, step_inputs,
-                                     storage_bytes)
+from ltx2train.analysis.fake import LiveBytes, build_transformer, fake_mode, fake_parameters, step_inputs, storage_bytes
 from ltx2train.analysis.precision import Precision
 from ltx2train.analysis.tokens import Tokens
 from ltx2train.utils.autograd import in_backward
@@ -42,8 +41,14 @@ def simulate_step(cfg, spec, precision: Precision, tokens: Tokens) -> StepActiva
     started = time.perf_counter()
     mode = fake_mode()
     weights, blocks = precision.gathered or None, min(2, spec.config["num_layers"])
-    module = build_transformer(cfg, spec, frozen=weights or precision.frozen, trained=weights or precision.trained,
-                               fp8=False, num_layers=blocks)
+    module = build_transformer(
+        cfg,
+        spec,
+        frozen=weights or precision.frozen,
+        trained=weights or precision.trained,
+        fp8=False,
+        num_layers=blocks,
+    )
     module = fake_parameters(module, mode).train()
     if cfg.train.gradient_checkpointing:
         module.enable_gradient_checkpointing()
@@ -76,8 +81,15 @@ def simulate_step(cfg, spec, precision: Precision, tokens: Tokens) -> StepActiva
         saved_block = sum(n for n, tag in saved.values() if tag == "block")
         saved_all = sum(n for n, _ in saved.values())
         loss.backward()
-    return StepActivations(inputs, end_block, end - blocks * end_block, live.peak - end, saved_block,
-                           saved_all - blocks * saved_block, time.perf_counter() - started)
+    return StepActivations(
+        inputs,
+        end_block,
+        end - blocks * end_block,
+        live.peak - end,
+        saved_block,
+        saved_all - blocks * saved_block,
+        time.perf_counter() - started,
+    )
 
 
 def simulate_inference(cfg, spec, precision: Precision, tokens: Tokens) -> int:
@@ -85,8 +97,9 @@ def simulate_inference(cfg, spec, precision: Precision, tokens: Tokens) -> int:
     the module's dtype without autocast (the validation pipeline's way): activations do not pile up over blocks."""
     mode = fake_mode()
     weights = precision.gathered or None
-    module = build_transformer(cfg, spec, frozen=weights or precision.frozen, trained=weights or precision.trained,
-                               fp8=False)
+    module = build_transformer(
+        cfg, spec, frozen=weights or precision.frozen, trained=weights or precision.trained, fp8=False
+    )
     module = fake_parameters(module, mode).eval()
     with mode:
         kwargs = step_inputs(module, tokens, module.dtype)

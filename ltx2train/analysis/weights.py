@@ -54,10 +54,23 @@ def component_bytes(spec, dtype: torch.dtype, fp8: bool, component: str) -> int:
 
 
 GEMMA3_12B = {  # google/gemma-3-12b-it (the LTX-2 text encoder), used when model.text_encoder is not on disk
-    "text_config": dict(vocab_size=262208, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
-                        num_attention_heads=16, num_key_value_heads=8, head_dim=256),
-    "vision_config": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                          image_size=896, patch_size=14),
+    "text_config": dict(
+        vocab_size=262208,
+        hidden_size=3840,
+        intermediate_size=15360,
+        num_hidden_layers=48,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=256,
+    ),
+    "vision_config": dict(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        image_size=896,
+        patch_size=14,
+    ),
     "mm_tokens_per_image": 256,
 }
 
@@ -65,9 +78,18 @@ GEMMA3_12B = {  # google/gemma-3-12b-it (the LTX-2 text encoder), used when mode
 # LTX-2.5's text encoder, LTX's fine-tuned Gemma 4 12B: 48 layers of width 3840 (MLP 15360), 5 sliding-window layers
 # (256-wide heads, 8 KV heads) to each global one (512-wide heads, keys equal values, 1 KV head): the figures of its
 # file's header as published third-party captures show it (tests/data/reference/README.md).
-GEMMA4_12B_TEXT = dict(vocab_size=262144, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
-                       num_attention_heads=16, num_key_value_heads=8, head_dim=256, global_head_dim=512,
-                       num_global_key_value_heads=1, attention_k_eq_v=True)
+GEMMA4_12B_TEXT = dict(
+    vocab_size=262144,
+    hidden_size=3840,
+    intermediate_size=15360,
+    num_hidden_layers=48,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=256,
+    global_head_dim=512,
+    num_global_key_value_heads=1,
+    attention_k_eq_v=True,
+)
 
 
 def gemma_config(cfg, spec):
@@ -86,18 +108,22 @@ def gemma_config(cfg, spec):
     if (hidden, layers) == (3840, 48) and spec.text_encoder == "gemma4_unified":
         from transformers import Gemma4UnifiedConfig, Gemma4UnifiedTextConfig
 
-        return Gemma4UnifiedConfig(text_config=Gemma4UnifiedTextConfig(**GEMMA4_12B_TEXT).to_dict()), \
-            "Gemma 4 12B (built in)"
+        return Gemma4UnifiedConfig(
+            text_config=Gemma4UnifiedTextConfig(**GEMMA4_12B_TEXT).to_dict()
+        ), "Gemma 4 12B (built in)"
     if (hidden, layers) == (3840, 48):
         from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
 
-        return Gemma3Config(text_config=Gemma3TextConfig(**GEMMA3_12B["text_config"]),
-                            vision_config=SiglipVisionConfig(**GEMMA3_12B["vision_config"]),
-                            mm_tokens_per_image=GEMMA3_12B["mm_tokens_per_image"]), "Gemma 3 12B (built in)"
+        return Gemma3Config(
+            text_config=Gemma3TextConfig(**GEMMA3_12B["text_config"]),
+            vision_config=SiglipVisionConfig(**GEMMA3_12B["vision_config"]),
+            mm_tokens_per_image=GEMMA3_12B["mm_tokens_per_image"],
+        ), "Gemma 3 12B (built in)"
     from ltx2train.models.tiny import build_tiny_gemma
 
-    return build_tiny_gemma(hidden_size=hidden, num_layers=layers, kind=spec.text_encoder).config, \
-        "the tiny Gemma stand-in"
+    return build_tiny_gemma(
+        hidden_size=hidden, num_layers=layers, kind=spec.text_encoder
+    ).config, "the tiny Gemma stand-in"
 
 
 def gemma_bytes(config, dtype: torch.dtype, fp8: bool) -> int:

@@ -29,17 +29,23 @@ def _prepare_one(cfg, source, shard, overwrite: bool) -> int:
         return 0
     part = f" (shard {shard.index}/{shard.count})" if shard else ""
     kept = len(report.encoded) + len(report.skipped)
-    print(f"prepare{part}: {kept} kept ({len(report.encoded)} encoded, {len(report.skipped)} "
-          f"already cached), {len(report.rejected)} rejected in {report.seconds:.1f}s -> {source.cache_dir}")
+    print(
+        f"prepare{part}: {kept} kept ({len(report.encoded)} encoded, {len(report.skipped)} "
+        f"already cached), {len(report.rejected)} rejected in {report.seconds:.1f}s -> {source.cache_dir}"
+    )
     for reject in report.rejected:
         print(f"  rejected: {reject['path'] or '(row ' + str(reject['index']) + ')'}: {reject['reason']}")
     if shard:
-        print("manifest written: every shard is done" if report.manifest else
-              "manifest not written yet: the last shard to finish writes it")
+        print(
+            "manifest written: every shard is done"
+            if report.manifest
+            else "manifest not written yet: the last shard to finish writes it"
+        )
     if report.rejected and report.manifest:
         print(f"rejects: {Path(source.cache_dir) / REJECTS}")
-    return kept_or_rejected(kept, len(report.rejected),
-                             f"nothing was kept from {source.metadata}: every row was rejected (or it is empty)")
+    return kept_or_rejected(
+        kept, len(report.rejected), f"nothing was kept from {source.metadata}: every row was rejected (or it is empty)"
+    )
 
 
 def cmd_data_scan(args: argparse.Namespace) -> int:
@@ -71,9 +77,11 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     directory = Path(args.report) if args.report else Path(args.metadata).parent / "validation"
     summary_path, rejects_path = write_report(report, directory)
     s = report.summary()
-    print(f"validate: {s['kept']} of {s['rows']} row(s) usable, {s['rejected']} rejected "
-          f"({s['variable_frame_rate']} variable frame rate, {s['without_audio']} without audio, {s['rotated']} "
-          f"rotated) -> {summary_path}")
+    print(
+        f"validate: {s['kept']} of {s['rows']} row(s) usable, {s['rejected']} rejected "
+        f"({s['variable_frame_rate']} variable frame rate, {s['without_audio']} without audio, {s['rotated']} "
+        f"rotated) -> {summary_path}"
+    )
     if s["buckets"]:
         print("  buckets: " + ", ".join(f"{b}: {n}" for b, n in sorted(s["buckets"].items())))
     for reject in report.rejects:
@@ -87,11 +95,18 @@ def register(sub: Subcommands) -> None:
     """``prepare`` and ``data``."""
     prepare = sub.add_parser("prepare", help="encode clips + captions into the latent cache")
     add_recipe(prepare)
-    prepare.add_argument("--shard", metavar="INDEX/COUNT", help="encode only the clips with index %% COUNT == INDEX "
-                         "(one task of a job array, e.g. launch/slurm/prepare.sbatch); the last part to finish "
-                         "writes the manifest")
-    prepare.add_argument("--overwrite", action="store_true", help="delete what an earlier prepare wrote in "
-                         "data.cache_dir (samples, manifest, rejects) and rebuild it")
+    prepare.add_argument(
+        "--shard",
+        metavar="INDEX/COUNT",
+        help="encode only the clips with index %% COUNT == INDEX "
+        "(one task of a job array, e.g. launch/slurm/prepare.sbatch); the last part to finish "
+        "writes the manifest",
+    )
+    prepare.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete what an earlier prepare wrote in data.cache_dir (samples, manifest, rejects) and rebuild it",
+    )
     prepare.set_defaults(func=cmd_prepare)
     data = sub.add_parser("data", help="dataset tools: scan a folder, validate metadata, prepare the cache")
     data_sub = Subcommands(data.add_subparsers(dest="data_command", required=True), common_flags())
@@ -101,8 +116,9 @@ def register(sub: Subcommands) -> None:
     scan.set_defaults(func=cmd_data_scan)
     check = data_sub.add_parser("validate", help="probe every row of a metadata file; write a report and rejects.jsonl")
     check.add_argument("metadata")
-    check.add_argument("--report", help="directory for report.json and rejects.jsonl "
-                       "(default: METADATA_DIR/validation)")
+    check.add_argument(
+        "--report", help="directory for report.json and rejects.jsonl (default: METADATA_DIR/validation)"
+    )
     check.add_argument("--recipe", help="also apply this recipe's buckets and columns (what prepare would do)")
     check.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of --recipe")
     check.set_defaults(func=cmd_data_validate)

@@ -23,8 +23,10 @@ def _lora_source(source: str):
     latest = ckpt.latest_checkpoint(path) if path.is_dir() else None
     if latest is not None:
         return latest / ckpt.LORA_FILE
-    raise FileNotFoundError(f"{source} is neither a LoRA .safetensors file, nor a checkpoint directory with "
-                            f"{ckpt.LORA_FILE}, nor a run directory with checkpoints/")
+    raise FileNotFoundError(
+        f"{source} is neither a LoRA .safetensors file, nor a checkpoint directory with "
+        f"{ckpt.LORA_FILE}, nor a run directory with checkpoints/"
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -40,39 +42,76 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.format != "official":
             raise UserError("--merge writes base weights, not a LoRA: --format does not apply to it")
 
-        lora, warnings = prepare_lora(read_lora(source), modality=args.modality,
-                                      cross_modal=args.cross_modal, drop_connectors=args.drop_connectors)
+        lora, warnings = prepare_lora(
+            read_lora(source),
+            modality=args.modality,
+            cross_modal=args.cross_modal,
+            drop_connectors=args.drop_connectors,
+        )
         result = merge_lora(lora, args.merge, args.output, dtype=dtype)
         for warning in warnings:
             print(f"ltx2train: warning: {warning}", file=sys.stderr)
-        print(f"merged {len(lora.modules)} LoRA modules into {result.merged} weights of {args.merge} "
-              f"({result.copied} tensors copied through) -> {', '.join(str(p) for p in result.paths)}")
+        print(
+            f"merged {len(lora.modules)} LoRA modules into {result.merged} weights of {args.merge} "
+            f"({result.copied} tensors copied through) -> {', '.join(str(p) for p in result.paths)}"
+        )
         return 0
-    result = export_lora_file(source, args.output, fmt=args.format, modality=args.modality,
-                              cross_modal=args.cross_modal, dtype=dtype, drop_connectors=args.drop_connectors)
+    result = export_lora_file(
+        source,
+        args.output,
+        fmt=args.format,
+        modality=args.modality,
+        cross_modal=args.cross_modal,
+        dtype=dtype,
+        drop_connectors=args.drop_connectors,
+    )
     for warning in result.warnings:
         print(f"ltx2train: warning: {warning}", file=sys.stderr)
-    print(f"exported {result.modules} LoRA modules ({args.format}, modality {args.modality}"
-          f"{f', {result.dropped} left out' if result.dropped else ''}) -> {result.path}")
+    print(
+        f"exported {result.modules} LoRA modules ({args.format}, modality {args.modality}"
+        f"{f', {result.dropped} left out' if result.dropped else ''}) -> {result.path}"
+    )
     return 0
 
 
 def register(sub: Subcommands) -> None:
     """``export``."""
-    export = sub.add_parser("export", help="a checkpoint's LoRA in another format / modality / dtype, or merged into a base")
-    export.add_argument("source", help="LoRA .safetensors (any dialect), a checkpoint step_N/ directory or a run directory")
-    export.add_argument("--output", required=True, help="output .safetensors (or, with --merge, a directory for the "
-                        "repackaged layout)")
-    export.add_argument("--format", default="official", choices=("official", "diffusers", "official-alpha"),
-                        help="official: alpha folded, loads alike everywhere (default); diffusers: for "
-                        "load_lora_weights; official-alpha: keeps .alpha tensors")
-    export.add_argument("--modality", default="all", choices=("all", "video", "audio"),
-                        help="keep the modules acting on the video or the audio stream only")
-    export.add_argument("--cross-modal", default="receiving", choices=("receiving", "none", "all"),
-                        help="with --modality: receiving keeps the cross-modal attention writing into the kept stream "
-                        "(audio_to_video_attn for video, video_to_audio_attn for audio); none drops both; all keeps both")
-    export.add_argument("--merge", metavar="BASE", help="merge into BASE (official single file or repackaged directory)")
+    export = sub.add_parser(
+        "export", help="a checkpoint's LoRA in another format / modality / dtype, or merged into a base"
+    )
+    export.add_argument(
+        "source", help="LoRA .safetensors (any dialect), a checkpoint step_N/ directory or a run directory"
+    )
+    export.add_argument(
+        "--output", required=True, help="output .safetensors (or, with --merge, a directory for the repackaged layout)"
+    )
+    export.add_argument(
+        "--format",
+        default="official",
+        choices=("official", "diffusers", "official-alpha"),
+        help="official: alpha folded, loads alike everywhere (default); diffusers: for "
+        "load_lora_weights; official-alpha: keeps .alpha tensors",
+    )
+    export.add_argument(
+        "--modality",
+        default="all",
+        choices=("all", "video", "audio"),
+        help="keep the modules acting on the video or the audio stream only",
+    )
+    export.add_argument(
+        "--cross-modal",
+        default="receiving",
+        choices=("receiving", "none", "all"),
+        help="with --modality: receiving keeps the cross-modal attention writing into the kept stream "
+        "(audio_to_video_attn for video, video_to_audio_attn for audio); none drops both; all keeps both",
+    )
+    export.add_argument(
+        "--merge", metavar="BASE", help="merge into BASE (official single file or repackaged directory)"
+    )
     export.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="dtype of the written tensors")
-    export.add_argument("--drop-connectors", action="store_true",
-                        help="leave out LoRA modules on the text connectors (only ComfyUI applies them)")
+    export.add_argument(
+        "--drop-connectors",
+        action="store_true",
+        help="leave out LoRA modules on the text connectors (only ComfyUI applies them)",
+    )
     export.set_defaults(func=cmd_export)

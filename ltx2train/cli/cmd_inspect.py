@@ -20,8 +20,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UserError(f"inspect {args.target}: key=value overrides and --world-size go with 'inspect memory' only")
     if args.target == "variant":
         if not args.name:
-            raise UserError("inspect variant: name a variant (ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5) "
-                             "or a variant JSON file")
+            raise UserError(
+                "inspect variant: name a variant (ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5) "
+                "or a variant JSON file"
+            )
         return _inspect_variant(args.name, args.json)
     if args.name:
         raise UserError(f"inspect {args.target}: unexpected argument {args.name!r}")
@@ -76,8 +78,11 @@ def _inspect_file(path: str, as_json: bool) -> int:
     for stream, kinds in report.get("targets", {}).items():
         print(f"  targets ({stream}): {_plain(kinds)}")
     for comp in report.get("components", []):
-        problems = (f", {len(comp['missing'])} missing (e.g. {comp['missing'][:3]})" if comp["missing"] else "") + \
-                   (f", {len(comp['wrong_shape'])} with the wrong shape (e.g. {comp['wrong_shape'][:3]})" if comp["wrong_shape"] else "")
+        problems = (f", {len(comp['missing'])} missing (e.g. {comp['missing'][:3]})" if comp["missing"] else "") + (
+            f", {len(comp['wrong_shape'])} with the wrong shape (e.g. {comp['wrong_shape'][:3]})"
+            if comp["wrong_shape"]
+            else ""
+        )
         print(f"  {comp['component']}: {comp['tensors']} tensors ({comp['file_layout']}){problems or ', complete'}")
     if report.get("extra_keys"):
         print(f"  {len(report['extra_keys'])} key(s) of no known component, e.g. {report['extra_keys'][:3]}")
@@ -131,19 +136,25 @@ def _prod(shape) -> int:
 
 def register(sub: Subcommands) -> None:
     """``inspect``."""
-    inspect = sub.add_parser("inspect", help="what a safetensors file is, a shipped variant's layout, or the memory a "
-                             "recipe needs per GPU",
-                             description="inspect FILE: a LoRA (dialect, ranks, alpha, targets by stream, consumers) "
-                             "or LTX-2 component weights (component, variant, missing keys). "
-                             "inspect variant NAME: every original key of a shipped variant with its shape. "
-                             "inspect memory RECIPE [key=value ...]: the per-GPU memory estimate of training it "
-                             "(from the variant spec; no weights needed). "
-                             "inspect RECIPE [key=value ...]: the resolved config, each dataset's cache (clips per "
-                             "bucket, rejects), the tokens per step and the memory estimate.")
+    inspect = sub.add_parser(
+        "inspect",
+        help="what a safetensors file is, a shipped variant's layout, or the memory a recipe needs per GPU",
+        description="inspect FILE: a LoRA (dialect, ranks, alpha, targets by stream, consumers) "
+        "or LTX-2 component weights (component, variant, missing keys). "
+        "inspect variant NAME: every original key of a shipped variant with its shape. "
+        "inspect memory RECIPE [key=value ...]: the per-GPU memory estimate of training it "
+        "(from the variant spec; no weights needed). "
+        "inspect RECIPE [key=value ...]: the resolved config, each dataset's cache (clips per "
+        "bucket, rejects), the tokens per step and the memory estimate.",
+    )
     inspect.add_argument("target", help="a .safetensors file, a recipe .yaml, or the word 'variant' or 'memory'")
-    inspect.add_argument("name", nargs="?", help="with 'variant': ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5 "
-                         "or a variant JSON file; "
-                         "with 'memory': a recipe YAML")
+    inspect.add_argument(
+        "name",
+        nargs="?",
+        help="with 'variant': ltx2-19b, ltx2.3-22b, ltx2.5, tiny, tiny-2.3, tiny-2.5 "
+        "or a variant JSON file; "
+        "with 'memory': a recipe YAML",
+    )
     inspect.add_argument("overrides", nargs="*", metavar="key=value", help="with a recipe: its overrides")
     inspect.add_argument("--world-size", type=int, help="with a recipe: processes (default: $WORLD_SIZE or 1)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")

@@ -15,10 +15,16 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
 def common_flags() -> argparse.ArgumentParser:
     """Flags every command takes."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars or progress lines (warnings, errors "
-                        "and the result still print)")
-    common.add_argument("--debug", action="store_true", help="show the traceback of a user error (a bad recipe, "
-                        "key or file), not only its message")
+    common.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or progress lines (warnings, errors and the result still print)",
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of a user error (a bad recipe, key or file), not only its message",
+    )
     return common
 
 

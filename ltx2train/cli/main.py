@@ -25,8 +25,10 @@ def _quiet_library_progress_bars() -> None:
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
-REPORT = ("ltx2train: internal error (a bug in ltx2train, not in your recipe or data): please report it with the "
-          "command line and the traceback above")
+REPORT = (
+    "ltx2train: internal error (a bug in ltx2train, not in your recipe or data): please report it with the "
+    "command line and the traceback above"
+)
 
 
 def _message(exc: BaseException) -> str:
@@ -89,5 +91,7 @@ def _write_exit_file(command: str, code: int) -> bool:
     if os.environ.get("RANK", "0") == "0":
         from ltx2train.utils.atomic import write_text_atomic
 
-        write_text_atomic(path, json.dumps({"command": command, "exit_code": code, "meaning": EXIT_CODES.get(code, "")}))
+        write_text_atomic(
+            path, json.dumps({"command": command, "exit_code": code, "meaning": EXIT_CODES.get(code, "")})
+        )
     return True

@@ -9,6 +9,7 @@ from typing import Any, List, Sequence, Union
 
 from ltx2train.config.schema import Config
 
+
 def _schema(cls: type = Config, prefix: str = "") -> tuple[dict[str, Any], dict[str, type]]:
     """(leaf dotted key -> annotation, section dotted key -> dataclass) for ``cls``."""
     leaves: dict[str, Any] = {}
@@ -72,13 +73,23 @@ def type_name(ann: Any) -> str:
 
 # Names other trainers give our keys (DiffSynth-Studio's train.py flags first): a known alias beats edit distance
 KEY_ALIASES = {
-    "dataset_repeat": "data.repeats", "frame_rate": "data.fps", "save_steps": "train.checkpoint_every",
-    "use_gradient_checkpointing_offload": "memory.activation_offload", "learning_rate": "optimizer.lr",
-    "lora_rank": "lora.rank", "lora_target_modules": "lora.target_modules", "output_path": "train.output_dir",
-    "use_gradient_checkpointing": "train.gradient_checkpointing", "dataset_metadata_path": "data.metadata",
-    "dataset_base_path": "data.root", "lora_checkpoint": "lora.init_from", "num_epochs": "train.num_epochs",
-    "max_train_steps": "train.max_steps", "train_batch_size": "data.batch_size",
-    "gradient_accumulation": "train.gradient_accumulation_steps", "lr": "optimizer.lr",
+    "dataset_repeat": "data.repeats",
+    "frame_rate": "data.fps",
+    "save_steps": "train.checkpoint_every",
+    "use_gradient_checkpointing_offload": "memory.activation_offload",
+    "learning_rate": "optimizer.lr",
+    "lora_rank": "lora.rank",
+    "lora_target_modules": "lora.target_modules",
+    "output_path": "train.output_dir",
+    "use_gradient_checkpointing": "train.gradient_checkpointing",
+    "dataset_metadata_path": "data.metadata",
+    "dataset_base_path": "data.root",
+    "lora_checkpoint": "lora.init_from",
+    "num_epochs": "train.num_epochs",
+    "max_train_steps": "train.max_steps",
+    "train_batch_size": "data.batch_size",
+    "gradient_accumulation": "train.gradient_accumulation_steps",
+    "lr": "optimizer.lr",
 }
 
 
@@ -92,8 +103,10 @@ def unknown_key_message(key: str) -> str:
     item = entry_type(LEAVES.get(list_key)) if list_key != key else None
     if item is not None:  # data.datasets[0].weight=2
         example = ", ".join(f"{name}: ..." for name in field_names(item)[:2])
-        return (f"unknown config key '{key}': the entries of '{list_key}' are not set one by one; give the whole "
-                f"list ({list_key}=[{{{example}}}, ...])")
+        return (
+            f"unknown config key '{key}': the entries of '{list_key}' are not set one by one; give the whole "
+            f"list ({list_key}=[{{{example}}}, ...])"
+        )
     match = [_alias(key)] if _alias(key) else difflib.get_close_matches(key, valid_keys(), n=1)
     if match:
         return f"unknown config key '{key}' — did you mean '{match[0]}'?"

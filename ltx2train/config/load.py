@@ -45,9 +45,7 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
 )
 
 
@@ -90,8 +88,10 @@ def _parse_override(item: str, errors: list[str], out: list[tuple[str, Any]]) ->
         return
     if key in LEAVES:
         ann = LEAVES[key]
-        if base_type(ann) is str and not (raw.startswith(("'", '"'))) and not (
-            is_optional(ann) and raw.strip() in ("null", "~")
+        if (
+            base_type(ann) is str
+            and not (raw.startswith(("'", '"')))
+            and not (is_optional(ann) and raw.strip() in ("null", "~"))
         ):
             out.append((key, raw))  # strings are taken literally
             return
@@ -154,8 +154,9 @@ def _entries(key: str, cls: type, value: list, errors: list[str]) -> list:
     for i, entry in enumerate(value):
         where = f"{key}[{i}]"
         if not isinstance(entry, dict):
-            errors.append(f"{where}: expected a mapping of {cls.__name__} fields ({', '.join(field_names(cls))}), "
-                          f"got {entry!r}")
+            errors.append(
+                f"{where}: expected a mapping of {cls.__name__} fields ({', '.join(field_names(cls))}), got {entry!r}"
+            )
             continue
         node = OmegaConf.structured(cls)
         for name, field_value in entry.items():
@@ -191,8 +192,11 @@ def _missing(cfg: Any, errors: list[str]) -> None:
             errors.append(f"{key} is required")
         elif entry_type(LEAVES[key]) is not None:
             for i, node in enumerate(OmegaConf.select(cfg, key)):
-                errors += [f"{key}[{i}].{n} is required" for n in field_names(entry_type(LEAVES[key]))
-                           if OmegaConf.is_missing(node, n)]
+                errors += [
+                    f"{key}[{i}].{n} is required"
+                    for n in field_names(entry_type(LEAVES[key]))
+                    if OmegaConf.is_missing(node, n)
+                ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,6 +218,7 @@ def _resolve_path(value: str, recipe_dir: Path, from_recipe: bool) -> str:
 
 def _absolute_paths(cfg: Any, recipe_dir: Path, origin: dict[str, str]) -> None:
     """Make the path values absolute; an entry's paths (``data.datasets[i].cache_dir``) follow its list's origin."""
+
     def fix(node: Any, name: str, key: str) -> None:
         value = node[name]
         if isinstance(value, str) and value:
@@ -255,12 +260,7 @@ def _raise(errors: list[str], source: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def load_config(
-    recipe: Union[str, Path],
-    overrides: Sequence[str] = (),
-    *,
-    check_paths: Iterable[str] = (),
-) -> Config:
+def load_config(recipe: Union[str, Path], overrides: Sequence[str] = (), *, check_paths: Iterable[str] = ()) -> Config:
     """Load ``recipe`` (YAML), apply ``key=value`` ``overrides`` in order, validate, return a :class:`Config`.
 
     ``check_paths`` lists dotted keys (e.g. ``("model.checkpoint", "data.metadata")``) whose paths

@@ -26,7 +26,7 @@ def field_docs(cls) -> dict[str, str]:
     lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == "Fields:"), len(lines))
     current = None
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         entry, more = _ENTRY.match(line), _MORE.match(line)
         if entry:
             current = entry.group(1)
@@ -41,8 +41,9 @@ def field_docs(cls) -> dict[str, str]:
 def missing_docs(cls) -> list[str]:
     """The fields of ``cls`` its docstring does not document, and docs of fields it does not have."""
     docs, fields = field_docs(cls), {f.name for f in dataclasses.fields(cls)}
-    return [f"{f} (no doc)" for f in sorted(fields - docs.keys())] + \
-        [f"{f} (doc of no field)" for f in sorted(docs.keys() - fields)]
+    return [f"{f} (no doc)" for f in sorted(fields - docs.keys())] + [
+        f"{f} (doc of no field)" for f in sorted(docs.keys() - fields)
+    ]
 
 
 def summary(cls) -> str:
@@ -73,10 +74,14 @@ def sections() -> list[tuple[str, type]]:
 
 def render() -> str:
     """The whole reference page (markdown)."""
-    out = ["# Config reference", "",
-           "Generated from the schema (`ltx2train/config/schema.py`): `python -m ltx2train.config.reference > "
-           "docs/config-reference.md`. A recipe sets any of these under its section; `section.field=value` on the "
-           "command line overrides it.", ""]
+    out = [
+        "# Config reference",
+        "",
+        "Generated from the schema (`ltx2train/config/schema.py`): `python -m ltx2train.config.reference > "
+        "docs/config-reference.md`. A recipe sets any of these under its section; `section.field=value` on the "
+        "command line overrides it.",
+        "",
+    ]
     for name, cls in sections():
         out += [f"## `{name}`", "", summary(cls), "", *_table(cls)]
         if cls is DataConfig:
@@ -90,15 +95,18 @@ def _table(cls) -> list[str]:
     for f in dataclasses.fields(cls):
         kind = str(f.type)
         optional = kind.startswith("Optional[")
-        kind = kind[len("Optional["):-1] + " or null" if optional else kind
+        kind = kind[len("Optional[") : -1] + " or null" if optional else kind
         rows.append(f"| `{f.name}` | {_cell(kind)} | {_cell(default_of(f))} | {_cell(docs.get(f.name, ''))} |")
     return [*rows, ""]
 
 
 def undocumented() -> list[str]:
     """:func:`missing_docs` of every section (dotted keys)."""
-    return [f"{name}.{problem}" for name, cls in [*sections(), ("data.datasets[]", DatasetSource)]
-            for problem in missing_docs(cls)]
+    return [
+        f"{name}.{problem}"
+        for name, cls in [*sections(), ("data.datasets[]", DatasetSource)]
+        for problem in missing_docs(cls)
+    ]
 
 
 if __name__ == "__main__":

@@ -194,8 +194,9 @@ class DataConfig:
 
 def dataset_sources(data: DataConfig) -> List[DatasetSource]:
     """Every dataset of ``data``: the first one (its top-level fields), then ``data.datasets``."""
-    first = DatasetSource(metadata=data.metadata, cache_dir=data.cache_dir, root=data.root,
-                          repeats=data.repeats, weight=data.weight)
+    first = DatasetSource(
+        metadata=data.metadata, cache_dir=data.cache_dir, root=data.root, repeats=data.repeats, weight=data.weight
+    )
     return [first, *data.datasets]
 
 

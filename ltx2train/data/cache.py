@@ -71,8 +71,9 @@ def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=1))
 
 
-def write_sample(cache_dir: str | Path, index: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
-                 window: int = 0) -> Path:
+def write_sample(
+    cache_dir: str | Path, index: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str], window: int = 0
+) -> Path:
     return write_tensors(sample_path(cache_dir, index, window), tensors, metadata)
 
 
@@ -106,8 +107,13 @@ def dataset_statistics(sources) -> list[dict]:
         cache_dir = Path(source.cache_dir)
         manifest = read_manifest(cache_dir)
         rejects = cache_dir / REJECTS
-        entry = {"metadata": str(source.metadata), "cache_dir": str(cache_dir), "prepared": manifest is not None,
-                 "repeats": source.repeats, "weight": source.weight}
+        entry = {
+            "metadata": str(source.metadata),
+            "cache_dir": str(cache_dir),
+            "prepared": manifest is not None,
+            "repeats": source.repeats,
+            "weight": source.weight,
+        }
         if manifest is not None:
             entry["buckets"] = dict(sorted(Counter(s["bucket"] for s in manifest["samples"]).items()))
             entry["clips"] = len(manifest["samples"])
@@ -122,8 +128,10 @@ def check_settings(cache_dir: str | Path, settings: CacheSettings) -> None:
     if manifest is None:
         return
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train writes format "
-                         f"{FORMAT_VERSION}: use another data.cache_dir or delete this one")
+        raise UserError(
+            f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train writes format "
+            f"{FORMAT_VERSION}: use another data.cache_dir or delete this one"
+        )
     old = manifest.get("settings", {})
     _check_variant(cache_dir, manifest, settings.variant)
     diffs = [f"{k}: cache has {old.get(k)!r}, recipe has {v!r}" for k, v in asdict(settings).items() if old.get(k) != v]
@@ -138,10 +146,12 @@ def _check_variant(cache_dir, manifest: dict, variant: str) -> None:
     """A cache prepared for one model variant (version, size) is never read for another."""
     made_for = manifest.get("settings", {}).get("variant")
     if made_for != variant:
-        raise UserError(f"cache {cache_dir} was prepared for {_version(made_for)}, but the recipe's model.variant is "
-                         f"{_version(variant)}: latents and text features of one LTX-2 model do not fit another. "
-                         "Prepare a cache for this model: `ltx2train prepare RECIPE` into another data.cache_dir, or "
-                         "`ltx2train prepare RECIPE --overwrite` to rebuild this one")
+        raise UserError(
+            f"cache {cache_dir} was prepared for {_version(made_for)}, but the recipe's model.variant is "
+            f"{_version(variant)}: latents and text features of one LTX-2 model do not fit another. "
+            "Prepare a cache for this model: `ltx2train prepare RECIPE` into another data.cache_dir, or "
+            "`ltx2train prepare RECIPE --overwrite` to rebuild this one"
+        )
 
 
 def _version(variant: str | None) -> str:
@@ -164,11 +174,16 @@ def check_producer(cache_dir: str | Path, producer: dict[str, str]) -> None:
         return
     _check_variant(cache_dir, manifest, producer["variant"])
     made = manifest.get("produced_by", {})
-    diffs = [f"{k}: cache {made.get(k)}, recipe {v}" for k, v in producer.items()
-             if k not in ("ltx2train", "variant", "version") and k in made and made[k] != v]
+    diffs = [
+        f"{k}: cache {made.get(k)}, recipe {v}"
+        for k, v in producer.items()
+        if k not in ("ltx2train", "variant", "version") and k in made and made[k] != v
+    ]
     if diffs:
-        raise UserError(f"cache {cache_dir} was made with other weights ({'; '.join(diffs)}): use another "
-                         "data.cache_dir, or rebuild this one with `ltx2train prepare RECIPE --overwrite`")
+        raise UserError(
+            f"cache {cache_dir} was made with other weights ({'; '.join(diffs)}): use another "
+            "data.cache_dir, or rebuild this one with `ltx2train prepare RECIPE --overwrite`"
+        )
 
 
 def remove_cache(cache_dir: str | Path) -> None:
@@ -182,15 +197,25 @@ def remove_cache(cache_dir: str | Path) -> None:
         (cache_dir / name).unlink(missing_ok=True)
 
 
-def write_manifest(cache_dir: str | Path, settings: CacheSettings, samples: list[dict], rejected: list[dict],
-                   producer: dict[str, str] | None = None) -> Path:
+def write_manifest(
+    cache_dir: str | Path,
+    settings: CacheSettings,
+    samples: list[dict],
+    rejected: list[dict],
+    producer: dict[str, str] | None = None,
+) -> Path:
     """``manifest.json`` (settings, samples, rejects) and ``rejects.jsonl`` (one object per rejected row: index,
     path as written in the metadata, reason)."""
     path = Path(cache_dir) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(Path(cache_dir) / REJECTS, "".join(json.dumps(r) + "\n" for r in rejected))
-    data = {"format_version": FORMAT_VERSION, "settings": asdict(settings), "produced_by": producer or {},
-            "samples": samples, "rejected": rejected}
+    data = {
+        "format_version": FORMAT_VERSION,
+        "settings": asdict(settings),
+        "produced_by": producer or {},
+        "samples": samples,
+        "rejected": rejected,
+    }
     write_json_atomic(path, data)
     return path
 
@@ -209,8 +234,10 @@ class CachedDataset(torch.utils.data.Dataset):
             if source == 0:
                 self.settings = manifest["settings"]
             elif manifest["settings"] != self.settings:
-                raise UserError(f"caches {self.cache_dir} and {cache_dir} were made with other settings: prepare "
-                                 "every dataset with the same recipe")
+                raise UserError(
+                    f"caches {self.cache_dir} and {cache_dir} were made with other settings: prepare "
+                    "every dataset with the same recipe"
+                )
             self.samples += [{**s, "source": source, "file": str(cache_dir / s["file"])} for s in manifest["samples"]]
 
     def __len__(self) -> int:
@@ -248,8 +275,9 @@ class CachedDataset(torch.utils.data.Dataset):
         """The empty caption's text features (``text_*``, padded like a sample's): caption dropout's condition."""
         path = self.cache_dir / EMPTY_PROMPT
         if not path.is_file():
-            raise FileNotFoundError(f"cache {self.cache_dir} has no {EMPTY_PROMPT}: prepare it with "
-                                    "data.extras including empty_prompt")
+            raise FileNotFoundError(
+                f"cache {self.cache_dir} has no {EMPTY_PROMPT}: prepare it with data.extras including empty_prompt"
+            )
         return pad_text(read_tensors(path), self.settings["max_sequence_length"])
 
 
@@ -261,8 +289,10 @@ def _readable_manifest(cache_dir: Path, settings: CacheSettings | None) -> dict:
     if settings is not None:
         check_settings(cache_dir, settings)
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train reads "
-                         f"format {FORMAT_VERSION}: run `ltx2train prepare` into a new data.cache_dir")
+        raise UserError(
+            f"cache {cache_dir} has format {manifest.get('format_version')}, this ltx2train reads "
+            f"format {FORMAT_VERSION}: run `ltx2train prepare` into a new data.cache_dir"
+        )
     if not manifest["samples"]:
         raise UserError(f"cache {cache_dir} holds no samples (every clip rejected? see its {REJECTS})")
     return manifest

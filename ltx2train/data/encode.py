@@ -9,7 +9,12 @@ import torch
 from ltx2train.data import buckets, cache
 from ltx2train.data.buckets import Bucket
 from ltx2train.data.media import (
-    MediaError, VideoInfo, audio_window, fit_frames, log_mel_spectrogram, probe_video,
+    MediaError,
+    VideoInfo,
+    audio_window,
+    fit_frames,
+    log_mel_spectrogram,
+    probe_video,
     read_video_frames,
 )
 from ltx2train.data.metadata import ClipRecord
@@ -56,8 +61,13 @@ def audio_latent_length(num_frames: int, fps: float, audio_vae: torch.nn.Module)
 def encode_audio(audio_vae: torch.nn.Module, waveform: torch.Tensor, latent_length: int) -> torch.Tensor:
     """(2, N) 16 kHz waveform -> normalised latents (C, L, M) with ``L == latent_length``."""
     cfg = audio_vae.config
-    mel = log_mel_spectrogram(waveform.float(), sample_rate=cfg.sample_rate, n_fft=AUDIO_N_FFT,
-                              hop_length=cfg.mel_hop_length, mel_bins=cfg.mel_bins)  # (2, T, mel_bins)
+    mel = log_mel_spectrogram(
+        waveform.float(),
+        sample_rate=cfg.sample_rate,
+        n_fft=AUDIO_N_FFT,
+        hop_length=cfg.mel_hop_length,
+        mel_bins=cfg.mel_bins,
+    )  # (2, T, mel_bins)
     device, dtype = _compute_device_dtype(audio_vae)
     latents = audio_vae.encode(mel[None].to(device, dtype)).latent_dist.mode().float()  # (1, C, L', M)
     if latents.shape[2] < latent_length:
@@ -82,8 +92,10 @@ def choose_bucket(record: ClipRecord, settings: cache.CacheSettings) -> Bucket:
     bucket = buckets.assign(shapes, info.height, info.width, available)
     if bucket is None:
         shortest = min(b.frames for b in shapes)
-        raise MediaError(f"{record.video}: {info.frames} frames over {info.duration:.2f} s is shorter than the "
-                         f"shortest bucket ({shortest} frames at {settings.fps:g} fps)")
+        raise MediaError(
+            f"{record.video}: {info.frames} frames over {info.duration:.2f} s is shorter than the "
+            f"shortest bucket ({shortest} frames at {settings.fps:g} fps)"
+        )
     return bucket
 
 
@@ -105,8 +117,9 @@ def window_starts(record: ClipRecord, settings: cache.CacheSettings, bucket: Buc
     return [round(span * k / (count - 1), 6) for k in range(count)]
 
 
-def encode_clip_audio(audio_vae, record: ClipRecord, frames: int, fps: float,
-                      start_s: float = 0.0) -> dict[str, torch.Tensor]:
+def encode_clip_audio(
+    audio_vae, record: ClipRecord, frames: int, fps: float, start_s: float = 0.0
+) -> dict[str, torch.Tensor]:
     """``audio_latents`` for the video window and ``audio_valid`` (L,): 1 for latent frames fully covered by
     the clip's real audio, 0 for padding (short audio) or for every frame (no audio stream): masked in the loss.
     The audio is the row's external audio file where it names one (its start = the video's first frame)."""
@@ -117,12 +130,15 @@ def encode_clip_audio(audio_vae, record: ClipRecord, frames: int, fps: float,
         raise MediaError(f"{record.audio}: the row's audio file has no audio stream")
     length = audio_latent_length(frames, fps, audio_vae)
     covered = min(length, int(real / sample_rate * length / (frames / fps) + 1e-6))
-    return {"audio_latents": encode_audio(audio_vae, waveform, length),
-            "audio_valid": (torch.arange(length) < covered).to(torch.float32)}
+    return {
+        "audio_latents": encode_audio(audio_vae, waveform, length),
+        "audio_valid": (torch.arange(length) < covered).to(torch.float32),
+    }
 
 
-def clip_pixels(record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket, start_s: float = 0.0,
-                window: int = 0) -> torch.Tensor:
+def clip_pixels(
+    record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket, start_s: float = 0.0, window: int = 0
+) -> torch.Tensor:
     """The clip's frames fitted to its bucket: (3, F, H, W) in [-1, 1], what the video VAE encodes."""
     frames = read_video_frames(record.video, bucket.frames, settings.fps, start_s=start_s)
     # data.crop=random: one crop per window, reproducible
@@ -142,8 +158,9 @@ def encode_caption(encoders: Encoders, caption: str, settings: cache.CacheSettin
     return tensors
 
 
-def reference_pixels(record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket, start_s: float = 0.0,
-                     window: int = 0) -> torch.Tensor:
+def reference_pixels(
+    record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket, start_s: float = 0.0, window: int = 0
+) -> torch.Tensor:
     """The IC-LoRA reference video over the same window, fitted like the clip (the same crop draw) to the bucket's
     size / ``reference_downscale``: (3, F, H / d, W / d)."""
     if record.reference is None:
@@ -154,8 +171,15 @@ def reference_pixels(record: ClipRecord, settings: cache.CacheSettings, bucket: 
     return fit_frames(frames, bucket.height // d, bucket.width // d, settings.crop, generator=crop_draw)
 
 
-def encode_extras(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket,
-                  pixels: torch.Tensor, start_s: float, window: int) -> dict[str, torch.Tensor]:
+def encode_extras(
+    encoders: Encoders,
+    record: ClipRecord,
+    settings: cache.CacheSettings,
+    bucket: Bucket,
+    pixels: torch.Tensor,
+    start_s: float,
+    window: int,
+) -> dict[str, torch.Tensor]:
     """What ``data.extras`` asks for beyond the latents: the first frame alone, the reference video."""
     extras = settings.extras.split(",")
     out = {}
@@ -167,15 +191,17 @@ def encode_extras(encoders: Encoders, record: ClipRecord, settings: cache.CacheS
     return out
 
 
-def encode_clip(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings,
-                bucket: Bucket | None = None) -> list[dict[str, torch.Tensor]]:
+def encode_clip(
+    encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket | None = None
+) -> list[dict[str, torch.Tensor]]:
     """One sample per window of the clip (``data.window``), each with the caption's text features."""
     bucket = bucket or choose_bucket(record, settings)
     return encode_clip_media(encoders, record, settings, bucket, encode_caption(encoders, record.caption, settings))
 
 
-def encode_clip_media(encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket,
-                      text: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+def encode_clip_media(
+    encoders: Encoders, record: ClipRecord, settings: cache.CacheSettings, bucket: Bucket, text: dict[str, torch.Tensor]
+) -> list[dict[str, torch.Tensor]]:
     """``encode_clip`` with the caption's features already encoded (``text``)."""
     samples = []
     for k, start in enumerate(window_starts(record, settings, bucket)):

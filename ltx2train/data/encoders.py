@@ -25,8 +25,11 @@ class Encoders:
 
 
 # the parts whose weights make the cache's tensors: the VAEs' encoders (their decoders never touch it), the connectors
-ENCODING_PARTS = {"video_vae_encoder": ("video_vae", "encoder"), "audio_vae_encoder": ("audio_vae", "encoder"),
-                  "connectors": ("connectors", None)}
+ENCODING_PARTS = {
+    "video_vae_encoder": ("video_vae", "encoder"),
+    "audio_vae_encoder": ("audio_vae", "encoder"),
+    "connectors": ("connectors", None),
+}
 
 
 def producer(cfg, text_encoder: bool = True, present_only: bool = False) -> dict[str, str]:
@@ -38,8 +41,11 @@ def producer(cfg, text_encoder: bool = True, present_only: bool = False) -> dict
     from ltx2train.models.loading import component_fingerprint, tensor_fingerprint
     from ltx2train.models.specs import load_variant
 
-    out = {"ltx2train": version("ltx2train"), "variant": cfg.model.variant,
-           "version": f"LTX-{load_variant(cfg.model.variant).family}"}
+    out = {
+        "ltx2train": version("ltx2train"),
+        "variant": cfg.model.variant,
+        "version": f"LTX-{load_variant(cfg.model.variant).family}",
+    }
     for key, (component, part) in ENCODING_PARTS.items():
         if component == "audio_vae" and not cfg.data.with_audio:
             continue
@@ -66,8 +72,9 @@ def load_text_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
     from ltx2train.models.text_encoder import load_text_encoder
 
     dtype = torch_dtype(cfg.model.dtype)
-    text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device=device,
-                                     max_sequence_length=cfg.data.max_sequence_length)
+    text_encoder = load_text_encoder(
+        cfg.model.text_encoder, dtype=dtype, device=device, max_sequence_length=cfg.data.max_sequence_length
+    )
     connectors = load_component(cfg.model.variant, "connectors", cfg.model.checkpoint, dtype=dtype, device=device)
     _frozen_in_fp8(cfg, {"text_encoder": text_encoder.model, "connectors": connectors})
     return Encoders(None, None, text_encoder, connectors)
@@ -89,13 +96,15 @@ def load_media_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
     from ltx2train.models.specs import torch_dtype
 
     dtype = torch_dtype(cfg.model.dtype)
-    video_vae = load_component(cfg.model.variant, "video_vae", cfg.model.checkpoint, dtype=dtype, device=device,
-                               part="encoder")
+    video_vae = load_component(
+        cfg.model.variant, "video_vae", cfg.model.checkpoint, dtype=dtype, device=device, part="encoder"
+    )
     audio_vae = None
     if cfg.data.with_audio:
         # The audio VAE is small; its mel front end is precision-sensitive, so it runs in float32.
-        audio_vae = load_component(cfg.model.variant, "audio_vae", cfg.model.checkpoint, dtype=torch.float32,
-                                   device=device, part="encoder")
+        audio_vae = load_component(
+            cfg.model.variant, "audio_vae", cfg.model.checkpoint, dtype=torch.float32, device=device, part="encoder"
+        )
     if cfg.memory.tiled_vae:
         from ltx2train.memory.tiling import enable_vae_tiling
 

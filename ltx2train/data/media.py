@@ -219,8 +219,10 @@ def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: fl
     try:
         indices = frame_indices(starts, end, num_frames, fps, start_s)
     except ValueError:
-        raise MediaError(f"{path}: {len(starts)} frames over {end:.2f} s is shorter than the {num_frames} frames at "
-                         f"{fps:g} fps requested (from {start_s:g} s)") from None
+        raise MediaError(
+            f"{path}: {len(starts)} frames over {end:.2f} s is shorter than the {num_frames} frames at "
+            f"{fps:g} fps requested (from {start_s:g} s)"
+        ) from None
     try:
         frames = reader.get_batch(indices).asnumpy()
     except Exception as exc:
@@ -229,8 +231,9 @@ def read_video_frames(path: str | Path, num_frames: int, fps: float, start_s: fl
     return torch.rot90(frames, -(turn // 90), dims=(1, 2)).contiguous() if turn else frames  # k < 0: clockwise
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, start_s: float = 0.0,
-               duration_s: float | None = None) -> torch.Tensor:
+def read_audio(
+    path: str | Path, sample_rate: int = 16000, channels: int = 2, start_s: float = 0.0, duration_s: float | None = None
+) -> torch.Tensor:
     """The first audio stream, resampled by PyAV: float32 (channels, samples) in [-1, 1], from ``start_s`` seconds
     after the first video frame (an audio stream that starts later is padded with silence before it)."""
     import av
@@ -245,7 +248,8 @@ def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, st
             if not container.streams.audio:
                 raise NoAudioStream(f"{path}: has no audio stream")
             offset = _start_seconds(container.streams.audio[0]) - (
-                _start_seconds(container.streams.video[0]) if container.streams.video else 0.0)
+                _start_seconds(container.streams.video[0]) if container.streams.video else 0.0
+            )
             resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
             for frame in container.decode(container.streams.audio[0]):
                 for out in resampler.resample(frame):
@@ -265,14 +269,17 @@ def read_audio(path: str | Path, sample_rate: int = 16000, channels: int = 2, st
         want = round(duration_s * sample_rate)
         missing = want - audio.shape[1]
         if missing > 0.1 * sample_rate:
-            raise MediaError(f"{path}: audio lasts {audio.shape[1] / sample_rate:.2f} s from {start_s:g} s, "
-                             f"{duration_s:.2f} s needed")
+            raise MediaError(
+                f"{path}: audio lasts {audio.shape[1] / sample_rate:.2f} s from {start_s:g} s, "
+                f"{duration_s:.2f} s needed"
+            )
         audio = np.pad(audio, ((0, 0), (0, max(0, missing))))[:, :want]
     return torch.from_numpy(np.clip(audio, -1.0, 1.0))
 
 
-def audio_window(path: str | Path, sample_rate: int, channels: int, start_s: float,
-                 duration_s: float) -> tuple[torch.Tensor, int]:
+def audio_window(
+    path: str | Path, sample_rate: int, channels: int, start_s: float, duration_s: float
+) -> tuple[torch.Tensor, int]:
     """Exactly the window's audio, (channels, duration_s * sample_rate), and how many of its samples are real:
     short audio is padded with silence and a file without an audio stream gives silence with 0 real samples,
     so that the caller can keep the padding out of the loss instead of training it as real silence."""
@@ -289,8 +296,9 @@ def _start_seconds(stream) -> float:
     return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
 
 
-def fit_frames(frames: torch.Tensor, height: int, width: int, crop: str = "center",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def fit_frames(
+    frames: torch.Tensor, height: int, width: int, crop: str = "center", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """uint8 (F, H, W, 3) -> float32 (3, F, height, width) in [-1, 1]. ``center`` / ``random``: scaled to cover
     the target, then cropped (in the middle, or at an offset drawn from ``generator``); ``letterbox``: scaled to
     fit inside, the borders black. Frames already at the target scale are cropped as bytes, then converted once."""
@@ -320,8 +328,9 @@ def _place(video: torch.Tensor, height: int, width: int, cover: bool, crop: str,
     return F.pad(video, (left, width - new_w - left, top, height - new_h - top), value=black)
 
 
-def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 160,
-                        mel_bins: int = 64) -> torch.Tensor:
+def log_mel_spectrogram(
+    waveform: torch.Tensor, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 160, mel_bins: int = 64
+) -> torch.Tensor:
     """(C, N) -> (C, N // hop + 1, mel_bins): LTX-2's audio VAE input.
 
     Magnitude STFT (Hann window, centred, reflect padding), Slaney mel filterbank, log(clamp(1e-5)) — the
@@ -329,17 +338,37 @@ def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: int = 16000, n_fft:
     """
     from transformers.audio_utils import mel_filter_bank
 
-    filters = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=mel_bins, min_frequency=0.0,
-                              max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="slaney")
+    filters = mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=mel_bins,
+        min_frequency=0.0,
+        max_frequency=sample_rate / 2,
+        sampling_rate=sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )
     window = torch.hann_window(n_fft, dtype=torch.float32, device=waveform.device)
-    spec = torch.stft(waveform.float(), n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window=window,
-                      center=True, pad_mode="reflect", return_complex=True).abs()  # (C, freq, T)
+    spec = torch.stft(
+        waveform.float(),
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=n_fft,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    ).abs()  # (C, freq, T)
     mel = torch.einsum("cft,fm->ctm", spec, torch.from_numpy(filters).float().to(waveform.device))
     return torch.log(torch.clamp(mel, min=1e-5))
 
 
-def write_video_with_audio(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float,
-                           audio: torch.Tensor | None = None, sample_rate: int = 16000) -> Path:
+def write_video_with_audio(
+    path: str | Path,
+    frames: torch.Tensor | np.ndarray,
+    fps: float,
+    audio: torch.Tensor | None = None,
+    sample_rate: int = 16000,
+) -> Path:
     """mp4 (h264 yuv420p + AAC) via PyAV, written to a temp name then renamed."""
     import av
 
@@ -363,8 +392,9 @@ def write_video_with_audio(path: str | Path, frames: torch.Tensor | np.ndarray, 
             for packet in video_stream.encode():
                 container.mux(packet)
             if audio_stream is not None:
-                audio_frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio_np), format="fltp",
-                                                         layout=audio_stream.layout.name)
+                audio_frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(audio_np), format="fltp", layout=audio_stream.layout.name
+                )
                 audio_frame.sample_rate = sample_rate
                 # a timestamp lets the encoder mark its priming samples (pts < 0): the muxer then writes an edit
                 # list and decoders drop them; without it the sound plays 1024 samples (64 ms) late

@@ -46,8 +46,9 @@ class Columns:
     @classmethod
     def of(cls, data) -> "Columns":
         """The columns of a ``data`` recipe section."""
-        return cls(data.video_column, data.caption_column, data.audio_column, data.image_column,
-                   data.reference_video_column)
+        return cls(
+            data.video_column, data.caption_column, data.audio_column, data.image_column, data.reference_video_column
+        )
 
 
 @dataclass
@@ -86,8 +87,9 @@ def _rows(path: Path) -> list[tuple[str, object]]:
         return rows
     if suffix == ".parquet" or path.is_dir():
         return [(f"row {i}", row) for i, row in enumerate(_dataset_rows(path))]
-    raise UserError(f"{path}: unknown metadata format {suffix!r}; expected .csv, .json, .jsonl, .parquet or a "
-                     "datasets directory")
+    raise UserError(
+        f"{path}: unknown metadata format {suffix!r}; expected .csv, .json, .jsonl, .parquet or a datasets directory"
+    )
 
 
 def _dataset_rows(path: Path) -> list[dict]:
@@ -101,8 +103,10 @@ def _dataset_rows(path: Path) -> list[dict]:
     try:
         if path.is_dir():
             if not (path / "state.json").is_file():
-                raise UserError(f"{path}: a directory of metadata must be a datasets directory (Dataset.save_to_disk: "
-                                 "state.json, *.arrow)")
+                raise UserError(
+                    f"{path}: a directory of metadata must be a datasets directory (Dataset.save_to_disk: "
+                    "state.json, *.arrow)"
+                )
             return datasets.load_from_disk(str(path), keep_in_memory=True).to_list()
         with tempfile.TemporaryDirectory(prefix="ltx2train-metadata-") as cache:
             return datasets.Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True).to_list()
@@ -180,7 +184,9 @@ def _problem(row: object, columns: Columns) -> str | None:
 
 def _closest(column: str, row: dict) -> str:
     match = difflib.get_close_matches(column, [str(k) for k in row], n=1, cutoff=0.5)
-    return f"; the closest is {match[0]!r}: set data.{'video' if column == 'video' else 'caption'}_column" if match else ""
+    return (
+        f"; the closest is {match[0]!r}: set data.{'video' if column == 'video' else 'caption'}_column" if match else ""
+    )
 
 
 def _with_sidecar_caption(row: dict, video: Path, caption_column: str) -> dict:
@@ -197,8 +203,13 @@ def _resolve(written: str, base: Path) -> Path | None:
     return (path if path.is_absolute() else base / path).resolve()
 
 
-def read_metadata(path: str | Path, video_column: str = "video", caption_column: str = "caption",
-                  root: str | Path | None = None, columns: Columns | None = None) -> Metadata:
+def read_metadata(
+    path: str | Path,
+    video_column: str = "video",
+    caption_column: str = "caption",
+    root: str | Path | None = None,
+    columns: Columns | None = None,
+) -> Metadata:
     """Records and rejects; relative paths resolve against ``root`` or the metadata file's directory.
     ``columns`` (all of them) replaces ``video_column`` / ``caption_column``."""
     path = Path(path)
@@ -220,11 +231,24 @@ def read_metadata(path: str | Path, video_column: str = "video", caption_column:
         if problem is None:
             video = _resolve(written, base)
             seen[video] = where
-            out.records.append(ClipRecord(index, video, str(row[used.caption]).strip(), written,
-                                          _resolve(audio, base), _resolve(reference, base)))
+            out.records.append(
+                ClipRecord(
+                    index,
+                    video,
+                    str(row[used.caption]).strip(),
+                    written,
+                    _resolve(audio, base),
+                    _resolve(reference, base),
+                )
+            )
             continue
-        out.rejects.append({"index": index, "path": written.encode("utf-8", "replace").decode(),
-                            "reason": f"{path.name} {where}: {problem}"})
+        out.rejects.append(
+            {
+                "index": index,
+                "path": written.encode("utf-8", "replace").decode(),
+                "reason": f"{path.name} {where}: {problem}",
+            }
+        )
     return out
 
 

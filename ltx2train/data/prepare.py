@@ -24,9 +24,7 @@ import torch
 
 from ltx2train.data import buckets, cache
 from ltx2train.data.buckets import Bucket
-from ltx2train.data.media import (
-    MediaError, decoder_summary, native_messages,
-)
+from ltx2train.data.media import MediaError, decoder_summary, native_messages
 from ltx2train.data.metadata import ClipRecord, Columns, read_metadata
 from ltx2train.utils.errors import UserError
 from ltx2train.utils.progress import on_terminal
@@ -50,9 +48,14 @@ class PrepareReport:
 def settings_from_config(cfg) -> cache.CacheSettings:
     d = cfg.data
     return cache.CacheSettings(
-        variant=cfg.model.variant, buckets=",".join(b.name for b in buckets.from_config(d)), crop=d.crop,
-        window=d.window, max_windows=d.max_windows if d.window != "first" else 1,
-        fps=float(d.fps), with_audio=d.with_audio, max_sequence_length=d.max_sequence_length,
+        variant=cfg.model.variant,
+        buckets=",".join(b.name for b in buckets.from_config(d)),
+        crop=d.crop,
+        window=d.window,
+        max_windows=d.max_windows if d.window != "first" else 1,
+        fps=float(d.fps),
+        with_audio=d.with_audio,
+        max_sequence_length=d.max_sequence_length,
         extras=",".join(sorted(set(d.extras))),
         reference_downscale=d.reference_downscale if "reference" in d.extras else 0,
     )
@@ -84,8 +87,10 @@ def prepare(
     cache_dir = Path(source.cache_dir)
     if overwrite:
         if shard is not None:
-            raise UserError("--overwrite with --shard: one task would delete what the others write; rebuild with "
-                             "one `ltx2train prepare RECIPE --overwrite`, or delete data.cache_dir before the array")
+            raise UserError(
+                "--overwrite with --shard: one task would delete what the others write; rebuild with "
+                "one `ltx2train prepare RECIPE --overwrite`, or delete data.cache_dir before the array"
+            )
         if rank == 0:
             cache.remove_cache(cache_dir)
         barrier()
@@ -93,9 +98,13 @@ def prepare(
     from ltx2train.models.specs import load_variant
 
     # every file prepare reads (the cache's producer fingerprints them first), listed before one loads
-    require_model_files(cfg.model.checkpoint, ["connectors", "video_vae"] + (["audio_vae"] if cfg.data.with_audio
-                                                                              else []), text_encoder=cfg.model.text_encoder,
-                        variant=load_variant(cfg.model.variant), parts={"video_vae": "encoder", "audio_vae": "encoder"})
+    require_model_files(
+        cfg.model.checkpoint,
+        ["connectors", "video_vae"] + (["audio_vae"] if cfg.data.with_audio else []),
+        text_encoder=cfg.model.text_encoder,
+        variant=load_variant(cfg.model.variant),
+        parts={"video_vae": "encoder", "audio_vae": "encoder"},
+    )
     made_by = producer(cfg)
     cache.check_settings(cache_dir, settings)
     cache.check_producer(cache_dir, made_by)
@@ -121,8 +130,13 @@ def _finish(cache_dir: Path, report: PrepareReport, source, shard, metadata, set
     """Gather every process' clips into the main process' report, and write the manifest there (a shard's only
     once every part of its split is done)."""
     rank, world_size, barrier = group
-    every = gather_parts(cache_dir, {"encoded": report.encoded, "skipped": report.skipped,
-                                     "rejected": report.rejected}, rank, world_size, barrier)
+    every = gather_parts(
+        cache_dir,
+        {"encoded": report.encoded, "skipped": report.skipped, "rejected": report.rejected},
+        rank,
+        world_size,
+        barrier,
+    )
     report.encoded, report.skipped, rejected = every["encoded"], every["skipped"], every["rejected"]
     report.main = rank == 0
     if rank != 0:
@@ -130,13 +144,19 @@ def _finish(cache_dir: Path, report: PrepareReport, source, shard, metadata, set
     if shard is None:  # every process is past its clips (other shards may still be writing)
         _remove_empty(text_part(cache_dir, 0).parent, cache_dir / SHARDS_DIR)
     # every process' rejects and, once per split, the metadata's
-    report.rejected = sorted((metadata.rejects if shard is None or shard.index == 0 else []) + rejected,
-                             key=lambda f: f["index"])
+    report.rejected = sorted(
+        (metadata.rejects if shard is None or shard.index == 0 else []) + rejected, key=lambda f: f["index"]
+    )
     if shard is not None:
         rejected = record_shard(cache_dir, shard, _fingerprint(source.metadata, settings), rejected)
     if rejected is not None:
-        _write_manifest(cache_dir, settings, metadata.records,
-                        sorted(metadata.rejects + rejected, key=lambda f: f["index"]), made_by)
+        _write_manifest(
+            cache_dir,
+            settings,
+            metadata.records,
+            sorted(metadata.rejects + rejected, key=lambda f: f["index"]),
+            made_by,
+        )
         report.manifest = True
 
 
@@ -156,13 +176,17 @@ def _encode_captions(cfg, cache_dir: Path, encoders, records, settings, device, 
     empty = empty_prompt and _needs_empty_prompt(cache_dir, settings)
     if not todo and not empty:
         return
-    text_encoders = encoders if encoders is not None and encoders.text_encoder is not None else \
-        load_text_encoders(cfg, device)
+    text_encoders = (
+        encoders if encoders is not None and encoders.text_encoder is not None else load_text_encoders(cfg, device)
+    )
     for record in todo:
-        cache.write_tensors(text_part(cache_dir, record.index), encode_caption(text_encoders, record.caption,
-                                                                                settings), {})
+        cache.write_tensors(
+            text_part(cache_dir, record.index), encode_caption(text_encoders, record.caption, settings), {}
+        )
     if empty:
-        cache.write_tensors(cache_dir / cache.EMPTY_PROMPT, encode_caption(text_encoders, "", settings), {"caption": ""})
+        cache.write_tensors(
+            cache_dir / cache.EMPTY_PROMPT, encode_caption(text_encoders, "", settings), {"caption": ""}
+        )
     if text_encoders is not encoders:
         del text_encoders
         _release_memory()
@@ -189,8 +213,7 @@ def _encode(cache_dir: Path, encoders, records, settings, report: PrepareReport,
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    bar = tqdm(records, desc=f"prepare {cache_dir.name}", unit="clip", disable=not on_terminal(),
-               dynamic_ncols=True)
+    bar = tqdm(records, desc=f"prepare {cache_dir.name}", unit="clip", disable=not on_terminal(), dynamic_ncols=True)
     with logging_redirect_tqdm():
         for record in bar:
             _encode_one(cache_dir, encoders, record, settings, report)
@@ -221,8 +244,14 @@ def _encode_one(cache_dir: Path, encoders, record: ClipRecord, settings, report:
 def _write_windows(cache_dir: Path, record: ClipRecord, bucket: Bucket, windows: list[dict]) -> None:
     """Window 0 last, with the window count: a clip whose window 0 exists is complete."""
     for k in [*range(1, len(windows)), 0]:
-        metadata = {"video": str(record.video), "caption": record.caption, "bucket": bucket.name,
-                    "audio": _audio_kind(windows[k]), "window": str(k), "windows": str(len(windows))}
+        metadata = {
+            "video": str(record.video),
+            "caption": record.caption,
+            "bucket": bucket.name,
+            "audio": _audio_kind(windows[k]),
+            "window": str(k),
+            "windows": str(len(windows)),
+        }
         cache.write_sample(cache_dir, record.index, windows[k], metadata, window=k)
 
 
@@ -240,8 +269,9 @@ def _fingerprint(metadata: str, settings) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], rejected: list[dict],
-                    made_by: dict[str, str]) -> None:
+def _write_manifest(
+    cache_dir: Path, settings, records: list[ClipRecord], rejected: list[dict], made_by: dict[str, str]
+) -> None:
     samples = []
     for r in records:
         first = cache.sample_path(cache_dir, r.index)
@@ -250,7 +280,15 @@ def _write_manifest(cache_dir: Path, settings, records: list[ClipRecord], reject
         for k in range(int(cache.sample_metadata(first).get("windows", 1))):
             path = cache.sample_path(cache_dir, r.index, window=k)
             stored = cache.sample_metadata(path)
-            samples.append({"index": r.index, "window": k, "file": str(path.relative_to(cache_dir)),
-                            "video": str(r.video), "caption": r.caption, "bucket": stored["bucket"],
-                            "audio": stored.get("audio", "off")})
+            samples.append(
+                {
+                    "index": r.index,
+                    "window": k,
+                    "file": str(path.relative_to(cache_dir)),
+                    "video": str(r.video),
+                    "caption": r.caption,
+                    "bucket": stored["bucket"],
+                    "audio": stored.get("audio", "off"),
+                }
+            )
     cache.write_manifest(cache_dir, settings, samples, rejected, made_by)

@@ -26,11 +26,15 @@ class ValidationReport:
     rejects: list[dict] = field(default_factory=list)  # {"index", "path", "reason"}
 
     def summary(self) -> dict:
-        return {"rows": len(self.clips) + len(self.rejects), "kept": len(self.clips), "rejected": len(self.rejects),
-                "variable_frame_rate": sum(c["variable_frame_rate"] for c in self.clips),
-                "without_audio": sum(c["audio"] is None for c in self.clips),
-                "rotated": sum(c["rotation"] != 0 for c in self.clips),
-                "buckets": dict(Counter(c["bucket"] for c in self.clips if c.get("bucket")))}
+        return {
+            "rows": len(self.clips) + len(self.rejects),
+            "kept": len(self.clips),
+            "rejected": len(self.rejects),
+            "variable_frame_rate": sum(c["variable_frame_rate"] for c in self.clips),
+            "without_audio": sum(c["audio"] is None for c in self.clips),
+            "rotated": sum(c["rotation"] != 0 for c in self.clips),
+            "buckets": dict(Counter(c["bucket"] for c in self.clips if c.get("bucket"))),
+        }
 
 
 def _audio(path: Path) -> dict | None:
@@ -41,8 +45,11 @@ def _audio(path: Path) -> dict | None:
             return None
         audio = container.streams.audio[0]
         seconds = float(audio.duration * audio.time_base) if audio.duration else float(container.duration or 0) / 1e6
-        return {"channels": audio.codec_context.channels, "sample_rate": audio.codec_context.sample_rate,
-                "duration": round(seconds, 3)}
+        return {
+            "channels": audio.codec_context.channels,
+            "sample_rate": audio.codec_context.sample_rate,
+            "duration": round(seconds, 3),
+        }
 
 
 def probe_clip(record: ClipRecord, settings=None) -> dict:
@@ -55,9 +62,18 @@ def probe_clip(record: ClipRecord, settings=None) -> dict:
         raise MediaError(f"{record.audio}: the row's audio file has no audio stream")
     if record.reference is not None:
         probe_video(record.reference)  # the IC-LoRA reference: it must decode too
-    clip = {"index": record.index, "path": record.path, "height": info.height, "width": info.width,
-            "frames": info.frames, "duration": round(info.duration, 3), "fps": round(info.fps, 3),
-            "variable_frame_rate": info.variable_rate, "rotation": rotation, "audio": audio}
+    clip = {
+        "index": record.index,
+        "path": record.path,
+        "height": info.height,
+        "width": info.width,
+        "frames": info.frames,
+        "duration": round(info.duration, 3),
+        "fps": round(info.fps, 3),
+        "variable_frame_rate": info.variable_rate,
+        "rotation": rotation,
+        "audio": audio,
+    }
     if settings is not None:
         from ltx2train.data.encode import choose_bucket
 
@@ -65,8 +81,9 @@ def probe_clip(record: ClipRecord, settings=None) -> dict:
     return clip
 
 
-def validate(metadata: str | Path, columns: Columns | None = None, root: str | Path | None = None,
-             settings=None) -> ValidationReport:
+def validate(
+    metadata: str | Path, columns: Columns | None = None, root: str | Path | None = None, settings=None
+) -> ValidationReport:
     rows = read_metadata(metadata, root=root, columns=columns)
     report = ValidationReport(rejects=list(rows.rejects))
     for record in rows.records:
@@ -76,11 +93,21 @@ def validate(metadata: str | Path, columns: Columns | None = None, root: str | P
                 report.clips.append(probe_clip(record, settings))
         except MediaError as exc:
             said = decoder_summary(noise)
-            report.rejects.append({"index": record.index, "path": record.path,
-                                   "reason": str(exc) + (f" (decoder said: {said})" if said else "")})
+            report.rejects.append(
+                {
+                    "index": record.index,
+                    "path": record.path,
+                    "reason": str(exc) + (f" (decoder said: {said})" if said else ""),
+                }
+            )
         except Exception as exc:  # a file no decoder expected: still a reject, never a crash
-            report.rejects.append({"index": record.index, "path": record.path,
-                                   "reason": f"{record.video}: cannot probe ({type(exc).__name__}: {exc})"})
+            report.rejects.append(
+                {
+                    "index": record.index,
+                    "path": record.path,
+                    "reason": f"{record.video}: cannot probe ({type(exc).__name__}: {exc})",
+                }
+            )
     report.rejects.sort(key=lambda r: r["index"])
     return report
 
@@ -88,7 +115,9 @@ def validate(metadata: str | Path, columns: Columns | None = None, root: str | P
 def write_report(report: ValidationReport, directory: str | Path) -> tuple[Path, Path]:
     """``DIR/report.json`` (summary + every clip) and ``DIR/rejects.jsonl``."""
     directory = Path(directory)
-    summary = write_text_atomic(directory / "report.json", json.dumps(
-        {"summary": report.summary(), "clips": report.clips, "rejects": report.rejects}, indent=1))
+    summary = write_text_atomic(
+        directory / "report.json",
+        json.dumps({"summary": report.summary(), "clips": report.clips, "rejects": report.rejects}, indent=1),
+    )
     rejects = write_text_atomic(directory / "rejects.jsonl", "".join(json.dumps(r) + "\n" for r in report.rejects))
     return summary, rejects

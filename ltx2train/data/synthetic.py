@@ -15,8 +15,15 @@ import numpy as np
 from ltx2train.data.media import write_video_with_audio
 from ltx2train.utils.atomic import write_text_atomic
 
-COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 240), "yellow": (240, 220, 40),
-           "cyan": (40, 220, 230), "magenta": (220, 50, 220), "white": (240, 240, 240)}
+COLOURS = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 80, 240),
+    "yellow": (240, 220, 40),
+    "cyan": (40, 220, 230),
+    "magenta": (220, 50, 220),
+    "white": (240, 240, 240),
+}
 SHAPES = ("circle", "square")
 DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1)}
 LOW_HZ, HIGH_HZ = 300.0, 1200.0
@@ -50,7 +57,9 @@ def make_clip(rng: np.random.Generator, num_frames: int, fps: float, height: int
     start = np.array([width / 2 - dx * width * 0.3, height / 2 - dy * height * 0.3])
     travel = np.array([dx * width * 0.6, dy * height * 0.6])
     progress = np.linspace(0.0, 1.0, num_frames)
-    frames = np.stack([_draw(height, width, shape, COLOURS[colour_name], *(start + p * travel), radius) for p in progress])
+    frames = np.stack(
+        [_draw(height, width, shape, COLOURS[colour_name], *(start + p * travel), radius) for p in progress]
+    )
 
     n = int(round(num_frames / fps * sample_rate))
     t_progress = np.linspace(0.0, 1.0, n)
@@ -64,8 +73,16 @@ def make_clip(rng: np.random.Generator, num_frames: int, fps: float, height: int
     return frames, audio, caption
 
 
-def make_synthetic_dataset(out_dir: str | Path, num_clips: int = 12, num_frames: int = 25, fps: float = 24.0,
-                           height: int = 64, width: int = 64, sample_rate: int = 16000, seed: int = 0) -> Path:
+def make_synthetic_dataset(
+    out_dir: str | Path,
+    num_clips: int = 12,
+    num_frames: int = 25,
+    fps: float = 24.0,
+    height: int = 64,
+    width: int = 64,
+    sample_rate: int = 16000,
+    seed: int = 0,
+) -> Path:
     """Write ``clips/clip_NNN.mp4`` and ``metadata.jsonl``; returns the metadata path.
 
     Clips carry 8 frames of margin beyond ``num_frames`` so that readers never come up short.

@@ -31,8 +31,10 @@ from ltx2train.utils.errors import UserError
 
 # Consumers that load connector LoRA weights: only ComfyUI (and ltx2train). diffusers routes them to the
 # transformer and leaves them unapplied; ltx-core and DiffSynth match no module for them.
-CONNECTOR_WARNING = ("{n} LoRA module(s) on the text connectors ({example}, ...): ComfyUI and ltx2train apply them, "
-                     "diffusers, ltx-core and DiffSynth ignore them (--drop-connectors leaves them out)")
+CONNECTOR_WARNING = (
+    "{n} LoRA module(s) on the text connectors ({example}, ...): ComfyUI and ltx2train apply them, "
+    "diffusers, ltx-core and DiffSynth ignore them (--drop-connectors leaves them out)"
+)
 
 
 @dataclass
@@ -43,8 +45,9 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def prepare_lora(lora: LoraFile, *, modality: str = "all", cross_modal: str = "receiving",
-                 drop_connectors: bool = False) -> tuple[LoraFile, list[str]]:
+def prepare_lora(
+    lora: LoraFile, *, modality: str = "all", cross_modal: str = "receiving", drop_connectors: bool = False
+) -> tuple[LoraFile, list[str]]:
     """The modules kept for ``modality`` (and without connectors if asked), plus warnings for the user."""
     kept = select_streams(lora, streams_for(modality, cross_modal))
     if drop_connectors:
@@ -54,15 +57,24 @@ def prepare_lora(lora: LoraFile, *, modality: str = "all", cross_modal: str = "r
     if connectors:
         warnings.append(CONNECTOR_WARNING.format(n=len(connectors), example=connectors[0]))
     if not kept.modules:
-        raise UserError(f"no LoRA module is left for modality {modality!r} (cross-modal: {cross_modal}); "
-                         f"the file's modules act on the streams {sorted({module_stream(m) for m in lora.modules})}")
+        raise UserError(
+            f"no LoRA module is left for modality {modality!r} (cross-modal: {cross_modal}); "
+            f"the file's modules act on the streams {sorted({module_stream(m) for m in lora.modules})}"
+        )
     kept.metadata.update({"modality": modality, "cross_modal": cross_modal})
     return kept, warnings
 
 
-def export_lora_file(source: str | Path, output: str | Path, *, fmt: str = "official", modality: str = "all",
-                     cross_modal: str = "receiving", dtype: torch.dtype | None = None,
-                     drop_connectors: bool = False) -> ExportResult:
+def export_lora_file(
+    source: str | Path,
+    output: str | Path,
+    *,
+    fmt: str = "official",
+    modality: str = "all",
+    cross_modal: str = "receiving",
+    dtype: torch.dtype | None = None,
+    drop_connectors: bool = False,
+) -> ExportResult:
     lora = read_lora(source)
     drop = drop_connectors or fmt == "diffusers"
     kept, warnings = prepare_lora(lora, modality=modality, cross_modal=cross_modal, drop_connectors=drop)

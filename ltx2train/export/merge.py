@@ -43,13 +43,20 @@ def _base_tensors(base: Path) -> dict[str, tuple[Path, tuple[int, ...], torch.dt
     if base.is_file():
         files = [(base, "")]
     elif base.is_dir() and is_release_dir(base):
-        files = [(path, entry.prefix) for entry in RELEASE_FILES if entry.distilled is not True
-                 for path in sorted(base.glob(entry.pattern))[:1] if "spatial_upsampler" not in entry.components]
+        files = [
+            (path, entry.prefix)
+            for entry in RELEASE_FILES
+            if entry.distilled is not True
+            for path in sorted(base.glob(entry.pattern))[:1]
+            if "spatial_upsampler" not in entry.components
+        ]
     elif base.is_dir():
         files = [(base / f.filename, "") for f in SPLIT_FILES if (base / f.filename).is_file()]
         if not any(f.name == "transformer.safetensors" for f, _ in files):
-            raise FileNotFoundError(f"--merge {base}: no transformer.safetensors (repackaged layout) and no "
-                                    "diffusion_models/*-transformer*.safetensors (LTX-2.5 release) in that directory")
+            raise FileNotFoundError(
+                f"--merge {base}: no transformer.safetensors (repackaged layout) and no "
+                "diffusion_models/*-transformer*.safetensors (LTX-2.5 release) in that directory"
+            )
     else:
         raise FileNotFoundError(f"--merge {base} does not exist")
     found = {}
@@ -70,7 +77,9 @@ def _targets(lora: LoraFile, base: dict, source: Path) -> dict[str, str]:
         if key not in base:
             problems.append(f"{key} is not in the base")
         elif tuple(base[key][1]) != (weights.up.shape[0], weights.down.shape[1]):
-            problems.append(f"{key} is {list(base[key][1])}, the LoRA makes {[weights.up.shape[0], weights.down.shape[1]]}")
+            problems.append(
+                f"{key} is {list(base[key][1])}, the LoRA makes {[weights.up.shape[0], weights.down.shape[1]]}"
+            )
         else:
             targets[key] = name
     if problems:
@@ -78,7 +87,9 @@ def _targets(lora: LoraFile, base: dict, source: Path) -> dict[str, str]:
     return targets
 
 
-def merge_lora(lora: LoraFile, base: str | Path, output: str | Path, *, dtype: torch.dtype | None = None) -> MergeResult:
+def merge_lora(
+    lora: LoraFile, base: str | Path, output: str | Path, *, dtype: torch.dtype | None = None
+) -> MergeResult:
     """Merge ``lora`` into BASE and write ``output``; ``dtype`` casts every floating tensor written."""
     base, output = Path(base), Path(output)
     tensors = _base_tensors(base)
@@ -101,13 +112,25 @@ def merge_lora(lora: LoraFile, base: str | Path, output: str | Path, *, dtype: t
         stored = tensors[key][2]
         return dtype if (dtype is not None and stored.is_floating_point) else stored
 
-    metadata = {"format": "pt", "writer": "ltx2train", **_base_version(tensors),
-                "merged_lora_modules": str(len(targets)), **_lora_meta(lora)}
+    metadata = {
+        "format": "pt",
+        "writer": "ltx2train",
+        **_base_version(tensors),
+        "merged_lora_modules": str(len(targets)),
+        **_lora_meta(lora),
+    }
     for path, keys in plan.items():
         if keys:
             original = {written: key for key, written in keys}  # the name in the written file -> original key
-            paths.insert(0, stream_safetensors(path, [(w, out_dtype(k), tensors[k][1]) for k, w in keys],
-                                               lambda w, original=original: produce(original[w]), metadata))
+            paths.insert(
+                0,
+                stream_safetensors(
+                    path,
+                    [(w, out_dtype(k), tensors[k][1]) for k, w in keys],
+                    lambda w, original=original: produce(original[w]),
+                    metadata,
+                ),
+            )
     return MergeResult(paths, len(targets), len(tensors) - len(targets))
 
 
@@ -148,7 +171,9 @@ def _base_version(tensors: dict) -> dict[str, str]:
 
 
 def _lora_meta(lora: LoraFile) -> dict[str, str]:
-    return {f"lora_{k}": v for k, v in lora.metadata.items() if k in ("base_variant", "rank", "alpha", "step", "strategy")}
+    return {
+        f"lora_{k}": v for k, v in lora.metadata.items() if k in ("base_variant", "rank", "alpha", "step", "strategy")
+    }
 
 
 def _copy(source: Path, target: Path) -> Path:

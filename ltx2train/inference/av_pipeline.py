@@ -55,10 +55,24 @@ DEFAULT_STAGE2_LORA_STRENGTH = 0.8  # DiffSynth's ``stage2_lora_strength``
 class LTX2AudioVideoPipeline:
     """Modules in memory + DiffSynth's ``__call__``. Build it with :meth:`from_pretrained`."""
 
-    def __init__(self, *, transformer, connectors, video_vae, audio_vae, vocoder, text_encoder, family: str,
-                 upsampler=None, stage2_lora=None, stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH,
-                 max_sequence_length: int = 1024, use_cross_timestep: bool = True, video_decoder=None,
-                 duration_head=None):
+    def __init__(
+        self,
+        *,
+        transformer,
+        connectors,
+        video_vae,
+        audio_vae,
+        vocoder,
+        text_encoder,
+        family: str,
+        upsampler=None,
+        stage2_lora=None,
+        stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH,
+        max_sequence_length: int = 1024,
+        use_cross_timestep: bool = True,
+        video_decoder=None,
+        duration_head=None,
+    ):
         from ltx2train.inference.live_pipeline import _match_vocoder_input_dtype
 
         self.transformer, self.connectors = transformer, connectors
@@ -77,12 +91,28 @@ class LTX2AudioVideoPipeline:
         self.loras = LoraStack(transformer, connectors, family)  # every LoRA of every call, stage 2's too
 
     @classmethod
-    def from_pretrained(cls, checkpoint=None, text_encoder=None, *, variant=None, upscaler=None, stage2_lora=None,
-                        torch_dtype=torch.bfloat16, device=None, distilled=False,
-                        stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH, max_sequence_length: int = 1024,
-                        low_vram: bool = False, swap_blocks: int | None = None, model_configs=None,
-                        tokenizer_config=None, stage2_lora_config=None, vram_limit=None, video_decoder: str = "conv",
-                        transformer=None):
+    def from_pretrained(
+        cls,
+        checkpoint=None,
+        text_encoder=None,
+        *,
+        variant=None,
+        upscaler=None,
+        stage2_lora=None,
+        torch_dtype=torch.bfloat16,
+        device=None,
+        distilled=False,
+        stage2_lora_strength: float = DEFAULT_STAGE2_LORA_STRENGTH,
+        max_sequence_length: int = 1024,
+        low_vram: bool = False,
+        swap_blocks: int | None = None,
+        model_configs=None,
+        tokenizer_config=None,
+        stage2_lora_config=None,
+        vram_limit=None,
+        video_decoder: str = "conv",
+        transformer=None,
+    ):
         """Every component from ``checkpoint`` (repackaged directory or official single file) through the project's
         strict loader; Gemma from the ``text_encoder`` directory. ``upscaler``: the x2 spatial upscaler file
         (default: the one beside the checkpoint, if any). ``stage2_lora``: the stage-2 distilled LoRA file.
@@ -119,8 +149,11 @@ class LTX2AudioVideoPipeline:
         parts = _checked_parts(checkpoint, spec, distilled, text_encoder, transformer)
         from ltx2train.inference.vram import low_vram_plan, module_bytes, place, plan_from_configs
 
-        plan = low_vram_plan(swap_blocks) if low_vram else (
-            plan_from_configs(model_configs, vram_limit) if model_configs is not None else None)
+        plan = (
+            low_vram_plan(swap_blocks)
+            if low_vram
+            else (plan_from_configs(model_configs, vram_limit) if model_configs is not None else None)
+        )
         host = torch.device("cpu") if plan is not None else device
 
         def load(name, dtype=torch_dtype, path=checkpoint, on=device):
@@ -128,20 +161,33 @@ class LTX2AudioVideoPipeline:
 
         if stage2_lora is not None and not Path(stage2_lora).is_file():
             raise FileNotFoundError(f"stage2_lora: {stage2_lora} is not a file")
-        modules = dict(transformer=load("transformer", on=host, path=Path(transformer or checkpoint)),
-                       connectors=load("connectors", on=host),
-                       text_encoder=load_text_encoder(text_encoder, dtype=torch_dtype, device=host,
-                                                      max_sequence_length=max_sequence_length))
-        decoders = dict(video_vae=load("video_vae"), audio_vae=load("audio_vae"), vocoder=load("vocoder", torch.float32),
-                        upsampler=_load_upsampler(load, checkpoint, upscaler),
-                        video_decoder=load("video_diffusion_decoder") if video_decoder == "diffusion" else None,
-                        duration_head=_load_optional(load, spec, "duration_head"))
+        modules = dict(
+            transformer=load("transformer", on=host, path=Path(transformer or checkpoint)),
+            connectors=load("connectors", on=host),
+            text_encoder=load_text_encoder(
+                text_encoder, dtype=torch_dtype, device=host, max_sequence_length=max_sequence_length
+            ),
+        )
+        decoders = dict(
+            video_vae=load("video_vae"),
+            audio_vae=load("audio_vae"),
+            vocoder=load("vocoder", torch.float32),
+            upsampler=_load_upsampler(load, checkpoint, upscaler),
+            video_decoder=load("video_diffusion_decoder") if video_decoder == "diffusion" else None,
+            duration_head=_load_optional(load, spec, "duration_head"),
+        )
         streamed = 0
         if plan is not None:
             others = sum(module_bytes(m) for m in decoders.values() if m is not None)
             streamed = place(modules, plan, torch_dtype, device, swap_blocks, others)
-        pipe = cls(**modules, **decoders, family=spec.family, stage2_lora=stage2_lora,
-                   stage2_lora_strength=stage2_lora_strength, max_sequence_length=max_sequence_length)
+        pipe = cls(
+            **modules,
+            **decoders,
+            family=spec.family,
+            stage2_lora=stage2_lora,
+            stage2_lora_strength=stage2_lora_strength,
+            max_sequence_length=max_sequence_length,
+        )
         pipe.streamed_blocks = streamed  # transformer blocks kept in host memory (low VRAM / vram_limit)
         return pipe
 
@@ -159,8 +205,16 @@ class LTX2AudioVideoPipeline:
         """The transformer, under DiffSynth's name (``pipe.load_lora(pipe.dit, ...)``)."""
         return self.transformer
 
-    def load_lora(self, lora, scale=None, adapter_name: str | None = None, *, alpha: float | None = None,
-                  state_dict=None, **_diffsynth) -> str:
+    def load_lora(
+        self,
+        lora,
+        scale=None,
+        adapter_name: str | None = None,
+        *,
+        alpha: float | None = None,
+        state_dict=None,
+        **_diffsynth,
+    ) -> str:
         """Attach a LoRA (any dialect: a trained one, an IC-LoRA, a camera-control LoRA) at ``scale`` for every
         stage, beside those already loaded; returns its name (:class:`~ltx2train.inference.loras.LoraStack`).
 
@@ -168,8 +222,10 @@ class LTX2AudioVideoPipeline:
         of a file; ``hotload`` and its other switches change nothing here: LoRAs are always separate adapters)."""
         if isinstance(lora, torch.nn.Module):  # DiffSynth: (module, lora config, alpha)
             if lora is not self.transformer:
-                raise UserError("load_lora: LTX-2 LoRAs go on pipe.dit (the transformer); its text-connector "
-                                 "modules, if any, are applied with it")
+                raise UserError(
+                    "load_lora: LTX-2 LoRAs go on pipe.dit (the transformer); its text-connector "
+                    "modules, if any, are applied with it"
+                )
             lora, scale = (scale if state_dict is None else state_dict), (1.0 if alpha is None else alpha)
         elif alpha is not None:
             scale = alpha
@@ -190,12 +246,34 @@ class LTX2AudioVideoPipeline:
         self.loras.clear()
 
     @torch.no_grad()
-    def __call__(self, prompt, negative_prompt="", cfg_scale=3.0, input_images=None, input_images_indexes=[0],  # noqa: B006
-                 input_images_strength=1.0, denoising_strength=1.0, seed=None, rand_device="cpu", height=512,
-                 width=768, num_frames=121, frame_rate=24, num_inference_steps=40, tiled=True, tile_size_in_pixels=512,
-                 tile_overlap_in_pixels=128, tile_size_in_frames=128, tile_overlap_in_frames=24,
-                 use_two_stage_pipeline=False, use_distilled_pipeline=False, in_context_videos=None,
-                 in_context_downsample_factor=2, clear_lora_before_state_two=False, progress_bar_cmd=tqdm):
+    def __call__(
+        self,
+        prompt,
+        negative_prompt="",
+        cfg_scale=3.0,
+        input_images=None,
+        input_images_indexes=[0],  # noqa: B006
+        input_images_strength=1.0,
+        denoising_strength=1.0,
+        seed=None,
+        rand_device="cpu",
+        height=512,
+        width=768,
+        num_frames=121,
+        frame_rate=24,
+        num_inference_steps=40,
+        tiled=True,
+        tile_size_in_pixels=512,
+        tile_overlap_in_pixels=128,
+        tile_size_in_frames=128,
+        tile_overlap_in_frames=24,
+        use_two_stage_pipeline=False,
+        use_distilled_pipeline=False,
+        in_context_videos=None,
+        in_context_downsample_factor=2,
+        clear_lora_before_state_two=False,
+        progress_bar_cmd=tqdm,
+    ):
         """One clip: ``(video, audio)``, see the module docstring. The distilled pipeline uses its fixed 8-step
         schedule (``num_inference_steps`` and ``denoising_strength`` do not apply) and no guidance.
         ``num_frames="auto"``: the prompt's own length, from LTX-2.5's duration head.
@@ -205,49 +283,124 @@ class LTX2AudioVideoPipeline:
             num_frames = self._auto_frames(prompt, frame_rate)
         tiles = (tile_size_in_pixels, tile_overlap_in_pixels, tile_size_in_frames, tile_overlap_in_frames)
         mode = inputs.check_call(
-            self, prompt=prompt, cfg_scale=cfg_scale, height=height, width=width, num_frames=num_frames,
-            frame_rate=frame_rate, num_inference_steps=num_inference_steps, denoising_strength=denoising_strength,
-            input_images=input_images, input_images_indexes=input_images_indexes,
-            input_images_strength=input_images_strength, in_context_videos=in_context_videos,
-            in_context_downsample_factor=in_context_downsample_factor, use_two_stage_pipeline=use_two_stage_pipeline,
-            use_distilled_pipeline=use_distilled_pipeline, tiles=tiles, tiled=tiled)
+            self,
+            prompt=prompt,
+            cfg_scale=cfg_scale,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            frame_rate=frame_rate,
+            num_inference_steps=num_inference_steps,
+            denoising_strength=denoising_strength,
+            input_images=input_images,
+            input_images_indexes=input_images_indexes,
+            input_images_strength=input_images_strength,
+            in_context_videos=in_context_videos,
+            in_context_downsample_factor=in_context_downsample_factor,
+            use_two_stage_pipeline=use_two_stage_pipeline,
+            use_distilled_pipeline=use_distilled_pipeline,
+            tiles=tiles,
+            tiled=tiled,
+        )
         self._set_tiling(tiled, *tiles)
         generator = None if seed is None else torch.Generator(rand_device).manual_seed(seed)
         cfg = 1.0 if use_distilled_pipeline else float(cfg_scale)
         images = _image_conditions(input_images, input_images_indexes, input_images_strength)
         references = _references(in_context_videos, num_frames)
-        run = dict(num_frames=num_frames, frame_rate=float(frame_rate), generator=generator,
-                   progress_bar_cmd=progress_bar_cmd, in_context_downsample_factor=in_context_downsample_factor)
+        run = dict(
+            num_frames=num_frames,
+            frame_rate=float(frame_rate),
+            generator=generator,
+            progress_bar_cmd=progress_bar_cmd,
+            in_context_downsample_factor=in_context_downsample_factor,
+        )
         sigmas = stage1_sigmas(num_inference_steps, denoising_strength, use_distilled_pipeline)
         video_latents, audio_latents = self.denoise(
-            self._encode(prompt, negative_prompt if cfg > 1 else None), cfg, sigmas, height=mode.stage1_height,
-            width=mode.stage1_width, conditions=images, references=references, **run)
+            self._encode(prompt, negative_prompt if cfg > 1 else None),
+            cfg,
+            sigmas,
+            height=mode.stage1_height,
+            width=mode.stage1_width,
+            conditions=images,
+            references=references,
+            **run,
+        )
         if mode.two_stage:
             if clear_lora_before_state_two:
                 self.clear_lora()
-            video_latents, audio_latents = self.refine(prompt, video_latents, audio_latents, height=height,
-                                                       width=width, conditions=images,
-                                                       with_lora=not use_distilled_pipeline, **run)
+            video_latents, audio_latents = self.refine(
+                prompt,
+                video_latents,
+                audio_latents,
+                height=height,
+                width=width,
+                conditions=images,
+                with_lora=not use_distilled_pipeline,
+                **run,
+            )
         return self.decode(video_latents, audio_latents, seed)
 
-    def denoise(self, text: dict, cfg: float, sigmas, *, height, width, num_frames, frame_rate, generator,
-                conditions=(), references=(), in_context_downsample_factor=1, latents=None, audio_latents=None,
-                noise_scale=1.0, progress_bar_cmd=tqdm) -> tuple[torch.Tensor, torch.Tensor]:
+    def denoise(
+        self,
+        text: dict,
+        cfg: float,
+        sigmas,
+        *,
+        height,
+        width,
+        num_frames,
+        frame_rate,
+        generator,
+        conditions=(),
+        references=(),
+        in_context_downsample_factor=1,
+        latents=None,
+        audio_latents=None,
+        noise_scale=1.0,
+        progress_bar_cmd=tqdm,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One denoising stage through diffusers: latents in the VAEs' units, ``(B, C, F, H, W)`` and
         ``(B, C, L, mel)``. ``latents``/``audio_latents``: a start, noised to ``noise_scale``."""
         conditioned = bool(conditions) or bool(references)
         pipe = self._diffusers_pipeline(conditioned)
-        extra = dict(conditions=list(conditions) or None, reference_conditions=list(references) or None,
-                     reference_downscale_factor=in_context_downsample_factor) if conditioned else {}
+        extra = (
+            dict(
+                conditions=list(conditions) or None,
+                reference_conditions=list(references) or None,
+                reference_downscale_factor=in_context_downsample_factor,
+            )
+            if conditioned
+            else {}
+        )
         with _progress(progress_bar_cmd, len(sigmas)) as on_step, first_frame_marked(self.transformer):
             video, audio = pipe(
-                **text, **extra, height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
-                num_inference_steps=len(sigmas), sigmas=list(sigmas), guidance_scale=cfg, audio_guidance_scale=cfg,
-                stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0,
-                guidance_rescale=0.0, audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None,
-                noise_scale=noise_scale, generator=generator, latents=latents, audio_latents=audio_latents,
-                use_cross_timestep=self.use_cross_timestep, output_type="latent", return_dict=False,
-                callback_on_step_end=on_step, max_sequence_length=self.max_sequence_length)
+                **text,
+                **extra,
+                height=height,
+                width=width,
+                num_frames=num_frames,
+                frame_rate=frame_rate,
+                num_inference_steps=len(sigmas),
+                sigmas=list(sigmas),
+                guidance_scale=cfg,
+                audio_guidance_scale=cfg,
+                stg_scale=0.0,
+                audio_stg_scale=0.0,
+                modality_scale=1.0,
+                audio_modality_scale=1.0,
+                guidance_rescale=0.0,
+                audio_guidance_rescale=0.0,
+                spatio_temporal_guidance_blocks=None,
+                noise_scale=noise_scale,
+                generator=generator,
+                latents=latents,
+                audio_latents=audio_latents,
+                use_cross_timestep=self.use_cross_timestep,
+                output_type="latent",
+                return_dict=False,
+                callback_on_step_end=on_step,
+                max_sequence_length=self.max_sequence_length,
+            )
         return video, audio
 
     def refine(self, prompt, video_latents, audio_latents, *, height, width, conditions, with_lora, **run):
@@ -257,13 +410,26 @@ class LTX2AudioVideoPipeline:
 
         upsample = LTX2LatentUpsamplePipeline(vae=self.video_vae, latent_upsampler=self.upsampler)
         upsample.set_progress_bar_config(disable=True)
-        video_latents = upsample(latents=video_latents.to(self.upsampler.dtype), latents_normalized=False,
-                                 output_type="latent", return_dict=False)[0]
+        video_latents = upsample(
+            latents=video_latents.to(self.upsampler.dtype),
+            latents_normalized=False,
+            output_type="latent",
+            return_dict=False,
+        )[0]
         run.pop("in_context_downsample_factor", None)
         with self._stage2_adapter(with_lora):
-            return self.denoise(self._encode(prompt, None), 1.0, STAGE2_SIGMAS, height=height, width=width,
-                                conditions=conditions, latents=video_latents, audio_latents=audio_latents,
-                                noise_scale=STAGE2_SIGMAS[0], **run)
+            return self.denoise(
+                self._encode(prompt, None),
+                1.0,
+                STAGE2_SIGMAS,
+                height=height,
+                width=width,
+                conditions=conditions,
+                latents=video_latents,
+                audio_latents=audio_latents,
+                noise_scale=STAGE2_SIGMAS[0],
+                **run,
+            )
 
     def decode(self, video_latents: torch.Tensor, audio_latents: torch.Tensor, seed: int | None = None):
         """VAE-unit latents -> (list of PIL frames, (channels, samples) float32 CPU audio); ``seed``: the diffusion
@@ -285,11 +451,14 @@ class LTX2AudioVideoPipeline:
         from ltx2train.inference.duration import predict_num_frames
 
         if self.duration_head is None:
-            raise UserError("num_frames='auto' needs LTX-2.5's duration head (model_patches/*-duration-head*, or "
-                             "duration_head.safetensors beside the checkpoint); give a number of frames (8k+1)")
+            raise UserError(
+                "num_frames='auto' needs LTX-2.5's duration head (model_patches/*-duration-head*, or "
+                "duration_head.safetensors beside the checkpoint); give a number of frames (8k+1)"
+            )
         text = self._encode(prompt, None)
-        return predict_num_frames(self.duration_head, self.connectors, text["prompt_embeds"],
-                                  text["prompt_attention_mask"], float(frame_rate))[0]
+        return predict_num_frames(
+            self.duration_head, self.connectors, text["prompt_embeds"], text["prompt_attention_mask"], float(frame_rate)
+        )[0]
 
     def _encode(self, prompt: str, negative_prompt: str | None) -> dict:
         """Gemma hidden states through the project's text encoder (the training cache's text format)."""
@@ -309,8 +478,16 @@ class LTX2AudioVideoPipeline:
         from diffusers.pipelines.ltx2 import LTX2InContextPipeline
 
         cls = LTX2InContextPipeline if conditioned else LTX2Pipeline
-        pipe = cls(scheduler=passthrough_scheduler(), vae=self.video_vae, audio_vae=self.audio_vae, text_encoder=None,
-                   tokenizer=None, connectors=self.connectors, transformer=self.transformer, vocoder=self.vocoder)
+        pipe = cls(
+            scheduler=passthrough_scheduler(),
+            vae=self.video_vae,
+            audio_vae=self.audio_vae,
+            text_encoder=None,
+            tokenizer=None,
+            connectors=self.connectors,
+            transformer=self.transformer,
+            vocoder=self.vocoder,
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -361,25 +538,31 @@ def _image_conditions(input_images, indexes, strength) -> list:
 
     if not input_images:
         return []
-    return [LTX2VideoCondition(frames=inputs.to_pil(image), index=0 if index == 0 else 1 + (index - 1) // 8,
-                               strength=float(strength))
-            for image, index in zip(input_images, indexes)]
+    return [
+        LTX2VideoCondition(
+            frames=inputs.to_pil(image), index=0 if index == 0 else 1 + (index - 1) // 8, strength=float(strength)
+        )
+        for image, index in zip(input_images, indexes)
+    ]
 
 
 def _references(in_context_videos, num_frames) -> list:
     """IC-LoRA reference videos as diffusers reference conditions (fully clean tokens: timestep 0)."""
     from diffusers.pipelines.ltx2 import LTX2ReferenceCondition
 
-    return [LTX2ReferenceCondition(frames=inputs.in_context_frames(video, num_frames), strength=1.0)
-            for video in in_context_videos or ()]
+    return [
+        LTX2ReferenceCondition(frames=inputs.in_context_frames(video, num_frames), strength=1.0)
+        for video in in_context_videos or ()
+    ]
 
 
 def _check_video_decoder(spec, video_decoder: str) -> None:
     choices = ("conv", "diffusion") if spec.has("video_diffusion_decoder") else ("conv",)
     if video_decoder not in choices:
-        raise UserError(f"video_decoder={video_decoder!r}: {spec.name} ({spec.version}) decodes with "
-                         f"{' or '.join(map(repr, choices))}"
-                         + ("" if len(choices) > 1 else " (LTX-2.5 has a diffusion decoder)"))
+        raise UserError(
+            f"video_decoder={video_decoder!r}: {spec.name} ({spec.version}) decodes with "
+            f"{' or '.join(map(repr, choices))}" + ("" if len(choices) > 1 else " (LTX-2.5 has a diffusion decoder)")
+        )
 
 
 def _checked_parts(checkpoint: Path, spec, distilled: bool, text_encoder, transformer) -> dict[str, str]:
@@ -389,8 +572,14 @@ def _checked_parts(checkpoint: Path, spec, distilled: bool, text_encoder, transf
     from ltx2train.models.version import check_version
 
     parts = {vae: "decoder" for vae in ("video_vae", "audio_vae") if present_half(checkpoint, vae) is not None}
-    check_version(checkpoint, spec, ["transformer", "connectors", "video_vae", "audio_vae", "vocoder"],
-                  distilled=distilled, text_encoder=text_encoder, parts=parts)
+    check_version(
+        checkpoint,
+        spec,
+        ["transformer", "connectors", "video_vae", "audio_vae", "vocoder"],
+        distilled=distilled,
+        text_encoder=text_encoder,
+        parts=parts,
+    )
     if transformer is not None:
         check_version(Path(transformer), spec, ["transformer"])
     return parts
@@ -422,8 +611,10 @@ def identify_variant(checkpoint, distilled: bool = False) -> str:
 
     found = detect_checkpoint(checkpoint, distilled)
     if found.variant is None:
-        raise UserError(f"variant: {checkpoint} matches no shipped variant (closest: {found.closest}, "
-                         f"{found.version}); pass variant=NAME or a variant JSON file")
+        raise UserError(
+            f"variant: {checkpoint} matches no shipped variant (closest: {found.closest}, "
+            f"{found.version}); pass variant=NAME or a variant JSON file"
+        )
     return found.variant
 
 

@@ -47,5 +47,6 @@ def decode_video(decoder: torch.nn.Module, latents: torch.Tensor, seed: int | No
     with _flex_attention_for(latents.device):
         pixels = decoder.decode(latents, generator=generator, return_dict=False)[0]
     frames = VideoProcessor(vae_scale_factor=decoder.spatial_compression_ratio).postprocess_video(
-        pixels, output_type=output_type)
+        pixels, output_type=output_type
+    )
     return np.asarray(frames, dtype=np.float32) if output_type == "np" else frames

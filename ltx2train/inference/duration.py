@@ -13,16 +13,24 @@ TEMPORAL_COMPRESSION = 8  # the LTX-2 video VAE's frames per latent frame
 
 
 @torch.no_grad()
-def predict_num_frames(head: torch.nn.Module, connectors: torch.nn.Module, hidden_states: torch.Tensor,
-                       attention_mask: torch.Tensor, fps: float) -> list[int]:
+def predict_num_frames(
+    head: torch.nn.Module,
+    connectors: torch.nn.Module,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor,
+    fps: float,
+) -> list[int]:
     """Per prompt (stacked Gemma hidden states ``(P, T, D)`` and their mask), the frame count its duration gives."""
     from ltx2train.models.text_encoder import TextEmbeddings, apply_connectors
 
     device = next(connectors.parameters()).device
     frames = []
     for i in range(hidden_states.shape[0]):
-        text = TextEmbeddings(hidden_states[i:i + 1].to(device), attention_mask[i:i + 1].to(device))
+        text = TextEmbeddings(hidden_states[i : i + 1].to(device), attention_mask[i : i + 1].to(device))
         context = apply_connectors(connectors, text)
-        frames.append(head.predict_num_frames(context.video, context.audio, frame_rate=fps,
-                                              temporal_compression_ratio=TEMPORAL_COMPRESSION))
+        frames.append(
+            head.predict_num_frames(
+                context.video, context.audio, frame_rate=fps, temporal_compression_ratio=TEMPORAL_COMPRESSION
+            )
+        )
     return frames

@@ -27,8 +27,9 @@ def _repeat(tokens: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def given_modality(transformer: torch.nn.Module, *, video: torch.Tensor | None = None,
-                   audio: torch.Tensor | None = None):
+def given_modality(
+    transformer: torch.nn.Module, *, video: torch.Tensor | None = None, audio: torch.Tensor | None = None
+):
     """While active, every forward of ``transformer`` sees ``video`` / ``audio`` tokens (1, N, C) clean."""
     if video is None and audio is None:
         yield
@@ -53,6 +54,7 @@ def given_modality(transformer: torch.nn.Module, *, video: torch.Tensor | None =
 
 def keep_video(video: torch.Tensor):
     """A ``callback_on_step_end`` that puts the given video tokens back after every step."""
+
     def callback(pipe, step, timestep, callback_kwargs):
         latents = callback_kwargs["latents"]
         return {"latents": _repeat(video, latents)}

@@ -33,8 +33,17 @@ def build_scheduler():
     return FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift_terminal=0.1)
 
 
-def build_pipeline(*, transformer, connectors, video_vae, audio_vae, vocoder, text_encoder=None, tokenizer=None,
-                   conditioned: bool = False):
+def build_pipeline(
+    *,
+    transformer,
+    connectors,
+    video_vae,
+    audio_vae,
+    vocoder,
+    text_encoder=None,
+    tokenizer=None,
+    conditioned: bool = False,
+):
     """``LTX2Pipeline`` around existing modules: no weights are copied or reloaded. ``conditioned``: diffusers'
     ``LTX2InContextPipeline`` (``LTX2ConditionPipeline`` plus IC-LoRA references), for samples conditioned on an
     image or a reference video."""
@@ -115,11 +124,26 @@ def generate(
         conditions["callback_on_step_end"] = keep_video(given_video)
     _check_stg(pipe, stg_scale, stg_blocks)
     with given_modality(pipe.transformer, video=given_video, audio=given_audio), first_frame_marked(pipe.transformer):
-        video, audio = _call(pipe, prompt_embeds.to(device, dtype), prompt_attention_mask.to(device), kwargs,
-                             conditions, height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
-                             guidance_scale=guidance_scale, audio_guidance_scale=audio_guidance_scale,
-                             stg_scale=stg_scale, stg_blocks=stg_blocks, modality_scale=modality_scale,
-                             guidance_rescale=guidance_rescale, seed=seed, latents_out=video_decoder is not None)
+        video, audio = _call(
+            pipe,
+            prompt_embeds.to(device, dtype),
+            prompt_attention_mask.to(device),
+            kwargs,
+            conditions,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            fps=fps,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            audio_guidance_scale=audio_guidance_scale,
+            stg_scale=stg_scale,
+            stg_blocks=stg_blocks,
+            modality_scale=modality_scale,
+            guidance_rescale=guidance_rescale,
+            seed=seed,
+            latents_out=video_decoder is not None,
+        )
     if video_decoder is not None:
         video, audio = _decode_latents(pipe, video_decoder, video, audio, seed)
     audio = audio[0].float().cpu()
@@ -138,7 +162,9 @@ def _check_stg(pipe, stg_scale: float, stg_blocks) -> None:
         num_layers = pipe.transformer.config.num_layers
         bad = [b for b in stg_blocks or () if not 0 <= b < num_layers]
         if bad or not stg_blocks:
-            raise UserError(f"STG blocks {list(stg_blocks or [])} are not blocks of this {num_layers}-block transformer")
+            raise UserError(
+                f"STG blocks {list(stg_blocks or [])} are not blocks of this {num_layers}-block transformer"
+            )
 
 
 def _decode_latents(pipe, video_decoder, video_latents, audio_latents, seed: int):
@@ -150,9 +176,27 @@ def _decode_latents(pipe, video_decoder, video_latents, audio_latents, seed: int
     return video, pipe.vocoder(mel)
 
 
-def _call(pipe, prompt_embeds, prompt_attention_mask, kwargs, conditions, *, height, width, num_frames, fps, steps,
-          guidance_scale, audio_guidance_scale, stg_scale, stg_blocks, modality_scale, guidance_rescale, seed,
-          latents_out: bool = False):
+def _call(
+    pipe,
+    prompt_embeds,
+    prompt_attention_mask,
+    kwargs,
+    conditions,
+    *,
+    height,
+    width,
+    num_frames,
+    fps,
+    steps,
+    guidance_scale,
+    audio_guidance_scale,
+    stg_scale,
+    stg_blocks,
+    modality_scale,
+    guidance_rescale,
+    seed,
+    latents_out: bool = False,
+):
     """The diffusers pipeline call of :func:`generate` (np video, waveform audio; ``latents_out``: both as the
     denormalized latents the pipeline would decode)."""
     return pipe(

@@ -53,12 +53,13 @@ class LoraStack:
     The stack owns every PEFT adapter on its modules: they must carry none when it is made.
     """
 
-    def __init__(self, transformer: torch.nn.Module, connectors: torch.nn.Module | None = None,
-                 family: str = "2.0"):
+    def __init__(self, transformer: torch.nn.Module, connectors: torch.nn.Module | None = None, family: str = "2.0"):
         for label, module in (("transformer", transformer), ("connectors", connectors)):
             if _peft_adapters(module):
-                raise UserError(f"the {label} already carries PEFT adapters {_peft_adapters(module)}: a LoraStack "
-                                 "manages all adapters of its modules; make it on freshly loaded modules")
+                raise UserError(
+                    f"the {label} already carries PEFT adapters {_peft_adapters(module)}: a LoraStack "
+                    "manages all adapters of its modules; make it on freshly loaded modules"
+                )
         self.transformer, self.connectors, self.family = transformer, connectors, family
         self._modules = {"transformer": transformer, "connectors": connectors}
         self._maps = {c: build_key_map(c, m, family) for c, m in self._modules.items() if m is not None}
@@ -87,13 +88,15 @@ class LoraStack:
             raise UserError(f"LoRA {name!r} ({source}) is not a LoRA file ltx2train reads: {exc}") from None
         targets = self._check_fits(lora_file, f"LoRA {name!r} ({source})")
         for component in targets:
-            self._requires_grad.setdefault(component, {n: p.requires_grad for n, p in
-                                                       self._modules[component].named_parameters()})
+            self._requires_grad.setdefault(
+                component, {n: p.requires_grad for n, p in self._modules[component].named_parameters()}
+            )
         try:
             with warnings.catch_warnings():  # PEFT warns on every adapter after the first: here that is the point
                 warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                apply_lora(self.transformer, lora_file, family=self.family, connectors=self.connectors,
-                           adapter_name=name)
+                apply_lora(
+                    self.transformer, lora_file, family=self.family, connectors=self.connectors, adapter_name=name
+                )
         except (ValueError, RuntimeError, KeyError) as exc:
             self._targets[name] = targets
             self._remove(name)
@@ -137,22 +140,29 @@ class LoraStack:
     # --- internals -----------------------------------------------------------------------------------
     def _known(self, name: str) -> str:
         if name not in self._strengths:
-            raise UserError(f"no LoRA named {name!r} is loaded (loaded: {self.names or 'none'}); "
-                             "use a name that load() returned")
+            raise UserError(
+                f"no LoRA named {name!r} is loaded (loaded: {self.names or 'none'}); use a name that load() returned"
+            )
         return name
 
     def _new_name(self, lora: LoraSource, name: str | None, source: str) -> str:
-        loaded = [n for n, path in self._files.items() if isinstance(lora, (str, Path)) and path == Path(lora).resolve()]
+        loaded = [
+            n for n, path in self._files.items() if isinstance(lora, (str, Path)) and path == Path(lora).resolve()
+        ]
         if loaded and name is None:  # the same file twice would double its effect
-            raise UserError(f"LoRA {source} is already loaded as {loaded[0]!r}: set_strength({loaded[0]!r}, s) "
-                             f"changes its strength; to stack it twice on purpose, pass adapter_name=")
+            raise UserError(
+                f"LoRA {source} is already loaded as {loaded[0]!r}: set_strength({loaded[0]!r}, s) "
+                f"changes its strength; to stack it twice on purpose, pass adapter_name="
+            )
         if name is None:
             return self._free_name(lora)
         if not _NAME.match(name):
             raise UserError(f"LoRA {source}: adapter name {name!r} may hold only letters, digits, '_' and '-'")
         if name in self._strengths:
-            raise UserError(f"LoRA {source}: a LoRA named {name!r} is already loaded; pass another adapter_name= "
-                             f"or unload({name!r}) first")
+            raise UserError(
+                f"LoRA {source}: a LoRA named {name!r} is already loaded; pass another adapter_name= "
+                f"or unload({name!r}) first"
+            )
         return name
 
     def _free_name(self, lora: LoraSource) -> str:
@@ -162,7 +172,9 @@ class LoraStack:
         if isinstance(lora, (str, Path)):
             path = Path(lora).absolute()
             parts = [path.stem, *(p.name for p in path.parents if p.name)]
-            candidates = [re.sub(r"[^A-Za-z0-9_-]", "_", "_".join(reversed(parts[:k]))) for k in range(1, len(parts) + 1)]
+            candidates = [
+                re.sub(r"[^A-Za-z0-9_-]", "_", "_".join(reversed(parts[:k]))) for k in range(1, len(parts) + 1)
+            ]
         candidates += [f"lora{k}" for k in range(1, len(self._strengths) + 2)]
         return next(c for c in candidates if c not in self._strengths)
 
@@ -175,8 +187,9 @@ class LoraStack:
             key = f"model.{LORA_ORIGINAL_PREFIX}{module_name}.weight"
             found = [(c, m.to_diffusers[key]) for c, m in self._maps.items() if key in m.to_diffusers]
             if not found:
-                (connector_only if is_connector_module(module_name) and self.connectors is None
-                 else missing).append(module_name)
+                (connector_only if is_connector_module(module_name) and self.connectors is None else missing).append(
+                    module_name
+                )
                 continue
             component, weight_key = found[0]
             layer = self._modules[component].get_submodule(weight_key[: -len(".weight")])
@@ -184,21 +197,29 @@ class LoraStack:
             if not isinstance(layer, torch.nn.Linear):
                 missing.append(f"{module_name} (a {type(layer).__name__}, not a linear layer)")
             elif (weights.down.shape[1], weights.up.shape[0]) != (layer.in_features, layer.out_features):
-                shapes.append(f"{module_name}: lora_B {list(weights.up.shape)} x lora_A {list(weights.down.shape)} "
-                              f"for a {layer.out_features}x{layer.in_features} weight")
+                shapes.append(
+                    f"{module_name}: lora_B {list(weights.up.shape)} x lora_A {list(weights.down.shape)} "
+                    f"for a {layer.out_features}x{layer.in_features} weight"
+                )
             else:
                 targets.add(component)
         if connector_only:
-            raise UserError(f"{label} has weights for the text connectors ({_shown(connector_only)}) but no "
-                             "connectors were given: pass connectors= to LoraStack, or drop them with "
-                             "ltx2train export FILE --drop-connectors --output NEW")
+            raise UserError(
+                f"{label} has weights for the text connectors ({_shown(connector_only)}) but no "
+                "connectors were given: pass connectors= to LoraStack, or drop them with "
+                "ltx2train export FILE --drop-connectors --output NEW"
+            )
         if missing:
-            raise UserError(f"{label}: {len(missing)} of {len(lora.modules)} modules match nothing in this LTX-2 "
-                             f"(family {self.family}) model: {_shown(missing)}. Is it a LoRA for this model? "
-                             "ltx2train inspect FILE shows what it was made for")
+            raise UserError(
+                f"{label}: {len(missing)} of {len(lora.modules)} modules match nothing in this LTX-2 "
+                f"(family {self.family}) model: {_shown(missing)}. Is it a LoRA for this model? "
+                "ltx2train inspect FILE shows what it was made for"
+            )
         if shapes:
-            raise UserError(f"{label} was made for another model (family or size) than this family "
-                             f"{self.family} one; shapes differ at {_shown(shapes)}")
+            raise UserError(
+                f"{label} was made for another model (family or size) than this family "
+                f"{self.family} one; shapes differ at {_shown(shapes)}"
+            )
         return tuple(c for c in self._modules if c in targets)
 
     def _remove(self, name: str) -> None:

@@ -47,7 +47,11 @@ def check_shape(height, width, num_frames, two_stage: bool) -> None:
     for name, value in (("height", height), ("width", width)):
         _check_int(name, value)
         if value % multiple:
-            _fail(name, value, f"must be a multiple of {multiple}{why}; nearest: {max(multiple, round(value / multiple) * multiple)}")
+            _fail(
+                name,
+                value,
+                f"must be a multiple of {multiple}{why}; nearest: {max(multiple, round(value / multiple) * multiple)}",
+            )
     _check_int("num_frames", num_frames)
     if (num_frames - 1) % TEMPORAL:
         _fail("num_frames", num_frames, f"must be 8k+1 (1, 9, 17, ..., 121); nearest: {(num_frames - 1) // 8 * 8 + 1}")
@@ -63,8 +67,11 @@ def check_images(input_images, input_images_indexes, input_images_strength, num_
         to_rgb_array(image, f"input_images[{i}]")
     indexes = list(input_images_indexes) if isinstance(input_images_indexes, (list, tuple)) else None
     if indexes is None or len(indexes) != len(input_images):
-        _fail("input_images_indexes", input_images_indexes,
-              f"must be a list with one frame index per input image ({len(input_images)} images)")
+        _fail(
+            "input_images_indexes",
+            input_images_indexes,
+            f"must be a list with one frame index per input image ({len(input_images)} images)",
+        )
     for index in indexes:
         _check_int("input_images_indexes", index, minimum=0)
         if index >= num_frames:
@@ -79,8 +86,11 @@ def check_in_context(in_context_videos, factor, stage1_height, stage1_width) -> 
     _check_int("in_context_downsample_factor", factor)
     for name, value in (("height", stage1_height), ("width", stage1_width)):
         if (value // factor) % SPATIAL or value % factor:
-            _fail("in_context_downsample_factor", factor,
-                  f"the reference video is {name} {value}/{factor}, which must be a whole multiple of 32")
+            _fail(
+                "in_context_downsample_factor",
+                factor,
+                f"the reference video is {name} {value}/{factor}, which must be a whole multiple of 32",
+            )
     if not isinstance(in_context_videos, (list, tuple)) or not in_context_videos:
         _fail("in_context_videos", type(in_context_videos).__name__, "must be None or a non-empty list of videos")
     for v, video in enumerate(in_context_videos):
@@ -89,8 +99,11 @@ def check_in_context(in_context_videos, factor, stage1_height, stage1_width) -> 
                 _fail(f"in_context_videos[{v}]", f"array of shape {video.shape}", "must be (frames, height, width, 3)")
             continue
         if not isinstance(video, (list, tuple)) or not video:
-            _fail(f"in_context_videos[{v}]", type(video).__name__,
-                  "must be a non-empty list of frames (PIL images or (H, W, 3) arrays) or a (F, H, W, 3) array")
+            _fail(
+                f"in_context_videos[{v}]",
+                type(video).__name__,
+                "must be a non-empty list of frames (PIL images or (H, W, 3) arrays) or a (F, H, W, 3) array",
+            )
         sizes = {to_rgb_array(frame, f"in_context_videos[{v}][{f}]").shape for f, frame in enumerate(video)}
         if len(sizes) > 1:
             _fail(f"in_context_videos[{v}]", f"frames of sizes {sorted(sizes)}", "all frames must have one size")
@@ -109,18 +122,36 @@ def check_decode_tiles(height: int, width: int, tile_size_in_pixels: int, tile_o
 
 def check_tiles(tile_size_in_pixels, tile_overlap_in_pixels, tile_size_in_frames, tile_overlap_in_frames) -> None:
     for size_name, size, overlap_name, overlap, unit in (
-            ("tile_size_in_pixels", tile_size_in_pixels, "tile_overlap_in_pixels", tile_overlap_in_pixels, SPATIAL),
-            ("tile_size_in_frames", tile_size_in_frames, "tile_overlap_in_frames", tile_overlap_in_frames, TEMPORAL)):
+        ("tile_size_in_pixels", tile_size_in_pixels, "tile_overlap_in_pixels", tile_overlap_in_pixels, SPATIAL),
+        ("tile_size_in_frames", tile_size_in_frames, "tile_overlap_in_frames", tile_overlap_in_frames, TEMPORAL),
+    ):
         _check_int(size_name, size, minimum=unit)
         _check_int(overlap_name, overlap, minimum=0)
         if overlap >= size:
             _fail(overlap_name, overlap, f"must be smaller than {size_name}={size}")
 
 
-def check_call(pipe, *, prompt, cfg_scale, height, width, num_frames, frame_rate, num_inference_steps,
-               denoising_strength, input_images, input_images_indexes, input_images_strength, in_context_videos,
-               in_context_downsample_factor, use_two_stage_pipeline, use_distilled_pipeline, tiles,
-               tiled: bool = True) -> Mode:
+def check_call(
+    pipe,
+    *,
+    prompt,
+    cfg_scale,
+    height,
+    width,
+    num_frames,
+    frame_rate,
+    num_inference_steps,
+    denoising_strength,
+    input_images,
+    input_images_indexes,
+    input_images_strength,
+    in_context_videos,
+    in_context_downsample_factor,
+    use_two_stage_pipeline,
+    use_distilled_pipeline,
+    tiles,
+    tiled: bool = True,
+) -> Mode:
     """All checks of one call; returns the resolved :class:`Mode`."""
     if not isinstance(prompt, str):
         _fail("prompt", type(prompt).__name__, "must be one string (one clip per call)")
@@ -138,11 +169,19 @@ def check_call(pipe, *, prompt, cfg_scale, height, width, num_frames, frame_rate
     if tiled:
         check_decode_tiles(height, width, *tiles[:2])
     if use_two_stage_pipeline and pipe.upsampler is None:
-        _fail("use_two_stage_pipeline", True, "needs the x2 spatial upscaler: pass from_pretrained(..., upscaler=PATH) "
-                                              "(none was found beside the checkpoint)")
+        _fail(
+            "use_two_stage_pipeline",
+            True,
+            "needs the x2 spatial upscaler: pass from_pretrained(..., upscaler=PATH) "
+            "(none was found beside the checkpoint)",
+        )
     if use_two_stage_pipeline and not use_distilled_pipeline and pipe.stage2_lora is None:
-        _fail("use_two_stage_pipeline", True, "stage 2 needs the distilled LoRA: pass from_pretrained(..., "
-                                              "stage2_lora=PATH), or use_distilled_pipeline=True with a distilled model")
+        _fail(
+            "use_two_stage_pipeline",
+            True,
+            "stage 2 needs the distilled LoRA: pass from_pretrained(..., "
+            "stage2_lora=PATH), or use_distilled_pipeline=True with a distilled model",
+        )
     return Mode(use_two_stage_pipeline, use_distilled_pipeline, height // factor, width // factor)
 
 
@@ -157,8 +196,11 @@ def to_rgb_array(image, name: str = "image") -> np.ndarray:
             return image
         return (np.clip(image.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
     shape = getattr(image, "shape", None)
-    _fail(name, f"{type(image).__name__}{'' if shape is None else f' of shape {tuple(shape)}'}",
-          "must be a PIL image or an (H, W, 3) array")
+    _fail(
+        name,
+        f"{type(image).__name__}{'' if shape is None else f' of shape {tuple(shape)}'}",
+        "must be a PIL image or an (H, W, 3) array",
+    )
 
 
 def to_pil(image):

@@ -57,7 +57,8 @@ class ModelConfig:
             raise FileNotFoundError(
                 f"ModelConfig(model_id={self.model_id!r}, origin_file_pattern={self.origin_file_pattern!r}): nothing "
                 f"at {root}/{'|'.join(patterns)}. ltx2train does not download: put the files there (or set "
-                "DIFFSYNTH_MODEL_BASE_PATH), or pass ModelConfig(path=...)")
+                "DIFFSYNTH_MODEL_BASE_PATH), or pass ModelConfig(path=...)"
+            )
         return found
 
 
@@ -92,12 +93,21 @@ def resolve(model_configs: list[ModelConfig], tokenizer_config: ModelConfig | No
     transformers = {n for names in split.values() for n in names} & _TRANSFORMERS
     checkpoints = sorted(split) + singles
     if len(checkpoints) != 1:
-        raise UserError(f"model_configs: found {len(checkpoints)} LTX-2 checkpoints ({[str(c) for c in checkpoints]}); "
-                         "give the split files of one directory, or one official single file")
+        raise UserError(
+            f"model_configs: found {len(checkpoints)} LTX-2 checkpoints ({[str(c) for c in checkpoints]}); "
+            "give the split files of one directory, or one official single file"
+        )
     if len(gemma) != 1:
-        raise UserError(f"model_configs / tokenizer_config: found {len(gemma)} Gemma directories "
-                         f"({[str(g) for g in gemma]}); give Gemma 3's model-*.safetensors or its directory")
+        raise UserError(
+            f"model_configs / tokenizer_config: found {len(gemma)} Gemma directories "
+            f"({[str(g) for g in gemma]}); give Gemma 3's model-*.safetensors or its directory"
+        )
     checkpoint = checkpoints[0]
     distilled = transformers == {DISTILLED_TRANSFORMER_FILE}  # the distilled transformer file named, not the dev one
-    return {"checkpoint": checkpoint, "text_encoder": gemma.pop(), "upscaler": upscalers[0] if upscalers else None,
-            "distilled": distilled, "transformer": override}
+    return {
+        "checkpoint": checkpoint,
+        "text_encoder": gemma.pop(),
+        "upscaler": upscalers[0] if upscalers else None,
+        "distilled": distilled,
+        "transformer": override,
+    }

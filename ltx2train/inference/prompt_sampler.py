@@ -32,8 +32,13 @@ class EncodedPrompts:
 def encode_prompts(text_encoder, prompts: list[str], negative_prompt: str, max_sequence_length: int) -> EncodedPrompts:
     positive = text_encoder.encode(list(prompts), max_sequence_length=max_sequence_length)
     negative = text_encoder.encode([negative_prompt], max_sequence_length=max_sequence_length)
-    return EncodedPrompts(list(prompts), positive.hidden_states.cpu(), positive.attention_mask.cpu(),
-                          negative.hidden_states.cpu(), negative.attention_mask.cpu())
+    return EncodedPrompts(
+        list(prompts),
+        positive.hidden_states.cpu(),
+        positive.attention_mask.cpu(),
+        negative.hidden_states.cpu(),
+        negative.attention_mask.cpu(),
+    )
 
 
 @contextmanager
@@ -41,8 +46,10 @@ def preserved_training_state(*modules: torch.nn.Module):
     """Put ``modules`` in eval mode for sampling; restore modes, grad flags and LoRA scales afterwards."""
     modes = [{name: m.training for name, m in module.named_modules()} for module in modules]
     grads = [{name: p.requires_grad for name, p in module.named_parameters()} for module in modules]
-    scales = [{name: dict(m.scaling) for name, m in module.named_modules() if isinstance(getattr(m, "scaling", None), dict)}
-              for module in modules]
+    scales = [
+        {name: dict(m.scaling) for name, m in module.named_modules() if isinstance(getattr(m, "scaling", None), dict)}
+        for module in modules
+    ]
     try:
         for module in modules:
             module.eval()
@@ -94,7 +101,10 @@ def read_conditions(cfg, reference_downscale: int = 1) -> list[dict]:
         conditions[i] = condition_kwargs(image=read_image(i, path))
     for i, path in enumerate(cfg.reference_videos):
         reference = read_reference(i, path, cfg)
-        conditions[i] = {**conditions[i], **condition_kwargs(reference=reference, reference_downscale=reference_downscale)}
+        conditions[i] = {
+            **conditions[i],
+            **condition_kwargs(reference=reference, reference_downscale=reference_downscale),
+        }
     for key, paths in (("given_audio", cfg.audios), ("given_video", cfg.videos)):
         for i, path in enumerate(paths):  # encoded by the sampler, which holds the VAEs
             if not Path(path).is_file():
@@ -113,16 +123,18 @@ def encode_given(conditions: list[dict], cfg, video_vae, audio_vae) -> list[dict
         if isinstance(c.get("given_audio"), Path):
             c["given_audio"] = encode_given_audio(audio_vae, c["given_audio"], cfg.num_frames, cfg.fps)
         if isinstance(c.get("given_video"), Path):
-            c["given_video"] = encode_given_video(video_vae, c["given_video"], cfg.height, cfg.width, cfg.num_frames,
-                                                  cfg.fps)
+            c["given_video"] = encode_given_video(
+                video_vae, c["given_video"], cfg.height, cfg.width, cfg.num_frames, cfg.fps
+            )
         encoded.append(c)
     return encoded
 
 
 def decoder_components(cfg) -> list[str]:
     """The components that turn a sample's latents into its clip, for ``cfg`` (ValidationConfig)."""
-    return ["video_vae", "audio_vae", "vocoder"] + (["video_diffusion_decoder"] if cfg.video_decoder == "diffusion"
-                                                     else [])
+    return ["video_vae", "audio_vae", "vocoder"] + (
+        ["video_diffusion_decoder"] if cfg.video_decoder == "diffusion" else []
+    )
 
 
 def sampling_parts(cfg) -> dict[str, str]:
@@ -136,24 +148,41 @@ def sampling_parts(cfg) -> dict[str, str]:
     return parts
 
 
-def build_sampler(cfg, prompts: EncodedPrompts, load, *, samples_dir, conditions,
-                  num_frames: list[int] | None = None) -> "PromptSampler":
+def build_sampler(
+    cfg, prompts: EncodedPrompts, load, *, samples_dir, conditions, num_frames: list[int] | None = None
+) -> "PromptSampler":
     """A :class:`PromptSampler` with its decoders from ``load(component, dtype=None, part=None)`` (the vocoder in
     float32; of a VAE the half :func:`sampling_parts` names)."""
     parts = sampling_parts(cfg)
-    return PromptSampler(cfg, prompts, video_vae=load("video_vae", part=parts.get("video_vae")),
-                         audio_vae=load("audio_vae", part=parts.get("audio_vae")),
-                         vocoder=load("vocoder", torch.float32), samples_dir=samples_dir, conditions=conditions,
-                         video_decoder=load("video_diffusion_decoder") if cfg.video_decoder == "diffusion" else None,
-                         num_frames=num_frames)
+    return PromptSampler(
+        cfg,
+        prompts,
+        video_vae=load("video_vae", part=parts.get("video_vae")),
+        audio_vae=load("audio_vae", part=parts.get("audio_vae")),
+        vocoder=load("vocoder", torch.float32),
+        samples_dir=samples_dir,
+        conditions=conditions,
+        video_decoder=load("video_diffusion_decoder") if cfg.video_decoder == "diffusion" else None,
+        num_frames=num_frames,
+    )
 
 
 class PromptSampler:
     """``conditions``: per prompt, :func:`read_conditions`' pipeline arguments (empty: text only)."""
 
-    def __init__(self, cfg, prompts: EncodedPrompts, *, video_vae, audio_vae, vocoder, samples_dir: str | Path,
-                 conditions: list[dict] | None = None, video_decoder: torch.nn.Module | None = None,
-                 num_frames: list[int] | None = None):
+    def __init__(
+        self,
+        cfg,
+        prompts: EncodedPrompts,
+        *,
+        video_vae,
+        audio_vae,
+        vocoder,
+        samples_dir: str | Path,
+        conditions: list[dict] | None = None,
+        video_decoder: torch.nn.Module | None = None,
+        num_frames: list[int] | None = None,
+    ):
         self.cfg = cfg  # ValidationConfig
         self.prompts = prompts
         self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
@@ -168,28 +197,49 @@ class PromptSampler:
 
     def sample(self, transformer: torch.nn.Module, connectors: torch.nn.Module) -> list[GeneratedClip]:
         cfg = self.cfg
-        pipes = {conditioned: build_pipeline(transformer=transformer, connectors=connectors, video_vae=self.video_vae,
-                                             audio_vae=self.audio_vae, vocoder=self.vocoder, conditioned=conditioned)
-                 for conditioned in {self._conditioned(i) for i in range(len(self.conditions))}}
+        pipes = {
+            conditioned: build_pipeline(
+                transformer=transformer,
+                connectors=connectors,
+                video_vae=self.video_vae,
+                audio_vae=self.audio_vae,
+                vocoder=self.vocoder,
+                conditioned=conditioned,
+            )
+            for conditioned in {self._conditioned(i) for i in range(len(self.conditions))}
+        }
         clips = []
         fit_decode_tiles(self.video_vae, cfg.height, cfg.width)
         with preserved_training_state(transformer, connectors):
             for i in progress(range(len(self.prompts.prompts)), desc="sample", unit="clip"):
-                clips.append(generate(
-                    pipes[self._conditioned(i)],
-                    self.prompts.hidden_states[i : i + 1],
-                    self.prompts.attention_mask[i : i + 1],
-                    negative_prompt_embeds=self.prompts.negative_hidden_states,
-                    negative_prompt_attention_mask=self.prompts.negative_attention_mask,
-                    seed=cfg.seed, height=cfg.height, width=cfg.width, num_frames=self.num_frames[i], fps=cfg.fps,
-                    steps=cfg.steps, guidance_scale=cfg.guidance_scale, audio_guidance_scale=cfg.audio_guidance_scale,
-                    stg_scale=cfg.stg_scale, stg_blocks=list(cfg.stg_blocks), modality_scale=cfg.modality_scale,
-                    guidance_rescale=cfg.guidance_rescale, conditions=self.conditions[i],
-                    video_decoder=self.video_decoder,
-                ))
+                clips.append(
+                    generate(
+                        pipes[self._conditioned(i)],
+                        self.prompts.hidden_states[i : i + 1],
+                        self.prompts.attention_mask[i : i + 1],
+                        negative_prompt_embeds=self.prompts.negative_hidden_states,
+                        negative_prompt_attention_mask=self.prompts.negative_attention_mask,
+                        seed=cfg.seed,
+                        height=cfg.height,
+                        width=cfg.width,
+                        num_frames=self.num_frames[i],
+                        fps=cfg.fps,
+                        steps=cfg.steps,
+                        guidance_scale=cfg.guidance_scale,
+                        audio_guidance_scale=cfg.audio_guidance_scale,
+                        stg_scale=cfg.stg_scale,
+                        stg_blocks=list(cfg.stg_blocks),
+                        modality_scale=cfg.modality_scale,
+                        guidance_rescale=cfg.guidance_rescale,
+                        conditions=self.conditions[i],
+                        video_decoder=self.video_decoder,
+                    )
+                )
         return clips
 
-    def run(self, step: int, transformer: torch.nn.Module, connectors: torch.nn.Module) -> tuple[list[Path], list[GeneratedClip]]:
+    def run(
+        self, step: int, transformer: torch.nn.Module, connectors: torch.nn.Module
+    ) -> tuple[list[Path], list[GeneratedClip]]:
         clips = self.sample(transformer, connectors)
         paths = [write_clip(clip, self.samples_dir / f"step_{step:06d}_prompt{i}.mp4") for i, clip in enumerate(clips)]
         return paths, clips

@@ -26,16 +26,26 @@ SHIFT_ANCHOR_TOKENS = MAX_TOKENS
 TERMINAL_SIGMA = 0.1
 
 
-def shift_mu(num_tokens: int, base_shift: float = BASE_SHIFT, max_shift: float = MAX_SHIFT,
-             base_tokens: int = BASE_TOKENS, max_tokens: int = MAX_TOKENS) -> float:
+def shift_mu(
+    num_tokens: int,
+    base_shift: float = BASE_SHIFT,
+    max_shift: float = MAX_SHIFT,
+    base_tokens: int = BASE_TOKENS,
+    max_tokens: int = MAX_TOKENS,
+) -> float:
     """The time shift's ``mu``: linear in the token count through (base_tokens, base_shift) and (max_tokens,
     max_shift), as the LTX-2 scheduler computes it (training's sigma shift uses it with ``objective.*``)."""
     slope = (max_shift - base_shift) / (max_tokens - base_tokens)
     return base_shift + slope * (num_tokens - base_tokens)
 
 
-def ltx2_sigmas(num_inference_steps: int, denoising_strength: float = 1.0, *,
-                tokens: int = SHIFT_ANCHOR_TOKENS, terminal: float = TERMINAL_SIGMA) -> list[float]:
+def ltx2_sigmas(
+    num_inference_steps: int,
+    denoising_strength: float = 1.0,
+    *,
+    tokens: int = SHIFT_ANCHOR_TOKENS,
+    terminal: float = TERMINAL_SIGMA,
+) -> list[float]:
     """``num_inference_steps`` decreasing sigmas from ``denoising_strength`` (the final 0 is the scheduler's)."""
     mu = math.exp(shift_mu(tokens))
     linear = [denoising_strength * (1 - i / num_inference_steps) for i in range(num_inference_steps)]

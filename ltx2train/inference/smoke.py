@@ -22,15 +22,37 @@ def build_pipeline(variant: str, checkpoint: str | Path, text_encoder_dir: str |
     return pipeline_from_modules(text_encoder=gemma.model, tokenizer=gemma.tokenizer, **components)
 
 
-def render_clip(pipe, prompt: str, out_path: str | Path, *, height=64, width=64, num_frames=9, steps=2,
-                frame_rate=24.0, seed=0, max_sequence_length=32) -> Path:
+def render_clip(
+    pipe,
+    prompt: str,
+    out_path: str | Path,
+    *,
+    height=64,
+    width=64,
+    num_frames=9,
+    steps=2,
+    frame_rate=24.0,
+    seed=0,
+    max_sequence_length=32,
+) -> Path:
     from ltx2train.inference.live_pipeline import GeneratedClip, write_clip
 
     video, audio = pipe(
-        prompt=prompt, height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
-        num_inference_steps=steps, guidance_scale=1.0, stg_scale=0.0, audio_guidance_scale=1.0,
-        audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0,
-        generator=torch.Generator().manual_seed(seed), output_type="np", return_dict=False,
+        prompt=prompt,
+        height=height,
+        width=width,
+        num_frames=num_frames,
+        frame_rate=frame_rate,
+        num_inference_steps=steps,
+        guidance_scale=1.0,
+        stg_scale=0.0,
+        audio_guidance_scale=1.0,
+        audio_stg_scale=0.0,
+        modality_scale=1.0,
+        audio_modality_scale=1.0,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+        return_dict=False,
         max_sequence_length=max_sequence_length,
     )
     clip = GeneratedClip(video[0], audio[0].float().cpu(), int(pipe.vocoder.config.output_sampling_rate), frame_rate)

@@ -61,8 +61,14 @@ def resident_blocks(transformer: torch.nn.Module, others: int, vram_limit_gb: fl
     return max(0, min(len(blocks), room // per_block))
 
 
-def place(modules: dict, plan: VramPlan, compute_dtype: torch.dtype, device: torch.device, swap_blocks: int | None,
-          others: int = 0) -> int:
+def place(
+    modules: dict,
+    plan: VramPlan,
+    compute_dtype: torch.dtype,
+    device: torch.device,
+    swap_blocks: int | None,
+    others: int = 0,
+) -> int:
     """FP8-store and place ``modules`` (transformer, connectors, text_encoder if any, loaded on the host) as ``plan`` says;
     returns the number of blocks streamed from host memory. ``others``: bytes of what else the device holds."""
     from ltx2train.memory.fp8 import store_fp8
@@ -70,7 +76,9 @@ def place(modules: dict, plan: VramPlan, compute_dtype: torch.dtype, device: tor
 
     transformer, connectors = modules["transformer"], modules["connectors"]
     text = modules.get("text_encoder")
-    frozen = [(transformer, "transformer"), (connectors, "connectors")] + ([(text.model, "text_encoder")] if text else [])
+    frozen = [(transformer, "transformer"), (connectors, "connectors")] + (
+        [(text.model, "text_encoder")] if text else []
+    )
     if plan.storage_dtype is not None:
         for module, name in frozen:
             store_fp8(module, name, compute_dtype=compute_dtype, storage_dtype=plan.storage_dtype)

@@ -83,12 +83,19 @@ def fp8_layers(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """The layers of ``module`` stored in FP8 (those carrying a layerwise-casting hook), by name."""
     from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
 
-    return {name: m for name, m in module.named_modules()
-            if getattr(m, "_diffusers_hook", None) is not None and m._diffusers_hook.get_hook(_LAYERWISE_CASTING_HOOK)}
+    return {
+        name: m
+        for name, m in module.named_modules()
+        if getattr(m, "_diffusers_hook", None) is not None and m._diffusers_hook.get_hook(_LAYERWISE_CASTING_HOOK)
+    }
 
 
-def store_fp8(module: torch.nn.Module, component: str, compute_dtype: torch.dtype = torch.bfloat16,
-              storage_dtype: torch.dtype = STORAGE_DTYPE) -> Fp8Report:
+def store_fp8(
+    module: torch.nn.Module,
+    component: str,
+    compute_dtype: torch.dtype = torch.bfloat16,
+    storage_dtype: torch.dtype = STORAGE_DTYPE,
+) -> Fp8Report:
     """Store ``component``'s frozen layers (but ``SKIP_PATTERNS[component]``) as float8 (``storage_dtype``: e4m3fn,
     or e5m2), computed in ``compute_dtype`` (the dtype the rest of the module runs in). Call it before any adapter
     is added."""
@@ -105,8 +112,14 @@ def store_fp8(module: torch.nn.Module, component: str, compute_dtype: torch.dtyp
         raise UserError(f"{component}: FP8 storage is float8_e4m3fn or float8_e5m2, not {storage_dtype}")
     apply_layerwise_casting(module, storage_dtype, compute_dtype, skip_modules_pattern=SKIP_PATTERNS[component])
     layers = fp8_layers(module)
-    return Fp8Report(component, len(layers), sum(before[name] for name in layers),
-                     sum(param_bytes(m) for m in layers.values()), before[""], param_bytes(module))
+    return Fp8Report(
+        component,
+        len(layers),
+        sum(before[name] for name in layers),
+        sum(param_bytes(m) for m in layers.values()),
+        before[""],
+        param_bytes(module),
+    )
 
 
 @torch.no_grad()

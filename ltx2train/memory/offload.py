@@ -66,8 +66,10 @@ class BlockSwap:
         if not isinstance(all_blocks, torch.nn.ModuleList):
             raise TypeError(f"memory.block_swap: {type(transformer).__name__} has no `transformer_blocks` list to swap")
         if not 0 < blocks <= len(all_blocks):
-            raise UserError(f"memory.block_swap={blocks}: the transformer has {len(all_blocks)} blocks; swap 1 to "
-                             f"{len(all_blocks)} of them (0 turns block swap off)")
+            raise UserError(
+                f"memory.block_swap={blocks}: the transformer has {len(all_blocks)} blocks; swap 1 to "
+                f"{len(all_blocks)} of them (0 turns block swap off)"
+            )
         self._transformer, self.device = transformer, torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -79,8 +81,9 @@ class BlockSwap:
         self._graph_task = None
         self._weights, self.parameter_names = self._to_host(all_blocks, trained_on_host)
         self._trained = {id(p) for weights in self._weights.values() for p, _ in weights if p.requires_grad}
-        self.gradients = HostGradients([p for w in self._weights.values() for p, _ in w if id(p) in self._trained],
-                                       self.device)
+        self.gradients = HostGradients(
+            [p for w in self._weights.values() for p, _ in w if id(p) in self._trained], self.device
+        )
         self._place_rest(transformer)
         self._hooks = []
         for i in range(max(self.swapped[0] - 1, 0), len(all_blocks)):  # the block before the first swapped one too
@@ -97,7 +100,8 @@ class BlockSwap:
             if not moved:
                 raise UserError(
                     f"memory.block_swap: block {i} has no frozen weights to keep in host memory (every one is "
-                    "trained); swap trained weights too (trained_on_host=True, as train.method=full does)")
+                    "trained); swap trained weights too (trained_on_host=True, as train.method=full does)"
+                )
             weights[i] = []
             for name, p in moved:
                 host = torch.empty_like(p, device="cpu", pin_memory=pin).copy_(p.detach())
@@ -127,8 +131,10 @@ class BlockSwap:
         if block not in self._weights or block in self._resident or block in self._pending:
             return
         with torch.cuda.stream(self._stream) if self._stream is not None else nullcontext():
-            buffers = [torch.empty_like(host, device=self.device).copy_(host, non_blocking=True)
-                       for _, host in self._weights[block]]
+            buffers = [
+                torch.empty_like(host, device=self.device).copy_(host, non_blocking=True)
+                for _, host in self._weights[block]
+            ]
             event = self._stream.record_event() if self._stream is not None else None
         self._pending[block] = (buffers, event)
         self.copies += 1

@@ -12,16 +12,27 @@ TILE_PIXELS, OVERLAP_PIXELS = 512, 128
 TILE_FRAMES, OVERLAP_FRAMES = 128, 24
 
 
-def enable_vae_tiling(video_vae: torch.nn.Module, tile: int = TILE_PIXELS, overlap: int = OVERLAP_PIXELS,
-                      frames: int = TILE_FRAMES, frame_overlap: int = OVERLAP_FRAMES) -> torch.nn.Module:
+def enable_vae_tiling(
+    video_vae: torch.nn.Module,
+    tile: int = TILE_PIXELS,
+    overlap: int = OVERLAP_PIXELS,
+    frames: int = TILE_FRAMES,
+    frame_overlap: int = OVERLAP_FRAMES,
+) -> torch.nn.Module:
     """Tiles of ``tile`` pixels overlapping by ``overlap``, ``frames`` frames overlapping by ``frame_overlap``
     (diffusers' own tiling of ``AutoencoderKLLTX2Video``, both directions)."""
     if not 0 <= overlap < tile or not 0 <= frame_overlap < frames:
-        raise UserError(f"VAE tiles: overlaps must be smaller than the tiles ({tile}/{overlap} px, "
-                         f"{frames}/{frame_overlap} frames)")
-    video_vae.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile, tile_sample_min_num_frames=frames,
-                            tile_sample_stride_height=tile - overlap, tile_sample_stride_width=tile - overlap,
-                            tile_sample_stride_num_frames=frames - frame_overlap)
+        raise UserError(
+            f"VAE tiles: overlaps must be smaller than the tiles ({tile}/{overlap} px, {frames}/{frame_overlap} frames)"
+        )
+    video_vae.enable_tiling(
+        tile_sample_min_height=tile,
+        tile_sample_min_width=tile,
+        tile_sample_min_num_frames=frames,
+        tile_sample_stride_height=tile - overlap,
+        tile_sample_stride_width=tile - overlap,
+        tile_sample_stride_num_frames=frames - frame_overlap,
+    )
     video_vae.use_framewise_encoding = video_vae.use_framewise_decoding = True
     return video_vae
 
@@ -42,8 +53,10 @@ def decode_tile_problem(height: int, width: int, tile: int = TILE_PIXELS, overla
     bad = [side for side in sides if side > 1 and (side - 1) % stride == 0]
     if not bad:
         return None
-    return (f"tiles of {tile} px every {tile - overlap} px leave a last tile one latent ({LATENT_PIXELS} px) wide "
-            f"across {bad[0] * LATENT_PIXELS} px, which the VAE cannot decode")
+    return (
+        f"tiles of {tile} px every {tile - overlap} px leave a last tile one latent ({LATENT_PIXELS} px) wide "
+        f"across {bad[0] * LATENT_PIXELS} px, which the VAE cannot decode"
+    )
 
 
 def fitting_overlap(height: int, width: int, tile: int = TILE_PIXELS, overlap: int = OVERLAP_PIXELS) -> int | None:

@@ -17,7 +17,12 @@ from typing import Mapping
 
 import torch
 
-from ltx2train.models.key_maps import build_key_map, lora_module_to_diffusers, lora_module_to_original, lora_original_to_peft
+from ltx2train.models.key_maps import (
+    build_key_map,
+    lora_module_to_diffusers,
+    lora_module_to_original,
+    lora_original_to_peft,
+)
 from ltx2train.models.lora_files import LoraFile, LoraModule, from_state_dict, read_lora, to_state_dict
 from ltx2train.models.trained import trained_parts
 from ltx2train.utils.errors import UserError
@@ -37,8 +42,14 @@ def training_lora_config(lora_cfg, exclude: str | None = None):
     modules whose full name matches ``exclude`` get no adapter."""
     from peft import LoraConfig
 
-    return LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-                      target_modules=lora_targets(lora_cfg), init_lora_weights=True, exclude_modules=exclude)
+    return LoraConfig(
+        r=lora_cfg.rank,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=lora_targets(lora_cfg),
+        init_lora_weights=True,
+        exclude_modules=exclude,
+    )
 
 
 def _lora_config(state: Mapping[str, torch.Tensor], alphas: Mapping[str, float]):
@@ -72,8 +83,10 @@ def _inject(module: torch.nn.Module, state: Mapping[str, torch.Tensor], alphas, 
         if f".{adapter_name}." in name and p.dtype == torch.float8_e4m3fn:
             p.data = torch.zeros_like(p.data, dtype=torch.float32)
     param = next(module.parameters())
-    state = {k: v.to(device=param.device, dtype=torch.float32 if param.dtype == torch.float8_e4m3fn else param.dtype)
-             for k, v in state.items()}
+    state = {
+        k: v.to(device=param.device, dtype=torch.float32 if param.dtype == torch.float8_e4m3fn else param.dtype)
+        for k, v in state.items()
+    }
     result = set_peft_model_state_dict(module, state, adapter_name=adapter_name)
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if unexpected:
@@ -133,7 +146,7 @@ def export_lora(
 
     modules: dict[str, LoraModule] = {}
     for component, module in (("transformer", transformer), ("connectors", connectors)):
-        for name, layer in (module.named_modules() if module is not None else ()):
+        for name, layer in module.named_modules() if module is not None else ():
             if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A:
                 down, up = f"{name}.lora_A.{adapter_name}.weight", f"{name}.lora_B.{adapter_name}.weight"
                 if states is not None and component in states:
@@ -141,12 +154,19 @@ def export_lora(
                 else:
                     down, up = layer.lora_A[adapter_name].weight.detach(), layer.lora_B[adapter_name].weight.detach()
                 modules[lora_module_to_original(component, name)] = LoraModule(
-                    down, up, float(layer.scaling[adapter_name] * layer.r[adapter_name]))
+                    down, up, float(layer.scaling[adapter_name] * layer.r[adapter_name])
+                )
     return LoraFile(modules, "official")
 
 
-def load_into_adapter(model: torch.nn.Module, lora: LoraFile, *, adapter_name: str = "default",
-                      require_all: bool = False, source: str = "LoRA") -> int:
+def load_into_adapter(
+    model: torch.nn.Module,
+    lora: LoraFile,
+    *,
+    adapter_name: str = "default",
+    require_all: bool = False,
+    source: str = "LoRA",
+) -> int:
     """Fill the existing adapter ``adapter_name`` of a trained module (the transformer, or it with the connectors:
     ``models/trained.py``) so that each module's effect equals the file's, whatever alpha either was made with.
     Modules the adapter has but the file lacks keep their weights unless ``require_all``. Returns the number of
@@ -163,12 +183,22 @@ def _adapted_layers(model: torch.nn.Module, adapter_name: str) -> dict[tuple[str
     """``{(component, module name): (LoRA layer, state-dict prefix)}`` of a trained module's adapter."""
     from peft.tuners.lora import LoraLayer
 
-    return {(component, name): (layer, prefix) for component, (module, prefix) in trained_parts(model).items()
-            for name, layer in module.named_modules() if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A}
+    return {
+        (component, name): (layer, prefix)
+        for component, (module, prefix) in trained_parts(model).items()
+        for name, layer in module.named_modules()
+        if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A
+    }
 
 
-def adapter_state_from_lora(model: torch.nn.Module, lora: LoraFile, *, adapter_name: str = "default",
-                            require_all: bool = False, source: str = "LoRA") -> dict[str, torch.Tensor]:
+def adapter_state_from_lora(
+    model: torch.nn.Module,
+    lora: LoraFile,
+    *,
+    adapter_name: str = "default",
+    require_all: bool = False,
+    source: str = "LoRA",
+) -> dict[str, torch.Tensor]:
     """The adapter's tensors (the trained module's state-dict names) that give each module the file's effect:
     ``B_adapter = B_file * scale_file / scale_adapter`` (float32 arithmetic); every module checked first."""
     layers = _adapted_layers(model, adapter_name)
@@ -178,17 +208,25 @@ def adapter_state_from_lora(model: torch.nn.Module, lora: LoraFile, *, adapter_n
         component, dname = lora_module_to_diffusers(name)
         layer, prefix = layers.get((component, dname), (None, ""))
         if component == "connectors" and not trains_connectors:
-            problems.append(f"module {name!r} is on the text connectors, which this run does not adapt (add "
-                            "connectors to train.trainable, or leave them out: ltx2train export FILE "
-                            "--drop-connectors --output NEW)")
+            problems.append(
+                f"module {name!r} is on the text connectors, which this run does not adapt (add "
+                "connectors to train.trainable, or leave them out: ltx2train export FILE "
+                "--drop-connectors --output NEW)"
+            )
         elif layer is None:
             problems.append(f"module {name!r} is not adapted here (lora.target_modules)")
         elif layer.r[adapter_name] != weights.rank:
-            problems.append(f"module {name!r} has rank {weights.rank}, the adapter rank {layer.r[adapter_name]} (lora.rank)")
-        elif layer.lora_A[adapter_name].weight.shape[1] != weights.down.shape[1] or \
-                layer.lora_B[adapter_name].weight.shape[0] != weights.up.shape[0]:
-            problems.append(f"module {name!r} has shapes {list(weights.up.shape)} x {list(weights.down.shape)}, which "
-                            "do not fit the model (another base variant?)")
+            problems.append(
+                f"module {name!r} has rank {weights.rank}, the adapter rank {layer.r[adapter_name]} (lora.rank)"
+            )
+        elif (
+            layer.lora_A[adapter_name].weight.shape[1] != weights.down.shape[1]
+            or layer.lora_B[adapter_name].weight.shape[0] != weights.up.shape[0]
+        ):
+            problems.append(
+                f"module {name!r} has shapes {list(weights.up.shape)} x {list(weights.down.shape)}, which "
+                "do not fit the model (another base variant?)"
+            )
         else:
             ratio = weights.scale / float(layer.scaling[adapter_name])
             state[f"{prefix}{dname}.lora_A.{adapter_name}.weight"] = weights.down.float()
@@ -196,8 +234,9 @@ def adapter_state_from_lora(model: torch.nn.Module, lora: LoraFile, *, adapter_n
             state[f"{prefix}{dname}.lora_B.{adapter_name}.weight"] = up * ratio if ratio != 1.0 else up
             seen.add((component, dname))
     if require_all:
-        problems += [f"no weights for adapted module {lora_module_to_original(c, d)!r}"
-                     for c, d in sorted(set(layers) - seen)]
+        problems += [
+            f"no weights for adapted module {lora_module_to_original(c, d)!r}" for c, d in sorted(set(layers) - seen)
+        ]
     if problems:
         shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
         raise UserError(f"{source} does not fit this recipe's LoRA: {shown}")
@@ -205,8 +244,12 @@ def adapter_state_from_lora(model: torch.nn.Module, lora: LoraFile, *, adapter_n
 
 
 @torch.no_grad()
-def merge_into_base(lora: str | Path | Mapping[str, torch.Tensor] | LoraFile, transformer: torch.nn.Module,
-                    connectors: torch.nn.Module | None = None, strength: float = 1.0) -> int:
+def merge_into_base(
+    lora: str | Path | Mapping[str, torch.Tensor] | LoraFile,
+    transformer: torch.nn.Module,
+    connectors: torch.nn.Module | None = None,
+    strength: float = 1.0,
+) -> int:
     """``W += strength * scale * B @ A`` for every module of ``lora`` (float32 arithmetic, the weight's dtype kept),
     into the transformer's and the connectors' own weights, as ``export --merge`` merges files; returns how many
     weights changed. A module the model lacks, or of another shape, is an error before any weight changes."""
@@ -220,10 +263,14 @@ def merge_into_base(lora: str | Path | Mapping[str, torch.Tensor] | LoraFile, tr
         try:
             layer = owner.get_submodule(path)
         except AttributeError:
-            raise UserError(f"LoRA module {name!r}: no {component} module {path!r} (a LoRA of another model?)") from None
+            raise UserError(
+                f"LoRA module {name!r}: no {component} module {path!r} (a LoRA of another model?)"
+            ) from None
         if tuple(layer.weight.shape) != (weights.up.shape[0], weights.down.shape[1]):
-            raise UserError(f"LoRA module {name!r} makes {[weights.up.shape[0], weights.down.shape[1]]}, "
-                             f"{path} is {list(layer.weight.shape)} (a LoRA of another model size?)")
+            raise UserError(
+                f"LoRA module {name!r} makes {[weights.up.shape[0], weights.down.shape[1]]}, "
+                f"{path} is {list(layer.weight.shape)} (a LoRA of another model size?)"
+            )
         targets.append((layer, weights))
     for layer, weights in targets:
         delta = strength * weights.delta().to(layer.weight.device)
@@ -231,8 +278,9 @@ def merge_into_base(lora: str | Path | Mapping[str, torch.Tensor] | LoraFile, tr
     return len(targets)
 
 
-def merge_presets(presets, transformer: torch.nn.Module, connectors: torch.nn.Module | None = None,
-                  log=lambda _: None) -> None:
+def merge_presets(
+    presets, transformer: torch.nn.Module, connectors: torch.nn.Module | None = None, log=lambda _: None
+) -> None:
     """``lora.preset``: each LoRA file merged into the base weights (:func:`merge_into_base`), in order."""
     for path in presets:
         if not Path(path).is_file():

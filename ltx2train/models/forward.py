@@ -59,9 +59,17 @@ def keyframes_mask(batch: int, num_tokens: int, frame_tokens: int, device=None) 
     return mask
 
 
-def transformer_kwargs(video: VideoTokens, audio: AudioTokens, context, sample_sigma: torch.Tensor, *,
-                       use_cross_timestep: bool, device, isolate_modalities: bool = False,
-                       keyframes: bool = False) -> dict:
+def transformer_kwargs(
+    video: VideoTokens,
+    audio: AudioTokens,
+    context,
+    sample_sigma: torch.Tensor,
+    *,
+    use_cross_timestep: bool,
+    device,
+    isolate_modalities: bool = False,
+    keyframes: bool = False,
+) -> dict:
     """``sample_sigma`` (B,) is the video's noise level, which drives the audio-video cross-attention
     modulation (``sigma``/``audio_sigma``); ``context`` holds the connectors' video/audio text context (or the
     projected text: :func:`text_kwargs`).
@@ -98,8 +106,12 @@ def text_kwargs(context) -> dict:
     with the transformer (``models/trained.py``) -- the projected text they run on in the trained module's forward."""
     if isinstance(context, ProjectedText):
         return dict(text_video=context.video, text_audio=context.audio, text_attention_mask=context.attention_mask)
-    return dict(encoder_hidden_states=context.video, audio_encoder_hidden_states=context.audio,
-                encoder_attention_mask=context.attention_mask, audio_encoder_attention_mask=context.attention_mask)
+    return dict(
+        encoder_hidden_states=context.video,
+        audio_encoder_hidden_states=context.audio,
+        encoder_attention_mask=context.attention_mask,
+        audio_encoder_attention_mask=context.attention_mask,
+    )
 
 
 def text_length(model_kwargs: dict) -> int:
@@ -112,6 +124,7 @@ def text_length(model_kwargs: dict) -> int:
 def call_hook(transformer: torch.nn.Module, hook):
     """While active, ``hook(kwargs)`` edits the keyword arguments of every forward of ``transformer`` (how a
     diffusers pipeline's transformer call is changed without forking the pipeline)."""
+
     def pre_hook(module, args, kwargs):
         hook(kwargs)
         return args, kwargs
@@ -134,8 +147,9 @@ def first_frame_marked(transformer: torch.nn.Module):
     def mark(kwargs):
         if kwargs.get("video_keyframes_mask") is None:
             tokens = kwargs["hidden_states"]
-            kwargs["video_keyframes_mask"] = keyframes_mask(tokens.shape[0], tokens.shape[1],
-                                                            kwargs["height"] * kwargs["width"], tokens.device)
+            kwargs["video_keyframes_mask"] = keyframes_mask(
+                tokens.shape[0], tokens.shape[1], kwargs["height"] * kwargs["width"], tokens.device
+            )
 
     with call_hook(transformer, mark):
         yield

@@ -28,8 +28,11 @@ def _layout(variant: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     from ltx2train.models.specs import load_variant
     from ltx2train.models.version import shipped_layout
 
-    return {key: (name, shape) for name in load_variant(variant).components
-            for key, shape in shipped_layout(variant, name).items()}
+    return {
+        key: (name, shape)
+        for name in load_variant(variant).components
+        for key, shape in shipped_layout(variant, name).items()
+    }
 
 
 def inspect_file(path: str | Path) -> dict:
@@ -42,8 +45,9 @@ def inspect_file(path: str | Path) -> dict:
     release = release_file_named(path)
     shapes = {(release.original_key(k) if release else k): tuple(e.shape) for k, e in entries.items()}
     report = identify_components(shapes, release, version_hint=metadata.get("model_version"))
-    report.update(path=str(path), tensors=len(shapes), metadata=metadata,
-                  dtypes=dict(Counter(e.dtype for e in entries.values())))
+    report.update(
+        path=str(path), tensors=len(shapes), metadata=metadata, dtypes=dict(Counter(e.dtype for e in entries.values()))
+    )
     return report
 
 
@@ -73,8 +77,11 @@ def identify_components(shapes: dict[str, tuple[int, ...]], release=None, versio
     if matched == 0:
         return {"kind": "unknown", "variant": None, "components": [], "extra_keys": sorted(shapes)[:20]}
     held = {k for k in shapes if k in _layout(best)}
-    alike = [v for v in list_variants() if v != best and score(v) == matched and
-             {k for k in shapes if k in _layout(v)} == held]
+    alike = [
+        v
+        for v in list_variants()
+        if v != best and score(v) == matched and {k for k in shapes if k in _layout(v)} == held
+    ]
     hinted = [v for v in alike if version_hint and version_hint.startswith(load_variant(v).family)]
     if hinted and not version_hint.startswith(load_variant(best).family):
         alike = [best, *(v for v in alike if v != hinted[0])]
@@ -85,18 +92,26 @@ def identify_components(shapes: dict[str, tuple[int, ...]], release=None, versio
     for component in present:
         expected = _expected_keys(component, layout, shapes)
         if release is not None:
-            expected = {k for k in expected if release.key_in_file(k) is not None
-                        or release.repeated_key(k) is not None}
-        components.append({
-            "component": component,
-            "file_layout": f"release file {release.name}" if release else _file_layout(component, shapes),
-            "tensors": sum(1 for k in shapes if k in expected),
-            "missing": sorted(expected - set(shapes)),
-            "wrong_shape": sorted(k for k in expected & set(shapes) if tuple(layout[k][1]) != shapes[k]),
-        })
-    return {"kind": "components", "variant": best, "version": f"LTX-{load_variant(best).family}",
-            "same_layout": alike, "components": components,
-            "extra_keys": sorted(k for k in shapes if k not in layout)}
+            expected = {
+                k for k in expected if release.key_in_file(k) is not None or release.repeated_key(k) is not None
+            }
+        components.append(
+            {
+                "component": component,
+                "file_layout": f"release file {release.name}" if release else _file_layout(component, shapes),
+                "tensors": sum(1 for k in shapes if k in expected),
+                "missing": sorted(expected - set(shapes)),
+                "wrong_shape": sorted(k for k in expected & set(shapes) if tuple(layout[k][1]) != shapes[k]),
+            }
+        )
+    return {
+        "kind": "components",
+        "variant": best,
+        "version": f"LTX-{load_variant(best).family}",
+        "same_layout": alike,
+        "components": components,
+        "extra_keys": sorted(k for k in shapes if k not in layout),
+    }
 
 
 def _expected_keys(component: str, layout: dict, shapes: dict) -> set[str]:
@@ -168,11 +183,15 @@ def consumers(lora: LoraFile) -> dict[str, str]:
     fix = "not loaded as is: export --format official"
     dialect = lora.dialect
     return {
-        "diffusers": {"official": partial, "diffusers": "ok",
-                      "official-alpha": "refused (.alpha tensors): export --format official"}.get(dialect, fix),
-        "ltx-core": {"official": partial,
-                     "official-alpha": "wrong strength (ignores .alpha): export --format official" if off_scale else partial,
-                     }.get(dialect, fix),
+        "diffusers": {
+            "official": partial,
+            "diffusers": "ok",
+            "official-alpha": "refused (.alpha tensors): export --format official",
+        }.get(dialect, fix),
+        "ltx-core": {
+            "official": partial,
+            "official-alpha": "wrong strength (ignores .alpha): export --format official" if off_scale else partial,
+        }.get(dialect, fix),
         "DiffSynth": partial if dialect != "diffusers" else fix,
         "ComfyUI": "ok" if dialect != "diffusers" else fix,
     }

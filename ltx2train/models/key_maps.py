@@ -73,7 +73,10 @@ _VOCODER_SEGMENTS = {
 }
 
 # --- VAE statistics -----------------------------------------------------------------------------
-_STATISTICS = {"latents_mean": "per_channel_statistics.mean-of-means", "latents_std": "per_channel_statistics.std-of-means"}
+_STATISTICS = {
+    "latents_mean": "per_channel_statistics.mean-of-means",
+    "latents_std": "per_channel_statistics.std-of-means",
+}
 # LTX-2 (19B) video VAE files carry three more statistics buffers that no module reads. They are kept
 # verbatim ("passthrough") so that original -> diffusers -> original loses nothing.
 _VIDEO_VAE_UNUSED_STATISTICS_20 = (
@@ -150,7 +153,7 @@ def _video_vae_to_original_fn(vae: torch.nn.Module):
             return "vae." + _STATISTICS[key]
         for src, dst in prefixes:
             if key.startswith(src):
-                key = dst + key[len(src):]
+                key = dst + key[len(src) :]
                 break
         key = key.replace("decoder.time_embedder.", "decoder.last_time_embedder.")
         key = key.replace("decoder.scale_shift_table", "decoder.last_scale_shift_table")
@@ -363,9 +366,7 @@ _LORA_SUFFIX = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B)\.weight$|^(
 
 
 def lora_original_to_peft(
-    lora: Mapping[str, torch.Tensor],
-    transformer_map: ComponentKeyMap,
-    connectors_map: ComponentKeyMap | None = None,
+    lora: Mapping[str, torch.Tensor], transformer_map: ComponentKeyMap, connectors_map: ComponentKeyMap | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, float]]:
     """Official/ComfyUI LoRA (``diffusion_model.<module>.lora_A/B.weight`` [+ ``.alpha``]) -> PEFT names.
 
@@ -379,7 +380,7 @@ def lora_original_to_peft(
     for key, value in lora.items():
         if not key.startswith(LORA_ORIGINAL_PREFIX):
             raise KeyMappingError(f"LoRA key {key!r} does not start with {LORA_ORIGINAL_PREFIX!r}")
-        m = _LORA_SUFFIX.match(key[len(LORA_ORIGINAL_PREFIX):])
+        m = _LORA_SUFFIX.match(key[len(LORA_ORIGINAL_PREFIX) :])
         if m is None:
             raise KeyMappingError(f"LoRA key {key!r} is neither lora_A/lora_B weight nor alpha")
         module = m.group("module") or m.group("amodule")
@@ -415,7 +416,7 @@ def lora_peft_to_original(
             original_weight = key_map.to_original.get(dmodule + ".weight")
             if original_weight is None:
                 raise KeyMappingError(f"PEFT LoRA key {key!r}: no module {dmodule!r} in {key_map.component}")
-            module = original_weight[len("model."): -len(".weight")]
+            module = original_weight[len("model.") : -len(".weight")]
             if not module.startswith(LORA_ORIGINAL_PREFIX):
                 raise KeyMappingError(f"module {original_weight!r} cannot carry a diffusion_model LoRA")
             out[f"{module}.{m.group('kind')}.weight"] = value
@@ -424,9 +425,7 @@ def lora_peft_to_original(
     return out
 
 
-def original_keys_with_shapes(
-    key_map: ComponentKeyMap, module: torch.nn.Module
-) -> dict[str, tuple[int, ...]]:
+def original_keys_with_shapes(key_map: ComponentKeyMap, module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     """Every original key of a component with its shape, from a (meta) module: no weights needed."""
     state = base_state_dict(module)
     shapes = {key_map.to_original[k]: tuple(v.shape) for k, v in state.items() if k in key_map.to_original}
@@ -475,4 +474,4 @@ def lora_module_to_original(component: str, diffusers_module: str) -> str:
         raise UserError(f"LoRA modules live on the transformer or the connectors, not on {component!r}")
     if not original.startswith("model." + LORA_ORIGINAL_PREFIX):
         raise KeyMappingError(f"{component} module {diffusers_module!r} cannot carry a diffusion_model LoRA")
-    return original[len("model." + LORA_ORIGINAL_PREFIX):]
+    return original[len("model." + LORA_ORIGINAL_PREFIX) :]

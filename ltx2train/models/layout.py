@@ -61,15 +61,18 @@ SPLIT_FILES: tuple[SplitFile, ...] = (
 )
 DISTILLED_TRANSFORMER_FILE = "transformer_distilled.safetensors"
 # The x2 spatial upscalers' file names as Lightricks publishes them, per version (always its own, unprefixed file).
-_UPSCALER_BY_FAMILY = {"2.0": "ltx-2-spatial-upscaler-x2-1.0.safetensors",
-                       "2.3": "ltx-2.3-spatial-upscaler-x2-1.0.safetensors",
-                       "2.5": "ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors"}
+_UPSCALER_BY_FAMILY = {
+    "2.0": "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+    "2.3": "ltx-2.3-spatial-upscaler-x2-1.0.safetensors",
+    "2.5": "ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors",
+}
 UPSCALER_FILES = tuple(_UPSCALER_BY_FAMILY.values())
 
 
 def upscaler_file(family: str) -> str:
     """The x2 upscaler's published file name for a version (``2.0``: LTX-2's, ``2.3``, ``2.5``)."""
     return _UPSCALER_BY_FAMILY[family]
+
 
 @dataclass(frozen=True)
 class ReleaseFile:
@@ -95,7 +98,7 @@ class ReleaseFile:
         """The name ``original_key`` has in this file, or None if the file does not hold it."""
         if not original_key.startswith(self.holds):
             return None
-        return original_key[len(self.prefix):] if self.prefix else original_key
+        return original_key[len(self.prefix) :] if self.prefix else original_key
 
     def original_key(self, key_in_file: str) -> str:
         """The original name of a key as this file stores it."""
@@ -118,10 +121,16 @@ _DIFFUSION_VAE_25 = "vae/ltx-2.5-video-vae-bf16.safetensors"
 _DURATION_HEAD_25 = "model_patches/ltx-2.5-duration-head-bf16.safetensors"
 _AUDIO_VAE_25 = "vae/ltx-2.5-audio-vae-bf16.safetensors"
 _UPSCALER_25 = "latent_upscale_models/ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors"
-_RELEASE_PATTERNS = {_TRANSFORMER_25: "-dev-transformer", _DISTILLED_25: "-distilled-transformer",
-                     _TEXT_PROJECTION_25: "-with-proj-", _VIDEO_VAE_25: "-video-vae-conv",
-                     _AUDIO_VAE_25: "-audio-vae", _UPSCALER_25: "-spatial-upscaler",
-                     _DIFFUSION_VAE_25: "-video-vae-bf16", _DURATION_HEAD_25: "-duration-head"}
+_RELEASE_PATTERNS = {
+    _TRANSFORMER_25: "-dev-transformer",
+    _DISTILLED_25: "-distilled-transformer",
+    _TEXT_PROJECTION_25: "-with-proj-",
+    _VIDEO_VAE_25: "-video-vae-conv",
+    _AUDIO_VAE_25: "-audio-vae",
+    _UPSCALER_25: "-spatial-upscaler",
+    _DIFFUSION_VAE_25: "-video-vae-bf16",
+    _DURATION_HEAD_25: "-duration-head",
+}
 
 # LTX-2.5's release (tests/data/reference/ltx25_22b_official_files.json lists each file's keys): the transformer
 # file holds the DiT and both text connectors, the Gemma 4 file the text projection next to Gemma's own weights,
@@ -133,8 +142,13 @@ RELEASE_FILES: tuple[ReleaseFile, ...] = (
     ReleaseFile(_VIDEO_VAE_25, ("video_vae",), ("vae.",), prefix="vae."),
     ReleaseFile(_AUDIO_VAE_25, ("audio_vae", "vocoder"), ("audio_vae.", "vocoder.")),
     ReleaseFile(_UPSCALER_25, ("spatial_upsampler",), ("",)),
-    ReleaseFile(_DIFFUSION_VAE_25, ("video_diffusion_decoder",), (DIFFUSION_VAE_PREFIX,), prefix=DIFFUSION_VAE_PREFIX,
-                repeats=("vae.encoder.",)),
+    ReleaseFile(
+        _DIFFUSION_VAE_25,
+        ("video_diffusion_decoder",),
+        (DIFFUSION_VAE_PREFIX,),
+        prefix=DIFFUSION_VAE_PREFIX,
+        repeats=("vae.encoder.",),
+    ),
     ReleaseFile(_DURATION_HEAD_25, ("duration_head",), (DURATION_HEAD_PREFIX,)),
 )
 
@@ -142,11 +156,17 @@ RELEASE_FILES: tuple[ReleaseFile, ...] = (
 def release_names(component: str, original_key: str, present=()) -> list[tuple[str, str]]:
     """(release file, name in it) of an original key: the file it belongs to, then each file of a ``present``
     component that repeats it."""
-    entry = next(e for e in RELEASE_FILES if component in e.components and e.distilled is not True
-                 and e.key_in_file(original_key) is not None)
+    entry = next(
+        e
+        for e in RELEASE_FILES
+        if component in e.components and e.distilled is not True and e.key_in_file(original_key) is not None
+    )
     names = [(entry.name, entry.key_in_file(original_key))]
-    return names + [(e.name, e.repeated_key(original_key)) for e in RELEASE_FILES
-                    if e.repeated_key(original_key) is not None and set(e.components) & set(present)]
+    return names + [
+        (e.name, e.repeated_key(original_key))
+        for e in RELEASE_FILES
+        if e.repeated_key(original_key) is not None and set(e.components) & set(present)
+    ]
 
 
 def is_release_dir(path) -> bool:

@@ -96,8 +96,10 @@ def _find_source(path: Path, component: str, distilled: bool, part: str | None) 
     if is_release_dir(path):
         found = release_files_for(path, component, distilled)
         if not found:
-            raise FileNotFoundError(f"{component}: no file of it in the release directory {path} (looked for "
-                                    f"{', '.join(e.pattern for e in RELEASE_FILES if component in e.components)})")
+            raise FileNotFoundError(
+                f"{component}: no file of it in the release directory {path} (looked for "
+                f"{', '.join(e.pattern for e in RELEASE_FILES if component in e.components)})"
+            )
         return _Source("release", tuple(f for _, f in found), prefixes=tuple(e.prefix for e, _ in found))
     if component == "spatial_upsampler":
         found = [path / name for name in UPSCALER_FILES if (path / name).is_file()]
@@ -122,13 +124,20 @@ def present_half(checkpoint: str | Path, component: str) -> str | None:
     path = Path(checkpoint)
     if not path.is_dir() or diffusers_dir(path, component) is not None or is_release_dir(path):
         return None
-    held = [p for p in VAE_PARTS if all((path / f.filename).is_file()
-                                        for f in split_files_for(component, p) if f.part == p)]
+    held = [
+        p for p in VAE_PARTS if all((path / f.filename).is_file() for f in split_files_for(component, p) if f.part == p)
+    ]
     return held[0] if len(held) == 1 else None
 
 
-def missing_model_files(checkpoint: str | Path, components: list[str], *, distilled: bool = False,
-                        text_encoder: str | Path | None = None, parts: Mapping[str, str] | None = None) -> list[str]:
+def missing_model_files(
+    checkpoint: str | Path,
+    components: list[str],
+    *,
+    distilled: bool = False,
+    text_encoder: str | Path | None = None,
+    parts: Mapping[str, str] | None = None,
+) -> list[str]:
     """Each file a command needs that is not where it is expected, as ``component: path``: the repackaged files
     of ``components`` in the ``checkpoint`` directory (``parts``: of only one half of a VAE; a single file or a
     diffusers directory is checked by the loader), and Gemma's config, tokenizer and weights in ``text_encoder``."""
@@ -141,8 +150,10 @@ def missing_model_files(checkpoint: str | Path, components: list[str], *, distil
                 continue
             if is_release_dir(path):
                 if not release_files_for(path, component, distilled):
-                    missing.append(f"{component}: {path}/" + " or ".join(
-                        e.pattern for e in RELEASE_FILES if component in e.components))
+                    missing.append(
+                        f"{component}: {path}/"
+                        + " or ".join(e.pattern for e in RELEASE_FILES if component in e.components)
+                    )
                 continue
             names = [f.filename for f in split_files_for(component, parts.get(component))]
             if component == "transformer" and distilled:
@@ -150,26 +161,38 @@ def missing_model_files(checkpoint: str | Path, components: list[str], *, distil
             missing += [f"{component}: {path / n}" for n in names if not (path / n).is_file()]
     if text_encoder is not None:
         gemma = Path(text_encoder)
-        wanted = {"config.json": (gemma / "config.json").is_file(),
-                  "tokenizer.json or tokenizer.model": any((gemma / n).is_file() for n in ("tokenizer.json", "tokenizer.model")),
-                  "*.safetensors": gemma.is_dir() and any(gemma.glob("*.safetensors"))}
+        wanted = {
+            "config.json": (gemma / "config.json").is_file(),
+            "tokenizer.json or tokenizer.model": any(
+                (gemma / n).is_file() for n in ("tokenizer.json", "tokenizer.model")
+            ),
+            "*.safetensors": gemma.is_dir() and any(gemma.glob("*.safetensors")),
+        }
         missing += [f"text encoder (Gemma 3): {gemma / name}" for name, ok in wanted.items() if not ok]
     return missing
 
 
-def require_model_files(checkpoint: str | Path, components: list[str], *, distilled: bool = False,
-                        text_encoder: str | Path | None = None, variant: VariantSpec | None = None,
-                        parts: Mapping[str, str] | None = None) -> None:
+def require_model_files(
+    checkpoint: str | Path,
+    components: list[str],
+    *,
+    distilled: bool = False,
+    text_encoder: str | Path | None = None,
+    variant: VariantSpec | None = None,
+    parts: Mapping[str, str] | None = None,
+) -> None:
     """``missing_model_files``, raised as one error that lists them all; with ``variant``, the files must also be
     that variant's version and size (:func:`ltx2train.models.version.check_version`), checked from their headers.
     ``parts``: component -> the VAE half the command needs (the other half's file may be absent)."""
     missing = missing_model_files(checkpoint, components, distilled=distilled, text_encoder=text_encoder, parts=parts)
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} model file(s) missing:\n" + "\n".join(f"  - {m}" for m in missing) +
-            "\nPoint model.checkpoint at the repackaged directory (transformer.safetensors, "
+            f"{len(missing)} model file(s) missing:\n"
+            + "\n".join(f"  - {m}" for m in missing)
+            + "\nPoint model.checkpoint at the repackaged directory (transformer.safetensors, "
             "text_encoder_post_modules.safetensors, video/audio VAE and vocoder files) or the official single file, "
-            "(or LTX-2.5's release directory), and model.text_encoder at the Gemma directory")
+            "(or LTX-2.5's release directory), and model.text_encoder at the Gemma directory"
+        )
     if variant is not None:
         from ltx2train.models.version import check_version  # reads headers through this module
 
@@ -177,9 +200,18 @@ def require_model_files(checkpoint: str | Path, components: list[str], *, distil
 
 
 _SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
-    "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
 }
 SAFETENSORS_DTYPE_NAMES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
 
@@ -222,7 +254,9 @@ def _read_tensor(f, entry: _Entry, key: str, path: Path) -> torch.Tensor:
     tensor = torch.empty(entry.shape, dtype=_SAFETENSORS_DTYPES[entry.dtype])
     nbytes = tensor.numel() * tensor.element_size()
     if nbytes != entry.end - entry.start:
-        raise CheckpointError(f"tensor {key!r} in {path}: {entry.end - entry.start} bytes for shape {list(entry.shape)}")
+        raise CheckpointError(
+            f"tensor {key!r} in {path}: {entry.end - entry.start} bytes for shape {list(entry.shape)}"
+        )
     f.seek(entry.start)
     if nbytes and f.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != nbytes:
         raise CheckpointError(f"tensor {key!r} in {path} is truncated")
@@ -251,16 +285,18 @@ def tensor_fingerprint(files, keep=lambda key: True, prefixes: tuple[str, ...] =
     return digest.hexdigest()[:16]
 
 
-def component_fingerprint(checkpoint: str | Path, component: str, distilled: bool = False,
-                          part: str | None = None) -> str:
+def component_fingerprint(
+    checkpoint: str | Path, component: str, distilled: bool = False, part: str | None = None
+) -> str:
     """:func:`tensor_fingerprint` of one component of a checkpoint (its own tensors in an official single file;
     ``part``: of one half of a VAE)."""
     source = _resolve_source(Path(checkpoint), component, distilled, part)
     return tensor_fingerprint(source.files, keep=lambda key: _is_ours(key, component, source), prefixes=source.prefixes)
 
 
-def checkpoint_shapes(checkpoint: str | Path, component: str, distilled: bool = False,
-                      part: str | None = None) -> dict[str, tuple[int, ...]] | None:
+def checkpoint_shapes(
+    checkpoint: str | Path, component: str, distilled: bool = False, part: str | None = None
+) -> dict[str, tuple[int, ...]] | None:
     """The original keys and shapes ``checkpoint`` holds for ``component`` (its ``part``: a VAE half; headers only,
     any layout but diffusers'), or None for a diffusers directory (its ``config.json`` builds the module) or a
     component that is not there."""
@@ -273,8 +309,13 @@ def checkpoint_shapes(checkpoint: str | Path, component: str, distilled: bool = 
     shapes = {}
     for path in source.files:
         prefix = source.prefix(path)
-        shapes.update({prefix + k: e.shape for k, e in read_safetensors_header(path)[0].items()
-                       if _is_ours(prefix + k, component, source)})
+        shapes.update(
+            {
+                prefix + k: e.shape
+                for k, e in read_safetensors_header(path)[0].items()
+                if _is_ours(prefix + k, component, source)
+            }
+        )
     return shapes or None
 
 
@@ -295,16 +336,13 @@ def _is_ours(key: str, component: str, source: _Source) -> bool:
 
 
 def _read_tensors(
-    component: str,
-    source: _Source,
-    expected: dict[str, tuple[int, ...]],
-    dtype: torch.dtype,
-    device: torch.device,
+    component: str, source: _Source, expected: dict[str, tuple[int, ...]], dtype: torch.dtype, device: torch.device
 ) -> dict[str, torch.Tensor]:
     """Read exactly the expected tensors, checking names and shapes from the headers before loading any."""
     where: dict[str, Path] = {}
-    headers = {path: {source.prefix(path) + k: e for k, e in read_safetensors_header(path)[0].items()}
-               for path in source.files}
+    headers = {
+        path: {source.prefix(path) + k: e for k, e in read_safetensors_header(path)[0].items()} for path in source.files
+    }
     for path, entries in headers.items():
         for key, entry in entries.items():
             if not _is_ours(key, component, source):
@@ -353,14 +391,17 @@ def build_component(
     device = torch.device(device)
     source = _resolve_source(Path(path), spec.name, distilled, part)
     if source.kind == "diffusers":
-        spec = ComponentSpec(spec.name, spec.class_name, {k: v for k, v in source.config.items() if not k.startswith("_")})
+        spec = ComponentSpec(
+            spec.name, spec.class_name, {k: v for k, v in source.config.items() if not k.startswith("_")}
+        )
     module = spec.build(meta=True)
     key_map = None if source.kind == "diffusers" else build_key_map(spec.name, module, family)
     expected = {k: s for k, s in _expected_shapes(module, key_map).items() if in_part(spec.name, k, source.part)}
     tensors = _read_tensors(spec.name, source, expected, dtype, device)
     if key_map is not None:
-        tensors, passthrough = key_map.convert_to_diffusers(tensors, source=", ".join(map(str, source.files)),
-                                                            strict=source.part is None)
+        tensors, passthrough = key_map.convert_to_diffusers(
+            tensors, source=", ".join(map(str, source.files)), strict=source.part is None
+        )
     else:
         passthrough = {}
     if source.part is not None:
@@ -388,8 +429,15 @@ def load_component(
     The module is returned in eval mode with gradients off; training code enables what it trains.
     """
     spec_variant = load_variant(variant) if isinstance(variant, str) else variant
-    return build_component(spec_variant.component(component), spec_variant.family, path, dtype=dtype, device=device,
-                           distilled=distilled, part=part)
+    return build_component(
+        spec_variant.component(component),
+        spec_variant.family,
+        path,
+        dtype=dtype,
+        device=device,
+        distilled=distilled,
+        part=part,
+    )
 
 
 class MissingHalf(torch.nn.Module):
@@ -407,10 +455,15 @@ def _drop_other_half(module: torch.nn.Module, component: str, source: _Source) -
     other = next(p for p in VAE_PARTS if p != source.part)
     wanted = [f.filename for f in split_files_for(component, other) if f.part == other]
     where = source.files[0].parent if source.kind == "split" else source.files[0]
-    setattr(module, other, MissingHalf(
-        f"{component}: loaded without its {other} (only its {source.part} was needed, or only it is in {where}); "
-        f"{'encoding an image, a reference or a clip' if other == 'encoder' else 'decoding'} needs it: put "
-        f"{' / '.join(wanted)} there (DiffSynth: add its ModelConfig)"))
+    setattr(
+        module,
+        other,
+        MissingHalf(
+            f"{component}: loaded without its {other} (only its {source.part} was needed, or only it is in {where}); "
+            f"{'encoding an image, a reference or a clip' if other == 'encoder' else 'decoding'} needs it: put "
+            f"{' / '.join(wanted)} there (DiffSynth: add its ModelConfig)"
+        ),
+    )
 
 
 def load_components(

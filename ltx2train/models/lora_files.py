@@ -32,17 +32,32 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ltx2train.models.key_maps import LORA_ORIGINAL_PREFIX, KeyMappingError, lora_module_to_diffusers, lora_module_to_original
+from ltx2train.models.key_maps import (
+    LORA_ORIGINAL_PREFIX,
+    KeyMappingError,
+    lora_module_to_diffusers,
+    lora_module_to_original,
+)
 from ltx2train.utils.errors import UserError
 
 DIALECTS = ("official", "official-alpha", "diffusers", "diffsynth")
 WRITE_FORMATS = ("official", "official-alpha", "diffusers")
 DIFFUSERS_PREFIX = "transformer."
-LORA_KEY = re.compile(r"^(?P<module>.+?)\.(?:(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.weight|(?P<alpha>alpha))$")
+LORA_KEY = re.compile(
+    r"^(?P<module>.+?)\.(?:(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.weight|(?P<alpha>alpha))$"
+)
 _KIND = {"lora_A": "down", "lora_down": "down", "lora_B": "up", "lora_up": "up"}
 # Top-level module names that exist only in diffusers' naming: a prefix-less file using them is diffusers-named.
-_DIFFUSERS_ONLY_HEADS = {"proj_in", "audio_proj_in", "time_embed", "audio_time_embed", "prompt_adaln",
-                         "audio_prompt_adaln", "video_connector", "audio_connector"}
+_DIFFUSERS_ONLY_HEADS = {
+    "proj_in",
+    "audio_proj_in",
+    "time_embed",
+    "audio_time_embed",
+    "prompt_adaln",
+    "audio_prompt_adaln",
+    "video_connector",
+    "audio_connector",
+}
 
 
 @dataclass
@@ -99,25 +114,28 @@ def detect_dialect(keys: Iterable[str]) -> str:
     if all(k.startswith(DIFFUSERS_PREFIX) for k in keys):
         return "diffusers"
     if any(k.startswith((LORA_ORIGINAL_PREFIX, DIFFUSERS_PREFIX)) for k in keys):
-        raise KeyMappingError("the LoRA file mixes key prefixes (diffusion_model. / transformer. / none): "
-                              "it is not one of the known dialects " + ", ".join(DIALECTS))
+        raise KeyMappingError(
+            "the LoRA file mixes key prefixes (diffusion_model. / transformer. / none): "
+            "it is not one of the known dialects " + ", ".join(DIALECTS)
+        )
     heads = {k.partition(".")[0] for k in keys}
     return "diffusers" if heads & _DIFFUSERS_ONLY_HEADS else "diffsynth"
 
 
 def _original_name(module: str, dialect: str, prefixed: bool) -> str:
     if dialect.startswith("official"):
-        return module[len(LORA_ORIGINAL_PREFIX):]
+        return module[len(LORA_ORIGINAL_PREFIX) :]
     if dialect == "diffusers":
-        name = module[len(DIFFUSERS_PREFIX):] if prefixed else module
+        name = module[len(DIFFUSERS_PREFIX) :] if prefixed else module
         head = name.partition(".")[0]
         component = "connectors" if head in ("video_connector", "audio_connector", "text_proj_in") else "transformer"
         return lora_module_to_original(component, name)
     return module  # diffsynth: original module names, no prefix
 
 
-def from_state_dict(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None,
-                    source: str = "LoRA") -> LoraFile:
+def from_state_dict(
+    state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None, source: str = "LoRA"
+) -> LoraFile:
     """Any known dialect -> canonical :class:`LoraFile`; malformed or unknown keys are errors naming the key."""
     dialect = detect_dialect(state)
     prefixed = all(k.startswith(DIFFUSERS_PREFIX) for k in state)
@@ -125,7 +143,9 @@ def from_state_dict(state: Mapping[str, torch.Tensor], metadata: Mapping[str, st
     for key, value in state.items():
         m = LORA_KEY.match(key)
         if m is None:
-            raise KeyMappingError(f"{source}: key {key!r} is neither a lora_A/lora_B (lora_down/lora_up) weight nor an alpha")
+            raise KeyMappingError(
+                f"{source}: key {key!r} is neither a lora_A/lora_B (lora_down/lora_up) weight nor an alpha"
+            )
         entry = parts.setdefault(_original_name(m.group("module"), dialect, prefixed), {})
         if m.group("alpha"):
             entry["alpha"] = float(value.float().item())
@@ -134,12 +154,16 @@ def from_state_dict(state: Mapping[str, torch.Tensor], metadata: Mapping[str, st
     modules = {}
     for name, entry in sorted(parts.items()):
         if "down" not in entry or "up" not in entry:
-            raise KeyMappingError(f"{source}: module {name!r} has {'lora_A' if 'down' in entry else 'lora_B'} "
-                                  f"but not {'lora_B' if 'down' in entry else 'lora_A'}")
+            raise KeyMappingError(
+                f"{source}: module {name!r} has {'lora_A' if 'down' in entry else 'lora_B'} "
+                f"but not {'lora_B' if 'down' in entry else 'lora_A'}"
+            )
         down, up = entry["down"], entry["up"]
         if down.ndim != 2 or up.ndim != 2 or up.shape[1] != down.shape[0]:
-            raise KeyMappingError(f"{source}: module {name!r} has lora_A {list(down.shape)} and lora_B {list(up.shape)}, "
-                                  "which do not make a low-rank pair")
+            raise KeyMappingError(
+                f"{source}: module {name!r} has lora_A {list(down.shape)} and lora_B {list(up.shape)}, "
+                "which do not make a low-rank pair"
+            )
         modules[name] = LoraModule(down, up, entry.get("alpha"))
     return LoraFile(modules, dialect, dict(metadata or {}))
 
@@ -166,9 +190,11 @@ def require_finite(state: dict[str, torch.Tensor], what: str) -> None:
     """A LoRA with a NaN or infinite weight renders black or noise frames in every consumer: refused, by tensor."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise UserError(f"{what}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {', '.join(bad[:3])}); "
-                         "the file is unusable. Take an earlier checkpoint's LoRA (lower the learning rate, keep "
-                         "lora.gate_logits off on LTX-2.3)")
+        raise UserError(
+            f"{what}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {', '.join(bad[:3])}); "
+            "the file is unusable. Take an earlier checkpoint's LoRA (lower the learning rate, keep "
+            "lora.gate_logits off on LTX-2.3)"
+        )
 
 
 # --- writing ------------------------------------------------------------------------------------------
@@ -221,8 +247,13 @@ def file_metadata(lora: LoraFile, fmt: str, extra: Mapping[str, str] | None = No
     return meta
 
 
-def save_lora(lora: LoraFile, path: str | Path, fmt: str = "official", dtype: torch.dtype | None = None,
-              metadata: Mapping[str, str] | None = None) -> Path:
+def save_lora(
+    lora: LoraFile,
+    path: str | Path,
+    fmt: str = "official",
+    dtype: torch.dtype | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
     from ltx2train.models.writing import save_safetensors_atomic
 
     return save_safetensors_atomic(to_state_dict(lora, fmt, dtype), path, file_metadata(lora, fmt, metadata))
@@ -235,8 +266,16 @@ def save_lora(lora: LoraFile, path: str | Path, fmt: str = "official", dtype: to
 # stream) is "a2v", video_to_audio_attn is "v2a". The shared audio-video modulation (av_ca_* adaLN) is
 # "av". The text connectors make each stream's text context.
 STREAMS = ("video", "audio", "a2v", "v2a", "av", "video_connector", "audio_connector")
-_BLOCK_STREAMS = {"attn1": "video", "attn2": "video", "ff": "video", "audio_attn1": "audio", "audio_attn2": "audio",
-                  "audio_ff": "audio", "audio_to_video_attn": "a2v", "video_to_audio_attn": "v2a"}
+_BLOCK_STREAMS = {
+    "attn1": "video",
+    "attn2": "video",
+    "ff": "video",
+    "audio_attn1": "audio",
+    "audio_attn2": "audio",
+    "audio_ff": "audio",
+    "audio_to_video_attn": "a2v",
+    "video_to_audio_attn": "v2a",
+}
 
 
 def module_stream(name: str) -> str:

@@ -21,8 +21,16 @@ from ltx2train.utils.errors import UserError
 # Components in the order they appear in the official single file; then the parts a version may add
 # (LTX-2.5's diffusion video decoder, a second decoder for the same latents, and its duration head, which predicts a
 # prompt's length from the text connectors' output: used only for samples).
-COMPONENTS = ("transformer", "connectors", "video_vae", "audio_vae", "vocoder", "spatial_upsampler",
-              "video_diffusion_decoder", "duration_head")
+COMPONENTS = (
+    "transformer",
+    "connectors",
+    "video_vae",
+    "audio_vae",
+    "vocoder",
+    "spatial_upsampler",
+    "video_diffusion_decoder",
+    "duration_head",
+)
 
 _CLASS_NAMES = {
     "LTX2VideoTransformer3DModel",
@@ -120,20 +128,23 @@ def load_variant(name_or_path: str | Path) -> VariantSpec:
             raise UserError(f"unknown variant {name!r}; shipped variants: {', '.join(list_variants())}")
         data = json.loads((resources.files("ltx2train.models") / "variants" / f"{name}.json").read_text())
     if data.get("family") not in FAMILIES:
-        raise UserError(f"variant {data.get('name')!r}: family must be one of {', '.join(FAMILIES)}, got "
-                         f"{data.get('family')!r}")
+        raise UserError(
+            f"variant {data.get('name')!r}: family must be one of {', '.join(FAMILIES)}, got {data.get('family')!r}"
+        )
     if data.get("text_encoder", "gemma3") not in TEXT_ENCODERS:
-        raise UserError(f"variant {data.get('name')!r}: text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got "
-                         f"{data.get('text_encoder')!r}")
+        raise UserError(
+            f"variant {data.get('name')!r}: text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got "
+            f"{data.get('text_encoder')!r}"
+        )
     components = {
-        comp: ComponentSpec(comp, entry["class"], dict(entry["config"]))
-        for comp, entry in data["components"].items()
+        comp: ComponentSpec(comp, entry["class"], dict(entry["config"])) for comp, entry in data["components"].items()
     }
     unknown = set(components) - set(COMPONENTS)
     if unknown:
         raise UserError(f"variant {data['name']!r}: unknown components {sorted(unknown)}; expected {COMPONENTS}")
-    return VariantSpec(data["name"], data["family"], data.get("description", ""), components,
-                       data.get("text_encoder", "gemma3"))
+    return VariantSpec(
+        data["name"], data["family"], data.get("description", ""), components, data.get("text_encoder", "gemma3")
+    )
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -75,9 +75,12 @@ class GemmaTextEncoder:
 
 
 # transformers ``model_type`` -> the class loaded: the multimodal checkpoint or its text-only model
-GEMMA_CLASSES = {"gemma3": "Gemma3ForConditionalGeneration", "gemma3_text": "Gemma3TextModel",
-                 "gemma4_unified": "Gemma4UnifiedForConditionalGeneration",
-                 "gemma4_unified_text": "Gemma4UnifiedTextModel"}
+GEMMA_CLASSES = {
+    "gemma3": "Gemma3ForConditionalGeneration",
+    "gemma3_text": "Gemma3TextModel",
+    "gemma4_unified": "Gemma4UnifiedForConditionalGeneration",
+    "gemma4_unified_text": "Gemma4UnifiedTextModel",
+}
 
 
 def gemma_kind(path: str | Path) -> str | None:
@@ -117,8 +120,10 @@ def load_text_encoder(
         raise FileNotFoundError(f"text encoder: {path} is not a transformers model directory (no config.json)")
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     if config.model_type not in GEMMA_CLASSES:
-        raise UserError(f"text encoder: {path} holds a {config.model_type!r} model, expected Gemma 3 (LTX-2, 2.3) "
-                         "or LTX's Gemma 4 (LTX-2.5)")
+        raise UserError(
+            f"text encoder: {path} holds a {config.model_type!r} model, expected Gemma 3 (LTX-2, 2.3) "
+            "or LTX's Gemma 4 (LTX-2.5)"
+        )
     cls = getattr(transformers, GEMMA_CLASSES[config.model_type])
     model = cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
     model = model.to(device).eval().requires_grad_(False)
@@ -134,8 +139,9 @@ class ProjectedText:
 
 
 @torch.no_grad()
-def project_text(connectors: torch.nn.Module, embeddings: TextEmbeddings, padding_side: str = "left",
-                 scale_factor: int = 8) -> ProjectedText:
+def project_text(
+    connectors: torch.nn.Module, embeddings: TextEmbeddings, padding_side: str = "left", scale_factor: int = 8
+) -> ProjectedText:
     """The frozen first half of ``LTX2TextConnectors.forward``: normalise the stacked layers, project."""
     from diffusers.pipelines.ltx2.connectors import per_layer_masked_mean_norm, per_token_rms_norm
 
@@ -149,8 +155,13 @@ def project_text(connectors: torch.nn.Module, embeddings: TextEmbeddings, paddin
         video = connectors.video_text_proj_in(normed * math.sqrt(cfg.video_hidden_dim / cfg.caption_channels))
         audio = connectors.audio_text_proj_in(normed * math.sqrt(cfg.audio_hidden_dim / cfg.caption_channels))
         return ProjectedText(video, audio, mask)
-    normed = per_layer_masked_mean_norm(text_hidden_states=hidden, sequence_lengths=mask.sum(dim=-1),
-                                        device=hidden.device, padding_side=padding_side, scale_factor=scale_factor)
+    normed = per_layer_masked_mean_norm(
+        text_hidden_states=hidden,
+        sequence_lengths=mask.sum(dim=-1),
+        device=hidden.device,
+        padding_side=padding_side,
+        scale_factor=scale_factor,
+    )
     return ProjectedText(connectors.text_proj_in(normed), None, mask)
 
 

@@ -52,7 +52,9 @@ def random_components(variant: str | VariantSpec = "tiny", seed: int = 0) -> dic
             for key in key_map.passthrough:
                 channels = module.config.latent_channels
                 passthrough[key] = (
-                    torch.arange(channels, dtype=torch.float32) if key.endswith(".channel") else torch.rand(channels) + 0.5
+                    torch.arange(channels, dtype=torch.float32)
+                    if key.endswith(".channel")
+                    else torch.rand(channels) + 0.5
                 )
             setattr(module, PASSTHROUGH_ATTR, passthrough)
             modules[name] = module
@@ -80,8 +82,9 @@ def build_tiny_tokenizer():
     )
 
 
-def build_tiny_gemma(hidden_size: int = 32, num_layers: int = 2, seed: int = 0,
-                     kind: str = "gemma3") -> torch.nn.Module:
+def build_tiny_gemma(
+    hidden_size: int = 32, num_layers: int = 2, seed: int = 0, kind: str = "gemma3"
+) -> torch.nn.Module:
     """The class of the real text encoder with tiny dimensions: ``Gemma3ForConditionalGeneration`` (LTX-2, 2.3) or
     ``Gemma4UnifiedForConditionalGeneration`` (``kind="gemma4_unified"``, LTX-2.5's Gemma 4)."""
     state = torch.random.get_rng_state()
@@ -93,15 +96,28 @@ def build_tiny_gemma(hidden_size: int = 32, num_layers: int = 2, seed: int = 0,
     return model
 
 
-_TINY_TEXT = dict(intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
-                  max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+_TINY_TEXT = dict(
+    intermediate_size=64,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    sliding_window=16,
+    max_position_embeddings=256,
+    pad_token_id=0,
+    eos_token_id=1,
+    bos_token_id=2,
+)
 
 
 def _tiny_gemma3(hidden_size: int, num_layers: int) -> torch.nn.Module:
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
 
-    text_config = Gemma3TextConfig(vocab_size=len(TINY_VOCAB), hidden_size=hidden_size, num_hidden_layers=num_layers,
-                                   **{**_TINY_TEXT, "intermediate_size": 2 * hidden_size})
+    text_config = Gemma3TextConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        **{**_TINY_TEXT, "intermediate_size": 2 * hidden_size},
+    )
     vision_config = SiglipVisionConfig(
         hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8
     )
@@ -114,10 +130,15 @@ def _tiny_gemma4(hidden_size: int, num_layers: int) -> torch.nn.Module:
     from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration, Gemma4UnifiedTextConfig
 
     layer_types = ["sliding_attention"] * (num_layers - 1) + ["full_attention"]
-    text_config = Gemma4UnifiedTextConfig(vocab_size=len(TINY_VOCAB), hidden_size=hidden_size,
-                                          num_hidden_layers=num_layers, layer_types=layer_types, global_head_dim=32,
-                                          num_global_key_value_heads=1,
-                                          **{**_TINY_TEXT, "intermediate_size": 2 * hidden_size})
+    text_config = Gemma4UnifiedTextConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        layer_types=layer_types,
+        global_head_dim=32,
+        num_global_key_value_heads=1,
+        **{**_TINY_TEXT, "intermediate_size": 2 * hidden_size},
+    )
     return Gemma4UnifiedForConditionalGeneration(Gemma4UnifiedConfig(text_config=text_config.to_dict()))
 
 
@@ -131,8 +152,12 @@ def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, variant: str = "ti
     save_repackaged(modules, out_dir, spec.family, variant_name=spec.name)
     connectors_cfg = spec.component("connectors").config
     gemma_dir = out_dir / "gemma"
-    gemma = build_tiny_gemma(hidden_size=connectors_cfg["caption_channels"],
-                             num_layers=connectors_cfg["text_proj_in_factor"] - 1, seed=seed, kind=spec.text_encoder)
+    gemma = build_tiny_gemma(
+        hidden_size=connectors_cfg["caption_channels"],
+        num_layers=connectors_cfg["text_proj_in_factor"] - 1,
+        seed=seed,
+        kind=spec.text_encoder,
+    )
     gemma.save_pretrained(gemma_dir, safe_serialization=True)
     build_tiny_tokenizer().save_pretrained(gemma_dir)
     return out_dir

@@ -41,8 +41,9 @@ class TransformerWithConnectors(torch.nn.Module):
     def config(self):
         return self.transformer.config
 
-    def forward(self, text_video: torch.Tensor, text_audio: torch.Tensor | None, text_attention_mask: torch.Tensor,
-                **kwargs):
+    def forward(
+        self, text_video: torch.Tensor, text_audio: torch.Tensor | None, text_attention_mask: torch.Tensor, **kwargs
+    ):
         dtype = next(self.connectors.video_connector.parameters()).dtype  # float32 under full fine-tuning
         cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
         context = connect_text(self.connectors, ProjectedText(cast(text_video), cast(text_audio), text_attention_mask))
@@ -70,8 +71,11 @@ def split_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[
     out = {}
     for component, (_, prefix) in trained_parts(model).items():
         others = [p for c, (_, p) in trained_parts(model).items() if c != component and p]
-        out[component] = {k[len(prefix):]: v for k, v in state.items()
-                          if k.startswith(prefix) and not any(k.startswith(p) for p in others)}
+        out[component] = {
+            k[len(prefix) :]: v
+            for k, v in state.items()
+            if k.startswith(prefix) and not any(k.startswith(p) for p in others)
+        }
     return out
 
 

@@ -63,6 +63,7 @@ def shipped_layout(variant: str, component: str) -> Shapes:
 
 def detect(component: str, shapes: Shapes) -> Detected:
     """The shipped variant whose ``component`` has exactly these keys and shapes, else the closest one."""
+
     def common(variant: str) -> int:
         layout = shipped_layout(variant, component)
         return sum(1 for k, s in shapes.items() if layout.get(k) == tuple(s))
@@ -77,13 +78,21 @@ def detect_checkpoint(checkpoint: str | Path, distilled: bool = False) -> Detect
     """The version of a checkpoint's transformer (a repackaged directory or an official single file)."""
     shapes = checkpoint_shapes(checkpoint, "transformer", distilled)
     if shapes is None:
-        raise FileNotFoundError(f"{checkpoint}: no transformer weights to identify (a repackaged directory with "
-                                "transformer.safetensors, or the official single file)")
+        raise FileNotFoundError(
+            f"{checkpoint}: no transformer weights to identify (a repackaged directory with "
+            "transformer.safetensors, or the official single file)"
+        )
     return detect("transformer", shapes)
 
 
-def check_version(checkpoint: str | Path, spec: VariantSpec, components: Iterable[str], distilled: bool = False,
-                  text_encoder: str | Path | None = None, parts: Mapping[str, str] | None = None) -> None:
+def check_version(
+    checkpoint: str | Path,
+    spec: VariantSpec,
+    components: Iterable[str],
+    distilled: bool = False,
+    text_encoder: str | Path | None = None,
+    parts: Mapping[str, str] | None = None,
+) -> None:
     """Every listed component of ``checkpoint`` (``parts``: one half of a VAE) has exactly the keys and shapes of
     ``spec``'s, and the text encoder is the Gemma the variant reads, or one error says which version the file is,
     which the recipe asks for, and what to set."""
@@ -108,7 +117,8 @@ def _check_text_encoder(text_encoder, spec: VariantSpec) -> None:
         raise VersionMismatchError(
             f"model.text_encoder {text_encoder} is a {_GEMMA_NAMES.get(kind, kind)} model, but model.variant "
             f"{spec.name} ({spec.version}) reads {_GEMMA_NAMES[spec.text_encoder]}: point model.text_encoder at that "
-            "model's directory")
+            "model's directory"
+        )
 
 
 _GEMMA_NAMES = {"gemma3": "Gemma 3 (LTX-2, LTX-2.3)", "gemma4_unified": "Gemma 4 (LTX-2.5's fine-tuned Gemma 4 12B)"}
@@ -119,13 +129,20 @@ def _mismatch_message(checkpoint, spec: VariantSpec, found: Detected, shapes: Sh
     if found.variant is not None:
         real = found.family != "2.0" and not found.variant.startswith("tiny")
         recipes = f" (recipes/ltx{found.family}_*.yaml are made for it)" if real else ""
-        return (f"model.checkpoint {checkpoint}: its {found.component} weights are {found.version} ({found.variant}), "
-                f"but {asked}: set model.variant={found.variant}{recipes}")
+        return (
+            f"model.checkpoint {checkpoint}: its {found.component} weights are {found.version} ({found.variant}), "
+            f"but {asked}: set model.variant={found.variant}{recipes}"
+        )
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     wrong = sorted(k for k in set(shapes) & set(expected) if tuple(shapes[k]) != expected[k])
-    parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
-             (("missing", missing), ("unexpected", unexpected), ("with another shape", wrong)) if v]
-    return (f"model.checkpoint {checkpoint}: its {found.component} matches no shipped variant and not {asked}: "
-            f"{', '.join(parts)}. The closest shipped variant is {found.closest} ({found.version}); a file of another "
-            f"size needs a variant JSON of its own (model.variant=PATH.json)")
+    parts = [
+        f"{len(v)} {what} (e.g. {v[0]})"
+        for what, v in (("missing", missing), ("unexpected", unexpected), ("with another shape", wrong))
+        if v
+    ]
+    return (
+        f"model.checkpoint {checkpoint}: its {found.component} matches no shipped variant and not {asked}: "
+        f"{', '.join(parts)}. The closest shipped variant is {found.closest} ({found.version}); a file of another "
+        f"size needs a variant JSON of its own (model.variant=PATH.json)"
+    )

@@ -53,7 +53,11 @@ def stream_safetensors(
     header, offset = {}, 0
     for key, dtype, shape in specs:
         nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        header[key] = {"dtype": SAFETENSORS_DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        header[key] = {
+            "dtype": SAFETENSORS_DTYPE_NAMES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     if metadata:
         header["__metadata__"] = dict(metadata)
@@ -65,7 +69,9 @@ def stream_safetensors(
         for key, dtype, shape in specs:
             tensor = produce(key).detach().to("cpu", dtype).contiguous()
             if tuple(tensor.shape) != tuple(shape):
-                raise ValueError(f"{path}: tensor {key!r} has shape {list(tensor.shape)}, the header says {list(shape)}")
+                raise ValueError(
+                    f"{path}: tensor {key!r} has shape {list(tensor.shape)}, the header says {list(shape)}"
+                )
             f.write(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return path
 
@@ -106,14 +112,15 @@ def save_repackaged(
     for component, module in modules.items():
         state = original_state_dict(component, module, family)
         if component == "spatial_upsampler":
-            written.append(save_upscaler(module, out_dir / upscaler_file(family), family,
-                                         variant_name=variant_name))
+            written.append(save_upscaler(module, out_dir / upscaler_file(family), family, variant_name=variant_name))
             continue
         files = [f for f in SPLIT_FILES if f.component == component]
         if not files:
             raise ValueError(f"no repackaged file layout for component {component!r}")
         for split in files:
-            name = DISTILLED_TRANSFORMER_FILE if (component == "transformer" and distilled_transformer) else split.filename
+            name = (
+                DISTILLED_TRANSFORMER_FILE if (component == "transformer" and distilled_transformer) else split.filename
+            )
             part = {k: v for k, v in state.items() if split.holds(k)}
             written.append(save_safetensors_atomic(part, out_dir / name, _metadata(variant_name, metadata, family)))
     return written
@@ -145,11 +152,7 @@ def save_upscaler(module: torch.nn.Module, path: str | Path, family: str, *, var
 
 
 def save_release(
-    modules: Mapping[str, torch.nn.Module],
-    out_dir: str | Path,
-    family: str,
-    *,
-    variant_name: str | None = None,
+    modules: Mapping[str, torch.nn.Module], out_dir: str | Path, family: str, *, variant_name: str | None = None
 ) -> list[Path]:
     """Write components in the one-file-per-part release layout (``layout.RELEASE_FILES``: LTX-2.5's), each key under
     the name its file gives it; the text projection goes into the text-encoder file, alone, and the diffusion VAE
@@ -160,5 +163,7 @@ def save_release(
             for name, key_in_file in release_names(component, key, present=modules):
                 files.setdefault(name, {})[key_in_file] = value
     out_dir = Path(out_dir)
-    return [save_safetensors_atomic(tensors, out_dir / name, _metadata(variant_name, None, family))
-            for name, tensors in files.items()]
+    return [
+        save_safetensors_atomic(tensors, out_dir / name, _metadata(variant_name, None, family))
+        for name, tensors in files.items()
+    ]

@@ -71,20 +71,30 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     if not backend.is_main:  # console lines once, from the main process
         log = lambda _: None  # noqa: E731
     if backend.world_size == 1 and single_process_cpu_launch(os.environ):
-        log("[ltx2train] warning: `accelerate launch --cpu --num_processes N` started ONE process (Accelerate's "
+        log(
+            "[ltx2train] warning: `accelerate launch --cpu --num_processes N` started ONE process (Accelerate's "
             "CPU launcher does not start N). For N CPU processes: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N "
-            "-m ltx2train train RECIPE")
+            "-m ltx2train train RECIPE"
+        )
     launched = launcher_precision(os.environ)
     if backend.is_main and launched and launched != cfg.train.mixed_precision:
-        log(f"[ltx2train] warning: the launcher asks for mixed precision {launched!r} (accelerate config or "
-            f"--mixed_precision); the recipe's train.mixed_precision={cfg.train.mixed_precision!r} is what runs")
+        log(
+            f"[ltx2train] warning: the launcher asks for mixed precision {launched!r} (accelerate config or "
+            f"--mixed_precision); the recipe's train.mixed_precision={cfg.train.mixed_precision!r} is what runs"
+        )
     seed_everything(cfg.train.seed)  # the same adapter initialisation on every rank (FSDP2 shards each rank's own)
     spec = load_variant(cfg.model.variant)
     samples = bool(cfg.validation.prompts)  # validation samples need the decoders, the vocoder and Gemma
     from ltx2train.inference.prompt_sampler import decoder_components, sampling_parts
-    require_model_files(cfg.model.checkpoint, ["transformer", "connectors"] + (
-        decoder_components(cfg.validation) if samples else []), distilled=cfg.model.distilled,
-        text_encoder=cfg.model.text_encoder if samples else None, variant=spec, parts=sampling_parts(cfg.validation))
+
+    require_model_files(
+        cfg.model.checkpoint,
+        ["transformer", "connectors"] + (decoder_components(cfg.validation) if samples else []),
+        distilled=cfg.model.distilled,
+        text_encoder=cfg.model.text_encoder if samples else None,
+        variant=spec,
+        parts=sampling_parts(cfg.validation),
+    )
     output_dir = Path(cfg.train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if backend.is_main:
@@ -118,8 +128,24 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     seed_everything(cfg.train.seed + backend.rank)  # per-rank draws (dropout); training noise is keyed per sample
     params = [p for p in model.parameters() if p.requires_grad]
     lr_scheduler = build_lr_scheduler(optimizer, cfg.optimizer, cfg.train.max_steps)
-    run = TrainingRun(cfg, spec, backend, method, strategy, dataset, model, connectors, params, optimizer,
-                      lr_scheduler, weight_dtype, 0, None, sampler, clips)
+    run = TrainingRun(
+        cfg,
+        spec,
+        backend,
+        method,
+        strategy,
+        dataset,
+        model,
+        connectors,
+        params,
+        optimizer,
+        lr_scheduler,
+        weight_dtype,
+        0,
+        None,
+        sampler,
+        clips,
+    )
     resume(run, candidates, explicit=cfg.train.resume != "latest", log=log)
     return run
 
@@ -130,8 +156,10 @@ def epochs_to_steps(cfg, dataset: CachedDataset, world_size: int, log: Callable[
         return
     per_epoch = steps_per_epoch(cfg, dataset, world_size)
     cfg.train.max_steps = cfg.train.num_epochs * per_epoch
-    log(f"[ltx2train] train.num_epochs={cfg.train.num_epochs}: {per_epoch} optimizer step(s) per epoch on "
-        f"{world_size} process(es) -> train.max_steps={cfg.train.max_steps}")
+    log(
+        f"[ltx2train] train.num_epochs={cfg.train.num_epochs}: {per_epoch} optimizer step(s) per epoch on "
+        f"{world_size} process(es) -> train.max_steps={cfg.train.max_steps}"
+    )
 
 
 def build_dataset(cfg) -> CachedDataset:
@@ -146,11 +174,19 @@ def build_dataset(cfg) -> CachedDataset:
 def component_loader(cfg, spec, device, dtype: torch.dtype, stored: list[Fp8Report]) -> Callable:
     """``load(name, dtype, part)``: a component (``part``: a VAE half) on ``device``. One that ``memory.fp8_frozen`` lists is filled on the host,
     stored in FP8 there (its report appended to ``stored``), then moved: the device never holds it in ``dtype``."""
+
     def load(name: str, dtype: torch.dtype = dtype, part: str | None = None) -> torch.nn.Module:
         fp8 = name in cfg.memory.fp8_frozen
         host = name == "transformer" and cfg.memory.block_swap > 0  # the ddp backend places it (memory/offload.py)
-        module = load_component(spec, name, cfg.model.checkpoint, dtype=dtype,
-                                device="cpu" if fp8 or host else device, distilled=cfg.model.distilled, part=part)
+        module = load_component(
+            spec,
+            name,
+            cfg.model.checkpoint,
+            dtype=dtype,
+            device="cpu" if fp8 or host else device,
+            distilled=cfg.model.distilled,
+            part=part,
+        )
         if fp8:
             stored.append(store_fp8(module, name, compute_dtype=dtype))
         if fp8 and not host:
@@ -177,12 +213,16 @@ def keep_fp8_out_of_ddp(model: torch.nn.Module) -> None:
 def log_fp8(cfg, stored: list[Fp8Report], log) -> None:
     if not stored:
         return
-    log(f"[ltx2train] stored in FP8 (memory.fp8_frozen): {', '.join(r.describe() for r in stored)}; "
-        f"{format_bytes(sum(r.saved for r in stored))} saved")
+    log(
+        f"[ltx2train] stored in FP8 (memory.fp8_frozen): {', '.join(r.describe() for r in stored)}; "
+        f"{format_bytes(sum(r.saved for r in stored))} saved"
+    )
     if "transformer" in cfg.memory.fp8_frozen and not cfg.train.gradient_checkpointing:
-        log("[ltx2train] warning: memory.fp8_frozen: transformer without train.gradient_checkpointing: autograd keeps "
+        log(
+            "[ltx2train] warning: memory.fp8_frozen: transformer without train.gradient_checkpointing: autograd keeps "
             "each layer's weights cast up for backward, so the step's peak memory is not lower; set "
-            "train.gradient_checkpointing=true")
+            "train.gradient_checkpointing=true"
+        )
 
 
 def single_process_cpu_launch(env) -> bool:
@@ -215,13 +255,18 @@ def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path, st
     conditions = read_conditions(cfg.validation, cfg.data.reference_downscale)  # a bad file fails before Gemma loads
 
     fp8 = "text_encoder" in cfg.memory.fp8_frozen
-    text_encoder = load_text_encoder(cfg.model.text_encoder, dtype=dtype, device="cpu" if fp8 else device,
-                                     max_sequence_length=cfg.data.max_sequence_length)
+    text_encoder = load_text_encoder(
+        cfg.model.text_encoder,
+        dtype=dtype,
+        device="cpu" if fp8 else device,
+        max_sequence_length=cfg.data.max_sequence_length,
+    )
     if fp8:
         stored.append(store_fp8(text_encoder.model, "text_encoder", compute_dtype=dtype))
         text_encoder.model.to(device)
-    prompts = encode_prompts(text_encoder, list(cfg.validation.prompts), cfg.validation.negative_prompt,
-                             cfg.data.max_sequence_length)
+    prompts = encode_prompts(
+        text_encoder, list(cfg.validation.prompts), cfg.validation.negative_prompt, cfg.data.max_sequence_length
+    )
     del text_encoder
     gc.collect()
     if torch.cuda.is_available():
@@ -252,8 +297,10 @@ def resume(run: TrainingRun, candidates: list[Path], *, explicit: bool, log) -> 
         log(f"[ltx2train] resumed from {path} (step {run.step})")
         return
     if candidates:
-        raise UserError(f"no readable checkpoint in {Path(run.cfg.train.output_dir) / ckpt.CHECKPOINTS_DIR}; "
-                         "set train.resume=none to start over (or train.resume=<a checkpoint directory>)")
+        raise UserError(
+            f"no readable checkpoint in {Path(run.cfg.train.output_dir) / ckpt.CHECKPOINTS_DIR}; "
+            "set train.resume=none to start over (or train.resume=<a checkpoint directory>)"
+        )
 
 
 def apply_checkpoint(run: TrainingRun, loaded: ckpt.LoadedCheckpoint) -> None:
@@ -272,8 +319,9 @@ def apply_checkpoint(run: TrainingRun, loaded: ckpt.LoadedCheckpoint) -> None:
         if not optim_loaded:
             run.optimizer.load_state_dict(loaded.state["optimizer"])  # checkpoints written before state/optim
     except (CheckpointException, RuntimeError, OSError, KeyError) as exc:
-        raise ckpt.DamagedCheckpoint(f"{path / state.STATE_DIR} cannot be read "
-                                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise ckpt.DamagedCheckpoint(
+            f"{path / state.STATE_DIR} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     run.lr_scheduler.load_state_dict(loaded.state["lr_scheduler"])
     # The LR of the restored step comes from this recipe's schedule (e.g. a longer max_steps).
     run.lr_scheduler.last_epoch = int(loaded.state["step"]) - 1
@@ -289,13 +337,17 @@ def check_backend(backend, loaded: ckpt.LoadedCheckpoint) -> None:
     saved = loaded.state.get("backend", "ddp")
     saved_world = loaded.state["world_size"]
     if (saved == "deepspeed") != (backend.name == "deepspeed"):
-        raise UserError(f"cannot resume {loaded.path} (written by distributed.backend={saved}) with "
-                         f"distributed.backend={backend.name}: set distributed.backend={saved}, or start a new run "
-                         "from its export (lora.init_from=<checkpoint>/lora.safetensors)")
+        raise UserError(
+            f"cannot resume {loaded.path} (written by distributed.backend={saved}) with "
+            f"distributed.backend={backend.name}: set distributed.backend={saved}, or start a new run "
+            "from its export (lora.init_from=<checkpoint>/lora.safetensors)"
+        )
     if saved == "deepspeed" and saved_world != backend.world_size:
-        raise UserError(f"{loaded.path} is a DeepSpeed ZeRO checkpoint of {saved_world} process(es); it resumes on "
-                         f"{saved_world} (this run has {backend.world_size}). Resume with {saved_world} processes, or "
-                         "start a new run from its export (lora.init_from=<checkpoint>/lora.safetensors)")
+        raise UserError(
+            f"{loaded.path} is a DeepSpeed ZeRO checkpoint of {saved_world} process(es); it resumes on "
+            f"{saved_world} (this run has {backend.world_size}). Resume with {saved_world} processes, or "
+            "start a new run from its export (lora.init_from=<checkpoint>/lora.safetensors)"
+        )
 
 
 def check_signature(method, loaded: ckpt.LoadedCheckpoint) -> None:
@@ -306,8 +358,10 @@ def check_signature(method, loaded: ckpt.LoadedCheckpoint) -> None:
     expected = method.signature()
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs recipe {v!r}" for k, v in expected.items() if saved.get(k) != v]
     if diffs:
-        raise UserError(f"cannot resume from {loaded.path}: {'; '.join(diffs)} "
-                         "(set train.resume=none or use another train.output_dir)")
+        raise UserError(
+            f"cannot resume from {loaded.path}: {'; '.join(diffs)} "
+            "(set train.resume=none or use another train.output_dir)"
+        )
 
 
 def _lora_file_metadata(path: Path) -> dict[str, str]:
@@ -323,12 +377,22 @@ def _lora_file_metadata(path: Path) -> dict[str, str]:
 def describe(run: TrainingRun) -> str:
     n_train = sum(p.numel() for p in run.params)
     model = run.backend.unwrap(run.model)
-    kinds = lambda trained: sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()  # noqa: E731
-                                    if p.requires_grad == trained}) or ["-"]
-    return (f"[ltx2train] {run.spec.name}: {run.method.describe()} ({n_train:,} trainable parameters; weights: "
-            f"frozen {'/'.join(kinds(False))}, trained {'/'.join(kinds(True))}), {len(run.dataset)} cached clips"
-            f"{_bucket_summary(run.dataset.buckets)}{_dataset_summary(run.dataset)}, {run.backend.world_size} "
-            f"process(es) ({run.backend.name}), strategy {run.strategy.describe()}, starting at step {run.step}")
+    kinds = lambda trained: (
+        sorted(
+            {
+                str(p.dtype).replace("torch.", "")
+                for p in model.parameters()  # noqa: E731
+                if p.requires_grad == trained
+            }
+        )
+        or ["-"]
+    )
+    return (
+        f"[ltx2train] {run.spec.name}: {run.method.describe()} ({n_train:,} trainable parameters; weights: "
+        f"frozen {'/'.join(kinds(False))}, trained {'/'.join(kinds(True))}), {len(run.dataset)} cached clips"
+        f"{_bucket_summary(run.dataset.buckets)}{_dataset_summary(run.dataset)}, {run.backend.world_size} "
+        f"process(es) ({run.backend.name}), strategy {run.strategy.describe()}, starting at step {run.step}"
+    )
 
 
 def _dataset_summary(dataset: CachedDataset) -> str:
@@ -343,4 +407,3 @@ def _bucket_summary(buckets: list[str]) -> str:
     if len(counts) == 1:
         return f" ({next(iter(counts))})"
     return f" in {len(counts)} buckets (" + ", ".join(f"{b}: {n}" for b, n in sorted(counts.items())) + ")"
-

@@ -68,7 +68,11 @@ def rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *[int(x) if isinstance(x, (int, np.integer)) else float(x) for x in np_state[2:]]],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            *[int(x) if isinstance(x, (int, np.integer)) else float(x) for x in np_state[2:]],
+        ],
         "python": _to_lists(random.getstate()),
     }
 
@@ -140,7 +144,9 @@ def read_checkpoint(path: str | Path, rank: int) -> LoadedCheckpoint:
         current = path / f"rng_rank{rank}.pt"
         rng = torch.load(current, weights_only=True) if current.is_file() else None
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise DamagedCheckpoint(f"{current} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        raise DamagedCheckpoint(
+            f"{current} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        ) from None
     return LoadedCheckpoint(path, state, rng)
 
 

@@ -17,10 +17,19 @@ def batch_sampler(cfg, dataset, rank: int, world_size: int, start_batch: int = 0
 
     sources = dataset_sources(cfg.data)
     weights = [s.weight for s in sources] if sources[0].weight is not None else None
-    return BucketBatchSampler(dataset.buckets, cfg.data.batch_size, rank=rank, world_size=world_size,
-                              seed=cfg.train.seed, shuffle=cfg.data.shuffle, start_batch=start_batch,
-                              groups=dataset.groups, sources=dataset.sources, repeats=[s.repeats for s in sources],
-                              weights=weights)
+    return BucketBatchSampler(
+        dataset.buckets,
+        cfg.data.batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=cfg.train.seed,
+        shuffle=cfg.data.shuffle,
+        start_batch=start_batch,
+        groups=dataset.groups,
+        sources=dataset.sources,
+        repeats=[s.repeats for s in sources],
+        weights=weights,
+    )
 
 
 def steps_per_epoch(cfg, dataset, world_size: int) -> int:
@@ -42,10 +51,21 @@ class BucketBatchSampler(torch.utils.data.Sampler):
     consumed (exact data resume, also when epochs differ in length).
     """
 
-    def __init__(self, buckets: Sequence[str], batch_size: int, *, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, shuffle: bool = True, start_batch: int = 0, groups: Sequence[int] | None = None,
-                 sources: Sequence[int] | None = None, repeats: Sequence[int] = (1,),
-                 weights: Sequence[float] | None = None):
+    def __init__(
+        self,
+        buckets: Sequence[str],
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        start_batch: int = 0,
+        groups: Sequence[int] | None = None,
+        sources: Sequence[int] | None = None,
+        repeats: Sequence[int] = (1,),
+        weights: Sequence[float] | None = None,
+    ):
         self.buckets = list(buckets)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.seed, self.shuffle, self.start_batch = seed, shuffle, start_batch
@@ -55,8 +75,10 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         self.batches_per_epoch = self.epoch_length(0)
         if self.batches_per_epoch == 0:
             sizes = ", ".join(f"{b}: {n}" for b, n in self._bucket_sizes().items())
-            raise UserError(f"no bucket holds a global batch of data.batch_size={batch_size} x {world_size} "
-                             f"process(es) (clips per bucket: {sizes})")
+            raise UserError(
+                f"no bucket holds a global batch of data.batch_size={batch_size} x {world_size} "
+                f"process(es) (clips per bucket: {sizes})"
+            )
 
     def _bucket_sizes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -89,14 +111,14 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         for bucket in sorted(members):
             order = members[bucket]
             whole = len(order) // self.global_batch * self.global_batch
-            batches += [order[i:i + self.global_batch] for i in range(0, whole, self.global_batch)]
+            batches += [order[i : i + self.global_batch] for i in range(0, whole, self.global_batch)]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
         return batches
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         lo = self.rank * self.batch_size
-        return [batch[lo:lo + self.batch_size] for batch in self._epoch_global_batches(epoch)]
+        return [batch[lo : lo + self.batch_size] for batch in self._epoch_global_batches(epoch)]
 
     def epoch_length(self, epoch: int) -> int:
         """Batches per rank in ``epoch`` (the same in every epoch unless weights subsample or cycle a dataset)."""

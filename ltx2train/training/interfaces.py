@@ -45,8 +45,9 @@ class Backend(Protocol):
 
     def backward(self, loss: torch.Tensor) -> None: ...
 
-    def step(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
-             max_grad_norm: float) -> torch.Tensor | float | None:
+    def step(
+        self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_grad_norm: float
+    ) -> torch.Tensor | float | None:
         """Clip, step, zero the gradients; the gradient norm before clipping (None when not clipped)."""
 
     def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor: ...
@@ -62,11 +63,13 @@ class Backend(Protocol):
     def gather(self, model: Any, names: set[str]) -> StateDict:
         """Collective: the full trained tensors ``names``, on the main process."""
 
-    def save_state(self, directory: str | Path, model: Any, optimizer: torch.optim.Optimizer,
-                   names: set[str]) -> None: ...
+    def save_state(
+        self, directory: str | Path, model: Any, optimizer: torch.optim.Optimizer, names: set[str]
+    ) -> None: ...
 
-    def load_state(self, directory: str | Path, model: Any, optimizer: torch.optim.Optimizer,
-                   names: set[str]) -> tuple[bool, bool]:
+    def load_state(
+        self, directory: str | Path, model: Any, optimizer: torch.optim.Optimizer, names: set[str]
+    ) -> tuple[bool, bool]:
         """(the trained state was loaded, the optimizer state was loaded)."""
 
     def set_full_state(self, model: Any, tensors: StateDict) -> None: ...
@@ -108,11 +111,13 @@ class Strategy(Protocol):
 
     def describe(self) -> str: ...
 
-    def inputs(self, batch: dict[str, torch.Tensor], context: Any, generator: Any = None,
-               sigma: torch.Tensor | None = None) -> StepInputs: ...
+    def inputs(
+        self, batch: dict[str, torch.Tensor], context: Any, generator: Any = None, sigma: torch.Tensor | None = None
+    ) -> StepInputs: ...
 
-    def loss(self, video_pred: torch.Tensor, audio_pred: torch.Tensor,
-             inputs: StepInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+    def loss(
+        self, video_pred: torch.Tensor, audio_pred: torch.Tensor, inputs: StepInputs
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
 @runtime_checkable
@@ -124,6 +129,5 @@ class ValidationSampler(Protocol):
     def sample(self, transformer: torch.nn.Module, connectors: torch.nn.Module) -> list[Any]:
         """The clips of every prompt (a collective forward where the backend's is)."""
 
-    def run(self, step: int, transformer: torch.nn.Module,
-            connectors: torch.nn.Module) -> tuple[list[Path], list[Any]]:
+    def run(self, step: int, transformer: torch.nn.Module, connectors: torch.nn.Module) -> tuple[list[Path], list[Any]]:
         """``sample``, and the clips written as ``step_N_promptI.mp4``: (paths, clips)."""

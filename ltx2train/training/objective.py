@@ -14,8 +14,9 @@ import torch
 from ltx2train.inference.schedules import shift_mu
 
 
-def sample_sigmas(batch_size: int, num_tokens: int, cfg, generator: torch.Generator | None = None,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
+def sample_sigmas(
+    batch_size: int, num_tokens: int, cfg, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """(B,) sigmas in (0, 1): sigmoid(N(logit_mean + mu, logit_std))."""
     mu = shift_mu(num_tokens, cfg.shift_base, cfg.shift_max, cfg.shift_base_tokens, cfg.shift_max_tokens)
     normal = torch.randn(batch_size, generator=generator, device=device)
@@ -71,5 +72,8 @@ class SigmaBucketLoss:
         sums = self.sums if sums is None else sums
         counts = self.counts if counts is None else counts
         width = 1.0 / self.num_buckets
-        return {f"loss_sigma_{i * width:.2f}-{(i + 1) * width:.2f}": float(sums[i] / counts[i])
-                for i in range(self.num_buckets) if counts[i] > 0}
+        return {
+            f"loss_sigma_{i * width:.2f}-{(i + 1) * width:.2f}": float(sums[i] / counts[i])
+            for i in range(self.num_buckets)
+            if counts[i] > 0
+        }

@@ -30,8 +30,10 @@ def _adamw8bit():
     try:
         import bitsandbytes.optim
     except ImportError as exc:
-        raise UserError(f"optimizer.name=adamw8bit needs bitsandbytes ({exc}): pip install 'ltx2train[memory]' "
-                         "(or bitsandbytes), or use optimizer.name=adamw") from None
+        raise UserError(
+            f"optimizer.name=adamw8bit needs bitsandbytes ({exc}): pip install 'ltx2train[memory]' "
+            "(or bitsandbytes), or use optimizer.name=adamw"
+        ) from None
     return bitsandbytes.optim.AdamW8bit
 
 

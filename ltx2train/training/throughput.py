@@ -47,9 +47,13 @@ class Throughput:
         """The window's rates (every process calls it at the same step), then a new window."""
         seconds = time.perf_counter() - self.started
         samples, video, audio, flops = reduce_sum(self.counts).cpu().tolist()
-        out = {"step_time_s": seconds / max(self.steps, 1), "steps_per_s": self.steps / seconds,
-               "samples_per_s": samples / seconds, "video_tokens_per_s": video / seconds,
-               "audio_tokens_per_s": audio / seconds}
+        out = {
+            "step_time_s": seconds / max(self.steps, 1),
+            "steps_per_s": self.steps / seconds,
+            "samples_per_s": samples / seconds,
+            "video_tokens_per_s": video / seconds,
+            "audio_tokens_per_s": audio / seconds,
+        }
         if self.flops_of:
             out["tflops_per_device"] = flops / seconds / world_size / 1e12
             if self.peak:

@@ -85,8 +85,15 @@ def data_statistics(datasets: list[dict]) -> dict:
 class Tracker:
     """The trainer's one tracking object: every configured Accelerate tracker plus ``metrics.jsonl``."""
 
-    def __init__(self, cfg, run_dir: str | Path, config: dict, enabled: bool = True, resume_step: int = 0,
-                 data: dict | None = None):
+    def __init__(
+        self,
+        cfg,
+        run_dir: str | Path,
+        config: dict,
+        enabled: bool = True,
+        resume_step: int = 0,
+        data: dict | None = None,
+    ):
         self.enabled, self.run_dir = enabled, Path(run_dir)
         self.names = tracker_names(cfg.backend) if enabled else []
         self.trackers: list[GeneralTracker] = []
@@ -103,8 +110,15 @@ class Tracker:
         if name == "wandb":
             from accelerate.tracking import WandBTracker
 
-            return WandBTracker(cfg.project, name=cfg.run_name, entity=cfg.entity, mode=cfg.mode,
-                                dir=str(self.run_dir), id=self._wandb_run_id(), resume="allow")
+            return WandBTracker(
+                cfg.project,
+                name=cfg.run_name,
+                entity=cfg.entity,
+                mode=cfg.mode,
+                dir=str(self.run_dir),
+                id=self._wandb_run_id(),
+                resume="allow",
+            )
         if name == "tensorboard":
             import importlib.util
 
@@ -113,8 +127,9 @@ class Tracker:
             from accelerate.tracking import TensorBoardTracker
 
             # purge_step: events of steps after the resume point (logged before an interruption) are dropped
-            return TensorBoardTracker(cfg.run_name or "run", self.run_dir / "tensorboard",
-                                      purge_step=resume_step + 1 if resume_step else None)
+            return TensorBoardTracker(
+                cfg.run_name or "run", self.run_dir / "tensorboard", purge_step=resume_step + 1 if resume_step else None
+            )
         raise UserError(f"tracker.backend: unknown tracker {name!r}; allowed: none, {', '.join(BACKENDS)}")
 
     def _wandb_run_id(self) -> str:
@@ -145,14 +160,20 @@ class Tracker:
         if run is not None:
             import wandb
 
-            run.log({"validation/video": [wandb.Video(str(p), caption=c, format="mp4") for p, c in zip(paths, captions)],
-                     "validation/audio": [wandb.Audio(str(w), caption=c) for w, c in zip(wavs, captions)]}, step=step)
+            run.log(
+                {
+                    "validation/video": [wandb.Video(str(p), caption=c, format="mp4") for p, c in zip(paths, captions)],
+                    "validation/audio": [wandb.Audio(str(w), caption=c) for w, c in zip(wavs, captions)],
+                },
+                step=step,
+            )
         writer = self.tracker("tensorboard")
         if writer is not None:
             for i, (clip, caption) in enumerate(zip(clips, captions)):
                 writer.add_audio(f"validation/audio/{i}", clip.audio.mean(0).clamp(-1, 1), step, clip.sample_rate)
-                writer.add_images(f"validation/frames/{i}", clip.video[:: max(1, len(clip.video) // 4)], step,
-                                  dataformats="NHWC")
+                writer.add_images(
+                    f"validation/frames/{i}", clip.video[:: max(1, len(clip.video) // 4)], step, dataformats="NHWC"
+                )
                 writer.add_text(f"validation/prompt/{i}", caption, step)
             writer.flush()
 

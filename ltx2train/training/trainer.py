@@ -1,9 +1,9 @@
 """The training loop: a paragraph over the pieces the builder assembled (training/builder.py).
 
-    step    connectors(text) -> strategy builds noisy inputs + targets -> transformer -> masked losses ->
-            backend.backward (accumulated) -> backend.step (clip + optimizer) -> schedule step
-    every N checkpoint (the method's export for users, the exact trained state, optimizer/RNG/data state)
-            and validation (samples through the inference pipeline on the live modules + a fixed-sigma loss)
+step    connectors(text) -> strategy builds noisy inputs + targets -> transformer -> masked losses ->
+        backend.backward (accumulated) -> backend.step (clip + optimizer) -> schedule step
+every N checkpoint (the method's export for users, the exact trained state, optimizer/RNG/data state)
+        and validation (samples through the inference pipeline on the live modules + a fixed-sigma loss)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ltx2train.training.signals import StopRequest
 from ltx2train.training.throughput import Throughput
 from ltx2train.training.tracking import Tracker, data_statistics
 from ltx2train.utils.progress import StepBar, format_duration
+
 
 @dataclass
 class TrainResult:
@@ -85,8 +86,14 @@ class Trainer:
 
         main, cfg = self.backend.is_main, self.cfg
         data = data_statistics(dataset_statistics(dataset_sources(cfg.data))) if main else None
-        return Tracker(cfg.tracker, self.output_dir, config_to_dict(cfg) if main else {}, enabled=main,
-                       resume_step=self.step, data=data)
+        return Tracker(
+            cfg.tracker,
+            self.output_dir,
+            config_to_dict(cfg) if main else {},
+            enabled=main,
+            resume_step=self.step,
+            data=data,
+        )
 
     def _build_throughput(self) -> Throughput:
         """FLOPs are counted (for TFLOP/s and MFU) where the device's peak is known: a GPU of the table in
@@ -95,8 +102,11 @@ class Trainer:
 
         cfg, peak = self.cfg, peak_flops(self.device)
         spec = self.run.spec.component("transformer")
-        flops_of = (lambda b, v, a, t: step_flops(cfg, spec, batch=b, video=v, audio=a, text=t, fps=cfg.data.fps)) \
-            if peak else None
+        flops_of = (
+            (lambda b, v, a, t: step_flops(cfg, spec, batch=b, video=v, audio=a, text=t, fps=cfg.data.fps))
+            if peak
+            else None
+        )
         return Throughput(flops_of, peak)
 
     @property
@@ -110,10 +120,17 @@ class Trainer:
         sampler = batch_sampler(cfg, self.run.dataset, self.rank, self.world_size, start_batch)
         self.sampler = sampler  # the plan of batches (its state: start_batch, from the step)
         for bucket, clips in sampler.skipped().items():
-            self.log(f"[ltx2train] warning: bucket {bucket} holds {clips} clip(s), fewer than a global batch "
-                     f"({cfg.data.batch_size} x {self.world_size} process(es)): they are not trained")
-        loader = torch.utils.data.DataLoader(self.run.dataset, batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+            self.log(
+                f"[ltx2train] warning: bucket {bucket} holds {clips} clip(s), fewer than a global batch "
+                f"({cfg.data.batch_size} x {self.world_size} process(es)): they are not trained"
+            )
+        loader = torch.utils.data.DataLoader(
+            self.run.dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=cfg.data.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
         return iter(loader)
 
     # ----------------------------------------------------------------------------------------- loop
@@ -123,8 +140,11 @@ class Trainer:
         trained module runs them in its forward, with their graph)."""
         length = self.cfg.data.max_sequence_length
         to = lambda t: None if t is None else left_pad(t.to(self.device, self.weight_dtype), length)  # noqa: E731
-        projected = ProjectedText(to(batch["text_video"]), to(batch.get("text_audio")),
-                                  left_pad(batch["text_attention_mask"].to(self.device), length))
+        projected = ProjectedText(
+            to(batch["text_video"]),
+            to(batch.get("text_audio")),
+            left_pad(batch["text_attention_mask"].to(self.device), length),
+        )
         return projected if self.trains_connectors else connect_text(self.connectors, projected)
 
     @torch.no_grad()
@@ -165,16 +185,22 @@ class Trainer:
         self.lr_scheduler.step()
         return self._step_metrics(losses, torch.cat(sigmas), per_sample, grad_norm)
 
-    def _step_metrics(self, losses: list[torch.Tensor], sigmas: torch.Tensor, per_sample: list[torch.Tensor],
-                      grad_norm) -> dict[str, float]:
+    def _step_metrics(
+        self, losses: list[torch.Tensor], sigmas: torch.Tensor, per_sample: list[torch.Tensor], grad_norm
+    ) -> dict[str, float]:
         """The step's values, read from the device once per optimizer step: a host sync per micro-batch would
         drain the GPU's queue between micro-batches. Losses are averaged over micro-batches and processes."""
         mean = self.backend.reduce(torch.stack(losses).mean(0))
         norm = torch.as_tensor(math.nan if grad_norm is None else grad_norm, dtype=torch.float32)
         values = torch.cat([mean, norm.to(mean.device).reshape(1), *(t.to(mean.device) for t in per_sample)]).cpu()
         self.bucket_loss.add(sigmas, values[4:])
-        metrics = {"loss": values[0].item(), "video_loss": values[1].item(), "audio_loss": values[2].item(),
-                   "sigma": sigmas.mean().item(), "lr": self.lr_scheduler.get_last_lr()[0]}
+        metrics = {
+            "loss": values[0].item(),
+            "video_loss": values[1].item(),
+            "audio_loss": values[2].item(),
+            "sigma": sigmas.mean().item(),
+            "lr": self.lr_scheduler.get_last_lr()[0],
+        }
         if grad_norm is not None:
             metrics["grad_norm"] = values[3].item()
         return metrics
@@ -189,8 +215,9 @@ class Trainer:
 
     def _loop(self, stop: "StopRequest") -> TrainResult:
         cfg = self.cfg
-        result = TrainResult(step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir),
-                             main=self.backend.is_main)
+        result = TrainResult(
+            step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir), main=self.backend.is_main
+        )
         if self.validates and cfg.validation.at_start and self.step == 0:
             self._validate(result)
         bar, window = StepBar(cfg.train.max_steps, self.step, self.log, enabled=self.backend.is_main), []
@@ -216,17 +243,22 @@ class Trainer:
         result.losses.append((self.step, metrics["loss"]))
         bar.update(metrics["loss"])
         if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"loss is {metrics['loss']} at step {self.step}; last checkpoint: {result.checkpoint}")
+            raise FloatingPointError(
+                f"loss is {metrics['loss']} at step {self.step}; last checkpoint: {result.checkpoint}"
+            )
         if self.step == cfg.train.max_steps or self.step % cfg.train.log_every == 0:
             rates = self.throughput.metrics(lambda t: self.backend.reduce(t, op="sum"), self.world_size)
-            self.tracker.log({**metrics, **self._bucket_metrics(), **rates,
-                              "peak_memory_mb": peak_memory_mb(self.device)}, self.step)
+            self.tracker.log(
+                {**metrics, **self._bucket_metrics(), **rates, "peak_memory_mb": peak_memory_mb(self.device)}, self.step
+            )
             if bar.bar is None:  # a terminal has the bar; a log file gets a line every log_every steps
                 eta = format_duration(self.throughput.eta_s(cfg.train.max_steps - self.step))
-                bar.write(f"step {self.step:>6}/{cfg.train.max_steps}  loss {sum(window) / len(window):.4f}  "
-                          f"(video {metrics['video_loss']:.4f}, audio {metrics['audio_loss']:.4f})  "
-                          f"lr {metrics['lr']:.2e}  {rates['steps_per_s']:.2f} steps/s  "
-                          f"{rates['samples_per_s']:.2f} samples/s  ETA {eta}")
+                bar.write(
+                    f"step {self.step:>6}/{cfg.train.max_steps}  loss {sum(window) / len(window):.4f}  "
+                    f"(video {metrics['video_loss']:.4f}, audio {metrics['audio_loss']:.4f})  "
+                    f"lr {metrics['lr']:.2e}  {rates['steps_per_s']:.2f} steps/s  "
+                    f"{rates['samples_per_s']:.2f} samples/s  ETA {eta}"
+                )
             window.clear()
 
     def _after_step(self, result: TrainResult, stop: "StopRequest", bar: StepBar) -> bool:
@@ -239,8 +271,10 @@ class Trainer:
                 result.checkpoint = self.save_checkpoint()
         if stopping:
             result.interrupted = stop.signal_name or "stop request"
-            bar.write(f"[ltx2train] {result.interrupted} at step {self.step}: checkpoint written; "
-                      "run the same command again to resume")
+            bar.write(
+                f"[ltx2train] {result.interrupted} at step {self.step}: checkpoint written; "
+                "run the same command again to resume"
+            )
             return True
         if self.validates and (last or (cfg.validation.every and self.step % cfg.validation.every == 0)):
             with self.throughput.paused():
@@ -267,16 +301,33 @@ class Trainer:
         names = method.trainable_names(self.model)
         agreed = self._check_replicas(names)
         gathered = backend.gather(self.wrapped, names)  # collective: full tensors on the main process
-        metadata = {"base_variant": self.run.spec.name, "family": self.run.spec.family, "strategy": self.strategy.name,
-                    "step": str(self.step)}
-        state = {"step": self.step, "lr_scheduler": self.lr_scheduler.state_dict(), "signature": method.signature(),
-                 "backend": backend.name}
+        metadata = {
+            "base_variant": self.run.spec.name,
+            "family": self.run.spec.family,
+            "strategy": self.strategy.name,
+            "step": str(self.step),
+        }
+        state = {
+            "step": self.step,
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "signature": method.signature(),
+            "backend": backend.name,
+        }
         path = ckpt.save_checkpoint(
-            self.output_dir, self.step, exports=method.exports(self.model, gathered, metadata) if backend.is_main else {},
-            training_state=state, save_state=lambda d: backend.save_state(d, self.wrapped, self.optimizer, names),
-            rank=self.rank, world_size=self.world_size, barrier=backend.barrier, keep_last=cfg.train.keep_last)
-        self.log(f"[ltx2train] checkpoint {path}"
-                 + (f" ({self.world_size} processes agree on {agreed} replicated trained tensors)" if agreed else ""))
+            self.output_dir,
+            self.step,
+            exports=method.exports(self.model, gathered, metadata) if backend.is_main else {},
+            training_state=state,
+            save_state=lambda d: backend.save_state(d, self.wrapped, self.optimizer, names),
+            rank=self.rank,
+            world_size=self.world_size,
+            barrier=backend.barrier,
+            keep_last=cfg.train.keep_last,
+        )
+        self.log(
+            f"[ltx2train] checkpoint {path}"
+            + (f" ({self.world_size} processes agree on {agreed} replicated trained tensors)" if agreed else "")
+        )
         return path
 
     def _check_replicas(self, names: set[str]) -> int:
@@ -288,7 +339,8 @@ class Trainer:
             raise RuntimeError(
                 f"at step {self.step} the processes hold different values of {len(diverged)} of {len(replicas)} "
                 f"replicated trained tensors (first: {diverged[0]}) under distributed.backend={self.backend.name}; no "
-                f"checkpoint was written for this step. Resume from the last one; if it happens again, report it")
+                f"checkpoint was written for this step. Resume from the last one; if it happens again, report it"
+            )
         return len(replicas) if self.world_size > 1 else 0
 
     def _validate(self, result: TrainResult) -> None:
@@ -302,9 +354,13 @@ class Trainer:
                 losses = self.validation_loss(model)
                 self.tracker.log(losses, self.step)
                 result.validation_losses.append((self.step, losses["val_loss"]))
-                self.log(f"[ltx2train] validation loss at step {self.step}: {losses['val_loss']:.4f} (sigmas "
-                         + ", ".join(f"{s:g}: {losses[f'val_loss_sigma_{s:g}']:.4f}" for s in self.cfg.validation.loss_sigmas)
-                         + ")")
+                self.log(
+                    f"[ltx2train] validation loss at step {self.step}: {losses['val_loss']:.4f} (sigmas "
+                    + ", ".join(
+                        f"{s:g}: {losses[f'val_loss_sigma_{s:g}']:.4f}" for s in self.cfg.validation.loss_sigmas
+                    )
+                    + ")"
+                )
             if self.validation_sampler is not None and main:
                 paths, clips = self.validation_sampler.run(self.step, transformer, self.connectors)
                 result.samples.extend(paths)
@@ -328,8 +384,9 @@ class Trainer:
                 batch = self.run.dataset.collate([clip])
                 context = self.text_context(batch)
                 for sigma in cfg.loss_sigmas:
-                    inputs = self.strategy.inputs(batch, context, generator=torch.Generator().manual_seed(cfg.seed),
-                                                  sigma=torch.tensor([sigma]))
+                    inputs = self.strategy.inputs(
+                        batch, context, generator=torch.Generator().manual_seed(cfg.seed), sigma=torch.tensor([sigma])
+                    )
                     self._cast_inputs(inputs)
                     with self.backend.autocast():
                         video_pred, audio_pred = model(**inputs.model_kwargs)

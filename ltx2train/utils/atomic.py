@@ -28,7 +28,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     given umask permissions and renamed onto ``path``, on any error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{socket.gethostname()}.{os.getpid()}.tmp{path.suffix}")  # unique on shared disks
+    tmp = path.with_name(
+        f".{path.stem}.{socket.gethostname()}.{os.getpid()}.tmp{path.suffix}"
+    )  # unique on shared disks
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())

@@ -19,24 +19,61 @@ from ltx2train.utils.errors import UserError
 
 # DiffSynth flag -> (our key, how its value converts); value None: a switch
 _DIRECT = {
-    "dataset_metadata_path": "data.metadata", "dataset_repeat": "data.repeats", "dataset_num_workers": "data.num_workers",
-    "height": "data.height", "width": "data.width", "num_frames": "data.num_frames", "max_pixels": "data.max_pixels",
-    "frame_rate": "data.fps", "batch_size": "data.batch_size", "learning_rate": "optimizer.lr",
-    "weight_decay": "optimizer.weight_decay", "max_grad_norm": "optimizer.max_grad_norm",
-    "num_epochs": "train.num_epochs", "save_steps": "train.checkpoint_every", "output_path": "train.output_dir",
-    "gradient_accumulation_steps": "train.gradient_accumulation_steps", "seed": "train.seed",
-    "mixed_precision": "train.mixed_precision", "lora_rank": "lora.rank", "lora_checkpoint": "lora.init_from",
+    "dataset_metadata_path": "data.metadata",
+    "dataset_repeat": "data.repeats",
+    "dataset_num_workers": "data.num_workers",
+    "height": "data.height",
+    "width": "data.width",
+    "num_frames": "data.num_frames",
+    "max_pixels": "data.max_pixels",
+    "frame_rate": "data.fps",
+    "batch_size": "data.batch_size",
+    "learning_rate": "optimizer.lr",
+    "weight_decay": "optimizer.weight_decay",
+    "max_grad_norm": "optimizer.max_grad_norm",
+    "num_epochs": "train.num_epochs",
+    "save_steps": "train.checkpoint_every",
+    "output_path": "train.output_dir",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "seed": "train.seed",
+    "mixed_precision": "train.mixed_precision",
+    "lora_rank": "lora.rank",
+    "lora_checkpoint": "lora.init_from",
 }
-_SWITCHES = {"use_gradient_checkpointing": "train.gradient_checkpointing",
-             "use_gradient_checkpointing_offload": "memory.activation_offload"}
-_INTS = {"data.repeats", "data.num_workers", "data.height", "data.width", "data.num_frames", "data.max_pixels",
-         "data.batch_size", "train.num_epochs", "train.checkpoint_every", "train.gradient_accumulation_steps",
-         "train.seed", "lora.rank"}
+_SWITCHES = {
+    "use_gradient_checkpointing": "train.gradient_checkpointing",
+    "use_gradient_checkpointing_offload": "memory.activation_offload",
+}
+_INTS = {
+    "data.repeats",
+    "data.num_workers",
+    "data.height",
+    "data.width",
+    "data.num_frames",
+    "data.max_pixels",
+    "data.batch_size",
+    "train.num_epochs",
+    "train.checkpoint_every",
+    "train.gradient_accumulation_steps",
+    "train.seed",
+    "lora.rank",
+}
 _FLOATS = {"data.fps", "optimizer.lr", "optimizer.weight_decay", "optimizer.max_grad_norm"}
 # flags read elsewhere (models, dataset paths, the task, LoRA base / targets, inputs) or that change nothing here
-_HANDLED = {"model_id_with_origin_paths", "model_paths", "tokenizer_path", "dataset_base_path", "data_file_keys",
-            "extra_inputs", "task", "lora_base_model", "lora_target_modules", "trainable_models", "fp8_models",
-            "preset_lora_path"}
+_HANDLED = {
+    "model_id_with_origin_paths",
+    "model_paths",
+    "tokenizer_path",
+    "dataset_base_path",
+    "data_file_keys",
+    "extra_inputs",
+    "task",
+    "lora_base_model",
+    "lora_target_modules",
+    "trainable_models",
+    "fp8_models",
+    "preset_lora_path",
+}
 _NO_EQUIVALENT = {
     "remove_prefix_in_ckpt": "checkpoints hold the official key layout (diffusion_model.*) that every consumer reads",
     "find_unused_parameters": "the DDP backend finds what it needs itself",
@@ -46,11 +83,17 @@ _NO_EQUIVALENT = {
     "preset_lora_model": "presets merge into the DiT (and its text connectors) only",
     "max_timestep_boundary": "for Wan 2.2's two-expert models; LTX-2 samples sigmas from objective.*",
     "min_timestep_boundary": "for Wan 2.2's two-expert models; LTX-2 samples sigmas from objective.*",
-    "use_wandb": "set tracker.backend=wandb", "use_swanlab": "SwanLab is not a tracker here (wandb, tensorboard)",
+    "use_wandb": "set tracker.backend=wandb",
+    "use_swanlab": "SwanLab is not a tracker here (wandb, tensorboard)",
 }
 _TRAINABLE = {"dit": "transformer", "text_encoder_post_modules": "connectors"}  # --trainable_models it converts
-_FP8 = {"dit": "transformer", "text_encoder": "text_encoder", "video_vae_encoder": "video_vae",
-        "audio_vae_encoder": "audio_vae", "text_encoder_post_modules": "connectors"}
+_FP8 = {
+    "dit": "transformer",
+    "text_encoder": "text_encoder",
+    "video_vae_encoder": "video_vae",
+    "audio_vae_encoder": "audio_vae",
+    "text_encoder_post_modules": "connectors",
+}
 
 
 class ConversionError(UserError):
@@ -78,7 +121,7 @@ def commands(text: str) -> list[list[str]]:
         tokens = shlex.split(line, comments=True)
         script = next((i for i, t in enumerate(tokens) if t.endswith("train.py")), None)
         if script is not None:
-            found.append(tokens[script + 1:])
+            found.append(tokens[script + 1 :])
     if not found:
         tokens = shlex.split(joined, comments=True)
         if any(t.startswith("--") for t in tokens):
@@ -108,8 +151,10 @@ def merge_passes(passes: list[dict]) -> tuple[dict, dict | None]:
     data = [p for p in passes if str(p.get("task", "")).endswith("data_process")]
     train = [p for p in passes if not str(p.get("task", "")).endswith("data_process")]
     if len(train) != 1 or len(data) > 1:
-        raise ConversionError(f"expected one training command (and at most one --task sft:data_process pass), found "
-                              f"{len(train)} training and {len(data)} data-processing command(s)")
+        raise ConversionError(
+            f"expected one training command (and at most one --task sft:data_process pass), found "
+            f"{len(train)} training and {len(data)} data-processing command(s)"
+        )
     return train[0], (data[0] if data else None)
 
 
@@ -155,8 +200,11 @@ def _models(recipe: Recipe, train: dict, data: dict | None) -> None:
     source = "--model_id_with_origin_paths / --model_paths"
     recipe.set("model.checkpoint", str(found["checkpoint"]), source)
     recipe.set("model.text_encoder", str(found["text_encoder"]), source + " (Gemma)")
-    recipe.set("model.variant", _variant(Path(found["checkpoint"]), " ".join(str(p.get("model_id_with_origin_paths"))
-                                                                            for p in passes)), source + " (headers)")
+    recipe.set(
+        "model.variant",
+        _variant(Path(found["checkpoint"]), " ".join(str(p.get("model_id_with_origin_paths")) for p in passes)),
+        source + " (headers)",
+    )
     if found["distilled"]:
         recipe.set("model.distilled", True, source + " (transformer_distilled.safetensors)")
 
@@ -194,7 +242,8 @@ def _method(recipe: Recipe, flags: dict) -> None:
         if full:
             recipe.unconverted["trainable_models"] = (
                 f"{', '.join(full)} fully trained beside a LoRA: one method trains every part here "
-                "(train.trainable=[transformer, connectors] puts the LoRA on the text connectors too)")
+                "(train.trainable=[transformer, connectors] puts the LoRA on the text connectors too)"
+            )
     elif full:
         recipe.set("train.method", "full", f"--trainable_models {trainable}")
         _trainable(recipe, full, trainable)
@@ -210,8 +259,11 @@ def _method(recipe: Recipe, flags: dict) -> None:
 
 def _trainable(recipe: Recipe, models: list[str], flag: str) -> None:
     """``--trainable_models`` of a full fine-tune -> ``train.trainable`` (the DiT, and the text connectors)."""
-    why = [f"{m}: ltx2train trains the DiT and its text connectors (text_encoder_post_modules) only"
-           for m in models if m not in _TRAINABLE]
+    why = [
+        f"{m}: ltx2train trains the DiT and its text connectors (text_encoder_post_modules) only"
+        for m in models
+        if m not in _TRAINABLE
+    ]
     if "dit" not in models:
         why.append("the DiT is always trained here (train.trainable starts with transformer)")
     if why:
@@ -255,15 +307,29 @@ def convert(text: str) -> Recipe:
     dataset = data or train  # the data-processing pass reads the clips; the training pass its cache
     if dataset.get("dataset_base_path"):
         recipe.set("data.root", str(Path(dataset["dataset_base_path"]).resolve()), "--dataset_base_path")
-    _direct(recipe, {k: v for k, v in dataset.items() if k in ("dataset_metadata_path", "height", "width",
-                                                                "num_frames", "max_pixels", "frame_rate")})
+    _direct(
+        recipe,
+        {
+            k: v
+            for k, v in dataset.items()
+            if k in ("dataset_metadata_path", "height", "width", "num_frames", "max_pixels", "frame_rate")
+        },
+    )
     _direct(recipe, {k: v for k, v in train.items() if k not in ("dataset_metadata_path",)})
     if "data.metadata" not in recipe.values:
         raise ConversionError("no --dataset_metadata_path (in the data-processing pass of a split script)")
-    cache = Path(data["output_path"]).resolve() if data and data.get("output_path") else \
-        Path(recipe.values.get("train.output_dir", "./models")) / "cache"
-    recipe.set("data.cache_dir", str(cache), "--output_path of --task sft:data_process" if data else
-               "beside --output_path: ltx2train prepare writes the latents there")
+    cache = (
+        Path(data["output_path"]).resolve()
+        if data and data.get("output_path")
+        else Path(recipe.values.get("train.output_dir", "./models")) / "cache"
+    )
+    recipe.set(
+        "data.cache_dir",
+        str(cache),
+        "--output_path of --task sft:data_process"
+        if data
+        else "beside --output_path: ltx2train prepare writes the latents there",
+    )
     if "data.height" not in recipe.values:
         recipe.set("data.height", None, "no --height / --width: dynamic resolution under --max_pixels")
         recipe.set("data.width", None, "no --height / --width: dynamic resolution under --max_pixels")
@@ -279,8 +345,11 @@ def render(recipe: Recipe, origin: str) -> str:
     """The recipe as YAML, one comment per field naming its flag, then the flags left out and why."""
     import yaml
 
-    lines = [f"# Converted by `ltx2train from-diffsynth` from {origin}.", "# Run: ltx2train prepare THIS.yaml && "
-             "ltx2train train THIS.yaml", ""]
+    lines = [
+        f"# Converted by `ltx2train from-diffsynth` from {origin}.",
+        "# Run: ltx2train prepare THIS.yaml && ltx2train train THIS.yaml",
+        "",
+    ]
     sections: dict[str, list[str]] = {}
     for key, value in recipe.values.items():
         section, _, name = key.partition(".")
@@ -305,7 +374,9 @@ def write_recipe(source: str | Path | list[str], output: str | Path) -> tuple[Pa
     else:
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"from-diffsynth: {path} does not exist (a DiffSynth training script, or its flags)")
+            raise FileNotFoundError(
+                f"from-diffsynth: {path} does not exist (a DiffSynth training script, or its flags)"
+            )
         text, origin = path.read_text(encoding="utf-8"), str(path)
     recipe = convert(text)
     output = Path(output)

@@ -17,7 +17,9 @@ BACKENDS = {DDPBackend.name: DDPBackend, FSDP2Backend.name: FSDP2Backend}
 def build_backend(cfg):
     if cfg.distributed.backend == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:
-            raise UserError("distributed.backend=deepspeed needs DeepSpeed: DS_BUILD_OPS=0 pip install 'ltx2train[deepspeed]'")
+            raise UserError(
+                "distributed.backend=deepspeed needs DeepSpeed: DS_BUILD_OPS=0 pip install 'ltx2train[deepspeed]'"
+            )
         from ltx2train.training.backends.deepspeed import DeepSpeedBackend
 
         return DeepSpeedBackend(cfg)

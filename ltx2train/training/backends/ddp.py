@@ -50,11 +50,16 @@ class DDPBackend(state.DCPState):
             from ltx2train.memory.offload import enable_block_swap
 
             transformer, prefix = trained_parts(model)["transformer"]
-            self.block_swap = enable_block_swap(transformer, self.swap_blocks, self.device,  # the rest: on the device
-                                                trained_on_host=self.swap_trained)
+            self.block_swap = enable_block_swap(
+                transformer,
+                self.swap_blocks,
+                self.device,  # the rest: on the device
+                trained_on_host=self.swap_trained,
+            )
             ignored = getattr(model, "_ddp_params_and_buffers_to_ignore", [])  # e.g. FP8 weights (builder.py)
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                model, sorted({*ignored, *(prefix + n for n in self.block_swap.parameter_names)}))
+                model, sorted({*ignored, *(prefix + n for n in self.block_swap.parameter_names)})
+            )
             placement = False
         model = self.accelerator.prepare_model(model, device_placement=placement)
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])

@@ -63,7 +63,7 @@ class DeepSpeedBackend(TorchCollectives):
             "bf16": {"enabled": cfg.train.mixed_precision == "bf16"},
             "fp16": {"enabled": cfg.train.mixed_precision == "fp16"},
             "zero_force_ds_cpu_optimizer": False,  # our AdamW (the schedule steps it), also when offloaded
-            "steps_per_print": 2 ** 31,
+            "steps_per_print": 2**31,
         }
         self.engine = None
 
@@ -72,8 +72,9 @@ class DeepSpeedBackend(TorchCollectives):
 
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(params)
-        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, model_parameters=params,
-                                                    config=self.config)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, model_parameters=params, config=self.config
+        )
         return self.engine, optimizer  # the schedule steps the torch optimizer's param groups
 
     def unwrap(self, model) -> torch.nn.Module:
@@ -134,8 +135,9 @@ class DeepSpeedBackend(TorchCollectives):
         path = Path(directory) / STATE_DIR
         if not (path / TAG).is_dir():
             raise RuntimeError(f"{path / TAG} is missing: DeepSpeed resumes from its own state only")
-        loaded, _ = self.engine.load_checkpoint(str(path), tag=TAG, load_module_strict=False,
-                                                load_lr_scheduler_states=False)
+        loaded, _ = self.engine.load_checkpoint(
+            str(path), tag=TAG, load_module_strict=False, load_lr_scheduler_states=False
+        )
         if loaded is None:
             raise RuntimeError(f"DeepSpeed could not load {path / TAG}")
         return True, True

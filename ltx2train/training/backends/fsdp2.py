@@ -54,8 +54,12 @@ class FSDP2Backend(state.DCPState, TorchCollectives):
         partial = PartialState(cpu=not torch.cuda.is_available())  # joins accelerate launch / torchrun
         if not dist.is_initialized():  # a single process: FSDP2 still shards over a group of one
             self._store = tempfile.NamedTemporaryFile(prefix="ltx2train-pg-")
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
-                                    init_method=f"file://{self._store.name}", rank=0, world_size=1)
+            dist.init_process_group(
+                "nccl" if torch.cuda.is_available() else "gloo",
+                init_method=f"file://{self._store.name}",
+                rank=0,
+                world_size=1,
+            )
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.device = partial.device
         self.is_main = self.rank == 0
@@ -68,10 +72,17 @@ class FSDP2Backend(state.DCPState, TorchCollectives):
         """(the sharded model, ``make_optimizer`` over its sharded parameters)."""
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-        policy = (MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32,
-                                       cast_forward_inputs=False) if self.compute_dtype else MixedPrecisionPolicy())
-        options = dict(mesh=self.mesh, mp_policy=policy, reshard_after_forward=self.reshard_after_forward,
-                       offload_policy=CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy())
+        policy = (
+            MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+            if self.compute_dtype
+            else MixedPrecisionPolicy()
+        )
+        options = dict(
+            mesh=self.mesh,
+            mp_policy=policy,
+            reshard_after_forward=self.reshard_after_forward,
+            offload_policy=CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy(),
+        )
         for block in transformer_of(model).transformer_blocks:
             fully_shard(block, **options)
         for part in _units_of_pair(model):

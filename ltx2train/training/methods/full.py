@@ -29,7 +29,8 @@ class FullMethod:
     def describe(self) -> str:
         parts = " and the text connectors" if "connectors" in self.cfg.train.trainable else ""
         return f"full fine-tuning of the transformer{parts}" + (
-            " (the audio branch frozen: it does not run)" if self.frozen else "")
+            " (the audio branch frozen: it does not run)" if self.frozen else ""
+        )
 
     def apply(self, model: torch.nn.Module, log, fresh: bool = True) -> None:
         """Every weight float32 and trained, except those of modules the component's frozen pattern names."""
@@ -40,8 +41,12 @@ class FullMethod:
                 p.data = p.data.float()
 
     def signature(self) -> dict[str, str]:
-        return {"method": self.name, "base_variant": self.spec.name, **({"frozen": self.frozen} if self.frozen else {}),
-                **trainable_signature(self.cfg.train.trainable)}
+        return {
+            "method": self.name,
+            "base_variant": self.spec.name,
+            **({"frozen": self.frozen} if self.frozen else {}),
+            **trainable_signature(self.cfg.train.trainable),
+        }
 
     def trainable_names(self, model: torch.nn.Module) -> set[str]:
         return set(model.state_dict())
@@ -53,12 +58,17 @@ class FullMethod:
         for component, tensors in split_state(model, state).items():
             key_map = build_key_map(component, parts[component][0], self.spec.family)
             original = key_map.convert_to_original(tensors)
-            files[EXPORT_FILES[component]] = ({k: v.detach().to(dtype) for k, v in original.items()},
-                                              {**metadata, "format": "pt", "ltx2train_variant": self.spec.name})
+            files[EXPORT_FILES[component]] = (
+                {k: v.detach().to(dtype) for k, v in original.items()},
+                {**metadata, "format": "pt", "ltx2train_variant": self.spec.name},
+            )
         return files
 
     def state_from_export(self, model: torch.nn.Module, checkpoint: Path, source: str) -> dict[str, torch.Tensor]:
         from ltx2train.models.loading import load_component
 
-        return {f"{prefix}{k}": v for component, (_, prefix) in trained_parts(model).items()
-                for k, v in load_component(self.spec, component, checkpoint, dtype=torch.float32).state_dict().items()}
+        return {
+            f"{prefix}{k}": v
+            for component, (_, prefix) in trained_parts(model).items()
+            for k, v in load_component(self.spec, component, checkpoint, dtype=torch.float32).state_dict().items()
+        }

@@ -23,8 +23,9 @@ ADAPTER = "default"
 EXPORT_FILE = "lora.safetensors"
 
 
-def add_lora(module: torch.nn.Module, lora_cfg, exclude: str | None = None,
-             component: str = "transformer") -> list[torch.nn.Parameter]:
+def add_lora(
+    module: torch.nn.Module, lora_cfg, exclude: str | None = None, component: str = "transformer"
+) -> list[torch.nn.Parameter]:
     """PEFT LoRA on ``lora_cfg.target_modules`` of ``module`` (the transformer, or the text connectors) except
     modules whose full name matches ``exclude``; adapter weights kept in float32 whatever the base dtype."""
     module.requires_grad_(False)
@@ -57,16 +58,24 @@ class LoraMethod:
         for component, (module, _) in trained_parts(model).items():
             add_lora(module, self.cfg.lora, exclude=frozen_pattern(component, self.frozen), component=component)
         if fresh and self.cfg.lora.init_from:
-            self.load_export(model, Path(self.cfg.lora.init_from), require_all=False,
-                             source=f"lora.init_from {self.cfg.lora.init_from}")
+            self.load_export(
+                model,
+                Path(self.cfg.lora.init_from),
+                require_all=False,
+                source=f"lora.init_from {self.cfg.lora.init_from}",
+            )
             log(f"[ltx2train] LoRA initialised from {self.cfg.lora.init_from}")
 
     def signature(self) -> dict[str, str]:
         lora = self.cfg.lora
-        return {"method": self.name, "base_variant": self.spec.name, "rank": str(lora.rank),
-                "target_modules": json.dumps(lora_targets(lora)),
-                **({"excluded_modules": self.frozen} if self.frozen else {}),
-                **trainable_signature(self.cfg.train.trainable)}
+        return {
+            "method": self.name,
+            "base_variant": self.spec.name,
+            "rank": str(lora.rank),
+            "target_modules": json.dumps(lora_targets(lora)),
+            **({"excluded_modules": self.frozen} if self.frozen else {}),
+            **trainable_signature(self.cfg.train.trainable),
+        }
 
     def trainable_names(self, model: torch.nn.Module) -> set[str]:
         """State-dict names of what is trained and saved: the adapters."""
@@ -76,18 +85,31 @@ class LoraMethod:
         """``lora.safetensors``: official layout, alpha/rank folded into lora_B, float32. ``state``: the
         adapters gathered in full."""
         parts = trained_parts(model)
-        lora = export_lora(parts["transformer"][0], connectors=parts.get("connectors", (None,))[0],
-                           adapter_name=ADAPTER, states=split_state(model, state))
-        meta = {**metadata, "format": "ltx2train-lora", "lora_format": "official", "alpha_handling": "folded",
-                "rank": str(self.cfg.lora.rank), "alpha": str(self.cfg.lora.alpha),
-                "target_modules": json.dumps(lora_targets(self.cfg.lora))}
+        lora = export_lora(
+            parts["transformer"][0],
+            connectors=parts.get("connectors", (None,))[0],
+            adapter_name=ADAPTER,
+            states=split_state(model, state),
+        )
+        meta = {
+            **metadata,
+            "format": "ltx2train-lora",
+            "lora_format": "official",
+            "alpha_handling": "folded",
+            "rank": str(self.cfg.lora.rank),
+            "alpha": str(self.cfg.lora.alpha),
+            "target_modules": json.dumps(lora_targets(self.cfg.lora)),
+        }
         return {EXPORT_FILE: (to_state_dict(lora, "official", dtype=torch.float32), meta)}
 
     def load_export(self, model: torch.nn.Module, path: Path, *, require_all: bool = True, source: str = "") -> None:
         """A LoRA file in any dialect (folded, or with .alpha) into the adapter, rescaled to this alpha."""
-        load_into_adapter(model, read_lora(path), adapter_name=ADAPTER, require_all=require_all, source=source or str(path))
+        load_into_adapter(
+            model, read_lora(path), adapter_name=ADAPTER, require_all=require_all, source=source or str(path)
+        )
 
     def state_from_export(self, model: torch.nn.Module, checkpoint: Path, source: str) -> dict[str, torch.Tensor]:
         """The adapter tensors a checkpoint's ``lora.safetensors`` stands for (it may be folded or carry .alpha)."""
-        return adapter_state_from_lora(model, read_lora(checkpoint / EXPORT_FILE), adapter_name=ADAPTER,
-                                       require_all=True, source=source)
+        return adapter_state_from_lora(
+            model, read_lora(checkpoint / EXPORT_FILE), adapter_name=ADAPTER, require_all=True, source=source
+        )

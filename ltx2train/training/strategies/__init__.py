@@ -13,30 +13,44 @@ from ltx2train.models.forward import pack_audio, pack_video, uses_keyframes
 from ltx2train.training.strategies.tokens import StepInputs
 from ltx2train.utils.errors import UserError
 
-__all__ = ["PRESETS", "Preset", "StepInputs", "Strategy", "build_strategy", "check_strategy", "pack_audio",
-           "pack_video", "preset_of"]
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "StepInputs",
+    "Strategy",
+    "build_strategy",
+    "check_strategy",
+    "pack_audio",
+    "pack_video",
+    "preset_of",
+]
 
 
 def preset_of(strategy_cfg) -> Preset:
     """``strategy.name``'s preset with ``strategy.video`` / ``strategy.audio`` where they are set."""
     base = PRESETS[strategy_cfg.name]
-    return Preset(strategy_cfg.video or base.video, strategy_cfg.audio or base.audio, base.first_frame,
-                  base.reference)
+    return Preset(strategy_cfg.video or base.video, strategy_cfg.audio or base.audio, base.first_frame, base.reference)
 
 
 def check_strategy(cfg, settings: dict) -> None:
     """What the strategy needs from the cache (its ``settings``), refused before any weight loads."""
     preset, name = preset_of(cfg.strategy), cfg.strategy.name
     if preset.audio != "none" and not settings["with_audio"]:
-        raise UserError(f"strategy {name} has audio {preset.audio}, but {cfg.data.cache_dir} was prepared with "
-                         "data.with_audio=false: prepare with audio, or set strategy.audio=none (video only)")
+        raise UserError(
+            f"strategy {name} has audio {preset.audio}, but {cfg.data.cache_dir} was prepared with "
+            "data.with_audio=false: prepare with audio, or set strategy.audio=none (video only)"
+        )
     extras = set(settings.get("extras", "").split(","))
     if preset.reference and "reference" not in extras:
-        raise UserError(f"strategy {name} needs reference latents, but {cfg.data.cache_dir} has none: prepare "
-                         "with data.extras including reference")
+        raise UserError(
+            f"strategy {name} needs reference latents, but {cfg.data.cache_dir} has none: prepare "
+            "with data.extras including reference"
+        )
     if cfg.strategy.caption_dropout > 0 and "empty_prompt" not in extras:
-        raise UserError(f"strategy.caption_dropout needs the empty prompt, but {cfg.data.cache_dir} has none: "
-                         "prepare with data.extras including empty_prompt")
+        raise UserError(
+            f"strategy.caption_dropout needs the empty prompt, but {cfg.data.cache_dir} has none: "
+            "prepare with data.extras including empty_prompt"
+        )
 
 
 def build_strategy(cfg, dataset=None, transformer=None) -> Strategy:
@@ -46,13 +60,19 @@ def build_strategy(cfg, dataset=None, transformer=None) -> Strategy:
     settings = dataset.settings if dataset is not None else {}
     needs_empty = st.caption_dropout > 0
     return Strategy(
-        st.name, preset_of(st), cfg.objective, fps=cfg.data.fps, caption_dropout=st.caption_dropout,
-        first_frame_probability=st.first_frame_probability, independent_sigma=st.independent_sigma,
+        st.name,
+        preset_of(st),
+        cfg.objective,
+        fps=cfg.data.fps,
+        caption_dropout=st.caption_dropout,
+        first_frame_probability=st.first_frame_probability,
+        independent_sigma=st.independent_sigma,
         empty_prompt=dataset.empty_prompt() if needs_empty and dataset is not None else None,
         reference_downscale=settings.get("reference_downscale", 0),
         rope=getattr(transformer, "rope", None),
         audio_channels=transformer.config.audio_in_channels if transformer is not None else None,
-        keyframes=uses_keyframes(transformer.config if transformer is not None else _transformer_config(cfg)))
+        keyframes=uses_keyframes(transformer.config if transformer is not None else _transformer_config(cfg)),
+    )
 
 
 def _transformer_config(cfg) -> dict:

@@ -106,8 +106,9 @@ class Absent:
         if channels is None:
             raise ValueError("audio none: the stand-in audio token needs the transformer's audio_in_channels")
         zeros = torch.zeros(batch, 1, channels, dtype=state.video.x0.dtype)
-        state.audio = ModalityTokens(zeros, zeros.clone(), torch.zeros(batch, 1), torch.zeros(batch, 1),
-                                     torch.zeros(batch))
+        state.audio = ModalityTokens(
+            zeros, zeros.clone(), torch.zeros(batch, 1), torch.zeros(batch, 1), torch.zeros(batch)
+        )
         state.isolate_modalities = True
 
 

@@ -9,8 +9,6 @@ import torch
 from ltx2train.training.objective import sample_sigmas
 
 
-
-
 @dataclass
 class StepInputs:
     """What the loop feeds the transformer and what the loss compares its prediction with. The targets cover the
@@ -31,8 +29,11 @@ def draw_noise(generator, video_x0: torch.Tensor, audio_x0: torch.Tensor, cfg, s
     if not isinstance(generator, (list, tuple)):
         if sigma is None:
             sigma = sample_sigmas(video_x0.shape[0], video_x0.shape[1], cfg, generator)
-        return (sigma, torch.randn(video_x0.shape, generator=generator, dtype=video_x0.dtype),
-                torch.randn(audio_x0.shape, generator=generator, dtype=audio_x0.dtype))
+        return (
+            sigma,
+            torch.randn(video_x0.shape, generator=generator, dtype=video_x0.dtype),
+            torch.randn(audio_x0.shape, generator=generator, dtype=audio_x0.dtype),
+        )
     sigmas, video, audio = [], [], []
     for g in generator:
         sigmas.append(sample_sigmas(1, video_x0.shape[1], cfg, g))
