@@ -1,5 +1,8 @@
 """Value checks of a loaded :class:`Config`, one function per recipe section; every problem is collected
-(worded for the user, with the key, the value and what is allowed) and raised together by the loader."""
+(worded for the user, with the key, the value and what is allowed) and raised together by the loader.
+
+Over 400 lines: every rule of a recipe, those across sections included, lives here so that ``train``, ``prepare`` and
+``inspect memory`` refuse a recipe alike; split by section, the cross-section rules would need a home again."""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 decord's stereo audio is corrupt (discontinuities every 1024 samples), so audio always comes from PyAV.
 Every failure a user can cause (missing, corrupt, too short, no audio) is a ``MediaError`` naming the file.
+
+Over 400 lines: decoding and writing share the container handling, the rotation rules and the decoder-message
+capture that every ``MediaError`` quotes; apart, each half would import the other's internals.
 """
 
 from __future__ import annotations

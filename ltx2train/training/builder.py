@@ -33,15 +33,14 @@ from ltx2train.models.adapters import merge_presets
 from ltx2train.models.loading import load_component, require_model_files
 from ltx2train.models.specs import VariantSpec, load_variant, torch_dtype
 from ltx2train.models.trained import trained_module
-from ltx2train.training import checkpoint as ckpt
-from ltx2train.training.backends import build_backend, state
+from ltx2train.training.backends import build_backend
 from ltx2train.training.data import steps_per_epoch
 from ltx2train.training.interfaces import Backend, Method, Strategy, ValidationSampler
 from ltx2train.training.methods import build_method
 from ltx2train.training.optim import build_lr_scheduler, build_optimizer
+from ltx2train.training.resume import resume, resume_candidates
 from ltx2train.training.strategies import build_strategy, check_strategy
 from ltx2train.utils.format import format_bytes
-from ltx2train.utils.errors import UserError
 
 
 @dataclass
@@ -274,119 +273,15 @@ def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path, st
     return build_sampler(cfg.validation, prompts, load, samples_dir=output_dir / "samples", conditions=conditions)
 
 
-def resume_candidates(cfg) -> list[Path]:
-    """Checkpoints to resume from, best first: an explicit ``train.resume`` path, or the run's own, newest first."""
-    if cfg.train.resume == "none":
-        return []
-    if cfg.train.resume != "latest":
-        return [Path(cfg.train.resume)]
-    return [path for _, path in reversed(ckpt.list_checkpoints(cfg.train.output_dir))]
-
-
-def resume(run: TrainingRun, candidates: list[Path], *, explicit: bool, log) -> None:
-    """Resume from the first readable candidate; a damaged one is named in a warning and the previous one
-    tried (a checkpoint applied halfway is overwritten in full by the next)."""
-    for path in candidates:
-        try:
-            apply_checkpoint(run, ckpt.read_checkpoint(path, run.backend.rank))
-        except ckpt.DamagedCheckpoint as exc:
-            if explicit:
-                raise UserError(f"train.resume={path}: {exc}") from None
-            log(f"[ltx2train] warning: checkpoint {path} is damaged ({exc}); trying the previous one")
-            continue
-        log(f"[ltx2train] resumed from {path} (step {run.step})")
-        return
-    if candidates:
-        raise UserError(
-            f"no readable checkpoint in {Path(run.cfg.train.output_dir) / ckpt.CHECKPOINTS_DIR}; "
-            "set train.resume=none to start over (or train.resume=<a checkpoint directory>)"
-        )
-
-
-def apply_checkpoint(run: TrainingRun, loaded: ckpt.LoadedCheckpoint) -> None:
-    """Trained state, optimizer and schedule from a checkpoint."""
-    from torch.distributed.checkpoint.api import CheckpointException
-
-    check_signature(run.method, loaded)
-    check_backend(run.backend, loaded)
-    backend, path = run.backend, loaded.path
-    names = run.method.trainable_names(backend.unwrap(run.model))
-    try:
-        model_loaded, optim_loaded = backend.load_state(path, run.model, run.optimizer, names)
-        if not model_loaded:  # older checkpoints: the trained weights from the export, in whatever form it is
-            exported = run.method.state_from_export(backend.unwrap(run.model), path, f"checkpoint {path}")
-            backend.set_full_state(run.model, exported)
-        if not optim_loaded:
-            run.optimizer.load_state_dict(loaded.state["optimizer"])  # checkpoints written before state/optim
-    except (CheckpointException, RuntimeError, OSError, KeyError) as exc:
-        raise ckpt.DamagedCheckpoint(
-            f"{path / state.STATE_DIR} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
-    run.lr_scheduler.load_state_dict(loaded.state["lr_scheduler"])
-    # The LR of the restored step comes from this recipe's schedule (e.g. a longer max_steps).
-    run.lr_scheduler.last_epoch = int(loaded.state["step"]) - 1
-    run.lr_scheduler.step()
-    run.step = int(loaded.state["step"])
-    # another process count: data order is re-split, noise streams start afresh
-    run.rng = loaded.rng if loaded.state["world_size"] == backend.world_size else None
-
-
-def check_backend(backend, loaded: ckpt.LoadedCheckpoint) -> None:
-    """ddp and fsdp2 checkpoints (torch distributed checkpointing) resume under either, at any world size;
-    a DeepSpeed checkpoint resumes under DeepSpeed on the world size that wrote it."""
-    saved = loaded.state.get("backend", "ddp")
-    saved_world = loaded.state["world_size"]
-    if (saved == "deepspeed") != (backend.name == "deepspeed"):
-        raise UserError(
-            f"cannot resume {loaded.path} (written by distributed.backend={saved}) with "
-            f"distributed.backend={backend.name}: set distributed.backend={saved}, or start a new run "
-            "from its export (lora.init_from=<checkpoint>/lora.safetensors)"
-        )
-    if saved == "deepspeed" and saved_world != backend.world_size:
-        raise UserError(
-            f"{loaded.path} is a DeepSpeed ZeRO checkpoint of {saved_world} process(es); it resumes on "
-            f"{saved_world} (this run has {backend.world_size}). Resume with {saved_world} processes, or "
-            "start a new run from its export (lora.init_from=<checkpoint>/lora.safetensors)"
-        )
-
-
-def check_signature(method, loaded: ckpt.LoadedCheckpoint) -> None:
-    """The checkpoint was made by the same method on the same model (older checkpoints: the LoRA metadata)."""
-    saved = loaded.state.get("signature")
-    if saved is None:
-        saved = {"method": "lora", **_lora_file_metadata(loaded.path / ckpt.LORA_FILE)}
-    expected = method.signature()
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs recipe {v!r}" for k, v in expected.items() if saved.get(k) != v]
-    if diffs:
-        raise UserError(
-            f"cannot resume from {loaded.path}: {'; '.join(diffs)} "
-            "(set train.resume=none or use another train.output_dir)"
-        )
-
-
-def _lora_file_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return {}
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return {k: meta[k] for k in ("base_variant", "rank", "target_modules") if k in meta}
-
-
 def describe(run: TrainingRun) -> str:
     n_train = sum(p.numel() for p in run.params)
     model = run.backend.unwrap(run.model)
-    kinds = lambda trained: (
-        sorted(
-            {
-                str(p.dtype).replace("torch.", "")
-                for p in model.parameters()  # noqa: E731
-                if p.requires_grad == trained
-            }
-        )
-        or ["-"]
-    )
+
+    def kinds(trained: bool) -> list[str]:
+        return sorted(
+            {str(p.dtype).replace("torch.", "") for p in model.parameters() if p.requires_grad == trained}
+        ) or ["-"]
+
     return (
         f"[ltx2train] {run.spec.name}: {run.method.describe()} ({n_train:,} trainable parameters; weights: "
         f"frozen {'/'.join(kinds(False))}, trained {'/'.join(kinds(True))}), {len(run.dataset)} cached clips"
