@@ -4,8 +4,13 @@ memory estimate. Nothing is loaded but the recipe, the caches' manifests and the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def _token_budget(cfg, buckets: list[str], world_size: int) -> dict:
+if TYPE_CHECKING:
+    from ltx2train.config import Config
+
+
+def _token_budget(cfg: Config, buckets: list[str], world_size: int) -> dict:
     """Tokens per clip of each bucket, and per optimizer step (batch x accumulation x processes)."""
     from ltx2train.data.buckets import Bucket
     from ltx2train.analysis.tokens import tokens_for
@@ -27,7 +32,7 @@ def _token_budget(cfg, buckets: list[str], world_size: int) -> dict:
     return {"clips_per_step": clips_per_step, "world_size": world_size, "buckets": per_bucket}
 
 
-def _schedule(cfg, datasets: list[dict], world_size: int) -> dict | None:
+def _schedule(cfg: Config, datasets: list[dict], world_size: int) -> dict | None:
     """Optimizer steps per epoch over the prepared caches, and the steps the run takes (``train.num_epochs`` x
     those, or ``train.max_steps``); None until every cache is prepared."""
     if not datasets or not all(d["prepared"] for d in datasets):
@@ -43,7 +48,7 @@ def _schedule(cfg, datasets: list[dict], world_size: int) -> dict | None:
     return {"steps_per_epoch": per_epoch, "steps": steps, "epochs": steps / per_epoch}
 
 
-def recipe_report(cfg, world_size: int = 1) -> dict:
+def recipe_report(cfg: Config, world_size: int = 1) -> dict:
     """Everything ``inspect RECIPE`` shows, as plain data (``--json``)."""
     from ltx2train.analysis.estimate import estimate_memory
     from ltx2train.config import config_to_dict, dataset_sources

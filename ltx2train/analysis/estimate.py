@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.analysis.fake import build_transformer, quiet_diffusers
 from ltx2train.analysis.precision import Precision, precision_of
 from ltx2train.analysis.simulate import StepActivations, simulate_inference, simulate_step, simulate_vae
@@ -143,7 +144,7 @@ def _world_size(world_size: int | None) -> int:
 
 
 def _weight_parts(
-    cfg, w: WeightCounts, layers: int, world: int, precision: Precision, parts: dict, host: dict, notes: list
+    cfg: Config, w: WeightCounts, layers: int, world: int, precision: Precision, parts: dict, host: dict, notes: list
 ) -> None:
     """Weights, gradients, optimizer state and the backend's own buffers, per GPU."""
     t, backend, name = _Totals.of(w, layers), cfg.distributed.backend, cfg.optimizer.name
@@ -163,7 +164,7 @@ def _weight_parts(
 
 
 def _fsdp2_parts(
-    cfg, t: _Totals, w: WeightCounts, layers: int, world: int, precision: Precision, parts: dict, host: dict
+    cfg: Config, t: _Totals, w: WeightCounts, layers: int, world: int, precision: Precision, parts: dict, host: dict
 ) -> None:
     """Every parameter in dim-0 shards (gradients and optimizer state with them); gathered in the compute dtype
     a block at a time (the running one and the prefetched next), the root's for the whole step."""
@@ -202,7 +203,7 @@ def _place(parts: dict, host: dict, sizes: dict, offloaded: bool) -> None:
 
 
 def _deepspeed_parts(
-    cfg, t: _Totals, w: WeightCounts, world: int, precision: Precision, parts: dict, host: dict
+    cfg: Config, t: _Totals, w: WeightCounts, world: int, precision: Precision, parts: dict, host: dict
 ) -> None:
     """ZeRO-2: the module whole on every GPU, float32 master weights, gradients and optimizer state partitioned;
     ZeRO-3: the module partitioned too, gathered a block or two at a time."""
@@ -234,7 +235,7 @@ def _deepspeed_parts(
 
 
 def _block_swap(
-    cfg, w: WeightCounts, layers: int, name: str, precision: Precision, parts: dict, host: dict, notes: list
+    cfg: Config, w: WeightCounts, layers: int, name: str, precision: Precision, parts: dict, host: dict, notes: list
 ) -> None:
     """``memory.block_swap``: the last N blocks' frozen weights on the host, a few block copies on the device.
     Under full fine-tuning their float32 master weights too, with their gradients and optimizer state (the
@@ -267,7 +268,7 @@ def _block_swap(
 
 
 def _activation_parts(
-    cfg, sim: StepActivations, w: WeightCounts, layers: int, parts: dict, host: dict, notes: list
+    cfg: Config, sim: StepActivations, w: WeightCounts, layers: int, parts: dict, host: dict, notes: list
 ) -> None:
     parts["step_inputs"] = sim.inputs
     parts["activations"] = sim.at_end_of_forward(layers)
@@ -287,7 +288,7 @@ def _activation_parts(
             )
 
 
-def _other_weights(cfg, spec, precision: Precision, parts: dict, notes: list) -> None:
+def _other_weights(cfg: Config, spec, precision: Precision, parts: dict, notes: list) -> None:
     from ltx2train.models.specs import torch_dtype
 
     fp8, dtype = set(cfg.memory.fp8_frozen), torch_dtype(cfg.model.dtype)
@@ -313,7 +314,7 @@ def _other_weights(cfg, spec, precision: Precision, parts: dict, notes: list) ->
             )
 
 
-def _validation_parts(cfg, spec, precision: Precision, parts: dict) -> None:
+def _validation_parts(cfg: Config, spec, precision: Precision, parts: dict) -> None:
     from ltx2train.models.specs import torch_dtype
 
     parts["validation_forward"] = parts["validation_decode"] = 0
@@ -333,7 +334,7 @@ def _validation_parts(cfg, spec, precision: Precision, parts: dict) -> None:
     )
 
 
-def _prepare_parts(cfg, spec, bucket: str, notes: list) -> dict:
+def _prepare_parts(cfg: Config, spec, bucket: str, notes: list) -> dict:
     """``ltx2train prepare`` (its own processes): Gemma + the text projection, then the VAEs encoding clips."""
     from ltx2train.data.buckets import Bucket
     from ltx2train.models.specs import torch_dtype
@@ -355,7 +356,7 @@ def _prepare_parts(cfg, spec, bucket: str, notes: list) -> dict:
     }
 
 
-def _phases(cfg, parts: dict, w: WeightCounts, layers: int) -> dict:
+def _phases(cfg: Config, parts: dict, w: WeightCounts, layers: int) -> dict:
     """What is live together at each moment that can be the peak."""
     persistent = sum(
         parts.get(k, 0)
@@ -400,7 +401,7 @@ def _phases(cfg, parts: dict, w: WeightCounts, layers: int) -> dict:
     return phases
 
 
-def estimate_memory(cfg, world_size: int | None = None, *, prepare: bool = True) -> MemoryEstimate:
+def estimate_memory(cfg: Config, world_size: int | None = None, *, prepare: bool = True) -> MemoryEstimate:
     """The per-GPU memory of training ``cfg`` on ``world_size`` processes (default: ``WORLD_SIZE`` or 1), from
     the variant spec alone: no weights, no data. See the module docstring for the model of each part."""
     from ltx2train.models.specs import load_variant
@@ -409,7 +410,7 @@ def estimate_memory(cfg, world_size: int | None = None, *, prepare: bool = True)
         return _estimate(cfg, _world_size(world_size), load_variant(cfg.model.variant), prepare)
 
 
-def _estimate(cfg, world: int, spec, prepare: bool) -> MemoryEstimate:
+def _estimate(cfg: Config, world: int, spec, prepare: bool) -> MemoryEstimate:
     transformer = spec.component("transformer")
     layers, precision, notes = transformer.config["num_layers"], precision_of(cfg), []
     bucket, tokens = largest_bucket(cfg, transformer.config)

@@ -9,10 +9,11 @@ import weakref
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.analysis.tokens import Tokens
 
 
-def build_transformer(cfg, spec, *, frozen: torch.dtype, trained: torch.dtype, fp8: bool, num_layers: int = 1):
+def build_transformer(cfg: Config, spec, *, frozen: torch.dtype, trained: torch.dtype, fp8: bool, num_layers: int = 1):
     """The recipe's transformer on the meta device with ``num_layers`` blocks, the method applied: LoRA adapters
     (as ``training/methods/lora.py`` adds them) or every weight trained, in the given dtypes."""
     from ltx2train.models.specs import ComponentSpec

@@ -16,6 +16,7 @@ import os
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.analysis.fake import build_transformer, fake_mode, fake_parameters, quiet_diffusers, step_inputs
 from ltx2train.analysis.tokens import Tokens
 
@@ -65,7 +66,7 @@ def _register_cpu_attention() -> None:
     )
 
 
-def _count(cfg, spec, tokens, layers: int) -> int:
+def _count(cfg: Config, spec, tokens, layers: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     mode = fake_mode()
@@ -83,7 +84,7 @@ def _count(cfg, spec, tokens, layers: int) -> int:
 _COUNTED: dict = {}  # (method, targets, rank, variant, tokens) -> FLOPs
 
 
-def step_flops(cfg, spec, *, batch: int, video: int, audio: int, text: int, fps: float = 24.0) -> int:
+def step_flops(cfg: Config, spec, *, batch: int, video: int, audio: int, text: int, fps: float = 24.0) -> int:
     """Model FLOPs of one micro-batch's forward + backward: ``batch`` samples of ``video`` / ``audio`` / ``text``
     tokens (the transformer's own sequence lengths, conditioning tokens included) for the recipe ``cfg`` and the
     transformer's ``spec``. Counted once per token count."""

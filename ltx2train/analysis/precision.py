@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ltx2train.config import Config
+
 _MIXED = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -20,7 +22,7 @@ class Precision:
     gathered: torch.dtype | None  # fsdp2: the dtype parameters are all-gathered in (None: as stored)
 
 
-def precision_of(cfg) -> Precision:
+def precision_of(cfg: Config) -> Precision:
     from ltx2train.models.specs import torch_dtype
 
     mixed = _MIXED.get(cfg.train.mixed_precision)

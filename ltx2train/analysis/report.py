@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ltx2train.config import Config
 from ltx2train.analysis.estimate import PART_LABELS, MemoryEstimate
 from ltx2train.utils.format import format_bytes
 
@@ -16,7 +17,7 @@ PHASE_LABELS = {
 }
 
 
-def format_estimate(est: MemoryEstimate, cfg, recipe: str = "") -> str:
+def format_estimate(est: MemoryEstimate, cfg: Config, recipe: str = "") -> str:
     """A readable table: the peak, the parts on the device, the phases, what lives on the host, the notes."""
     t, d = est.tokens, cfg.distributed
     backend = d.backend + (f" ZeRO-{d.zero_stage}" if d.backend == "deepspeed" else "")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.analysis.fake import LiveBytes, build_transformer, fake_mode, fake_parameters, step_inputs, storage_bytes
 from ltx2train.analysis.precision import Precision
 from ltx2train.analysis.tokens import Tokens
@@ -33,7 +34,7 @@ class StepActivations:
         return self.saved_outside + layers * self.saved_block
 
 
-def simulate_step(cfg, spec, precision: Precision, tokens: Tokens) -> StepActivations:
+def simulate_step(cfg: Config, spec, precision: Precision, tokens: Tokens) -> StepActivations:
     """Forward, loss and backward of the recipe's transformer with two blocks (one if it has one), on fake tensors.
     Two, because the backward's working set reaches its size only where one block's backward meets the next."""
     import time
@@ -92,7 +93,7 @@ def simulate_step(cfg, spec, precision: Precision, tokens: Tokens) -> StepActiva
     )
 
 
-def simulate_inference(cfg, spec, precision: Precision, tokens: Tokens) -> int:
+def simulate_inference(cfg: Config, spec, precision: Precision, tokens: Tokens) -> int:
     """Peak bytes (inputs and activations, not the weights) of a no-grad forward of the one-block transformer, in
     the module's dtype without autocast (the validation pipeline's way): activations do not pile up over blocks."""
     mode = fake_mode()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ltx2train.config import Config
+
 
 @dataclass(frozen=True)
 class Tokens:
@@ -58,7 +60,7 @@ def tokens_for(height: int, width: int, frames: int, fps: float, text: int, batc
     )
 
 
-def largest_bucket(cfg, transformer_config) -> tuple[str, Tokens]:
+def largest_bucket(cfg: Config, transformer_config) -> tuple[str, Tokens]:
     """The bucket whose step costs the most: the most video tokens, audio weighted by its narrower width."""
     from ltx2train.data import buckets
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.analysis.fake import compute_dtype_of
 from ltx2train.memory.fp8 import module_bytes
 
@@ -92,7 +93,7 @@ GEMMA4_12B_TEXT = dict(
 )
 
 
-def gemma_config(cfg, spec):
+def gemma_config(cfg: Config, spec):
     """The text encoder's config: ``model.text_encoder/config.json`` if it is there; otherwise the 12B Gemma of the
     variant's kind (Gemma 3 for LTX-2 and 2.3, Gemma 4 for 2.5) when its connectors take 49 x 3840 hidden states,
     or the tiny stand-in ``models/tiny.py`` writes."""

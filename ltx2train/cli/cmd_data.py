@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ltx2train.cli.common import Subcommands, add_recipe, common_flags, kept_or_rejected, load_recipe
+
+if TYPE_CHECKING:
+    from ltx2train.config import Config
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -20,7 +24,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return max(codes)
 
 
-def _prepare_one(cfg, source, shard, overwrite: bool) -> int:
+def _prepare_one(cfg: Config, source, shard, overwrite: bool) -> int:
     from ltx2train.data.cache import REJECTS
     from ltx2train.data.prepare import prepare
 

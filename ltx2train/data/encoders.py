@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    from ltx2train.config.schema import Config
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ ENCODING_PARTS = {
 }
 
 
-def producer(cfg, text_encoder: bool = True, present_only: bool = False) -> dict[str, str]:
+def producer(cfg: Config, text_encoder: bool = True, present_only: bool = False) -> dict[str, str]:
     """What the cache's tensors come from: the code version, the model variant and its version, and the fingerprint
     of each part that makes them (``models.loading.tensor_fingerprint``: names, shapes and first bytes of its
     tensors). ``present_only``: leave out a part whose files are not there (training needs no VAE encoder)."""
@@ -59,13 +62,13 @@ def producer(cfg, text_encoder: bool = True, present_only: bool = False) -> dict
     return out
 
 
-def load_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
+def load_encoders(cfg: Config, device: str | torch.device = "cpu") -> Encoders:
     """All of them at once (tests, notebooks); ``prepare`` loads them a phase at a time."""
     text, media = load_text_encoders(cfg, device), load_media_encoders(cfg, device)
     return Encoders(media.video_vae, media.audio_vae, text.text_encoder, text.connectors)
 
 
-def load_text_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
+def load_text_encoders(cfg: Config, device: str | torch.device = "cpu") -> Encoders:
     """Gemma and the text projection."""
     from ltx2train.models.loading import load_component
     from ltx2train.models.specs import torch_dtype
@@ -80,7 +83,7 @@ def load_text_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
     return Encoders(None, None, text_encoder, connectors)
 
 
-def _frozen_in_fp8(cfg, modules: dict[str, torch.nn.Module]) -> None:
+def _frozen_in_fp8(cfg: Config, modules: dict[str, torch.nn.Module]) -> None:
     """``memory.fp8_frozen``: the listed ones stored in FP8, computed in bfloat16."""
     from ltx2train.memory.fp8 import store_fp8
 
@@ -90,7 +93,7 @@ def _frozen_in_fp8(cfg, modules: dict[str, torch.nn.Module]) -> None:
             logger.info("prepare: %s stored in FP8", report.describe())
 
 
-def load_media_encoders(cfg, device: str | torch.device = "cpu") -> Encoders:
+def load_media_encoders(cfg: Config, device: str | torch.device = "cpu") -> Encoders:
     """The video VAE and (with audio) the audio VAE."""
     from ltx2train.models.loading import load_component
     from ltx2train.models.specs import torch_dtype

@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -31,6 +31,9 @@ from ltx2train.utils.progress import on_terminal
 from ltx2train.data.encode import choose_bucket, encode_caption, encode_clip_media
 from ltx2train.data.encoders import Encoders, load_media_encoders, load_text_encoders, producer
 from ltx2train.data.shards import SHARDS_DIR, Shard, gather_parts, process_group, record_shard
+
+if TYPE_CHECKING:
+    from ltx2train.config.schema import Config
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class PrepareReport:
     main: bool = True  # the main process of a launcher: its report covers every process' clips (the others' their own)
 
 
-def settings_from_config(cfg) -> cache.CacheSettings:
+def settings_from_config(cfg: Config) -> cache.CacheSettings:
     d = cfg.data
     return cache.CacheSettings(
         variant=cfg.model.variant,
@@ -62,7 +65,7 @@ def settings_from_config(cfg) -> cache.CacheSettings:
 
 
 def prepare(
-    cfg,
+    cfg: Config,
     encoders: Encoders | None = None,
     *,
     device: str | torch.device | None = None,
@@ -169,7 +172,7 @@ def text_part(cache_dir: Path, index: int) -> Path:
     return cache_dir / SHARDS_DIR / "text" / f"{index:06d}.safetensors"
 
 
-def _encode_captions(cfg, cache_dir: Path, encoders, records, settings, device, empty_prompt: bool) -> None:
+def _encode_captions(cfg: Config, cache_dir: Path, encoders, records, settings, device, empty_prompt: bool) -> None:
     """Phase 1: every caption still to do (and the empty prompt), with Gemma loaded on its own -- and freed
     before the VAEs load, so that the two never share the device's memory."""
     todo = [r for r in records if not text_part(cache_dir, r.index).is_file()]

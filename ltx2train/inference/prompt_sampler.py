@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ltx2train.config import ValidationConfig
 from ltx2train.inference.live_pipeline import GeneratedClip, build_pipeline, condition_kwargs, generate, write_clip
 from ltx2train.memory.tiling import fit_decode_tiles
 from ltx2train.utils.progress import progress
@@ -77,35 +78,35 @@ def read_image(i: int, path):
         raise MediaError(f"validation.images[{i}]: cannot read {path} ({exc})") from None
 
 
-def read_reference(i: int, path, cfg) -> list:
+def read_reference(i: int, path, validation_cfg: ValidationConfig) -> list:
     """``validation.reference_videos[i]`` over the sample's frames at its fps, as RGB PIL frames."""
     from PIL import Image
 
     from ltx2train.data.media import MediaError, read_video_frames
 
     try:
-        frames = read_video_frames(path, cfg.num_frames, cfg.fps)
+        frames = read_video_frames(path, validation_cfg.num_frames, validation_cfg.fps)
     except (MediaError, OSError) as exc:
         raise MediaError(f"validation.reference_videos[{i}]: {exc}") from None
     return [Image.fromarray(frame) for frame in frames.numpy()]
 
 
-def read_conditions(cfg, reference_downscale: int = 1) -> list[dict]:
+def read_conditions(validation_cfg: ValidationConfig, reference_downscale: int = 1) -> list[dict]:
     """Per validation prompt, the pipeline arguments of what it is conditioned on besides the text
     (``validation.images``: the first frame; ``validation.reference_videos``: read over the sample's frames at its
     fps), read once."""
     from ltx2train.data.media import MediaError
 
-    conditions = [{} for _ in cfg.prompts]
-    for i, path in enumerate(cfg.images):
+    conditions = [{} for _ in validation_cfg.prompts]
+    for i, path in enumerate(validation_cfg.images):
         conditions[i] = condition_kwargs(image=read_image(i, path))
-    for i, path in enumerate(cfg.reference_videos):
-        reference = read_reference(i, path, cfg)
+    for i, path in enumerate(validation_cfg.reference_videos):
+        reference = read_reference(i, path, validation_cfg)
         conditions[i] = {
             **conditions[i],
             **condition_kwargs(reference=reference, reference_downscale=reference_downscale),
         }
-    for key, paths in (("given_audio", cfg.audios), ("given_video", cfg.videos)):
+    for key, paths in (("given_audio", validation_cfg.audios), ("given_video", validation_cfg.videos)):
         for i, path in enumerate(paths):  # encoded by the sampler, which holds the VAEs
             if not Path(path).is_file():
                 raise MediaError(f"validation.{key[6:]}s[{i}]: {path} does not exist")
@@ -113,7 +114,7 @@ def read_conditions(cfg, reference_downscale: int = 1) -> list[dict]:
     return conditions
 
 
-def encode_given(conditions: list[dict], cfg, video_vae, audio_vae) -> list[dict]:
+def encode_given(conditions: list[dict], validation_cfg: ValidationConfig, video_vae, audio_vae) -> list[dict]:
     """The given audio / video files of :func:`read_conditions` as their clean tokens at the sample's size."""
     from ltx2train.inference.given import encode_given_audio, encode_given_video
 
@@ -121,48 +122,61 @@ def encode_given(conditions: list[dict], cfg, video_vae, audio_vae) -> list[dict
     for c in conditions:
         c = dict(c)
         if isinstance(c.get("given_audio"), Path):
-            c["given_audio"] = encode_given_audio(audio_vae, c["given_audio"], cfg.num_frames, cfg.fps)
+            c["given_audio"] = encode_given_audio(
+                audio_vae, c["given_audio"], validation_cfg.num_frames, validation_cfg.fps
+            )
         if isinstance(c.get("given_video"), Path):
             c["given_video"] = encode_given_video(
-                video_vae, c["given_video"], cfg.height, cfg.width, cfg.num_frames, cfg.fps
+                video_vae,
+                c["given_video"],
+                validation_cfg.height,
+                validation_cfg.width,
+                validation_cfg.num_frames,
+                validation_cfg.fps,
             )
         encoded.append(c)
     return encoded
 
 
-def decoder_components(cfg) -> list[str]:
-    """The components that turn a sample's latents into its clip, for ``cfg`` (ValidationConfig)."""
+def decoder_components(validation_cfg: ValidationConfig) -> list[str]:
+    """The components that turn a sample's latents into its clip, for ``validation_cfg``."""
     return ["video_vae", "audio_vae", "vocoder"] + (
-        ["video_diffusion_decoder"] if cfg.video_decoder == "diffusion" else []
+        ["video_diffusion_decoder"] if validation_cfg.video_decoder == "diffusion" else []
     )
 
 
-def sampling_parts(cfg) -> dict[str, str]:
-    """The VAE halves sampling ``cfg`` (ValidationConfig) needs: the decoders only, unless a condition is encoded
+def sampling_parts(validation_cfg: ValidationConfig) -> dict[str, str]:
+    """The VAE halves sampling ``validation_cfg`` needs: the decoders only, unless a condition is encoded
     (an image or a reference / given video: the video encoder; given audio: the audio encoder)."""
     parts = {}
-    if not (cfg.images or cfg.reference_videos or cfg.videos):
+    if not (validation_cfg.images or validation_cfg.reference_videos or validation_cfg.videos):
         parts["video_vae"] = "decoder"
-    if not cfg.audios:
+    if not validation_cfg.audios:
         parts["audio_vae"] = "decoder"
     return parts
 
 
 def build_sampler(
-    cfg, prompts: EncodedPrompts, load, *, samples_dir, conditions, num_frames: list[int] | None = None
+    validation_cfg: ValidationConfig,
+    prompts: EncodedPrompts,
+    load,
+    *,
+    samples_dir,
+    conditions,
+    num_frames: list[int] | None = None,
 ) -> "PromptSampler":
     """A :class:`PromptSampler` with its decoders from ``load(component, dtype=None, part=None)`` (the vocoder in
     float32; of a VAE the half :func:`sampling_parts` names)."""
-    parts = sampling_parts(cfg)
+    parts = sampling_parts(validation_cfg)
     return PromptSampler(
-        cfg,
+        validation_cfg,
         prompts,
         video_vae=load("video_vae", part=parts.get("video_vae")),
         audio_vae=load("audio_vae", part=parts.get("audio_vae")),
         vocoder=load("vocoder", torch.float32),
         samples_dir=samples_dir,
         conditions=conditions,
-        video_decoder=load("video_diffusion_decoder") if cfg.video_decoder == "diffusion" else None,
+        video_decoder=load("video_diffusion_decoder") if validation_cfg.video_decoder == "diffusion" else None,
         num_frames=num_frames,
     )
 
@@ -172,7 +186,7 @@ class PromptSampler:
 
     def __init__(
         self,
-        cfg,
+        validation_cfg: ValidationConfig,
         prompts: EncodedPrompts,
         *,
         video_vae,
@@ -183,13 +197,15 @@ class PromptSampler:
         video_decoder: torch.nn.Module | None = None,
         num_frames: list[int] | None = None,
     ):
-        self.cfg = cfg  # ValidationConfig
+        self.cfg = validation_cfg
         self.prompts = prompts
         self.video_vae, self.audio_vae, self.vocoder = video_vae, audio_vae, vocoder
         self.video_decoder = video_decoder  # LTX-2.5's diffusion video decoder (validation.video_decoder=diffusion)
-        self.num_frames = list(num_frames or [cfg.num_frames] * len(prompts.prompts))  # per prompt
+        self.num_frames = list(num_frames or [validation_cfg.num_frames] * len(prompts.prompts))  # per prompt
         self.samples_dir = Path(samples_dir)
-        self.conditions = encode_given(conditions or [{} for _ in prompts.prompts], cfg, video_vae, audio_vae)
+        self.conditions = encode_given(
+            conditions or [{} for _ in prompts.prompts], validation_cfg, video_vae, audio_vae
+        )
 
     def _conditioned(self, i: int) -> bool:
         """Prompt ``i`` needs ``LTX2InContextPipeline`` (an image or a reference video)."""

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.inference.live_pipeline import GeneratedClip, write_clip
 from ltx2train.utils.progress import progress
 from ltx2train.utils.errors import UserError
 
 
 def sample(
-    cfg,
+    cfg: Config,
     *,
     lora: str | Path | list | None,
     prompts: list[str] | None = None,
@@ -154,7 +155,7 @@ def _validation(validation, prompts, seed, image, reference_video, audio=None, v
 
 
 def sample_with_pipeline(
-    cfg,
+    cfg: Config,
     *,
     loras: list,
     lora_scales: list[float],

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 
@@ -27,17 +27,20 @@ from ltx2train.models.lora_files import LoraFile, LoraModule, from_state_dict, r
 from ltx2train.models.trained import trained_parts
 from ltx2train.utils.errors import UserError
 
+if TYPE_CHECKING:
+    from ltx2train.config.schema import LoRAConfig
+
 
 GATE_LOGITS = "to_gate_logits"  # LTX-2.3's per-head attention gate projection (2 * sigmoid scales each head)
 
 
-def lora_targets(lora_cfg) -> list[str]:
+def lora_targets(lora_cfg: LoRAConfig) -> list[str]:
     """The module-name suffixes a training LoRA adapts: ``lora.target_modules``, plus the attention gates only with
     ``lora.gate_logits``."""
     return [*lora_cfg.target_modules, *([GATE_LOGITS] if lora_cfg.gate_logits else [])]
 
 
-def training_lora_config(lora_cfg, exclude: str | None = None):
+def training_lora_config(lora_cfg: LoRAConfig, exclude: str | None = None):
     """PEFT's ``LoraConfig`` for a recipe's ``lora`` section (zero-initialised B: the model starts as the base);
     modules whose full name matches ``exclude`` get no adapter."""
     from peft import LoraConfig

@@ -63,7 +63,7 @@ class TrainingRun:
     validation_clips: list
 
 
-def build(cfg, log: Callable[[str], None]) -> TrainingRun:
+def build(cfg: Config, log: Callable[[str], None]) -> TrainingRun:
     from ltx2train.config import save_config
 
     backend = build_backend(cfg)
@@ -149,7 +149,7 @@ def build(cfg, log: Callable[[str], None]) -> TrainingRun:
     return run
 
 
-def epochs_to_steps(cfg, dataset: CachedDataset, world_size: int, log: Callable[[str], None]) -> None:
+def epochs_to_steps(cfg: Config, dataset: CachedDataset, world_size: int, log: Callable[[str], None]) -> None:
     """``train.num_epochs``: ``train.max_steps`` set to that many epochs of optimizer steps at this world size."""
     if cfg.train.num_epochs is None:
         return
@@ -161,7 +161,7 @@ def epochs_to_steps(cfg, dataset: CachedDataset, world_size: int, log: Callable[
     )
 
 
-def build_dataset(cfg) -> CachedDataset:
+def build_dataset(cfg: Config) -> CachedDataset:
     """Every dataset's cache, made at the recipe's settings with these VAEs and this text projection."""
     sources = dataset_sources(cfg.data)
     made_by = producer(cfg, text_encoder=False, present_only=True)
@@ -170,7 +170,7 @@ def build_dataset(cfg) -> CachedDataset:
     return CachedDataset([s.cache_dir for s in sources], settings_from_config(cfg))
 
 
-def component_loader(cfg, spec, device, dtype: torch.dtype, stored: list[Fp8Report]) -> Callable:
+def component_loader(cfg: Config, spec, device, dtype: torch.dtype, stored: list[Fp8Report]) -> Callable:
     """``load(name, dtype, part)``: a component (``part``: a VAE half) on ``device``. One that ``memory.fp8_frozen`` lists is filled on the host,
     stored in FP8 there (its report appended to ``stored``), then moved: the device never holds it in ``dtype``."""
 
@@ -209,7 +209,7 @@ def keep_fp8_out_of_ddp(model: torch.nn.Module) -> None:
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted({*ignored, *names}))
 
 
-def log_fp8(cfg, stored: list[Fp8Report], log) -> None:
+def log_fp8(cfg: Config, stored: list[Fp8Report], log) -> None:
     if not stored:
         return
     log(
@@ -243,7 +243,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # every device's generator too
 
 
-def build_validation(cfg, load, dtype: torch.dtype, device, output_dir: Path, stored: list[Fp8Report]):
+def build_validation(cfg: Config, load, dtype: torch.dtype, device, output_dir: Path, stored: list[Fp8Report]):
     """Validation prompts encoded by Gemma, which is then freed; the decoders stay for sampling. Gemma in
     ``memory.fp8_frozen`` is stored in FP8 on the host before it goes to the device."""
     if not cfg.validation.prompts:

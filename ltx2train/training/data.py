@@ -8,10 +8,11 @@ from typing import Sequence
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.utils.errors import UserError
 
 
-def batch_sampler(cfg, dataset, rank: int, world_size: int, start_batch: int = 0) -> "BucketBatchSampler":
+def batch_sampler(cfg: Config, dataset, rank: int, world_size: int, start_batch: int = 0) -> "BucketBatchSampler":
     """The recipe's batch plan over ``dataset`` (a :class:`~ltx2train.data.cache.CachedDataset`) for one process."""
     from ltx2train.config import dataset_sources
 
@@ -32,7 +33,7 @@ def batch_sampler(cfg, dataset, rank: int, world_size: int, start_batch: int = 0
     )
 
 
-def steps_per_epoch(cfg, dataset, world_size: int) -> int:
+def steps_per_epoch(cfg: Config, dataset, world_size: int) -> int:
     """Optimizer steps in one epoch (the first: weighted datasets may make others differ by a batch)."""
     return max(1, batch_sampler(cfg, dataset, 0, world_size).batches_per_epoch // cfg.train.gradient_accumulation_steps)
 

@@ -11,16 +11,27 @@ import math
 
 import torch
 
+from ltx2train.config import ObjectiveConfig
 from ltx2train.inference.schedules import shift_mu
 
 
 def sample_sigmas(
-    batch_size: int, num_tokens: int, cfg, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+    batch_size: int,
+    num_tokens: int,
+    objective_cfg: ObjectiveConfig,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """(B,) sigmas in (0, 1): sigmoid(N(logit_mean + mu, logit_std))."""
-    mu = shift_mu(num_tokens, cfg.shift_base, cfg.shift_max, cfg.shift_base_tokens, cfg.shift_max_tokens)
+    mu = shift_mu(
+        num_tokens,
+        objective_cfg.shift_base,
+        objective_cfg.shift_max,
+        objective_cfg.shift_base_tokens,
+        objective_cfg.shift_max_tokens,
+    )
     normal = torch.randn(batch_size, generator=generator, device=device)
-    return torch.sigmoid(normal * cfg.logit_std + cfg.logit_mean + mu)
+    return torch.sigmoid(normal * objective_cfg.logit_std + objective_cfg.logit_mean + mu)
 
 
 def noisy_and_target(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

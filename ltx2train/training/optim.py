@@ -8,20 +8,27 @@ N times early. Here the schedule ends at ``train.max_steps`` on any number of pr
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
+from ltx2train.config import OptimizerConfig
 from ltx2train.utils.errors import UserError
 
 
-def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+def build_optimizer(params, optimizer_cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """``optimizer.name``: torch's AdamW, or bitsandbytes' 8-bit AdamW (the moments of tensors of 4096 elements
     or more as blockwise-quantised uint8; smaller ones keep float32 state)."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise UserError("no trainable parameters (did the LoRA targets match any module?)")
-    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw8bit":
+    kwargs: dict[str, Any] = dict(
+        lr=optimizer_cfg.lr,
+        betas=tuple(optimizer_cfg.betas),
+        eps=optimizer_cfg.eps,
+        weight_decay=optimizer_cfg.weight_decay,
+    )
+    if optimizer_cfg.name == "adamw8bit":
         return _adamw8bit()(params, **kwargs)
     return torch.optim.AdamW(params, **kwargs)
 
@@ -51,8 +58,12 @@ def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str) ->
     raise UserError(f"unknown LR schedule {schedule!r}; expected constant, linear or cosine")
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg, max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_lr_scheduler(
+    optimizer: torch.optim.Optimizer, optimizer_cfg: OptimizerConfig, max_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: lr_factor(step, warmup_steps=cfg.warmup_steps, max_steps=max_steps, schedule=cfg.scheduler),
+        lambda step: lr_factor(
+            step, warmup_steps=optimizer_cfg.warmup_steps, max_steps=max_steps, schedule=optimizer_cfg.scheduler
+        ),
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from accelerate.tracking import GeneralTracker
 
+from ltx2train.config import TrackerConfig
 from ltx2train.utils.atomic import write_text_atomic
 from ltx2train.utils.errors import UserError
 
@@ -87,7 +88,7 @@ class Tracker:
 
     def __init__(
         self,
-        cfg,
+        tracker_cfg: TrackerConfig,
         run_dir: str | Path,
         config: dict,
         enabled: bool = True,
@@ -95,26 +96,26 @@ class Tracker:
         data: dict | None = None,
     ):
         self.enabled, self.run_dir = enabled, Path(run_dir)
-        self.names = tracker_names(cfg.backend) if enabled else []
+        self.names = tracker_names(tracker_cfg.backend) if enabled else []
         self.trackers: list[GeneralTracker] = []
         if not enabled:
             return
         self.trackers.append(MetricsFile(self.run_dir, resume_step))
         for name in self.names:
-            self.trackers.append(self._build(name, cfg, resume_step))
+            self.trackers.append(self._build(name, tracker_cfg, resume_step))
         for tracker in self.trackers[1:]:
             tracker.start()
             tracker.store_init_configuration({**flatten(config), **(data or {})})
 
-    def _build(self, name: str, cfg, resume_step: int) -> GeneralTracker:
+    def _build(self, name: str, tracker_cfg: TrackerConfig, resume_step: int) -> GeneralTracker:
         if name == "wandb":
             from accelerate.tracking import WandBTracker
 
             return WandBTracker(
-                cfg.project,
-                name=cfg.run_name,
-                entity=cfg.entity,
-                mode=cfg.mode,
+                tracker_cfg.project,
+                name=tracker_cfg.run_name,
+                entity=tracker_cfg.entity,
+                mode=tracker_cfg.mode,
                 dir=str(self.run_dir),
                 id=self._wandb_run_id(),
                 resume="allow",
@@ -128,7 +129,9 @@ class Tracker:
 
             # purge_step: events of steps after the resume point (logged before an interruption) are dropped
             return TensorBoardTracker(
-                cfg.run_name or "run", self.run_dir / "tensorboard", purge_step=resume_step + 1 if resume_step else None
+                tracker_cfg.run_name or "run",
+                self.run_dir / "tensorboard",
+                purge_step=resume_step + 1 if resume_step else None,
             )
         raise UserError(f"tracker.backend: unknown tracker {name!r}; allowed: none, {', '.join(BACKENDS)}")
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.data.cache import collate, left_pad
 from ltx2train.memory.offload import offload_activations
 from ltx2train.models.text_encoder import ProjectedText, connect_text
@@ -52,7 +53,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg, log: Callable[[str], None] = print):
+    def __init__(self, cfg: Config, log: Callable[[str], None] = print):
         self.cfg = cfg
         self.log = log
         self.output_dir = Path(cfg.train.output_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from ltx2train.config import Config
 from ltx2train.training.backends.ddp import DDPBackend
 from ltx2train.training.backends.fsdp2 import FSDP2Backend
 from ltx2train.utils.errors import UserError
@@ -14,7 +15,7 @@ from ltx2train.utils.errors import UserError
 BACKENDS = {DDPBackend.name: DDPBackend, FSDP2Backend.name: FSDP2Backend}
 
 
-def build_backend(cfg):
+def build_backend(cfg: Config):
     if cfg.distributed.backend == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:
             raise UserError(

@@ -12,6 +12,7 @@ from contextlib import nullcontext
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.models.trained import trained_parts
 from ltx2train.training.backends import state
 
@@ -20,7 +21,7 @@ class DDPBackend(state.DCPState):
     name = "ddp"
     collective_forward = False  # every process holds the whole model: the main one validates alone
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 

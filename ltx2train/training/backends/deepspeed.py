@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ltx2train.config import Config
 from ltx2train.training.backends.collectives import TorchCollectives
 
 STATE_DIR = Path("state") / "deepspeed"
@@ -38,7 +39,7 @@ def _single_process_env() -> None:
 class DeepSpeedBackend(TorchCollectives):
     name = "deepspeed"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config):
         import deepspeed
 
         _single_process_env()

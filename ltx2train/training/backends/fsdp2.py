@@ -23,6 +23,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.distributed as dist
 
+from ltx2train.config import Config
 from ltx2train.models.trained import trained_parts, transformer_of
 from ltx2train.training.backends.collectives import TorchCollectives
 
@@ -46,7 +47,7 @@ class FSDP2Backend(state.DCPState, TorchCollectives):
     name = "fsdp2"
     collective_forward = True  # a sharded module's forward needs every rank
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config):
         from accelerate import PartialState
 
         from torch.distributed.device_mesh import init_device_mesh

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ltx2train.config import Config
 from ltx2train.models.key_maps import build_key_map
 from ltx2train.models.layout import SPLIT_FILES
 from ltx2train.models.specs import torch_dtype
@@ -23,7 +24,7 @@ class FullMethod:
     name = "full"
     export_file = EXPORT_FILE
 
-    def __init__(self, cfg, spec, frozen: str | None = None):
+    def __init__(self, cfg: Config, spec, frozen: str | None = None):
         self.cfg, self.spec, self.frozen = cfg, spec, frozen
 
     def describe(self) -> str:

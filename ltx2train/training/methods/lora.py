@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ltx2train.config import Config, LoRAConfig
 from ltx2train.models.adapters import (
     adapter_state_from_lora,
     export_lora,
@@ -24,7 +25,7 @@ EXPORT_FILE = "lora.safetensors"
 
 
 def add_lora(
-    module: torch.nn.Module, lora_cfg, exclude: str | None = None, component: str = "transformer"
+    module: torch.nn.Module, lora_cfg: LoRAConfig, exclude: str | None = None, component: str = "transformer"
 ) -> list[torch.nn.Parameter]:
     """PEFT LoRA on ``lora_cfg.target_modules`` of ``module`` (the transformer, or the text connectors) except
     modules whose full name matches ``exclude``; adapter weights kept in float32 whatever the base dtype."""
@@ -44,7 +45,7 @@ class LoraMethod:
     name = "lora"
     export_file = EXPORT_FILE
 
-    def __init__(self, cfg, spec, frozen: str | None = None):
+    def __init__(self, cfg: Config, spec, frozen: str | None = None):
         self.cfg, self.spec, self.frozen = cfg, spec, frozen
 
     def describe(self) -> str:

@@ -8,6 +8,7 @@ sigma=None) -> StepInputs``, ``loss(video_pred, audio_pred, inputs) -> (total, p
 
 from __future__ import annotations
 
+from ltx2train.config.schema import Config, StrategyConfig
 from ltx2train.training.strategies.composed import PRESETS, Preset, Strategy
 from ltx2train.models.forward import pack_audio, pack_video, uses_keyframes
 from ltx2train.training.strategies.tokens import StepInputs
@@ -26,13 +27,13 @@ __all__ = [
 ]
 
 
-def preset_of(strategy_cfg) -> Preset:
+def preset_of(strategy_cfg: StrategyConfig) -> Preset:
     """``strategy.name``'s preset with ``strategy.video`` / ``strategy.audio`` where they are set."""
     base = PRESETS[strategy_cfg.name]
     return Preset(strategy_cfg.video or base.video, strategy_cfg.audio or base.audio, base.first_frame, base.reference)
 
 
-def check_strategy(cfg, settings: dict) -> None:
+def check_strategy(cfg: Config, settings: dict) -> None:
     """What the strategy needs from the cache (its ``settings``), refused before any weight loads."""
     preset, name = preset_of(cfg.strategy), cfg.strategy.name
     if preset.audio != "none" and not settings["with_audio"]:
@@ -53,7 +54,7 @@ def check_strategy(cfg, settings: dict) -> None:
         )
 
 
-def build_strategy(cfg, dataset=None, transformer=None) -> Strategy:
+def build_strategy(cfg: Config, dataset=None, transformer=None) -> Strategy:
     """The recipe's strategy. ``dataset`` (a CachedDataset) gives the empty prompt and the reference downscale;
     ``transformer`` (unwrapped) its video RoPE and audio width, where the strategy needs them."""
     st = cfg.strategy
@@ -75,7 +76,7 @@ def build_strategy(cfg, dataset=None, transformer=None) -> Strategy:
     )
 
 
-def _transformer_config(cfg) -> dict:
+def _transformer_config(cfg: Config) -> dict:
     """Without a built transformer: the recipe's variant's transformer config."""
     from ltx2train.models.specs import load_variant
 

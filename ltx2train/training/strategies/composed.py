@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ltx2train.config import ObjectiveConfig
 from ltx2train.models.forward import AudioTokens, VideoTokens, pack_audio, pack_video, transformer_kwargs
 from ltx2train.training.objective import masked_mse, masked_mse_per_sample, noisy_and_target, sample_sigmas
 from ltx2train.training.strategies.conditions import (
@@ -57,7 +58,7 @@ class Strategy:
         self,
         name: str,
         preset: Preset,
-        objective_cfg,
+        objective_cfg: ObjectiveConfig,
         fps: float,
         *,
         caption_dropout: float = 0.0,

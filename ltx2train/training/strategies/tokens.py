@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ltx2train.config import ObjectiveConfig
 from ltx2train.training.objective import sample_sigmas
 
 
@@ -22,13 +23,19 @@ class StepInputs:
     sigma: torch.Tensor  # (B,) the sample's drawn noise level (video's; audio's with independent sigmas)
 
 
-def draw_noise(generator, video_x0: torch.Tensor, audio_x0: torch.Tensor, cfg, sigma: torch.Tensor | None = None):
+def draw_noise(
+    generator,
+    video_x0: torch.Tensor,
+    audio_x0: torch.Tensor,
+    objective_cfg: ObjectiveConfig,
+    sigma: torch.Tensor | None = None,
+):
     """(sigma (B,), video noise, audio noise). ``generator``: one for the batch, or a list with one per sample
     (the trainer's: each sample's noise then depends on the sample and the step alone, not on which process
     drew it or with whom it was batched, so a run is the same at any world size)."""
     if not isinstance(generator, (list, tuple)):
         if sigma is None:
-            sigma = sample_sigmas(video_x0.shape[0], video_x0.shape[1], cfg, generator)
+            sigma = sample_sigmas(video_x0.shape[0], video_x0.shape[1], objective_cfg, generator)
         return (
             sigma,
             torch.randn(video_x0.shape, generator=generator, dtype=video_x0.dtype),
@@ -36,7 +43,7 @@ def draw_noise(generator, video_x0: torch.Tensor, audio_x0: torch.Tensor, cfg, s
         )
     sigmas, video, audio = [], [], []
     for g in generator:
-        sigmas.append(sample_sigmas(1, video_x0.shape[1], cfg, g))
+        sigmas.append(sample_sigmas(1, video_x0.shape[1], objective_cfg, g))
         video.append(torch.randn((1, *video_x0.shape[1:]), generator=g, dtype=video_x0.dtype))
         audio.append(torch.randn((1, *audio_x0.shape[1:]), generator=g, dtype=audio_x0.dtype))
     return (torch.cat(sigmas) if sigma is None else sigma), torch.cat(video), torch.cat(audio)
