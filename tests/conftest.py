@@ -1,11 +1,30 @@
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-DATA = Path(__file__).parent / "data"
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"
 REFERENCE = DATA / "reference"  # copy of ../shared/reference (see its README)
+FOLDERS = ("unit", "integration", "parity", "distributed")  # the kinds of test: docs/development.md
+
+# Test modules import helpers from one another by basename across folders (test_versions runs test_backends'
+# launcher, test_support_matrix checks the tests it names in every folder): each folder is importable whatever
+# subset runs. Basenames are unique across the folders (there are no __init__.py files).
+sys.path.extend(str(TESTS / folder) for folder in FOLDERS if str(TESTS / folder) not in sys.path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects
+def pytest_collection_modifyitems(config, items):
+    """Every test in tests/distributed is marked ``distributed`` and every one in tests/parity ``parity``, so that
+    ``-m "not distributed"`` leaves out everything that launches processes (the few elsewhere carry the mark)."""
+    for item in items:
+        folder = Path(item.path).resolve().parent
+        if folder.parent == TESTS and folder.name in ("distributed", "parity"):
+            item.add_marker(folder.name)
+
 
 VARIANT_REFERENCE = {
     # variant -> (file, tag of the main checkpoint, tag of the x2 upscaler)

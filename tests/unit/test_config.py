@@ -23,7 +23,7 @@ from ltx2train.config import (
     save_config,
 )
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 DEMO = RECIPES / "demo.yaml"
 T2AV = RECIPES / "t2av_lora.yaml"
 

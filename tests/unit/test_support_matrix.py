@@ -1,15 +1,14 @@
 """The README's support matrix, checked: every cell names the tests that prove it on that version's tiny variant,
 those tests exist, and the README shows exactly the table rendered here. A cell without a test is shown as
-untested (``—``), never as supported. ``python tests/test_support_matrix.py`` prints the table."""
+untested (``—``), never as supported. ``python tests/unit/test_support_matrix.py`` prints the table.
+A test is named by its module's basename, which is unique across tests/'s folders (tests/conftest.py puts them all
+on ``sys.path``)."""
 
 import importlib
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 VERSIONS = ("LTX-2 (`ltx2-19b`)", "LTX-2.3 (`ltx2.3-22b`)", "LTX-2.5 (`ltx2.5`)")
 
 _MODES = "test_strategies::test_every_strategy_trains_on_every_version"
@@ -141,7 +140,9 @@ def test_the_readme_shows_this_matrix():
     text = README.read_text()
     found = re.search(r"<!-- support-matrix -->\n(.*?)\n<!-- /support-matrix -->", text, re.S)
     assert found, "README.md has no <!-- support-matrix --> block"
-    assert found.group(1).strip() == render(), "README's support matrix is stale: python tests/test_support_matrix.py"
+    assert found.group(1).strip() == render(), (
+        "README's support matrix is stale: python tests/unit/test_support_matrix.py"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ltx2train.config import reference
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "config-reference.md"
 
 
 def test_every_field_is_documented_in_its_section_docstring():

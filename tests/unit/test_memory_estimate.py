@@ -11,7 +11,7 @@ import torch
 
 from conftest import REFERENCE, load_reference
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["validation.prompts=[]", "data.max_sequence_length=16"]
 
 

@@ -24,7 +24,7 @@ class _TorchaudioStub(types.ModuleType):
         if name.startswith("__"):  # keep introspection (copy, inspect, pytest) working
             raise AttributeError(name)
         raise RuntimeError(
-            f"torchaudio.{name} was used, but torchaudio is only a stub here (tests/_ltx_core_stub.py): "
+            f"torchaudio.{name} was used, but torchaudio is only a stub here (tests/parity/_ltx_core_stub.py): "
             "install torchaudio to run ltx_core's AudioProcessor"
         )
 
@@ -35,7 +35,7 @@ def torchaudio_stub() -> Iterator[None]:
     if "torchaudio" in sys.modules or importlib.util.find_spec("torchaudio") is not None:
         yield
         return
-    sys.modules["torchaudio"] = _TorchaudioStub("torchaudio", "placeholder: see tests/_ltx_core_stub.py")
+    sys.modules["torchaudio"] = _TorchaudioStub("torchaudio", "placeholder: see tests/parity/_ltx_core_stub.py")
     try:
         yield
     finally:

@@ -275,6 +275,7 @@ def test_fresh_adapters_over_an_fp8_base_are_float32_draws_and_no_checkpointing_
 
 
 @pytest.mark.slow
+@pytest.mark.distributed  # launches 2 processes
 def test_two_ddp_processes_train_a_lora_over_an_fp8_base(tiny_workspace, tmp_path):
     """gloo has no float8: DDP must not broadcast the FP8 base when it wraps the model (it would fail with
     "Invalid scalar type"). torchrun --standalone picks a free port."""

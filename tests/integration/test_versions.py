@@ -126,7 +126,7 @@ def test_the_23_recipes_validate_as_ltx_pipelines_runs_23():
     from ltx2train.config import load_config
 
     LTX_2_3_PARAMS = _ltx_pipelines_constants().LTX_2_3_PARAMS
-    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
     for name in ("ltx2.3_t2av_lora", "ltx2.3_t2av_full", "ltx2.3_i2av_lora", "ltx2.3_ic_lora", "ltx2.5_t2av_lora"):
         v = load_config(recipes / f"{name}.yaml").validation
         video, audio = LTX_2_3_PARAMS.video_guider_params, LTX_2_3_PARAMS.audio_guider_params
@@ -470,6 +470,7 @@ def test_25_validation_and_sample_mark_the_first_latent_frame(tiny25_workspace, 
 
 
 @pytest.mark.slow
+@pytest.mark.distributed  # launches 2 processes
 @pytest.mark.parametrize("version", ["2.3", "2.5"])
 def test_full_fine_tuning_under_fsdp2_on_two_processes(request, tmp_path, version):
     """Full fine-tuning, sharded over 2 processes (FSDP2, gloo): the same losses and weights as one process with
@@ -567,6 +568,7 @@ def test_a_25_release_directory_loads_prepares_and_trains(tiny25_workspace, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.distributed  # launches 2 processes
 @pytest.mark.parametrize(
     "method, backend",
     [

@@ -640,7 +640,7 @@ def test_gemma_is_freed_before_the_vaes_load(tiny_workspace, tmp_path, monkeypat
 def test_fp8_frozen_encoders_and_a_tiled_vae_prepare_a_cache_close_to_the_plain_one(tiny_workspace, tmp_path):
     """memory.fp8_frozen=[text_encoder, connectors, video_vae, audio_vae] + memory.tiled_vae: the same clips,
     every latent close to the plain cache's (the 64 px clips are below one tile: tiling changes nothing here; its
-    bound on memory is tests/test_memory_tiling.py)."""
+    bound on memory is tests/unit/test_memory_tiling.py)."""
     cfg = tiny_config(
         tiny_workspace,
         tmp_path / "run",

@@ -14,7 +14,7 @@ from ltx2train.config import save_config
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = Path(__file__).resolve().parent.parent / "launch" / "accelerate"
+CONFIGS = Path(__file__).resolve().parents[2] / "launch" / "accelerate"
 TRAIN = [
     "train.max_steps=2",
     "train.checkpoint_every=2",

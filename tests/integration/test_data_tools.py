@@ -12,7 +12,7 @@ from ltx2train import cli
 from ltx2train.config import save_config
 from ltx2train.data.media import write_video_with_audio
 
-TOOLS = Path(__file__).resolve().parent.parent / "data_tools"
+TOOLS = Path(__file__).resolve().parents[2] / "data_tools"
 
 
 def _clip(path, frames=12, audio=True, size=(32, 48)):

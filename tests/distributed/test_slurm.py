@@ -1,6 +1,6 @@
 """launch/slurm on a real Slurm cluster started on this machine (2 nodes on localhost, slurm-wlm + munge; see
-tests/slurm_cluster.py): a 2-node x 1-process training job preempted with USR1 checkpoints, requeues itself and
-resumes to the weights of an uninterrupted run; a job with a config error is not requeued; the prepare job
+tests/distributed/slurm_cluster.py): a 2-node x 1-process training job preempted with USR1 checkpoints, requeues itself
+and resumes to the weights of an uninterrupted run; a job with a config error is not requeued; the prepare job
 array writes the cache a single prepare writes, and a rerun skips every finished clip."""
 
 import json
@@ -22,7 +22,7 @@ from slurm_cluster import SlurmCluster, Unavailable
 
 pytestmark = pytest.mark.slow
 
-LAUNCH = Path(__file__).resolve().parent.parent / "launch" / "slurm"
+LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "slurm"
 STEPS = 200  # ~25 steps/s on the tiny model: long enough to be preempted twice
 TRAIN = [
     f"train.max_steps={STEPS}",

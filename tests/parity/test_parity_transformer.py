@@ -9,8 +9,8 @@ metadata (``__metadata__["config"]``, ltx_core's vocabulary); ltx_core builds th
 section with ``LTXModelConfigurator.from_config``. ``PRODUCTION_TRANSFORMER_CONFIG_19B`` below is that section
 as dumped verbatim from the 19B header into ``models/ltx2/configs/ltx2_19b_config.json`` of Wan2GP (public copy
 read: github.com/utshabiswas74/wangp @ 18e3d700); its ``audio_vae`` and ``vocoder`` sections agree with the
-values ``tests/test_parity_audio.py`` uses, and a test below checks that ltx_core builds, from it, exactly the keys and
-shapes of the real file (``tests/data/reference``). Independent tools that read the real headers quote the same
+values ``tests/parity/test_parity_audio.py`` uses, and a test below checks that ltx_core builds, from it, exactly the
+keys and shapes of the real file (``tests/data/reference``). Independent tools that read the real headers quote the same
 forward scalars (``av_ca_timestep_scale_multiplier`` 1000.0, ``rope_type`` "split", ``frequencies_precision``
 "float64", ``positional_embedding_max_pos`` [20, 2048, 2048]). These matter because ltx_core's configurator
 DEFAULTS differ from production: ``rope_type`` "interleaved", ``av_ca_timestep_scale_multiplier`` 1 and a float32
