@@ -146,18 +146,18 @@ def ours(trainer, steps: int) -> float:
 def bare_inputs(trainer):
     """The transformer's keyword arguments and fixed targets for one batch, built once (outside the timing)."""
     batch = next(trainer.loader)
-    inputs = trainer.strategy.inputs(batch, trainer.frozen_text_context, generator=trainer.noise_generators(batch))
+    inputs = trainer.run.strategy.inputs(batch, trainer.frozen_text_context, generator=trainer.noise_generators(batch))
     trainer._cast_inputs(inputs)
     with torch.no_grad():
-        video, audio = trainer.wrapped(**inputs.model_kwargs)
+        video, audio = trainer.run.model(**inputs.model_kwargs)
     return inputs.model_kwargs, (torch.randn_like(video.float()), torch.randn_like(audio.float()))
 
 
 def bare(trainer, kwargs, targets, steps: int) -> float:
-    model, optimizer = trainer.wrapped, trainer.optimizer
+    model, optimizer = trainer.run.model, trainer.run.optimizer
     start = time.perf_counter()
     for _ in range(steps):
-        with trainer.backend.autocast():
+        with trainer.run.backend.autocast():
             video, audio = model(**kwargs)
             loss = torch.nn.functional.mse_loss(video.float(), targets[0]) + torch.nn.functional.mse_loss(
                 audio.float(), targets[1]
@@ -179,7 +179,7 @@ def connectors(trainer, steps: int) -> float:
 
 
 def measure(trainer, steps: int, rounds: int) -> tuple[float, float, float]:
-    trainer.wrapped.train()
+    trainer.run.model.train()
     kwargs, targets = bare_inputs(trainer)
     ours(trainer, 1), bare(trainer, kwargs, targets, 1)  # warm-up: allocator, optimizer state
     mine, theirs, text = [], [], []

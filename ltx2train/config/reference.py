@@ -1,6 +1,6 @@
 """The config reference page, generated from the schema: each section's docstring is the single source of its field
 docs (``Fields:`` blocks in ``schema.py``). ``python -m ltx2train.config.reference > docs/config-reference.md``
-writes the page; ``tests/test_config_reference.py`` fails when the page is stale or a field has no doc.
+writes the page; ``tests/unit/test_config_reference.py`` fails when the page is stale or a field has no doc.
 
 Only the standard library and the schema are imported (no torch).
 """

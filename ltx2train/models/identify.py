@@ -16,7 +16,7 @@ from ltx2train.models.loading import read_safetensors_header
 from ltx2train.models.lora_files import LORA_KEY, LoraFile, is_connector_module, module_stream, read_lora
 
 # Which consumer applies which dialect as it is, at the file's intended strength (measured on the tiny
-# model: tests/test_lora_consumers.py). ltx-core fuses W + B·A and ignores .alpha; diffusers refuses files
+# model: tests/integration/test_lora_consumers.py). ltx-core fuses W + B·A and ignores .alpha; diffusers refuses files
 # with .alpha and does not apply connector modules; DiffSynth reads .alpha; ComfyUI reads .alpha and
 # applies connector modules.
 CONSUMERS = ("diffusers", "ltx-core", "DiffSynth", "ComfyUI")
@@ -166,7 +166,7 @@ def inspect_lora(lora: LoraFile, path: str | Path | None = None) -> dict:
 
 def consumers(lora: LoraFile) -> dict[str, str]:
     """Per consumer: ``ok``, or what goes wrong when it loads this file as it is. The rules, read from each
-    consumer's code and measured on the tiny model (tests/test_lora_consumers.py):
+    consumer's code and measured on the tiny model (tests/integration/test_lora_consumers.py):
 
     - diffusers ``load_lora_weights``: converts ``diffusion_model.`` keys, takes ``transformer.`` keys as diffusers
       names, drops prefix-less ones, refuses any ``.alpha`` key, scale 1, connector modules not applied;

@@ -2,7 +2,7 @@
 
 A run is one method (what is trained), one backend (how it is distributed) and one strategy (how a batch becomes a
 loss); ``builder.py`` puts them together and ``trainer.py`` calls them only through these members, so a new
-implementation of one axis needs nothing from the others. ``tests/test_interfaces.py`` checks that every shipped
+implementation of one axis needs nothing from the others. ``tests/unit/test_interfaces.py`` checks that every shipped
 implementation has every member with the same parameters.
 """
 

@@ -65,13 +65,9 @@ class Trainer:
         self.run = run = build(cfg, self.log)
         if not run.backend.is_main:  # console lines once, from the main process
             self.log = lambda _: None
-        self.backend, self.method, self.strategy = run.backend, run.method, run.strategy
-        self.wrapped, self.connectors, self.optimizer = run.model, run.connectors, run.optimizer
-        self.wrapped.train()  # once: validation restores every module's mode (a train() per step walks them all)
+        run.model.train()  # once: validation restores every module's mode (a train() per step walks them all)
         self.trains_connectors = "connectors" in trained_parts(self.model)
-        self.lr_scheduler, self.weight_dtype, self.step = run.lr_scheduler, run.weight_dtype, run.step
-        self.device, self.rank, self.world_size = run.backend.device, run.backend.rank, run.backend.world_size
-        self.validation_sampler, self.validation_clips = run.validation_sampler, run.validation_clips
+        self.step = run.step  # the loop's position: the run's is where it started
         self.validates = bool(cfg.validation.prompts) or bool(cfg.validation.loss_sigmas)
         self.input_dtype = self.model.dtype
         self.loader = self._build_loader(start_batch=self.step * cfg.train.gradient_accumulation_steps)
@@ -85,7 +81,7 @@ class Trainer:
         from ltx2train.config import config_to_dict, dataset_sources
         from ltx2train.data.cache import dataset_statistics
 
-        main, cfg = self.backend.is_main, self.cfg
+        main, cfg = self.run.backend.is_main, self.cfg
         data = data_statistics(dataset_statistics(dataset_sources(cfg.data))) if main else None
         return Tracker(
             cfg.tracker,
@@ -101,7 +97,7 @@ class Trainer:
         analysis/flops.py, or any device with $LTX2TRAIN_PEAK_TFLOPS."""
         from ltx2train.analysis.flops import peak_flops, step_flops
 
-        cfg, peak = self.cfg, peak_flops(self.device)
+        cfg, peak = self.cfg, peak_flops(self.run.backend.device)
         spec = self.run.spec.component("transformer")
         flops_of = (
             (lambda b, v, a, t: step_flops(cfg, spec, batch=b, video=v, audio=a, text=t, fps=cfg.data.fps))
@@ -114,16 +110,16 @@ class Trainer:
     def model(self) -> torch.nn.Module:
         """The trained module (the transformer, or it with the text connectors: ``models/trained.py``), unwrapped
         from the backend."""
-        return self.backend.unwrap(self.wrapped)
+        return self.run.backend.unwrap(self.run.model)
 
     def _build_loader(self, start_batch: int):
         cfg = self.cfg
-        sampler = batch_sampler(cfg, self.run.dataset, self.rank, self.world_size, start_batch)
+        sampler = batch_sampler(cfg, self.run.dataset, self.run.backend.rank, self.run.backend.world_size, start_batch)
         self.sampler = sampler  # the plan of batches (its state: start_batch, from the step)
         for bucket, clips in sampler.skipped().items():
             self.log(
                 f"[ltx2train] warning: bucket {bucket} holds {clips} clip(s), fewer than a global batch "
-                f"({cfg.data.batch_size} x {self.world_size} process(es)): they are not trained"
+                f"({cfg.data.batch_size} x {self.run.backend.world_size} process(es)): they are not trained"
             )
         loader = torch.utils.data.DataLoader(
             self.run.dataset,
@@ -140,13 +136,13 @@ class Trainer:
         connectors -> video/audio context; or, when the connectors are trained, the projected text itself (the
         trained module runs them in its forward, with their graph)."""
         length = self.cfg.data.max_sequence_length
-        to = lambda t: None if t is None else left_pad(t.to(self.device, self.weight_dtype), length)  # noqa: E731
+        to = lambda t: None if t is None else left_pad(t.to(self.run.backend.device, self.run.weight_dtype), length)  # noqa: E731
         projected = ProjectedText(
             to(batch["text_video"]),
             to(batch.get("text_audio")),
-            left_pad(batch["text_attention_mask"].to(self.device), length),
+            left_pad(batch["text_attention_mask"].to(self.run.backend.device), length),
         )
-        return projected if self.trains_connectors else connect_text(self.connectors, projected)
+        return projected if self.trains_connectors else connect_text(self.run.connectors, projected)
 
     @torch.no_grad()
     def frozen_text_context(self, batch: dict[str, torch.Tensor]):
@@ -168,22 +164,22 @@ class Trainer:
         return [torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_000_033 + int(i)) for i in batch["index"]]
 
     def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        backend, accum = self.backend, len(batches)
+        backend, accum = self.run.backend, len(batches)
         losses, sigmas, per_sample = [], [], []
         for i, batch in enumerate(batches):
-            inputs = self.strategy.inputs(batch, self.frozen_text_context, generator=self.noise_generators(batch))
+            inputs = self.run.strategy.inputs(batch, self.frozen_text_context, generator=self.noise_generators(batch))
             self._cast_inputs(inputs)
             self.throughput.micro_batch(inputs.model_kwargs)
-            with backend.accumulating(self.wrapped, last=i == accum - 1):
+            with backend.accumulating(self.run.model, last=i == accum - 1):
                 with backend.autocast(), offload_activations(self.cfg.memory.activation_offload):
-                    video_pred, audio_pred = self.wrapped(**inputs.model_kwargs)
-                    loss, parts = self.strategy.loss(video_pred, audio_pred, inputs)
+                    video_pred, audio_pred = self.run.model(**inputs.model_kwargs)
+                    loss, parts = self.run.strategy.loss(video_pred, audio_pred, inputs)
                 backend.backward(loss / accum)
             losses.append(torch.stack([loss.detach(), parts["video_loss"], parts["audio_loss"]]).float())
             sigmas.append(inputs.sigma.float().cpu())
             per_sample.append(parts["per_sample"].float())
-        grad_norm = backend.step(self.optimizer, self.run.params, self.cfg.optimizer.max_grad_norm)
-        self.lr_scheduler.step()
+        grad_norm = backend.step(self.run.optimizer, self.run.params, self.cfg.optimizer.max_grad_norm)
+        self.run.lr_scheduler.step()
         return self._step_metrics(losses, torch.cat(sigmas), per_sample, grad_norm)
 
     def _step_metrics(
@@ -191,7 +187,7 @@ class Trainer:
     ) -> dict[str, float]:
         """The step's values, read from the device once per optimizer step: a host sync per micro-batch would
         drain the GPU's queue between micro-batches. Losses are averaged over micro-batches and processes."""
-        mean = self.backend.reduce(torch.stack(losses).mean(0))
+        mean = self.run.backend.reduce(torch.stack(losses).mean(0))
         norm = torch.as_tensor(math.nan if grad_norm is None else grad_norm, dtype=torch.float32)
         values = torch.cat([mean, norm.to(mean.device).reshape(1), *(t.to(mean.device) for t in per_sample)]).cpu()
         self.bucket_loss.add(sigmas, values[4:])
@@ -200,7 +196,7 @@ class Trainer:
             "video_loss": values[1].item(),
             "audio_loss": values[2].item(),
             "sigma": sigmas.mean().item(),
-            "lr": self.lr_scheduler.get_last_lr()[0],
+            "lr": self.run.lr_scheduler.get_last_lr()[0],
         }
         if grad_norm is not None:
             metrics["grad_norm"] = values[3].item()
@@ -217,11 +213,11 @@ class Trainer:
     def _loop(self, stop: "StopRequest") -> TrainResult:
         cfg = self.cfg
         result = TrainResult(
-            step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir), main=self.backend.is_main
+            step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir), main=self.run.backend.is_main
         )
         if self.validates and cfg.validation.at_start and self.step == 0:
             self._validate(result)
-        bar, window = StepBar(cfg.train.max_steps, self.step, self.log, enabled=self.backend.is_main), []
+        bar, window = StepBar(cfg.train.max_steps, self.step, self.log, enabled=self.run.backend.is_main), []
         log, self.log = self.log, bar.write  # lines go above the bar
         try:
             while self.step < cfg.train.max_steps:
@@ -248,9 +244,15 @@ class Trainer:
                 f"loss is {metrics['loss']} at step {self.step}; last checkpoint: {result.checkpoint}"
             )
         if self.step == cfg.train.max_steps or self.step % cfg.train.log_every == 0:
-            rates = self.throughput.metrics(lambda t: self.backend.reduce(t, op="sum"), self.world_size)
+            rates = self.throughput.metrics(lambda t: self.run.backend.reduce(t, op="sum"), self.run.backend.world_size)
             self.tracker.log(
-                {**metrics, **self._bucket_metrics(), **rates, "peak_memory_mb": peak_memory_mb(self.device)}, self.step
+                {
+                    **metrics,
+                    **self._bucket_metrics(),
+                    **rates,
+                    "peak_memory_mb": peak_memory_mb(self.run.backend.device),
+                },
+                self.step,
             )
             if bar.bar is None:  # a terminal has the bar; a log file gets a line every log_every steps
                 eta = format_duration(self.throughput.eta_s(cfg.train.max_steps - self.step))
@@ -284,33 +286,33 @@ class Trainer:
 
     def _any_process(self, flag: bool) -> bool:
         """True on every process if it is true on one (so that all ranks checkpoint and stop together)."""
-        if self.world_size == 1:
+        if self.run.backend.world_size == 1:
             return flag
-        return bool(self.backend.reduce(torch.tensor([float(flag)]), op="sum").item())
+        return bool(self.run.backend.reduce(torch.tensor([float(flag)]), op="sum").item())
 
     def _bucket_metrics(self) -> dict[str, float]:
         """Loss per sigma bucket over the logging window, summed over all processes."""
-        sums = self.backend.reduce(self.bucket_loss.sums.to(torch.float32), op="sum").cpu()
-        counts = self.backend.reduce(self.bucket_loss.counts.to(torch.float32), op="sum").cpu()
+        sums = self.run.backend.reduce(self.bucket_loss.sums.to(torch.float32), op="sum").cpu()
+        counts = self.run.backend.reduce(self.bucket_loss.counts.to(torch.float32), op="sum").cpu()
         metrics = self.bucket_loss.metrics(sums, counts)
         self.bucket_loss.reset()
         return metrics
 
     # ----------------------------------------------------------------------------------------- outputs
     def save_checkpoint(self) -> Path:
-        cfg, backend, method = self.cfg, self.backend, self.method
+        cfg, backend, method = self.cfg, self.run.backend, self.run.method
         names = method.trainable_names(self.model)
         agreed = self._check_replicas(names)
-        gathered = backend.gather(self.wrapped, names)  # collective: full tensors on the main process
+        gathered = backend.gather(self.run.model, names)  # collective: full tensors on the main process
         metadata = {
             "base_variant": self.run.spec.name,
             "family": self.run.spec.family,
-            "strategy": self.strategy.name,
+            "strategy": self.run.strategy.name,
             "step": str(self.step),
         }
         state = {
             "step": self.step,
-            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "lr_scheduler": self.run.lr_scheduler.state_dict(),
             "signature": method.signature(),
             "backend": backend.name,
         }
@@ -319,37 +321,41 @@ class Trainer:
             self.step,
             exports=method.exports(self.model, gathered, metadata) if backend.is_main else {},
             training_state=state,
-            save_state=lambda d: backend.save_state(d, self.wrapped, self.optimizer, names),
-            rank=self.rank,
-            world_size=self.world_size,
+            save_state=lambda d: backend.save_state(d, self.run.model, self.run.optimizer, names),
+            rank=self.run.backend.rank,
+            world_size=self.run.backend.world_size,
             barrier=backend.barrier,
             keep_last=cfg.train.keep_last,
         )
         self.log(
             f"[ltx2train] checkpoint {path}"
-            + (f" ({self.world_size} processes agree on {agreed} replicated trained tensors)" if agreed else "")
+            + (
+                f" ({self.run.backend.world_size} processes agree on {agreed} replicated trained tensors)"
+                if agreed
+                else ""
+            )
         )
         return path
 
     def _check_replicas(self, names: set[str]) -> int:
         """Collective: the replicated trained tensors hold the same bits on every process (a checkpoint keeps one
         copy of them); the number checked. Sharded tensors have one copy and nothing to compare."""
-        replicas = self.backend.replicas(self.wrapped, names)
-        diverged = disagreeing(replicas, self.device)
+        replicas = self.run.backend.replicas(self.run.model, names)
+        diverged = disagreeing(replicas, self.run.backend.device)
         if diverged:
             raise RuntimeError(
                 f"at step {self.step} the processes hold different values of {len(diverged)} of {len(replicas)} "
-                f"replicated trained tensors (first: {diverged[0]}) under distributed.backend={self.backend.name}; no "
+                f"replicated trained tensors (first: {diverged[0]}) under distributed.backend={self.run.backend.name}; no "
                 f"checkpoint was written for this step. Resume from the last one; if it happens again, report it"
             )
-        return len(replicas) if self.world_size > 1 else 0
+        return len(replicas) if self.run.backend.world_size > 1 else 0
 
     def _validate(self, result: TrainResult) -> None:
         """The main process validates; under a sharded backend every process runs the forward passes with it
         (identical inputs and seeds) and only the main one logs and writes."""
-        backend, main = self.backend, self.backend.is_main
+        backend, main = self.run.backend, self.run.backend.is_main
         if main or backend.collective_forward:
-            model = backend.full_model(self.wrapped)
+            model = backend.full_model(self.run.model)
             transformer = transformer_of(model)
             if self.cfg.validation.loss_sigmas:
                 losses = self.validation_loss(model)
@@ -362,14 +368,14 @@ class Trainer:
                     )
                     + ")"
                 )
-            if self.validation_sampler is not None and main:
-                paths, clips = self.validation_sampler.run(self.step, transformer, self.connectors)
+            if self.run.validation_sampler is not None and main:
+                paths, clips = self.run.validation_sampler.run(self.step, transformer, self.run.connectors)
                 result.samples.extend(paths)
                 result.last_validation = clips
-                self.tracker.log_clips(paths, clips, self.validation_sampler.prompts.prompts, self.step)
+                self.tracker.log_clips(paths, clips, self.run.validation_sampler.prompts.prompts, self.step)
                 self.log(f"[ltx2train] validation samples: {', '.join(str(p) for p in paths)}")
-            elif self.validation_sampler is not None:
-                self.validation_sampler.sample(transformer, self.connectors)
+            elif self.run.validation_sampler is not None:
+                self.run.validation_sampler.sample(transformer, self.run.connectors)
         backend.barrier()
 
     @torch.no_grad()
@@ -380,19 +386,19 @@ class Trainer:
 
         cfg = self.cfg.validation
         per_sigma = {s: 0.0 for s in cfg.loss_sigmas}
-        with preserved_training_state(model, self.connectors):
-            for clip in self.validation_clips:
+        with preserved_training_state(model, self.run.connectors):
+            for clip in self.run.validation_clips:
                 batch = self.run.dataset.collate([clip])
                 context = self.text_context(batch)
                 for sigma in cfg.loss_sigmas:
-                    inputs = self.strategy.inputs(
+                    inputs = self.run.strategy.inputs(
                         batch, context, generator=torch.Generator().manual_seed(cfg.seed), sigma=torch.tensor([sigma])
                     )
                     self._cast_inputs(inputs)
-                    with self.backend.autocast():
+                    with self.run.backend.autocast():
                         video_pred, audio_pred = model(**inputs.model_kwargs)
-                        loss, _ = self.strategy.loss(video_pred, audio_pred, inputs)
-                    per_sigma[sigma] += loss.item() / len(self.validation_clips)
+                        loss, _ = self.run.strategy.loss(video_pred, audio_pred, inputs)
+                    per_sigma[sigma] += loss.item() / len(self.run.validation_clips)
         metrics = {f"val_loss_sigma_{s:g}": v for s, v in per_sigma.items()}
         metrics["val_loss"] = sum(per_sigma.values()) / len(per_sigma)
         return metrics

@@ -13,7 +13,7 @@ class UserError(ValueError):
     """A mistake the user can fix; the message names what, where and what to do."""
 
 
-# exit code -> its meaning; docs/observability.md shows this table (tests/test_docs.py keeps the two equal)
+# exit code -> its meaning; docs/observability.md shows this table (tests/unit/test_docs.py keeps the two equal)
 EXIT_CODES = {
     0: "completed",
     1: "crashed: a bug in ltx2train (traceback printed; please report it)",

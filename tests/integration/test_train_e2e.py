@@ -77,7 +77,7 @@ def test_validation_restores_the_training_state_exactly(short_run):
     modes = {n: m.training for n, m in model.named_modules()}
     grads = {n: p.requires_grad for n, p in model.named_parameters()}
     scaling = dict(model.transformer_blocks[0].attn1.to_q.scaling)
-    trainer.validation_sampler.run(99, model, trainer.connectors)
+    trainer.run.validation_sampler.run(99, model, trainer.run.connectors)
     assert modes == {n: m.training for n, m in model.named_modules()}
     assert grads == {n: p.requires_grad for n, p in model.named_parameters()}
     assert scaling == model.transformer_blocks[0].attn1.to_q.scaling

@@ -222,7 +222,7 @@ def test_a_lora_trains_over_an_fp8_base_that_never_changes(tiny_workspace, fp8_l
     assert trained.keys() == fresh.keys() and all(torch.equal(trained[k], fresh[k]) for k in fresh)
     assert {k.split(".")[0] for k, v in trained.items() if v.dtype == STORAGE_DTYPE} == {"transformer_blocks"}
     fresh = _stored(tiny_workspace, "connectors").state_dict()
-    connectors = trainer.connectors.state_dict()
+    connectors = trainer.run.connectors.state_dict()
     assert any(v.dtype == STORAGE_DTYPE for v in connectors.values())
     assert all(torch.equal(connectors[k], fresh[k]) for k in fresh)
     logged = [m for m in messages if "stored in FP8" in m]

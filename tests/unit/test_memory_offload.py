@@ -312,7 +312,7 @@ def test_training_with_block_swap_and_activation_offload_matches_training_withou
         log=lambda _: None,
     )
     offloaded = trainer.train()
-    swap = trainer.backend.block_swap
+    swap = trainer.run.backend.block_swap
     assert isinstance(swap, BlockSwap) and swap.swapped == [0, 1]  # the tiny model's 2 blocks
     assert swap.copies >= 8 * 3  # per step: 2 blocks in forward, 1 more in backward (the last one is kept)
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in offloaded.losses)
@@ -347,7 +347,7 @@ def test_block_swap_over_an_fp8_base_trains(tiny_workspace, tmp_path):
     before = {n: p.detach() for n, p in fresh.named_parameters() if p.dtype == torch.float8_e4m3fn}
     trainer = Trainer(cfg, log=lambda _: None)
     result = trainer.train()
-    assert before and trainer.backend.block_swap.copies >= 4
+    assert before and trainer.run.backend.block_swap.copies >= 4
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses)
     after = {n.replace("base_layer.", ""): p for n, p in trainer.model.named_parameters()}
     assert all(
