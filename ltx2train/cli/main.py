@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     set_quiet(getattr(args, "quiet", False))
     if args.command != "inspect":
         _quiet_library_progress_bars()
-    code = 1
+    code, error = 1, None
     try:
         code = args.func(args)
     except USER_ERRORS as exc:
+        error = _error_record(exc)
         if getattr(args, "debug", False):
             import traceback
 
@@ -72,26 +73,33 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of the output went away (``ltx2train inspect ... | head``): nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
         code = 0
-    except Exception:
+    except Exception as exc:
         import traceback
 
+        error = _error_record(exc)
         traceback.print_exc()
         print(REPORT, file=sys.stderr)
         code = 1
     finally:
-        reported = _write_exit_file(args.command, code)
+        reported = _write_exit_file(args.command, code, error)
     return 0 if reported and code in EXIT_CODES and code != 1 else code
 
 
-def _write_exit_file(command: str, code: int) -> bool:
-    """Whether ``LTX2TRAIN_EXIT_FILE`` is set (the global main process writes the code there)."""
+def _error_record(exc: BaseException) -> dict[str, str]:
+    """What failed, for scripts: the exception's class (``ConfigError``, ``CheckpointError``, ``MediaError``...;
+    any class outside ``UserError`` is a bug) and the message the user saw."""
+    return {"type": type(exc).__name__, "message": _message(exc)}
+
+
+def _write_exit_file(command: str, code: int, error: dict[str, str] | None) -> bool:
+    """Whether ``LTX2TRAIN_EXIT_FILE`` is set (the global main process writes the code there, and with an error
+    exit its class and message)."""
     path = os.environ.get(EXIT_FILE_VARIABLE)
     if not path:
         return False
     if os.environ.get("RANK", "0") == "0":
         from ltx2train.utils.atomic import write_text_atomic
 
-        write_text_atomic(
-            path, json.dumps({"command": command, "exit_code": code, "meaning": EXIT_CODES.get(code, "")})
-        )
+        record = {"command": command, "exit_code": code, "meaning": EXIT_CODES.get(code, "")}
+        write_text_atomic(path, json.dumps(record if error is None else {**record, "error": error}))
     return True

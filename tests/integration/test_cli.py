@@ -128,9 +128,15 @@ def test_the_exit_file_carries_the_code_and_the_processes_exit_0_unless_they_cra
     assert cli.main(["train", "recipes/t2av_lora.yaml", "train.max_step=3"]) == 0
     from ltx2train.utils.errors import EXIT_CODES
 
-    assert json.loads(exit_file.read_text()) == {"command": "train", "exit_code": 2, "meaning": EXIT_CODES[2]}
+    record = json.loads(exit_file.read_text())
+    assert {k: record[k] for k in ("command", "exit_code", "meaning")} == {
+        "command": "train",
+        "exit_code": 2,
+        "meaning": EXIT_CODES[2],
+    }
+    assert record["error"]["type"] == "ConfigError" and "'train.max_steps'" in record["error"]["message"]
     assert EXIT_CODES[2].startswith("user error")
-    assert "did you mean 'train.max_steps'" in capsys.readouterr().err
+    assert record["error"]["message"] in capsys.readouterr().err  # the line the user saw
     monkeypatch.delenv("LTX2TRAIN_EXIT_FILE")
     assert cli.main(["prepare", "recipes/t2av_lora.yaml", "--shard", "2/2"]) == 2  # without the file: the code
     assert "--shard '2/2': INDEX must be in 0..COUNT-1" in capsys.readouterr().err
@@ -156,15 +162,10 @@ def test_inspect_recipe_shows_config_buckets_tokens_and_memory(tiny_workspace, t
     assert report["memory"]["total_bytes"] > 0 and report["config"]["data"]["batch_size"] == 2
     # 6 clips, batch 2 on 2 processes: 1 batch per process an epoch, under 3 micro-batches a step: floored to 1
     assert report["schedule"]["steps_per_epoch"] == 1 and report["schedule"]["steps"] == cfg.train.max_steps
-    assert (
-        cli.main(
-            ["inspect", str(recipe), "train.num_epochs=4", "data.batch_size=1", "train.gradient_accumulation_steps=1"]
-        )
-        == 0
-    )
-    assert (
-        "schedule: 6 optimizer step(s) per epoch on 1 process(es): 24 steps, 4.00 epoch(s)" in capsys.readouterr().out
-    )
+    epochs = ["train.num_epochs=4", "data.batch_size=1", "train.gradient_accumulation_steps=1"]
+    assert cli.main(["inspect", str(recipe), *epochs, "--json"]) == 0
+    schedule = json.loads(capsys.readouterr().out)["schedule"]
+    assert schedule["steps_per_epoch"] == 6 and schedule["steps"] == 24
     assert cli.main(["inspect", str(recipe), f"data.cache_dir={tmp_path / 'none'}"]) == 0
     text = capsys.readouterr().out
     assert "not prepared (run `ltx2train prepare" in text and "resolved config:" in text and "memory:" in text
@@ -172,17 +173,30 @@ def test_inspect_recipe_shows_config_buckets_tokens_and_memory(tiny_workspace, t
     assert "did you mean 'train.max_steps'" in capsys.readouterr().err
 
 
-def test_user_errors_name_key_value_and_choices_without_a_traceback_unless_debug(capsys):
+def test_user_errors_name_key_value_and_choices_without_a_traceback_unless_debug(capsys, tmp_path, monkeypatch):
+    import json
+
     from ltx2train import cli
 
-    assert cli.main(["train", "recipes/t2av_lora.yaml", "train.max_stpes=3"]) == 2
-    err = capsys.readouterr().err
-    assert "unknown config key 'train.max_stpes'" in err and "did you mean 'train.max_steps'" in err
+    exit_file = tmp_path / "exit.json"
+    monkeypatch.setenv(cli.EXIT_FILE_VARIABLE, str(exit_file))
+
+    def error(argv: list[str]) -> tuple[dict, str]:
+        """The exit file's error record and stderr of a run that must end in a user error."""
+        assert cli.main(argv) == 0  # with the exit file set, the code goes there
+        record, err = json.loads(exit_file.read_text()), capsys.readouterr().err
+        assert record["exit_code"] == 2 and record["error"]["type"] == "ConfigError", record
+        return record["error"], err
+
+    found, err = error(["train", "recipes/t2av_lora.yaml", "train.max_stpes=3"])
+    for part in ("'train.max_stpes'", "'train.max_steps'"):  # the key given and the key meant
+        assert part in found["message"]
+    assert "Traceback" not in err and found["message"] in err
+    found, err = error(["train", "recipes/t2av_lora.yaml", "train.method=lorra"])
+    for part in ("train.method", "lora | full", "'lorra'", "'lora'"):  # key, choices, value, nearest choice
+        assert part in found["message"]
     assert "Traceback" not in err
-    assert cli.main(["train", "recipes/t2av_lora.yaml", "train.method=lorra"]) == 2
-    err = capsys.readouterr().err
-    assert "train.method: expected one of lora | full, got 'lorra'" in err and "did you mean 'lora'" in err
-    assert "Traceback" not in err
+    monkeypatch.delenv(cli.EXIT_FILE_VARIABLE)
     assert cli.main(["train", "recipes/t2av_lora.yaml", "train.method=lorra", "--debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "ConfigError" in err
@@ -206,7 +220,11 @@ def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch, tmp_path, capsys):
     assert "Traceback (most recent call last)" in err and "ValueError: an internal invariant broke" in err
     assert err.rstrip().endswith(cli.REPORT) and err.count("Traceback") == 1
     assert "ltx2train: error:" not in err
-    assert json.loads((tmp_path / "exit.json").read_text())["exit_code"] == 1
+    record = json.loads((tmp_path / "exit.json").read_text())
+    assert record["exit_code"] == 1 and record["error"] == {
+        "type": "ValueError",
+        "message": "an internal invariant broke",
+    }
 
 
 def test_a_closed_pipe_ends_the_output_quietly():
