@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from ltx2train.cli.parser import build_parser
+from ltx2train.cli.parser import parse_arguments
 from ltx2train.utils.errors import EXIT_CODES, UserError
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     for every code above but a crash (1) -- launch/slurm/train.sbatch reads the file."""
     from ltx2train.utils.progress import set_quiet
 
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     set_quiet(getattr(args, "quiet", False))
     if args.command != "inspect":
         _quiet_library_progress_bars()

@@ -359,3 +359,21 @@ def test_the_demo_runs_every_strategy(demo_dir, strategy):
     )
     assert result["result"].step == 2 and result["samples"] and all(p.is_file() for p in result["samples"])
     assert len(result["validation"]) == 2  # one clip per validation prompt, with the strategy's condition
+
+
+def test_overrides_may_follow_a_flag(capsys):
+    """``train R --quiet key=value``: argparse alone would end the overrides at the flag and refuse the rest."""
+    from ltx2train.cli.parser import parse_arguments
+
+    args = parse_arguments(["train", "r.yaml", "train.max_steps=3", "--quiet", "lora.rank=8"])
+    assert args.recipe == "r.yaml" and args.quiet and args.overrides == ["train.max_steps=3", "lora.rank=8"]
+    assert parse_arguments(["inspect", "r.yaml", "--json", "data.fps=24"]).overrides == ["data.fps=24"]
+    for argv in (
+        ["train", "r.yaml", "--bogus"],
+        ["train", "r.yaml", "--quiet", "stray"],
+        ["tiny", "--output", "d", "a=b"],
+    ):
+        with pytest.raises(SystemExit) as exit:
+            parse_arguments(argv)
+        assert exit.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
