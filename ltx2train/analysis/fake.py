@@ -31,7 +31,7 @@ def build_transformer(cfg: Config, spec, *, frozen: torch.dtype, trained: torch.
         return module
     from accelerate import init_empty_weights
 
-    from ltx2train.models.adapters import training_lora_config
+    from ltx2train.lora.adapters import training_lora_config
 
     module.requires_grad_(False)
     with init_empty_weights():

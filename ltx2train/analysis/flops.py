@@ -88,7 +88,7 @@ def step_flops(cfg: Config, spec, *, batch: int, video: int, audio: int, text: i
     """Model FLOPs of one micro-batch's forward + backward: ``batch`` samples of ``video`` / ``audio`` / ``text``
     tokens (the transformer's own sequence lengths, conditioning tokens included) for the recipe ``cfg`` and the
     transformer's ``spec``. Counted once per token count."""
-    from ltx2train.models.adapters import lora_targets
+    from ltx2train.lora.adapters import lora_targets
 
     tokens = Tokens(batch, 1, 1, video, audio, text, fps)
     key = (cfg.train.method, tuple(lora_targets(cfg.lora)), cfg.lora.rank, spec.name, str(spec.config), tokens)

@@ -30,14 +30,14 @@ def _lora_source(source: str):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ltx2train.export.lora import export_lora_file, prepare_lora
-    from ltx2train.models.lora_files import read_lora
+    from ltx2train.lora.export import export_lora_file, prepare_lora
+    from ltx2train.lora.files import read_lora
     from ltx2train.models.specs import torch_dtype
 
     dtype = torch_dtype(args.dtype) if args.dtype else None
     source = _lora_source(args.source)
     if args.merge:
-        from ltx2train.export.merge import merge_lora
+        from ltx2train.lora.merge import merge_lora
 
         if args.format != "official":
             raise UserError("--merge writes base weights, not a LoRA: --format does not apply to it")

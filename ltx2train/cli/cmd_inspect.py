@@ -64,7 +64,7 @@ def _inspect_recipe(args: argparse.Namespace) -> int:
 
 
 def _inspect_file(path: str, as_json: bool) -> int:
-    from ltx2train.models.identify import inspect_file
+    from ltx2train.file_report import inspect_file
 
     report = inspect_file(path)
     if as_json:

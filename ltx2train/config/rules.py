@@ -207,7 +207,7 @@ def _lora(c: _Checks, cfg: Config) -> None:
         len(lo.target_modules) > 0 and all(s.strip() for s in lo.target_modules),
         f"lora.target_modules: must be a non-empty list of module names, got {lo.target_modules!r}",
     )
-    from ltx2train.models.adapters import GATE_LOGITS
+    from ltx2train.lora.adapters import GATE_LOGITS
 
     gates = [m for m in lo.target_modules if m.split(".")[-1] == GATE_LOGITS]
     c.need(

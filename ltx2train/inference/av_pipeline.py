@@ -86,7 +86,7 @@ class LTX2AudioVideoPipeline:
         # diffusers' default, and what ltx2train trains with (objective.use_cross_timestep)
         self.use_cross_timestep = use_cross_timestep
         _match_vocoder_input_dtype(vocoder)
-        from ltx2train.inference.loras import LoraStack
+        from ltx2train.lora.stacking import LoraStack
 
         self.loras = LoraStack(transformer, connectors, family)  # every LoRA of every call, stage 2's too
 
@@ -216,7 +216,7 @@ class LTX2AudioVideoPipeline:
         **_diffsynth,
     ) -> str:
         """Attach a LoRA (any dialect: a trained one, an IC-LoRA, a camera-control LoRA) at ``scale`` for every
-        stage, beside those already loaded; returns its name (:class:`~ltx2train.inference.loras.LoraStack`).
+        stage, beside those already loaded; returns its name (:class:`~ltx2train.lora.stacking.LoraStack`).
 
         DiffSynth's form works too: ``load_lora(pipe.dit, path | ModelConfig, alpha=1.0)`` (``state_dict=`` instead
         of a file; ``hotload`` and its other switches change nothing here: LoRAs are always separate adapters)."""

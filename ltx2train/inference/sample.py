@@ -38,7 +38,7 @@ def sample(
     (i2av) / reference video (IC-LoRA) instead of the recipe's ``validation.images`` / ``reference_videos``;
     ``audio`` / ``video``: every prompt's given audio (a2v) / video (v2a); ``num_frames``: the clips' length instead of
     ``validation.num_frames``, or ``"auto"``: each prompt's own, from LTX-2.5's duration head."""
-    from ltx2train.inference.loras import LoraStack
+    from ltx2train.lora.stacking import LoraStack
     from ltx2train.models.loading import load_component, missing_model_files, require_model_files
     from ltx2train.models.specs import load_variant, torch_dtype
     from ltx2train.models.text_encoder import load_text_encoder
@@ -83,7 +83,7 @@ def sample(
         else load_component(spec, "transformer", Path(transformer), dtype=dtype, device=device)
     )
     if not override:  # a fully fine-tuned transformer holds its presets already
-        from ltx2train.models.adapters import merge_presets
+        from ltx2train.lora.adapters import merge_presets
 
         merge_presets(cfg.lora.preset, transformer, connectors)
     stack = LoraStack(transformer, connectors, spec.family)

@@ -78,7 +78,7 @@ def stream_safetensors(
 
 def original_state_dict(component: str, module: torch.nn.Module, family: str) -> dict[str, torch.Tensor]:
     """A component's base tensors under their original checkpoint keys (including passthrough tensors;
-    adapters are not merged: export them with :func:`ltx2train.models.adapters.export_lora`)."""
+    adapters are not merged: export them with :func:`ltx2train.lora.adapters.export_lora`)."""
     key_map = build_key_map(component, module, family)
     return key_map.convert_to_original(base_state_dict(module), getattr(module, PASSTHROUGH_ATTR, None))
 

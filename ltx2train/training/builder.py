@@ -29,7 +29,7 @@ from ltx2train.data.cache import CachedDataset, check_producer
 from ltx2train.data.encoders import producer
 from ltx2train.data.prepare import settings_from_config
 from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, redraw_lora_init, store_fp8
-from ltx2train.models.adapters import merge_presets
+from ltx2train.lora.adapters import merge_presets
 from ltx2train.models.loading import load_component, require_model_files
 from ltx2train.models.specs import VariantSpec, load_variant, torch_dtype
 from ltx2train.models.trained import trained_module

@@ -24,6 +24,7 @@ from ltx2train.training import checkpoint as ckpt
 from ltx2train.training.backends.collectives import disagreeing
 from ltx2train.training.builder import build, describe
 from ltx2train.training.data import batch_sampler
+from ltx2train.training.interfaces import Backend
 from ltx2train.training.objective import SigmaBucketLoss
 from ltx2train.training.signals import StopRequest
 from ltx2train.training.throughput import Throughput
@@ -81,7 +82,7 @@ class Trainer:
         from ltx2train.config import config_to_dict, dataset_sources
         from ltx2train.data.cache import dataset_statistics
 
-        main, cfg = self.run.backend.is_main, self.cfg
+        main, cfg = self.backend.is_main, self.cfg
         data = data_statistics(dataset_statistics(dataset_sources(cfg.data))) if main else None
         return Tracker(
             cfg.tracker,
@@ -97,7 +98,7 @@ class Trainer:
         analysis/flops.py, or any device with $LTX2TRAIN_PEAK_TFLOPS."""
         from ltx2train.analysis.flops import peak_flops, step_flops
 
-        cfg, peak = self.cfg, peak_flops(self.run.backend.device)
+        cfg, peak = self.cfg, peak_flops(self.backend.device)
         spec = self.run.spec.component("transformer")
         flops_of = (
             (lambda b, v, a, t: step_flops(cfg, spec, batch=b, video=v, audio=a, text=t, fps=cfg.data.fps))
@@ -107,19 +108,23 @@ class Trainer:
         return Throughput(flops_of, peak)
 
     @property
+    def backend(self) -> Backend:
+        return self.run.backend
+
+    @property
     def model(self) -> torch.nn.Module:
         """The trained module (the transformer, or it with the text connectors: ``models/trained.py``), unwrapped
         from the backend."""
-        return self.run.backend.unwrap(self.run.model)
+        return self.backend.unwrap(self.run.model)
 
     def _build_loader(self, start_batch: int):
         cfg = self.cfg
-        sampler = batch_sampler(cfg, self.run.dataset, self.run.backend.rank, self.run.backend.world_size, start_batch)
+        sampler = batch_sampler(cfg, self.run.dataset, self.backend.rank, self.backend.world_size, start_batch)
         self.sampler = sampler  # the plan of batches (its state: start_batch, from the step)
         for bucket, clips in sampler.skipped().items():
             self.log(
                 f"[ltx2train] warning: bucket {bucket} holds {clips} clip(s), fewer than a global batch "
-                f"({cfg.data.batch_size} x {self.run.backend.world_size} process(es)): they are not trained"
+                f"({cfg.data.batch_size} x {self.backend.world_size} process(es)): they are not trained"
             )
         loader = torch.utils.data.DataLoader(
             self.run.dataset,
@@ -136,11 +141,11 @@ class Trainer:
         connectors -> video/audio context; or, when the connectors are trained, the projected text itself (the
         trained module runs them in its forward, with their graph)."""
         length = self.cfg.data.max_sequence_length
-        to = lambda t: None if t is None else left_pad(t.to(self.run.backend.device, self.run.weight_dtype), length)  # noqa: E731
+        to = lambda t: None if t is None else left_pad(t.to(self.backend.device, self.run.weight_dtype), length)  # noqa: E731
         projected = ProjectedText(
             to(batch["text_video"]),
             to(batch.get("text_audio")),
-            left_pad(batch["text_attention_mask"].to(self.run.backend.device), length),
+            left_pad(batch["text_attention_mask"].to(self.backend.device), length),
         )
         return projected if self.trains_connectors else connect_text(self.run.connectors, projected)
 
@@ -164,7 +169,7 @@ class Trainer:
         return [torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_000_033 + int(i)) for i in batch["index"]]
 
     def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        backend, accum = self.run.backend, len(batches)
+        backend, accum = self.backend, len(batches)
         losses, sigmas, per_sample = [], [], []
         for i, batch in enumerate(batches):
             inputs = self.run.strategy.inputs(batch, self.frozen_text_context, generator=self.noise_generators(batch))
@@ -187,7 +192,7 @@ class Trainer:
     ) -> dict[str, float]:
         """The step's values, read from the device once per optimizer step: a host sync per micro-batch would
         drain the GPU's queue between micro-batches. Losses are averaged over micro-batches and processes."""
-        mean = self.run.backend.reduce(torch.stack(losses).mean(0))
+        mean = self.backend.reduce(torch.stack(losses).mean(0))
         norm = torch.as_tensor(math.nan if grad_norm is None else grad_norm, dtype=torch.float32)
         values = torch.cat([mean, norm.to(mean.device).reshape(1), *(t.to(mean.device) for t in per_sample)]).cpu()
         self.bucket_loss.add(sigmas, values[4:])
@@ -213,11 +218,11 @@ class Trainer:
     def _loop(self, stop: "StopRequest") -> TrainResult:
         cfg = self.cfg
         result = TrainResult(
-            step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir), main=self.run.backend.is_main
+            step=self.step, checkpoint=ckpt.latest_checkpoint(self.output_dir), main=self.backend.is_main
         )
         if self.validates and cfg.validation.at_start and self.step == 0:
             self._validate(result)
-        bar, window = StepBar(cfg.train.max_steps, self.step, self.log, enabled=self.run.backend.is_main), []
+        bar, window = StepBar(cfg.train.max_steps, self.step, self.log, enabled=self.backend.is_main), []
         log, self.log = self.log, bar.write  # lines go above the bar
         try:
             while self.step < cfg.train.max_steps:
@@ -244,14 +249,9 @@ class Trainer:
                 f"loss is {metrics['loss']} at step {self.step}; last checkpoint: {result.checkpoint}"
             )
         if self.step == cfg.train.max_steps or self.step % cfg.train.log_every == 0:
-            rates = self.throughput.metrics(lambda t: self.run.backend.reduce(t, op="sum"), self.run.backend.world_size)
+            rates = self.throughput.metrics(lambda t: self.backend.reduce(t, op="sum"), self.backend.world_size)
             self.tracker.log(
-                {
-                    **metrics,
-                    **self._bucket_metrics(),
-                    **rates,
-                    "peak_memory_mb": peak_memory_mb(self.run.backend.device),
-                },
+                {**metrics, **self._bucket_metrics(), **rates, "peak_memory_mb": peak_memory_mb(self.backend.device)},
                 self.step,
             )
             if bar.bar is None:  # a terminal has the bar; a log file gets a line every log_every steps
@@ -286,21 +286,21 @@ class Trainer:
 
     def _any_process(self, flag: bool) -> bool:
         """True on every process if it is true on one (so that all ranks checkpoint and stop together)."""
-        if self.run.backend.world_size == 1:
+        if self.backend.world_size == 1:
             return flag
-        return bool(self.run.backend.reduce(torch.tensor([float(flag)]), op="sum").item())
+        return bool(self.backend.reduce(torch.tensor([float(flag)]), op="sum").item())
 
     def _bucket_metrics(self) -> dict[str, float]:
         """Loss per sigma bucket over the logging window, summed over all processes."""
-        sums = self.run.backend.reduce(self.bucket_loss.sums.to(torch.float32), op="sum").cpu()
-        counts = self.run.backend.reduce(self.bucket_loss.counts.to(torch.float32), op="sum").cpu()
+        sums = self.backend.reduce(self.bucket_loss.sums.to(torch.float32), op="sum").cpu()
+        counts = self.backend.reduce(self.bucket_loss.counts.to(torch.float32), op="sum").cpu()
         metrics = self.bucket_loss.metrics(sums, counts)
         self.bucket_loss.reset()
         return metrics
 
     # ----------------------------------------------------------------------------------------- outputs
     def save_checkpoint(self) -> Path:
-        cfg, backend, method = self.cfg, self.run.backend, self.run.method
+        cfg, backend, method = self.cfg, self.backend, self.run.method
         names = method.trainable_names(self.model)
         agreed = self._check_replicas(names)
         gathered = backend.gather(self.run.model, names)  # collective: full tensors on the main process
@@ -322,38 +322,34 @@ class Trainer:
             exports=method.exports(self.model, gathered, metadata) if backend.is_main else {},
             training_state=state,
             save_state=lambda d: backend.save_state(d, self.run.model, self.run.optimizer, names),
-            rank=self.run.backend.rank,
-            world_size=self.run.backend.world_size,
+            rank=self.backend.rank,
+            world_size=self.backend.world_size,
             barrier=backend.barrier,
             keep_last=cfg.train.keep_last,
         )
         self.log(
             f"[ltx2train] checkpoint {path}"
-            + (
-                f" ({self.run.backend.world_size} processes agree on {agreed} replicated trained tensors)"
-                if agreed
-                else ""
-            )
+            + (f" ({self.backend.world_size} processes agree on {agreed} replicated trained tensors)" if agreed else "")
         )
         return path
 
     def _check_replicas(self, names: set[str]) -> int:
         """Collective: the replicated trained tensors hold the same bits on every process (a checkpoint keeps one
         copy of them); the number checked. Sharded tensors have one copy and nothing to compare."""
-        replicas = self.run.backend.replicas(self.run.model, names)
-        diverged = disagreeing(replicas, self.run.backend.device)
+        replicas = self.backend.replicas(self.run.model, names)
+        diverged = disagreeing(replicas, self.backend.device)
         if diverged:
             raise RuntimeError(
                 f"at step {self.step} the processes hold different values of {len(diverged)} of {len(replicas)} "
-                f"replicated trained tensors (first: {diverged[0]}) under distributed.backend={self.run.backend.name}; no "
+                f"replicated trained tensors (first: {diverged[0]}) under distributed.backend={self.backend.name}; no "
                 f"checkpoint was written for this step. Resume from the last one; if it happens again, report it"
             )
-        return len(replicas) if self.run.backend.world_size > 1 else 0
+        return len(replicas) if self.backend.world_size > 1 else 0
 
     def _validate(self, result: TrainResult) -> None:
         """The main process validates; under a sharded backend every process runs the forward passes with it
         (identical inputs and seeds) and only the main one logs and writes."""
-        backend, main = self.run.backend, self.run.backend.is_main
+        backend, main = self.backend, self.backend.is_main
         if main or backend.collective_forward:
             model = backend.full_model(self.run.model)
             transformer = transformer_of(model)
@@ -395,7 +391,7 @@ class Trainer:
                         batch, context, generator=torch.Generator().manual_seed(cfg.seed), sigma=torch.tensor([sigma])
                     )
                     self._cast_inputs(inputs)
-                    with self.run.backend.autocast():
+                    with self.backend.autocast():
                         video_pred, audio_pred = model(**inputs.model_kwargs)
                         loss, _ = self.run.strategy.loss(video_pred, audio_pred, inputs)
                     per_sigma[sigma] += loss.item() / len(self.run.validation_clips)

@@ -41,11 +41,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import LORA_ALPHA, LORA_RANK, load_reference, train_lora, transformer_inputs, transformer_outputs
-from ltx2train.export.lora import export_lora_file
-from ltx2train.models.adapters import apply_lora
+from ltx2train.lora.export import export_lora_file
+from ltx2train.lora.adapters import apply_lora
 from ltx2train.models.key_maps import build_key_map
 from ltx2train.models.loading import load_component
-from ltx2train.models.lora_files import from_state_dict, read_lora
+from ltx2train.lora.files import from_state_dict, read_lora
 from ltx2train.models.specs import load_variant
 from ltx2train.models.writing import original_state_dict
 from ltx2train.training import checkpoint as ckpt

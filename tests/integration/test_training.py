@@ -211,8 +211,8 @@ def test_a_preset_lora_is_merged_into_the_base_and_only_the_new_lora_is_saved(ti
     import numpy as np
 
     from ltx2train.inference.sample import sample
-    from ltx2train.models.adapters import merge_into_base
-    from ltx2train.models.lora_files import read_lora
+    from ltx2train.lora.adapters import merge_into_base
+    from ltx2train.lora.files import read_lora
     from ltx2train.training import checkpoint as ckpt
     from ltx2train.training.trainer import Trainer
     from test_inference_pipeline import _stage2_lora

@@ -20,7 +20,7 @@ from ltx2train.config import save_config
 from ltx2train.inference.sample import sample
 from ltx2train.models.key_maps import build_key_map
 from ltx2train.models.loading import load_component
-from ltx2train.models.lora_files import read_lora
+from ltx2train.lora.files import read_lora
 from ltx2train.models.specs import load_variant
 from ltx2train.models.version import VersionMismatchError, check_version, detect_checkpoint
 from ltx2train.training import checkpoint as ckpt
@@ -533,7 +533,7 @@ def test_a_25_release_directory_loads_prepares_and_trains(tiny25_workspace, tmp_
     written = save_release(modules, release, "2.5", variant_name="tiny-2.5")
     assert {p.relative_to(release).as_posix() for p in written} == set(_release_layout("tiny-2.5"))
     assert detect_checkpoint(release).variant == "tiny-2.5"
-    from ltx2train.models.identify import inspect_file
+    from ltx2train.file_report import inspect_file
 
     for path in written:  # `inspect FILE` knows each file: its parts, complete, and (by its header) the version
         report = inspect_file(path)
@@ -649,7 +649,7 @@ def test_a_lora_merges_into_the_versions_layout(request, tmp_path, version):
     """``export --merge``: into LTX-2.3's repackaged directory and LTX-2.5's release layout, the transformer file
     merged (W + B·A), every other file copied through; the merged model is the base with the LoRA applied."""
     from conftest import train_lora, transformer_inputs, transformer_outputs
-    from ltx2train.models.adapters import apply_lora
+    from ltx2train.lora.adapters import apply_lora
     from ltx2train.models.writing import save_release
 
     root, variant = workspace(request, version), VARIANTS[version]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx2train.models.adapters import apply_lora, export_lora
+from ltx2train.lora.adapters import apply_lora, export_lora
 from ltx2train.models.tiny import random_components
 
 MODULES = {

@@ -6,10 +6,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from conftest import load_reference, tiny_config, transformer_inputs, transformer_outputs
-from ltx2train.inference.loras import LoraStack
+from ltx2train.lora.stacking import LoraStack
 from ltx2train.models.key_maps import lora_module_to_diffusers
 from ltx2train.models.loading import load_component
-from ltx2train.models.lora_files import LoraFile, LoraModule, detect_dialect, save_lora, to_state_dict
+from ltx2train.lora.files import LoraFile, LoraModule, detect_dialect, save_lora, to_state_dict
 from ltx2train.models.specs import load_variant
 from ltx2train.models.text_encoder import ProjectedText, connect_text
 
@@ -259,7 +259,7 @@ def test_errors_name_the_lora_and_what_to_do(checkpoint, kwargs, monkeypatch):
         stack.set_strength("nope", 1.0)
 
     # A failure inside PEFT after the adapter was made: reported with the LoRA's name, the adapter removed.
-    import ltx2train.inference.loras as loras
+    import ltx2train.lora.stacking as loras
 
     def failing(*args, **kw):
         loras_apply(*args, **kw)

@@ -18,13 +18,13 @@ from conftest import LORA_ALPHA as ALPHA
 from conftest import LORA_RANK as RANK
 from conftest import LORA_TRAIN as TRAIN
 from conftest import read_trained_state, tiny_config, transformer_inputs, transformer_outputs
-from ltx2train.export.lora import export_lora_file
-from ltx2train.export.merge import merge_lora
-from ltx2train.models.adapters import apply_lora
-from ltx2train.models.identify import inspect_file
+from ltx2train.lora.export import export_lora_file
+from ltx2train.lora.merge import merge_lora
+from ltx2train.lora.adapters import apply_lora
+from ltx2train.file_report import inspect_file
 from ltx2train.models.key_maps import build_key_map, lora_module_to_diffusers, lora_module_to_original
 from ltx2train.models.loading import load_component
-from ltx2train.models.lora_files import from_state_dict, module_stream, read_lora, to_state_dict
+from ltx2train.lora.files import from_state_dict, module_stream, read_lora, to_state_dict
 from ltx2train.models.specs import load_variant
 from ltx2train.models.writing import save_single_file
 from ltx2train.training import checkpoint as ckpt

@@ -231,7 +231,7 @@ def test_a_lora_trains_over_an_fp8_base_that_never_changes(tiny_workspace, fp8_l
 
 
 def test_the_lora_exported_over_an_fp8_base_loads_into_a_bf16_base(tiny_workspace, fp8_lora_run, tmp_path):
-    from ltx2train.models.adapters import apply_lora
+    from ltx2train.lora.adapters import apply_lora
 
     _, trainer, result, _ = fp8_lora_run
     path = result.checkpoint / "lora.safetensors"

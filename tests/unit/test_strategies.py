@@ -263,7 +263,7 @@ def test_every_strategy_trains_on_every_version(request, tmp_path, method, versi
 def _train_every_strategy(workspace, overrides, tmp_path, method):
     """Each strategy trains 3 steps (finite losses) and its checkpoint reloads: a LoRA with adapters on the audio
     stream exactly when audio runs, a full fine-tune that changed the video stream and left a frozen audio branch."""
-    from ltx2train.models.adapters import apply_lora
+    from ltx2train.lora.adapters import apply_lora
     from ltx2train.models.specs import load_variant
     from ltx2train.training import checkpoint as ckpt
     from ltx2train.training.trainer import Trainer

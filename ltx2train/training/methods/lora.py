@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 
 from ltx2train.config import Config, LoRAConfig
-from ltx2train.models.adapters import (
+from ltx2train.lora.adapters import (
     adapter_state_from_lora,
     export_lora,
     load_into_adapter,
     lora_targets,
     training_lora_config,
 )
-from ltx2train.models.lora_files import read_lora, to_state_dict
+from ltx2train.lora.files import read_lora, to_state_dict
 from ltx2train.models.trained import frozen_pattern, split_state, trainable_signature, trained_parts
 from ltx2train.utils.errors import UserError
 

@@ -1,6 +1,6 @@
 """LoRA files <-> PEFT adapters on the diffusers transformer and text connectors.
 
-A LoRA in any dialect of :mod:`ltx2train.models.lora_files` (official/ComfyUI with or without ``.alpha``,
+A LoRA in any dialect of :mod:`ltx2train.lora.files` (official/ComfyUI with or without ``.alpha``,
 diffusers, DiffSynth), including the stage-2 ``ltx-2-19b-distilled-lora-384.safetensors``, is attached as a
 PEFT adapter with its exact ranks and alphas per module. Unlike diffusers' LoRA converter, LoRA weights on
 the ``*_embeddings_connector`` modules are applied to the connectors rather than dropped; a key that matches
@@ -23,7 +23,7 @@ from ltx2train.models.key_maps import (
     lora_module_to_original,
     lora_original_to_peft,
 )
-from ltx2train.models.lora_files import LoraFile, LoraModule, from_state_dict, read_lora, to_state_dict
+from ltx2train.lora.files import LoraFile, LoraModule, from_state_dict, read_lora, to_state_dict
 from ltx2train.models.trained import trained_parts
 from ltx2train.utils.errors import UserError
 

@@ -21,7 +21,7 @@ import torch
 
 from ltx2train.models.key_maps import DIT_PREFIX
 from ltx2train.models.layout import RELEASE_FILES, SPLIT_FILES, is_release_dir, owner_of
-from ltx2train.models.lora_files import LoraFile
+from ltx2train.lora.files import LoraFile
 from ltx2train.models.loading import SAFETENSORS_DTYPE_NAMES, read_safetensors_header
 from ltx2train.models.writing import stream_safetensors
 from ltx2train.utils.errors import UserError

@@ -1,6 +1,6 @@
 """``ltx2train export``: a checkpoint's (or any) LoRA -> a chosen format, modality and dtype.
 
-Formats (see :mod:`ltx2train.models.lora_files`): ``official`` (default; alpha folded, what every consumer
+Formats (see :mod:`ltx2train.lora.files`): ``official`` (default; alpha folded, what every consumer
 applies alike), ``diffusers`` (``transformer.``-prefixed diffusers names, for ``load_lora_weights``),
 ``official-alpha`` (``.alpha`` tensors kept, for tools that want them).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ltx2train.models.lora_files import (
+from ltx2train.lora.files import (
     LoraFile,
     is_connector_module,
     module_stream,

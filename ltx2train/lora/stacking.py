@@ -1,7 +1,7 @@
 """Several LoRAs at inference, each at its own strength, loaded and unloaded cleanly.
 
-Each LoRA (a file, a state dict in any dialect of :mod:`ltx2train.models.lora_files`, or a
-:class:`~ltx2train.models.lora_files.LoraFile`) becomes its own PEFT adapter on the transformer, and on the
+Each LoRA (a file, a state dict in any dialect of :mod:`ltx2train.lora.files`, or a
+:class:`~ltx2train.lora.files.LoraFile`) becomes its own PEFT adapter on the transformer, and on the
 text connectors where it has connector modules. All loaded adapters are active together: a module's output is
 ``base(x) + sum_i strength_i * (alpha_i / r_i) * B_i A_i x``, the effect of merging
 ``sum_i strength_i * dW_i`` into the base weights. When the last adapter leaves a module, its PEFT layers are
@@ -22,9 +22,9 @@ from typing import Iterable, Iterator, Mapping
 
 import torch
 
-from ltx2train.models.adapters import apply_lora, as_lora_file
+from ltx2train.lora.adapters import apply_lora, as_lora_file
 from ltx2train.models.key_maps import LORA_ORIGINAL_PREFIX, KeyMappingError, build_key_map
-from ltx2train.models.lora_files import LoraFile, is_connector_module
+from ltx2train.lora.files import LoraFile, is_connector_module
 from ltx2train.utils.errors import UserError
 
 LoraSource = str | Path | Mapping[str, torch.Tensor] | LoraFile

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ltx2train.models.layout import SPLIT_FILES, owner_of
 from ltx2train.models.loading import read_safetensors_header
-from ltx2train.models.lora_files import LORA_KEY, LoraFile, is_connector_module, module_stream, read_lora
+from ltx2train.lora.files import LORA_KEY, LoraFile, is_connector_module, module_stream, read_lora
 
 # Which consumer applies which dialect as it is, at the file's intended strength (measured on the tiny
 # model: tests/integration/test_lora_consumers.py). ltx-core fuses W + B·A and ignores .alpha; diffusers refuses files
