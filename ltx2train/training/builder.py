@@ -28,7 +28,7 @@ from ltx2train.config import Config, dataset_sources
 from ltx2train.data.cache import CachedDataset, check_producer
 from ltx2train.data.encoders import producer
 from ltx2train.data.prepare import settings_from_config
-from ltx2train.memory.fp8 import STORAGE_DTYPE, Fp8Report, redraw_lora_init, store_fp8
+from ltx2train.memory.fp8 import Fp8Report, redraw_lora_init, store_fp8
 from ltx2train.lora.adapters import merge_presets
 from ltx2train.models.loading import load_component, require_model_files
 from ltx2train.models.specs import VariantSpec, load_variant, torch_dtype
@@ -119,7 +119,6 @@ def build(cfg: Config, log: Callable[[str], None]) -> TrainingRun:
     if "transformer" in cfg.memory.fp8_frozen:  # a LoRA on the FP8 base (the config refuses full fine-tuning)
         if not candidates and not cfg.lora.init_from:
             redraw_lora_init(transformer)  # PEFT drew the adapters in the base's float8
-        keep_fp8_out_of_ddp(model)
     log_fp8(cfg, stored, log)
     if cfg.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
@@ -197,16 +196,6 @@ def component_loader(cfg: Config, spec, device, dtype: torch.dtype, stored: list
         return module
 
     return load
-
-
-def keep_fp8_out_of_ddp(model: torch.nn.Module) -> None:
-    """DDP broadcasts every parameter from rank 0 when it wraps a model, and gloo has no float8 ("Invalid scalar
-    type"): the FP8 weights -- frozen, loaded alike on every rank -- are left out of DDP's broadcast and buckets."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    names = {name for name, p in model.named_parameters() if p.dtype == STORAGE_DTYPE}
-    ignored = getattr(model, "_ddp_params_and_buffers_to_ignore", [])
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted({*ignored, *names}))
 
 
 def log_fp8(cfg: Config, stored: list[Fp8Report], log) -> None:

@@ -13,6 +13,7 @@ from contextlib import nullcontext
 import torch
 
 from ltx2train.config import Config
+from ltx2train.memory.fp8 import STORAGE_DTYPE
 from ltx2train.models.trained import trained_parts
 from ltx2train.training.backends import state
 
@@ -43,11 +44,10 @@ class DDPBackend(state.DCPState):
         With ``memory.block_swap`` the swapped blocks' frozen weights (and under full fine-tuning their trained
         ones) go to host memory before DDP wraps the model, which then ignores them: DDP requires what it registers
         on the device; frozen weights it would only broadcast once (every process loaded the same ones), and the
-        block swap averages the trained ones' gradients itself."""
-        placement = None
+        block swap averages the trained ones' gradients itself. Frozen float8 weights (``memory.fp8_frozen``) are
+        left out too: gloo cannot broadcast float8 ("Invalid scalar type"), and every process loaded the same."""
+        placement, ignored = None, _float8_names(model)
         if self.swap_blocks:
-            from torch.nn.parallel import DistributedDataParallel
-
             from ltx2train.memory.offload import enable_block_swap
 
             transformer, prefix = trained_parts(model)["transformer"]
@@ -57,11 +57,12 @@ class DDPBackend(state.DCPState):
                 self.device,  # the rest: on the device
                 trained_on_host=self.swap_trained,
             )
-            ignored = getattr(model, "_ddp_params_and_buffers_to_ignore", [])  # e.g. FP8 weights (builder.py)
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                model, sorted({*ignored, *(prefix + n for n in self.block_swap.parameter_names)})
-            )
+            ignored |= {prefix + n for n in self.block_swap.parameter_names}
             placement = False
+        if ignored:
+            from torch.nn.parallel import DistributedDataParallel
+
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted(ignored))
         model = self.accelerator.prepare_model(model, device_placement=placement)
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
         return model, self.accelerator.prepare_optimizer(optimizer)
@@ -108,3 +109,8 @@ class DDPBackend(state.DCPState):
         if not self.is_main:
             return {}
         return {k: v.detach() for k, v in self.unwrap(model).state_dict().items() if k in names}
+
+
+def _float8_names(model: torch.nn.Module) -> set[str]:
+    """The frozen weights ``memory.fp8_frozen`` stored in float8, which DDP must not broadcast."""
+    return {name for name, p in model.named_parameters() if p.dtype == STORAGE_DTYPE and not p.requires_grad}
