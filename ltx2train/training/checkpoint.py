@@ -9,8 +9,8 @@
 - ``state/``: the backend's resumable state (``training/backends/state.py``): ``state/model/`` the trained
   tensors exactly as trained, ``state/optim/`` the optimizer state by parameter name, in torch distributed
   checkpointing's format (sharded where the backend shards). Resume loads it, so a run continues bit for
-  bit (folding alpha is a float multiply, not invertible bit for bit); without ``state/model/`` (older
-  checkpoints) resume reads the trained weights from the export;
+  bit (folding alpha is a float multiply, not invertible bit for bit); without ``state/model/`` (removed
+  to save space) resume reads the trained weights from the export;
 - ``training_state.pt``: LR scheduler, step, the method's signature, the world size (tensors and plain
   Python values only, read back with ``torch.load(weights_only=True)``);
 - ``rng_rank<r>.pt``: each process' torch / numpy / Python RNG states.

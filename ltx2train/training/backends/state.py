@@ -7,8 +7,8 @@ Two DCP directories per checkpoint, written by all ranks:
 - ``state/optim/``: the optimizer state keyed by parameter name (not by index).
 
 Replicated tensors (DDP) are written once, sharded ones (FSDP2) as shards; DCP reshards on load, so a
-checkpoint resumes at another world size and across ``ddp`` <-> ``fsdp2``. Without ``state/model/`` (older
-checkpoints) resume takes the trained weights from the method's export instead.
+checkpoint resumes at another world size and across ``ddp`` <-> ``fsdp2``. Without ``state/model/`` (removed to
+save space) resume takes the trained weights from the method's export instead.
 """
 
 from __future__ import annotations
