@@ -18,9 +18,9 @@ bf16 peak.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -34,14 +34,16 @@ from ltx2train.training.methods.lora import add_lora
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build(spec, name: str, device: str, dtype: torch.dtype, layers: int | None) -> torch.nn.Module:
+def component_spec(spec, name: str, layers: int | None):
+    """``name``'s spec in ``spec``; the transformer with ``layers`` blocks when given (``--layers``)."""
     component = spec.component(name)
-    if layers is not None and name == "transformer":
-        component = SimpleNamespace(
-            build=lambda: type(component)(
-                component.name, component.class_name, {**component.config, "num_layers": layers}
-            ).build()
-        )
+    if layers and name == "transformer":
+        return dataclasses.replace(component, config={**component.config, "num_layers": layers})
+    return component
+
+
+def build(spec, name: str, device: str, dtype: torch.dtype, layers: int | None) -> torch.nn.Module:
+    component = component_spec(spec, name, layers)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # parameters are created in bf16 directly on the device: 19B fits once
     try:
@@ -130,7 +132,8 @@ def build_mode(spec, mode: str, method: str, args, device: str):
     if fp8:
         store_fp8(transformer, "transformer", compute_dtype=torch.bfloat16)
     if method == "lora":
-        params = add_lora(transformer, LoRAConfig(rank=args.rank, alpha=args.rank))
+        # bf16 autocast, as the trainer's step: no float32 copy of adapted inputs (``casts_adapter_inputs``)
+        params = add_lora(transformer, LoRAConfig(rank=args.rank, alpha=args.rank), cast_inputs=False)
     else:
         params = list(transformer.requires_grad_(True).parameters())
     if "ckpt" in parts:
@@ -151,11 +154,7 @@ def step_flops_of(spec_name: str, method: str, args, tokens: dict) -> int:
         REPO / "recipes" / "t2av_lora.yaml",
         [f"model.variant={spec_name}", f"train.method={method}", f"lora.rank={args.rank}"],
     )
-    spec = load_variant(spec_name).component("transformer")
-    if args.layers:
-        from ltx2train.models.specs import ComponentSpec
-
-        spec = ComponentSpec(spec.name, spec.class_name, {**spec.config, "num_layers": args.layers})
+    spec = component_spec(load_variant(spec_name), "transformer", args.layers)
     return step_flops(cfg, spec, batch=args.batch, video=tokens["video"], audio=tokens["audio"], text=args.text_tokens)
 
 

@@ -31,11 +31,12 @@ def build_transformer(cfg: Config, spec, *, frozen: torch.dtype, trained: torch.
         return module
     from accelerate import init_empty_weights
 
-    from ltx2train.lora.adapters import training_lora_config
+    from ltx2train.lora.adapters import casts_adapter_inputs, set_adapter_input_cast, training_lora_config
 
     module.requires_grad_(False)
     with init_empty_weights():
         module.add_adapter(training_lora_config(cfg.lora))
+    set_adapter_input_cast(module, casts_adapter_inputs(cfg))
     for name, p in module.named_parameters():
         if "lora_" in name:
             p.data = p.data.to(trained)
@@ -85,7 +86,7 @@ def step_inputs(module, tokens: Tokens, dtype: torch.dtype) -> dict:
     context = TextContext(
         torch.randn(b, tokens.text, video_dim, dtype=dtype),
         torch.randn(b, tokens.text, audio_dim, dtype=dtype),
-        torch.ones(b, tokens.text),
+        None,  # the connectors' mask: all ones, passed as None (``connect_text``)
     )
     video = VideoTokens(
         torch.randn(b, tokens.video, c.in_channels, dtype=dtype),

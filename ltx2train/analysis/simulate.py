@@ -96,12 +96,15 @@ def simulate_step(cfg: Config, spec, precision: Precision, tokens: Tokens) -> St
 def simulate_inference(cfg: Config, spec, precision: Precision, tokens: Tokens) -> int:
     """Peak bytes (inputs and activations, not the weights) of a no-grad forward of the one-block transformer, in
     the module's dtype without autocast (the validation pipeline's way): activations do not pile up over blocks."""
+    from ltx2train.lora.adapters import set_adapter_input_cast
+
     mode = fake_mode()
     weights = precision.gathered or None
     module = build_transformer(
         cfg, spec, frozen=weights or precision.frozen, trained=weights or precision.trained, fp8=False
     )
     module = fake_parameters(module, mode).eval()
+    set_adapter_input_cast(module, True)  # as the sampler runs it (``preserved_training_state``)
     with mode:
         kwargs = step_inputs(module, tokens, module.dtype)
     given = [t for t in kwargs.values() if isinstance(t, torch.Tensor)]

@@ -3,8 +3,8 @@ training and ``ltx2train sample`` both run, so a checkpoint reloaded by ``sample
 
 No second copy of the base weights: ``LTX2Pipeline`` is assembled from the transformer being trained (with
 its adapter), the frozen connectors, VAEs and vocoder already in memory. Prompts are encoded once, before
-training, so Gemma does not stay resident. Train/eval mode, ``requires_grad`` flags and LoRA scales are
-captured before sampling and restored exactly afterwards.
+training, so Gemma does not stay resident. Train/eval mode, ``requires_grad`` flags, LoRA scales and PEFT's input
+casts are captured before sampling and restored exactly afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from ltx2train.config import ValidationConfig
 from ltx2train.inference.live_pipeline import GeneratedClip, build_pipeline, condition_kwargs, generate, write_clip
+from ltx2train.lora.adapters import set_adapter_input_cast
 from ltx2train.memory.tiling import fit_decode_tiles
 from ltx2train.utils.progress import progress
 
@@ -44,24 +45,31 @@ def encode_prompts(text_encoder, prompts: list[str], negative_prompt: str, max_s
 
 @contextmanager
 def preserved_training_state(*modules: torch.nn.Module):
-    """Put ``modules`` in eval mode for sampling; restore modes, grad flags and LoRA scales afterwards."""
+    """Put ``modules`` in eval mode for sampling, with PEFT's input cast on (the pipelines run without autocast: a
+    float32 adapter needs a float32 input; training may turn it off, ``casts_adapter_inputs``); restore modes, input
+    casts, grad flags and LoRA scales afterwards."""
     modes = [{name: m.training for name, m in module.named_modules()} for module in modules]
     grads = [{name: p.requires_grad for name, p in module.named_parameters()} for module in modules]
     scales = [
         {name: dict(m.scaling) for name, m in module.named_modules() if isinstance(getattr(m, "scaling", None), dict)}
         for module in modules
     ]
+    flag = "cast_input_dtype_enabled"  # PEFT's, on each adapted layer
+    casts = [{name: getattr(m, flag) for name, m in module.named_modules() if hasattr(m, flag)} for module in modules]
     try:
         for module in modules:
             module.eval()
+            set_adapter_input_cast(module, True)
         yield
     finally:
-        for module, mode, grad, scale in zip(modules, modes, grads, scales):
+        for module, mode, grad, scale, cast in zip(modules, modes, grads, scales, casts):
             for name, m in module.named_modules():
                 m.training = mode[name]
                 if name in scale:
                     m.scaling.clear()
                     m.scaling.update(scale[name])
+                if name in cast:
+                    setattr(m, flag, cast[name])
             for name, p in module.named_parameters():
                 p.requires_grad_(grad[name])
 

@@ -28,7 +28,7 @@ from ltx2train.models.trained import trained_parts
 from ltx2train.utils.errors import UserError
 
 if TYPE_CHECKING:
-    from ltx2train.config.schema import LoRAConfig
+    from ltx2train.config.schema import Config, LoRAConfig
 
 
 GATE_LOGITS = "to_gate_logits"  # LTX-2.3's per-head attention gate projection (2 * sigmoid scales each head)
@@ -53,6 +53,28 @@ def training_lora_config(lora_cfg: LoRAConfig, exclude: str | None = None):
         init_lora_weights=True,
         exclude_modules=exclude,
     )
+
+
+def casts_adapter_inputs(cfg: Config) -> bool:
+    """Whether a training step needs PEFT's cast of each adapted layer's input to the adapters' float32: an extra
+    copy of every adapted activation (and of its bf16 recast for the matmul, saved for backward) in forward and in
+    recompute. Not under autocast (``mixed_precision`` bf16 or fp16 with ddp or fsdp2): autocast casts the bf16
+    input and the float32 adapter to its dtype for the matmuls either way, so outputs and gradients are
+    bit-identical without it (tested). Kept without autocast (a float32 adapter needs a float32 input), under
+    DeepSpeed (its engine casts the whole model and runs no autocast) and with ``lora.dropout`` (the dropout would
+    draw its mask on another dtype). Sampling runs without autocast: it turns the cast back on
+    (``preserved_training_state``)."""
+    autocast = cfg.train.mixed_precision in ("bf16", "fp16") and cfg.distributed.backend != "deepspeed"
+    return not autocast or cfg.lora.dropout > 0
+
+
+def set_adapter_input_cast(module: torch.nn.Module, enabled: bool) -> None:
+    """PEFT's input cast (``cast_input_dtype_enabled``) on every adapted layer of ``module``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for layer in module.modules():
+        if isinstance(layer, BaseTunerLayer):
+            layer.cast_input_dtype_enabled = enabled
 
 
 def _lora_config(state: Mapping[str, torch.Tensor], alphas: Mapping[str, float]):

@@ -103,7 +103,8 @@ def transformer_kwargs(
 
 def text_kwargs(context) -> dict:
     """The text part of the call: the connectors' context (``TextContext``), or -- when the connectors are trained
-    with the transformer (``models/trained.py``) -- the projected text they run on in the trained module's forward."""
+    with the transformer (``models/trained.py``) -- the projected text they run on in the trained module's forward.
+    The connectors' mask is all ones, which ``connect_text`` gives as None: no bias in either text cross-attention."""
     if isinstance(context, ProjectedText):
         return dict(text_video=context.video, text_audio=context.audio, text_attention_mask=context.attention_mask)
     return dict(

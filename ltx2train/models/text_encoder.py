@@ -33,7 +33,7 @@ class TextEmbeddings:
 class TextContext:
     video: torch.Tensor  # (B, T, video cross-attention dim)
     audio: torch.Tensor  # (B, T, audio cross-attention dim)
-    attention_mask: torch.Tensor  # (B, T) after the connectors (registers fill padded positions)
+    attention_mask: torch.Tensor | None  # (B, T) after the connectors: all ones (``apply_connectors``) or None
 
 
 class GemmaTextEncoder:
@@ -166,16 +166,22 @@ def project_text(
 
 
 def connect_text(connectors: torch.nn.Module, projected: ProjectedText) -> TextContext:
-    """The second half of ``LTX2TextConnectors.forward``: the video and audio connector transformers."""
+    """The second half of ``LTX2TextConnectors.forward``: the video and audio connector transformers.
+
+    The context's mask is None: diffusers' forward binarises the additive mask the video connector returns with
+    ``< 1e-6``, which is all ones whatever the config (all zeros after learned registers replaced the padding, as
+    in every shipped variant; 0 or -max without registers), then multiplies the video context by it and the
+    transformer turns it into a zero bias for both text cross-attentions of every block. None is exact, needs no
+    host sync, and leaves those attentions free for flash kernels (a mask also meets cuDNN attention's backward
+    NaN on H100/H200)."""
     video_in = projected.video
     audio_in = projected.audio if projected.audio is not None else projected.video
     dtype = video_in.dtype
     additive = (projected.attention_mask.to(torch.int64) - 1).to(dtype)
     additive = additive.reshape(additive.shape[0], 1, -1, additive.shape[-1]) * torch.finfo(dtype).max
-    video, video_mask = connectors.video_connector(video_in, additive)
-    binary = (video_mask < 1e-6).to(torch.int64).reshape(video.shape[0], video.shape[1], 1)
+    video, _ = connectors.video_connector(video_in, additive)
     audio, _ = connectors.audio_connector(audio_in, additive)
-    return TextContext(video * binary, audio, binary.squeeze(-1))
+    return TextContext(video, audio, None)
 
 
 def apply_connectors(

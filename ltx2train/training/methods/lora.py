@@ -11,9 +11,11 @@ import torch
 from ltx2train.config import Config, LoRAConfig
 from ltx2train.lora.adapters import (
     adapter_state_from_lora,
+    casts_adapter_inputs,
     export_lora,
     load_into_adapter,
     lora_targets,
+    set_adapter_input_cast,
     training_lora_config,
 )
 from ltx2train.lora.files import read_lora, to_state_dict
@@ -25,15 +27,21 @@ EXPORT_FILE = "lora.safetensors"
 
 
 def add_lora(
-    module: torch.nn.Module, lora_cfg: LoRAConfig, exclude: str | None = None, component: str = "transformer"
+    module: torch.nn.Module,
+    lora_cfg: LoRAConfig,
+    exclude: str | None = None,
+    component: str = "transformer",
+    cast_inputs: bool = True,
 ) -> list[torch.nn.Parameter]:
     """PEFT LoRA on ``lora_cfg.target_modules`` of ``module`` (the transformer, or the text connectors) except
-    modules whose full name matches ``exclude``; adapter weights kept in float32 whatever the base dtype."""
+    modules whose full name matches ``exclude``; adapter weights kept in float32 whatever the base dtype.
+    ``cast_inputs``: PEFT casts each adapted layer's input to float32 (:func:`casts_adapter_inputs`)."""
     module.requires_grad_(False)
     try:
         module.add_adapter(training_lora_config(lora_cfg, exclude), adapter_name=ADAPTER)
     except ValueError as exc:
         raise UserError(f"lora.target_modules={lora_targets(lora_cfg)} match no {component} module: {exc}") from exc
+    set_adapter_input_cast(module, cast_inputs)
     params = [p for n, p in module.named_parameters() if "lora_" in n]
     for p in params:
         p.data = p.data.float()
@@ -56,8 +64,10 @@ class LoraMethod:
     def apply(self, model: torch.nn.Module, log, fresh: bool = True) -> None:
         """Adapters on the frozen transformer (and connectors: ``train.trainable``); on a fresh run (not a resume)
         filled from ``lora.init_from``."""
+        cast = casts_adapter_inputs(self.cfg)
         for component, (module, _) in trained_parts(model).items():
-            add_lora(module, self.cfg.lora, exclude=frozen_pattern(component, self.frozen), component=component)
+            exclude = frozen_pattern(component, self.frozen)
+            add_lora(module, self.cfg.lora, exclude=exclude, component=component, cast_inputs=cast)
         if fresh and self.cfg.lora.init_from:
             self.load_export(
                 model,
