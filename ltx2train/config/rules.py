@@ -249,6 +249,11 @@ def _optimizer(c: _Checks, cfg: Config) -> None:
         f"{cfg.distributed.backend} shards the optimizer state already (fsdp2 hands DTensor shards, DeepSpeed "
         "its flat partitions): use optimizer.name=adamw there",
     )
+    c.need(
+        not (o.fused and o.name == "adamw8bit"),
+        "optimizer.fused=true is torch's fused AdamW; optimizer.name=adamw8bit has kernels of its own: leave "
+        "optimizer.fused null (or use optimizer.name=adamw)",
+    )
     c.need(o.lr > 0, f"optimizer.lr: must be > 0, got {o.lr}")
     c.need(
         len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas),

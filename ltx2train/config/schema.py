@@ -250,6 +250,8 @@ class OptimizerConfig:
         scheduler: shape after warmup: ``constant`` | ``linear`` (to 0) | ``cosine`` (to 0).
         warmup_steps: linear warmup steps from 0 to ``lr``.
         max_grad_norm: gradient-norm clipping threshold; 0 disables clipping.
+        fused: torch's fused AdamW (one kernel updates every tensor, instead of a loop of kernels per tensor):
+            ``null`` = on a GPU, off elsewhere; ``true`` / ``false`` to choose. Not for ``adamw8bit``.
     """
 
     name: str = "adamw"
@@ -260,6 +262,7 @@ class OptimizerConfig:
     scheduler: str = "cosine"
     warmup_steps: int = 100
     max_grad_norm: float = 1.0
+    fused: Optional[bool] = None
 
 
 @dataclass

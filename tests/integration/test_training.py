@@ -93,6 +93,7 @@ def test_lr_scheduler_steps_once_per_optimizer_step():
 
     class Opt:
         name, lr, betas, eps, weight_decay, warmup_steps, scheduler = "adamw", 1.0, (0.9, 0.99), 1e-8, 0.0, 0, "cosine"
+        fused = None
 
     optimizer = build_optimizer([param], Opt)
     scheduler = build_lr_scheduler(optimizer, Opt, max_steps=8)
@@ -100,6 +101,31 @@ def test_lr_scheduler_steps_once_per_optimizer_step():
         optimizer.step()
         scheduler.step()
     assert scheduler.get_last_lr()[0] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_fused_adamw_is_the_gpu_default_and_steps_as_the_loop_does():
+    """optimizer.fused: null = fused on a GPU only; true gives torch's fused kernel (on CPU too), whose steps match
+    the per-tensor loop's; with adamw8bit it is refused."""
+    from ltx2train.config import Config, OptimizerConfig
+    from ltx2train.training.optim import uses_fused_adamw
+
+    auto = OptimizerConfig()
+    assert uses_fused_adamw(auto, torch.device("cuda")) and not uses_fused_adamw(auto, torch.device("cpu"))
+    assert not uses_fused_adamw(OptimizerConfig(fused=False), torch.device("cuda"))
+    weights = [torch.nn.Parameter(torch.randn(16, 32, generator=torch.Generator().manual_seed(0))) for _ in range(2)]
+    fused = build_optimizer([weights[0]], OptimizerConfig(fused=True, lr=1e-2))
+    loop = build_optimizer([weights[1]], OptimizerConfig(lr=1e-2))
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    for _ in range(3):
+        for w, opt in ((weights[0], fused), (weights[1], loop)):
+            w.grad = torch.sin(w.detach() * 3)
+            opt.step()
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-6, atol=1e-7)
+    from ltx2train.config.rules import validate
+
+    problems = validate(Config(optimizer=OptimizerConfig(name="adamw8bit", fused=True)))
+    assert any("optimizer.fused=true is torch's fused AdamW" in p for p in problems), problems
+    assert not any("optimizer.fused" in p for p in validate(Config(optimizer=OptimizerConfig(fused=True))))
 
 
 def test_gradient_checkpointing_changes_memory_not_gradients(tiny_workspace, tmp_path):
